@@ -1,0 +1,229 @@
+"""The command line: a thin shell over app.core and app.inference (flags only, no logic).
+
+Exit codes: 0 ok, 2 usage error, 1 anything else, always with a one-line reason on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from app import __version__
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp"}
+
+
+class UsageError(Exception):
+    """Bad arguments: exit code 2."""
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
+
+
+def _default(name: str):
+    """Training defaults live in one place, TrainSettings; the flags only show them."""
+    from dataclasses import fields
+
+    from app.core.training import TrainSettings
+    return next(f.default for f in fields(TrainSettings) if f.name == name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="retrain-studio", description=(
+        "Turn folders of photos into an image classifier; classify images locally or with TF Serving. "
+        "With no command, opens the desktop app."))
+    parser.add_argument("--version", action="version", version=f"retrain-studio {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    train = sub.add_parser("train", help="train a classifier from IMAGE_DIR/<class>/<image> folders")
+    train.add_argument("image_dir", help="folder with one sub-folder of images per class")
+    train.add_argument("-o", "--output", required=True, dest="models_dir", help="models folder (MODELS_DIR/NAME/VERSION)")
+    train.add_argument("--name", help="model name (default: the image folder's name)")
+    train.add_argument("--backbone", default=None, help="efficientnet_lite0|1|2, a TF Hub handle, or a SavedModel folder")
+    train.add_argument("--epochs", type=int, default=_default("epochs"), help="most epochs for the head (early stopping ends sooner)")
+    train.add_argument("--batch-size", type=int, default=_default("batch_size"))
+    train.add_argument("--learning-rate", type=float, default=_default("learning_rate"))
+    train.add_argument("--validation-percent", type=float, default=_default("validation_percent"))
+    train.add_argument("--test-percent", type=float, default=_default("test_percent"))
+    train.add_argument("--augment", action="store_true", help="add augmented variants (embedded once, cached)")
+    train.add_argument("--fine-tune", action="store_true", help="also train the backbone (slow; for large data)")
+    train.add_argument("--fine-tune-epochs", type=int, default=_default("fine_tune_epochs"))
+    train.add_argument("--seed", type=int, default=_default("seed"))
+    train.add_argument("--cache-dir", help="where backbones and image features are cached")
+    train.add_argument("--tflite", choices=["float", "dynamic", "int8", "none"], default="float")
+    train.add_argument("--json", action="store_true", help="print one JSON event per line")
+
+    sub.add_parser("backbones", help="list the feature extractors and whether they work offline") \
+        .add_argument("--json", action="store_true")
+
+    classify = sub.add_parser("classify", help="classify image files or folders")
+    source = classify.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a model version folder, or its base folder (highest version)")
+    source.add_argument("--server", help="grpc://host:8500/NAME or http://host:8501/v1/models/NAME")
+    classify.add_argument("--backend", choices=["tflite", "savedmodel"], default="savedmodel")
+    classify.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
+    classify.add_argument("--top-k", type=int, default=3)
+    classify.add_argument("--json", action="store_true")
+    return parser
+
+
+def _image_files(paths: list[str]) -> list[Path]:
+    files = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                            and not p.name.startswith("."))
+        elif path.exists():
+            files.append(path)
+        else:
+            raise UsageError(f"no such file or folder: {raw}")
+    return files
+
+
+def cmd_train(args) -> int:
+    from app.core import events
+    from app.core.training import TrainSettings, run
+
+    settings = TrainSettings(
+        image_dir=args.image_dir, models_dir=args.models_dir, name=args.name,
+        backbone=args.backbone or "efficientnet_lite0", epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, validation_percent=args.validation_percent,
+        test_percent=args.test_percent, augment=args.augment, fine_tune=args.fine_tune,
+        fine_tune_epochs=args.fine_tune_epochs, seed=args.seed, cache_dir=args.cache_dir, tflite=args.tflite)
+    if args.epochs < 1 or args.batch_size < 1 or args.learning_rate <= 0:
+        raise UsageError("--epochs, --batch-size and --learning-rate must be positive")
+    sink = events.json_lines() if args.json else _human_events()
+    try:
+        done = run(settings, on_event=sink)
+    except BaseException as exc:
+        if args.json and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            sink(events.error(_one_line(exc)))
+        raise
+    if not args.json:
+        acc = done["metrics"]["test_accuracy"]
+        print(f"Model written to {done['model_dir']}")
+        print(f"Test accuracy: {acc:.3f} on {done['metrics']['test_images']} images" if acc is not None
+              else "No test images: accuracy not measured")
+        print("Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in done["seconds"].items()))
+    return 0
+
+
+def _human_events():
+    """Readable progress on stderr for people (the --json form is for programs)."""
+    last = {}
+
+    def emit(event: dict) -> None:
+        kind = event["event"]
+        if kind == "stage":
+            print(f"[{event['stage']}] {event['message']}", file=sys.stderr)
+        elif kind == "progress":
+            done, total = event["done"], event["total"]
+            if total and (done == total or done - last.get(event["stage"], -10**9) >= max(1, total // 10)):
+                last[event["stage"]] = done
+                print(f"  {event['stage']}: {done}/{total}", file=sys.stderr)
+        elif kind == "dataset":
+            print(f"  {event['images']} images in {len(event['classes'])} classes "
+                  f"(train {event['train']}, validation {event['validation']}, test {event['test']}); "
+                  f"{event['skipped_count']} skipped", file=sys.stderr)
+            for item in event["skipped"][:20]:
+                print(f"  skipped {item['path']}: {item['reason']}", file=sys.stderr)
+        elif kind == "warning":
+            print(f"  warning: {event['message']}", file=sys.stderr)
+        elif kind == "epoch" and event["epoch"] % 10 == 0:
+            print("  epoch {epoch}: loss {loss:.3f} accuracy {accuracy:.3f}".format(**event)
+                  + (" val_accuracy {:.3f}".format(event["val_accuracy"]) if "val_accuracy" in event else ""),
+                  file=sys.stderr)
+    return emit
+
+
+def cmd_backbones(args) -> int:
+    from app.core.backbones import list_backbones
+
+    rows = list_backbones()
+    if args.json:
+        for info in rows:
+            print(json.dumps(info.to_dict()))
+        return 0
+    for info in rows:
+        print(f"{info.id}\n    {info.description}; input {info.image_size}px; "
+              f"{'works offline' if info.offline else 'needs internet'}")
+    return 0
+
+
+def cmd_classify(args) -> int:
+    if args.server:
+        raise UsageError("remote servers are not supported by this build yet; use --model")
+    if args.top_k < 1:
+        raise UsageError("--top-k must be at least 1")
+    files = _image_files(args.paths)
+    if not files:
+        raise UsageError("no image files found in the given paths")
+    from app.inference.savedmodel import SavedModelClassifier
+
+    classifier = SavedModelClassifier(args.model)
+    failures = 0
+    for path in files:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            data, read_error = b"", f"cannot be read ({exc.strerror})"
+        else:
+            read_error = None
+        prediction = classifier.classify([data], args.top_k)[0]
+        if read_error:
+            prediction.error = read_error
+        failures += prediction.error is not None
+        if args.json:
+            print(json.dumps({"path": str(path), "label": prediction.label, "score": prediction.score,
+                              "top_k": [{"label": l, "score": s} for l, s in prediction.top_k],
+                              "timings": prediction.timings.to_dict(), "request_bytes": prediction.request_bytes,
+                              "backend": classifier.name, "error": prediction.error}), flush=True)
+        elif prediction.error:
+            print(f"{path}\terror: {prediction.error}")
+        else:
+            print(f"{path}\t{prediction.label}\t{prediction.score:.3f}\t{prediction.timings.total_ms:.1f} ms")
+    return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    _quiet_tensorflow()
+    handlers = {"train": cmd_train, "backbones": cmd_backbones, "classify": cmd_classify}
+    from app.core.backbones import BackboneError
+    from app.core.dataset import DatasetError
+    from app.inference.base import ModelError
+
+    try:
+        return handlers[args.command](args)
+    except UsageError as exc:
+        print(f"retrain-studio: {exc}", file=sys.stderr)
+        return 2
+    except (DatasetError, BackboneError, ModelError, ValueError, OSError) as exc:
+        print(f"retrain-studio: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print("retrain-studio: cancelled; nothing half-written was kept", file=sys.stderr)
+        return 1
+    except Exception as exc:  # last resort: still one line (a traceback only when debugging)
+        if os.environ.get("RETRAIN_STUDIO_DEBUG"):
+            import traceback
+            traceback.print_exc()
+        print(f"retrain-studio: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        return 1

@@ -1,0 +1,1 @@
+"""The training engine: no Qt; TensorFlow is imported lazily, inside functions."""

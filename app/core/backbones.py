@@ -1,0 +1,161 @@
+"""Feature extractors behind one registry: bundled EfficientNet-Lite, TF Hub handles, local dirs.
+
+All follow TF Hub's image feature-vector contract: float32 RGB [B,H,W,3] in [0,1] -> [B,D].
+
+    >>> info = resolve("efficientnet_lite0")
+    >>> extractor = load(info)          # materialised once into the user cache
+    >>> extractor(images)               # [B, 1280]
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .atomic import pid_alive
+from .efficientnet_lite import VARIANTS, weights_file
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+HUB_HOSTS = ("https://tfhub.dev/", "https://www.kaggle.com/models/", "https://kaggle.com/models/",
+             "http://tfhub.dev/", "https://storage.googleapis.com/")
+
+
+class BackboneError(ValueError):
+    """The backbone cannot be used; ``str()`` says why in one sentence."""
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    id: str
+    source: str  # "bundled", "hub" or "local"
+    image_size: int
+    description: str
+    offline: bool
+    license: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_BUNDLED = {
+    name: BackboneInfo(name, "bundled", size,
+                       f"EfficientNet-Lite{name[-1]} with ImageNet weights ({size}x{size}), shipped in a Python package",
+                       offline=True, license="Apache-2.0")
+    for name, (_, size) in VARIANTS.items()
+}
+HUB_EXAMPLES = {  # well-known TF2 feature vectors; need internet the first time
+    "https://www.kaggle.com/models/google/mobilenet-v3/TensorFlow2/large-100-224-feature-vector/1": 224,
+    "https://www.kaggle.com/models/google/efficientnet-v2/TensorFlow2/imagenet1k-b0-feature-vector/2": 224,
+    "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5": 224,
+}
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """Where backbones and embeddings are cached: --cache-dir, $RETRAIN_STUDIO_CACHE, or the user cache."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    if os.environ.get("RETRAIN_STUDIO_CACHE"):
+        return Path(os.environ["RETRAIN_STUDIO_CACHE"]).expanduser()
+    import platformdirs
+    return Path(platformdirs.user_cache_dir("retrain-studio"))
+
+
+def list_backbones() -> list[BackboneInfo]:
+    """Bundled models first (offline), then example hub handles (need internet)."""
+    out = []
+    for name in _BUNDLED:
+        try:
+            weights_file(name)
+            out.append(_BUNDLED[name])
+        except FileNotFoundError:
+            out.append(BackboneInfo(name, "bundled", _BUNDLED[name].image_size,
+                                    _BUNDLED[name].description + " (package not installed)", offline=False))
+    out += [BackboneInfo(h, "hub", s, "TF Hub / Kaggle feature vector", offline=False) for h, s in HUB_EXAMPLES.items()]
+    return out
+
+
+def _size_from_name(text: str, default: int = 224) -> int:
+    found = re.findall(r"(?:_|-)(\d{3})(?:[/_-]|$)", text)
+    return int(found[-1]) if found else default
+
+
+def resolve(spec: str | None) -> BackboneInfo:
+    """Map a registry id, a hub handle or a local SavedModel folder to a BackboneInfo."""
+    spec = (spec or DEFAULT_BACKBONE).strip()
+    if spec in _BUNDLED:
+        return _BUNDLED[spec]
+    if spec.startswith(("http://", "https://")):
+        return BackboneInfo(spec, "hub", HUB_EXAMPLES.get(spec, _size_from_name(spec)),
+                            "TF Hub / Kaggle feature vector", offline=False)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "saved_model.pb").exists():
+            raise BackboneError(f"{path} is not a SavedModel folder (no saved_model.pb inside)")
+        return BackboneInfo(str(path.resolve()), "local", _size_from_name(path.name), "local feature-vector SavedModel",
+                            offline=True)
+    raise BackboneError(f"unknown backbone '{spec}'; use one of {', '.join(_BUNDLED)}, a TF Hub handle or a SavedModel folder")
+
+
+def fingerprint(info: BackboneInfo) -> str:
+    """A short key that changes when the backbone's weights change (for the embedding cache)."""
+    if info.source == "bundled":
+        stat = weights_file(info.id).stat()
+        basis = f"{info.id}:{weights_file(info.id).name}:{stat.st_size}"
+    elif info.source == "local":
+        pb = Path(info.id, "saved_model.pb").stat()
+        basis = f"{info.id}:{pb.st_size}:{pb.st_mtime_ns}"
+    else:
+        basis = info.id
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", info.id.rstrip("/").split("/")[-1] if info.source != "bundled" else info.id)
+    return f"{slug[-40:]}-{hashlib.sha256(basis.encode()).hexdigest()[:10]}"
+
+
+def materialise(info: BackboneInfo, cache_dir: str | Path | None = None) -> str:
+    """Where ``hub.load`` finds ``info``; bundled weights are converted once, atomically."""
+    if info.source != "bundled":
+        return info.id
+    target = cache_root(cache_dir) / "backbones" / fingerprint(info)
+    if (target / "saved_model.pb").exists():
+        return str(target)
+    from .efficientnet_lite import save_feature_vector
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(target.parent)
+    tmp = target.parent / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        save_feature_vector(info.id, tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process finished first: theirs is as good as ours
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    for tmp in folder.glob(".tmp-*"):
+        try:
+            pid = int(tmp.name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if not pid_alive(pid):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load(info: BackboneInfo, cache_dir: str | Path | None = None):
+    """Load the feature extractor as a callable TF object (``hub.load``)."""
+    location = materialise(info, cache_dir)
+    import tensorflow_hub as hub
+
+    try:
+        return hub.load(location)
+    except Exception as exc:  # network, missing files, TF1 hub format...
+        if info.source == "hub":
+            raise BackboneError(f"could not download {info.id} (no internet?): {str(exc).splitlines()[0][:200]}") from None
+        raise BackboneError(f"could not load backbone {info.id}: {str(exc).splitlines()[0][:200]}") from None

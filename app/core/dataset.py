@@ -1,0 +1,176 @@
+"""Scan ``IMAGE_DIR/<class>/<image>``, validate every file, and split it stably.
+
+    >>> data = scan("photos/", validation_percent=10, test_percent=10)
+    >>> data.classes, len(data.split("train")), data.skipped[:1]
+
+Bad files are listed in ``skipped`` with a reason and never stop the scan.  The split
+follows TensorFlow's retrain.py: a file's split is decided by a hash of its name (with
+anything after ``_nohash_`` ignored), so adding images never moves old ones.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.inference.preprocess import IMAGE_EXTENSIONS, ImageError, decode
+
+from . import events
+
+SPLITS = ("train", "validation", "test")
+_MAX_PER_CLASS = 2 ** 27 - 1
+IMBALANCE_RATIO = 3.0
+
+
+class DatasetError(ValueError):
+    """The folder cannot be trained on; ``str()`` says why in one sentence."""
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    path: Path
+    label: int
+    split: str
+    digest: str  # sha256 of the file's bytes: the embedding cache key
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: Path
+    reason: str
+
+
+@dataclass
+class Dataset:
+    root: Path
+    classes: list[str]
+    items: list[ImageItem]
+    skipped: list[Skipped] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def split(self, name: str) -> list[ImageItem]:
+        return [item for item in self.items if item.split == name]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{class: {"train": n, "validation": n, "test": n}}"""
+        table = {c: dict.fromkeys(SPLITS, 0) for c in self.classes}
+        for item in self.items:
+            table[self.classes[item.label]][item.split] += 1
+        return table
+
+    def summary(self) -> dict:
+        return {"class_count": len(self.classes), "images": len(self.items),
+                "skipped_count": len(self.skipped),
+                **{s: len(self.split(s)) for s in SPLITS}}
+
+
+def split_of(file_name: str, validation_percent: float, test_percent: float) -> str:
+    """retrain.py's rule: a stable percentage from the SHA-1 of the file name."""
+    hash_name = re.sub(r"_nohash_.*$", "", file_name)
+    digest = hashlib.sha1(hash_name.encode("utf-8")).hexdigest()
+    percent = (int(digest, 16) % (_MAX_PER_CLASS + 1)) * (100.0 / _MAX_PER_CLASS)
+    if percent < validation_percent:
+        return "validation"
+    if percent < validation_percent + test_percent:
+        return "test"
+    return "train"
+
+
+def _class_folders(root: Path) -> list[Path]:
+    return sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: p.name)
+
+
+def _candidate_files(folder: Path) -> list[Path]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        files.extend(Path(dirpath, f) for f in sorted(filenames) if not f.startswith("."))
+    return files
+
+
+def check_file(path: Path, target: tuple[int, int]) -> tuple[str | None, str | None]:
+    """(digest, None) for a usable image, (None, reason) otherwise."""
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return None, f"not a supported image file ({path.suffix or 'no extension'})"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    try:
+        decode(data, target)
+    except ImageError as exc:
+        return None, str(exc)
+    return hashlib.sha256(data).hexdigest(), None
+
+
+def scan(root: str | Path, *, validation_percent: float = 10, test_percent: float = 10,
+         target: tuple[int, int] = (224, 224), on_event: events.EventSink = events.ignore,
+         workers: int | None = None) -> Dataset:
+    """Scan, validate and split a folder of class folders; raise DatasetError if unusable."""
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder")
+    if not 0 <= validation_percent < 100 or not 0 <= test_percent < 100 \
+            or validation_percent + test_percent >= 100:
+        raise DatasetError("validation and test percentages must be between 0 and 100 and leave images to train on")
+    folders = _class_folders(root)
+    if len(folders) < 2:
+        raise DatasetError(f"{root} has {len(folders)} class folder{'s' if len(folders) != 1 else ''}; "
+                           "put the images in at least 2 sub-folders, one per class")
+    classes = [f.name for f in folders]
+    files = [(label, path) for label, folder in enumerate(folders) for path in _candidate_files(folder)]
+    items, skipped = [], []
+    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) + 2)) as pool:
+        checks = pool.map(lambda lp: check_file(lp[1], target), files)
+        for done, ((label, path), (digest, reason)) in enumerate(zip(files, checks), 1):
+            if reason:
+                skipped.append(Skipped(path, reason))
+            else:
+                items.append(ImageItem(path, label, split_of(path.name, validation_percent, test_percent), digest))
+            if done % 50 == 0 or done == len(files):
+                on_event(events.progress("scan", done, len(files)))
+    per_class = Counter(item.label for item in items)
+    for label, name in enumerate(classes):
+        if per_class[label] < 2:
+            raise DatasetError(f"class '{name}' has {per_class[label]} usable image"
+                               f"{'s' if per_class[label] != 1 else ''}; each class needs at least 2")
+    items = _ensure_training_examples(items, classes, validation_percent, test_percent)
+    data = Dataset(root, classes, items, skipped)
+    data.warnings = _warnings(data, per_class)
+    return data
+
+
+def _ensure_training_examples(items, classes, validation_percent, test_percent):
+    """A class whose few images all hashed into held-out splits lends one back to train."""
+    out = list(items)
+    for label in range(len(classes)):
+        own = [i for i, item in enumerate(out) if item.label == label]
+        if not any(out[i].split == "train" for i in own):
+            i = own[0]
+            out[i] = ImageItem(out[i].path, label, "train", out[i].digest)
+    return out
+
+
+def _warnings(data: Dataset, per_class: Counter) -> list[str]:
+    notes = []
+    most, least = max(per_class.values()), min(per_class.values())
+    if least * IMBALANCE_RATIO < most:
+        small = [data.classes[c] for c, n in per_class.items() if n * IMBALANCE_RATIO < most]
+        notes.append(f"classes are imbalanced ({least} to {most} images); smallest: {', '.join(small[:5])}")
+    if least < 20:
+        notes.append(f"some classes have fewer than 20 images; accuracy estimates will be rough")
+    labels_by_digest: dict[str, set] = {}
+    for item in data.items:
+        labels_by_digest.setdefault(item.digest, set()).add(item.label)
+    clashes = sum(1 for labels in labels_by_digest.values() if len(labels) > 1)
+    if clashes:
+        notes.append(f"{clashes} identical image{'s' if clashes > 1 else ''} appear in more than one class")
+    for split in ("validation", "test"):
+        if not data.split(split):
+            notes.append(f"the {split} split is empty; add images or raise --{split}-percent")
+    return notes

@@ -1,0 +1,45 @@
+"""Progress and metric events shared by the CLI (``--json`` lines) and the GUI.
+
+Every event is a plain JSON-ready dict with an ``"event"`` key, so the CLI can print it
+and the GUI can read it back from the child process line by line.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Callable
+
+EventSink = Callable[[dict], None]
+
+
+def progress(stage: str, done: int, total: int) -> dict:
+    return {"event": "progress", "stage": stage, "done": done, "total": total}
+
+
+def stage(name: str, message: str) -> dict:
+    return {"event": "stage", "stage": name, "message": message}
+
+
+def epoch(number: int, metrics: dict) -> dict:
+    return {"event": "epoch", "epoch": number, **{k: float(v) for k, v in metrics.items()}}
+
+
+def warning(message: str) -> dict:
+    return {"event": "warning", "message": message}
+
+
+def error(message: str) -> dict:
+    return {"event": "error", "message": message}
+
+
+def ignore(_event: dict) -> None:
+    """An EventSink that drops everything."""
+
+
+def json_lines(stream=None) -> EventSink:
+    """An EventSink that writes one JSON object per line and flushes (for a reading parent)."""
+    def emit(event: dict) -> None:
+        out = stream or sys.stdout
+        out.write(json.dumps(event) + "\n")
+        out.flush()
+    return emit

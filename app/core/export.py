@@ -1,0 +1,174 @@
+"""Write ``MODELS_DIR/NAME/VERSION/``: SavedModel + TFLite + labels + warm-up + metadata.
+
+The version folder is assembled under a hidden temporary name inside ``MODELS_DIR/NAME``
+and renamed into place only when complete.  TF Serving loads only folders whose name is
+an integer, so neither it nor ``--model`` ever sees half a model, even if the process
+is killed.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .atomic import pid_alive, write_json
+
+SERVING_SIGNATURE = "serving_default"
+IMAGES_SIGNATURE = "serving_images"
+BYTES_INPUT = "image_bytes"
+IMAGES_INPUT = "images"
+OUTPUTS = ("probabilities", "classes", "scores")
+TFLITE_FILES = {"float": "model.tflite", "dynamic": "model_dynamic.tflite", "int8": "model_int8.tflite"}
+
+
+def version_folders(base: str | Path) -> list[tuple[int, Path]]:
+    """Complete versions under a model's base folder, lowest first (TF Serving's rule)."""
+    base = Path(base)
+    if not base.is_dir():
+        return []
+    return sorted((int(p.name), p) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _remove_stale_temps(base: Path) -> None:
+    for tmp in base.glob(".tmp-*"):
+        try:
+            pid = int(tmp.name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not pid_alive(pid):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_module(backbone, head_kernel: np.ndarray, head_bias: np.ndarray, labels: Sequence[str],
+                 image_size: int, labels_file: str):
+    """A tf.Module with the two serving signatures and a TFLite-friendly probabilities function."""
+    import tensorflow as tf
+
+    from .graph_preprocess import load_image
+
+    size = image_size
+
+    class ImageClassifier(tf.Module):
+        def __init__(self):
+            super().__init__(name="retrain_studio_classifier")
+            self.backbone = backbone
+            self.head_kernel = tf.Variable(head_kernel.astype(np.float32), trainable=False, name="head_kernel")
+            self.head_bias = tf.Variable(head_bias.astype(np.float32), trainable=False, name="head_bias")
+            self.labels = tf.Variable(list(labels), dtype=tf.string, trainable=False, name="labels")
+            self.labels_file = tf.saved_model.Asset(labels_file)
+
+        def _probabilities(self, images):
+            features = self.backbone(images)
+            return tf.nn.softmax(tf.matmul(features, self.head_kernel) + self.head_bias)
+
+        def _outputs(self, images):
+            probabilities = self._probabilities(images)
+            top = tf.argmax(probabilities, axis=1, output_type=tf.int32)
+            return {"probabilities": probabilities,
+                    "classes": tf.gather(self.labels, top),
+                    "scores": tf.reduce_max(probabilities, axis=1)}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
+        def serve_bytes(self, image_bytes):
+            images = tf.map_fn(lambda data: load_image(data, size, size), image_bytes,
+                               fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+            return self._outputs(images)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=IMAGES_INPUT)])
+        def serve_images(self, images):
+            return self._outputs(images)
+
+        @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name=IMAGES_INPUT)])
+        def tflite_probabilities(self, images):
+            return {"probabilities": self._probabilities(images)}
+
+    return ImageClassifier()
+
+
+def _convert_tflite(module, mode: str, representative: Callable[[], np.ndarray] | None) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.tflite_probabilities.get_concrete_function()], module)
+    if mode in ("dynamic", "int8"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "int8":
+        def dataset():
+            for image in representative():
+                yield [image[None].astype(np.float32)]
+        converter.representative_dataset = dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return converter.convert()
+
+
+def _warmup_record(model_name: str, example_jpeg: bytes) -> bytes:
+    """One PredictionLog, as TF Serving reads from assets.extra/tf_serving_warmup_requests."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    request = predict_pb2.PredictRequest(
+        model_spec=model_pb2.ModelSpec(name=model_name, signature_name=SERVING_SIGNATURE))
+    request.inputs[BYTES_INPUT].CopyFrom(tf.make_tensor_proto([example_jpeg], dtype=tf.string))
+    log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+    return log.SerializeToString()
+
+
+def example_jpeg(image: np.ndarray) -> bytes:
+    """A small JPEG of a preprocessed [H,W,3] image, for warm-up requests."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8)).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def export(models_dir: str | Path, name: str, *, backbone, head: tuple[np.ndarray, np.ndarray],
+           labels: Sequence[str], image_size: int, metadata: dict, tflite: Sequence[str] = ("float",),
+           warmup_image: bytes | None = None, representative: Callable[[], np.ndarray] | None = None,
+           on_stage: Callable[[str], None] = lambda s: None) -> Path:
+    """Write a complete new version and return its folder ``MODELS_DIR/NAME/VERSION``."""
+    import tensorflow as tf
+
+    base = Path(models_dir).expanduser() / name
+    base.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(base)
+    tmp = base / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            labels_file = Path(scratch, "labels.txt")
+            labels_file.write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
+            module = build_module(backbone, *head, labels, image_size, str(labels_file))
+            on_stage("saving SavedModel")
+            tf.saved_model.save(module, str(tmp), signatures={
+                SERVING_SIGNATURE: module.serve_bytes.get_concrete_function(),
+                IMAGES_SIGNATURE: module.serve_images.get_concrete_function()})
+        files = {"saved_model": "saved_model.pb", "labels": "assets/labels.txt"}
+        for mode in tflite:
+            on_stage(f"converting to TFLite ({mode})")
+            (tmp / TFLITE_FILES[mode]).write_bytes(_convert_tflite(module, mode, representative))
+            files[f"tflite_{mode}"] = TFLITE_FILES[mode]
+        if warmup_image is not None:
+            (tmp / "assets.extra").mkdir()
+            with tf.io.TFRecordWriter(str(tmp / "assets.extra" / "tf_serving_warmup_requests")) as writer:
+                writer.write(_warmup_record(name, warmup_image))
+            files["warmup"] = "assets.extra/tf_serving_warmup_requests"
+        version = max([v for v, _ in version_folders(base)], default=0) + 1
+        while True:
+            write_json(tmp / "metadata.json", {**metadata, "name": name, "version": version, "files": files})
+            target = base / str(version)
+            try:
+                os.rename(tmp, target)
+                return target
+            except OSError:
+                if not target.exists():
+                    raise
+                version += 1  # another export took this number first
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,120 @@
+"""Embed images once: the bottleneck cache and the batched feature extraction.
+
+Vectors are keyed by (backbone fingerprint, image size) -> folder, and by the file's
+content hash (plus an augmentation variant) -> row.  Each batch of new vectors is written
+as its own small shard, atomically, so a run killed half-way keeps what it finished and
+a second run on the same data never calls the backbone.
+"""
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from app.inference.preprocess import load_image
+
+from . import events
+from .atomic import write_bytes
+
+AUGMENT_VERSION = 1  # bump when augmentation maths change, so old variants are not reused
+
+
+class EmbeddingCache:
+    """Append-only store of float32 vectors under ``root/embeddings/<backbone>-<H>x<W>/``."""
+
+    def __init__(self, root: str | Path, backbone_key: str, image_size: int):
+        self.folder = Path(root) / "embeddings" / f"{backbone_key}-{image_size}x{image_size}"
+        self.vectors: dict[str, np.ndarray] = {}
+        self._pending: dict[str, np.ndarray] = {}
+        for shard in sorted(self.folder.glob("*.npz")):
+            try:
+                with np.load(shard) as data:
+                    self.vectors.update(zip(data["keys"].tolist(), data["vectors"]))
+            except (OSError, ValueError, KeyError):
+                shard.unlink(missing_ok=True)  # unreadable shard: recompute those vectors
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.vectors
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.vectors[key]
+
+    def add(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        for key, vector in zip(keys, vectors):
+            self.vectors[key] = vector
+            self._pending[key] = vector
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        buffer = io.BytesIO()
+        np.savez(buffer, keys=np.array(list(self._pending)), vectors=np.stack(list(self._pending.values())))
+        write_bytes(self.folder / f"{uuid.uuid4().hex}.npz", buffer.getvalue())
+        self._pending.clear()
+
+
+def augment(image: np.ndarray, seed: int) -> np.ndarray:
+    """A random but reproducible variant: mirror, crop-and-zoom up to 20%, brightness/contrast."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = image[:, ::-1] if rng.random() < 0.5 else image
+    height, width, _ = out.shape
+    zoom = rng.uniform(0.8, 1.0)
+    ch, cw = int(height * zoom), int(width * zoom)
+    top, left = rng.integers(0, height - ch + 1), rng.integers(0, width - cw + 1)
+    crop = out[top:top + ch, left:left + cw]
+    resized = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(crop[..., c]), mode="F")
+                                   .resize((width, height), Image.Resampling.BILINEAR)) for c in range(3)], -1)
+    contrast, brightness = rng.uniform(0.8, 1.2), rng.uniform(-0.1, 0.1)
+    return np.clip((resized - 0.5) * contrast + 0.5 + brightness, 0.0, 1.0).astype(np.float32)
+
+
+def cache_key(digest: str, variant: int) -> str:
+    return digest if variant == 0 else f"{digest}:aug{AUGMENT_VERSION}.{variant}"
+
+
+def embed(paths: Sequence[Path], digests: Sequence[str], extractor: Callable, cache: EmbeddingCache,
+          image_size: int, *, variants: int = 0, batch_size: int = 32,
+          on_event: events.EventSink = events.ignore, stage: str = "embed") -> np.ndarray:
+    """Vectors for every (image, variant) pair, [len(paths) * (1 + variants), D], image-major.
+
+    Only images missing from the cache are decoded and run through ``extractor``;
+    decoding happens on worker threads while the backbone runs on the previous batch.
+    """
+    target = (image_size, image_size)
+    wanted = [(i, v) for i in range(len(paths)) for v in range(variants + 1)]
+    missing_images = sorted({i for i, v in wanted if cache_key(digests[i], v) not in cache})
+    total, done = len(wanted), len(wanted) - sum(
+        1 for i, v in wanted if cache_key(digests[i], v) not in cache)
+    on_event(events.progress(stage, done, total))
+
+    def prepare(i: int) -> list[tuple[str, np.ndarray]]:
+        base = load_image(Path(paths[i]).read_bytes(), target)
+        out = []
+        for v in range(variants + 1):
+            key = cache_key(digests[i], v)
+            if key not in cache:
+                out.append((key, base if v == 0 else augment(base, int(digests[i][:8], 16) * 64 + v)))
+        return out
+
+    chunks = [missing_images[s:s + batch_size] for s in range(0, len(missing_images), batch_size)]
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        pending = [pool.map(prepare, chunk) for chunk in chunks[:2]]
+        for n in range(len(chunks)):
+            prepared = [pair for pairs in pending.pop(0) for pair in pairs]
+            if n + 2 < len(chunks):
+                pending.append(pool.map(prepare, chunks[n + 2]))
+            for s in range(0, len(prepared), batch_size):
+                part = prepared[s:s + batch_size]
+                vectors = np.asarray(extractor(np.stack([img for _, img in part])), dtype=np.float32)
+                cache.add([key for key, _ in part], vectors)
+                done += len(part)
+            cache.flush()
+            on_event(events.progress(stage, done, total))
+    return np.stack([cache[cache_key(digests[i], v)] for i, v in wanted])

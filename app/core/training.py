@@ -1,0 +1,278 @@
+"""The whole training run: scan -> embed (cached) -> train head -> [fine-tune] -> evaluate -> export.
+
+    >>> result = run(TrainSettings("photos/", "models/"), on_event=print)
+    >>> result["model_dir"], result["metrics"]["test_accuracy"]
+
+Every step reports through ``on_event`` (see ``events``); the CLI prints those as JSON
+lines and the GUI reads them from a child process.
+"""
+from __future__ import annotations
+
+import platform
+import re
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from app import __version__
+from app.inference.preprocess import load_image
+
+from . import backbones, events, export, features
+from .dataset import Dataset, scan
+from .evaluation import evaluate
+
+
+@dataclass
+class TrainSettings:
+    image_dir: str
+    models_dir: str
+    name: str | None = None
+    backbone: str = backbones.DEFAULT_BACKBONE
+    epochs: int = 100
+    batch_size: int = 64
+    learning_rate: float = 0.001
+    validation_percent: float = 10.0
+    test_percent: float = 10.0
+    augment: bool = False
+    augment_copies: int = 2
+    fine_tune: bool = False
+    fine_tune_epochs: int = 3
+    fine_tune_learning_rate: float = 1e-4
+    label_smoothing: float = 0.1
+    dropout: float = 0.2
+    patience: int = 8
+    seed: int = 42
+    cache_dir: str | None = None
+    tflite: str = "float"  # float | dynamic | int8 | none
+
+    def model_name(self) -> str:
+        return self.name or re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(self.image_dir).resolve().name) or "classifier"
+
+
+class _Clock:
+    """Wall time per stage, for the ``done`` event and the benchmark."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    def lap(self, name: str, since: float) -> None:
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - since, 3)
+
+    def total(self) -> float:
+        return round(time.perf_counter() - self._start, 3)
+
+
+def _one_hot(labels: np.ndarray, k: int) -> np.ndarray:
+    return np.eye(k, dtype=np.float32)[labels]
+
+
+def class_weights(labels: np.ndarray, k: int) -> dict[int, float]:
+    """Inverse-frequency weights (mean 1), so a small class counts as much as a big one."""
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    return {c: float(len(labels) / (k * n)) if n else 1.0 for c, n in enumerate(counts)}
+
+
+class _EpochReporter:
+    """tf_keras callback turning logs into ``epoch`` events (built lazily: keras is heavy)."""
+
+    @staticmethod
+    def make(on_event, offset: int = 0, total: int = 0, stage: str = "train"):
+        import tf_keras as keras
+
+        class Reporter(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                on_event(events.epoch(offset + epoch + 1, {k: v for k, v in (logs or {}).items()}))
+                on_event(events.progress(stage, epoch + 1, total))
+
+        return Reporter()
+
+
+def train_head(x_train, y_train, x_val, y_val, k: int, s: TrainSettings,
+               on_event: events.EventSink = events.ignore) -> tuple[np.ndarray, np.ndarray, int]:
+    """Softmax head on frozen features; returns (kernel [D,K], bias [K], epochs run)."""
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(s.seed)
+    model = keras.Sequential([keras.layers.InputLayer(input_shape=(x_train.shape[1],)),
+                              keras.layers.Dropout(s.dropout, seed=s.seed),
+                              keras.layers.Dense(k)])
+    model.compile(optimizer=keras.optimizers.Adam(s.learning_rate),
+                  loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=s.label_smoothing),
+                  metrics=["accuracy"])
+    has_val = len(y_val) > 0
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss" if has_val else "loss", patience=s.patience,
+                                            restore_best_weights=True)
+    history = model.fit(
+        x_train, _one_hot(y_train, k), batch_size=s.batch_size, epochs=s.epochs, verbose=0, shuffle=True,
+        validation_data=(x_val, _one_hot(y_val, k)) if has_val else None,
+        class_weight=class_weights(y_train, k),
+        callbacks=[stopper, _EpochReporter.make(on_event, total=s.epochs)])
+    kernel, bias = model.layers[-1].get_weights()
+    return kernel, bias, len(history.history["loss"])
+
+
+def _image_batches(items, size: int, batch_size: int, k: int, seed: int, augment: bool):
+    """tf.data pipeline of decoded images for fine-tuning (decoded on the fly, not cached)."""
+    import tensorflow as tf
+
+    paths = [str(i.path) for i in items]
+    labels = np.array([i.label for i in items])
+
+    def generate():
+        order = np.random.default_rng(seed).permutation(len(paths))
+        for j in order:
+            image = load_image(Path(paths[j]).read_bytes(), (size, size))
+            if augment:
+                image = features.augment(image, int(seed * 1000003 + j))
+            yield image, _one_hot(labels[j:j + 1], k)[0]
+
+    spec = (tf.TensorSpec((size, size, 3), tf.float32), tf.TensorSpec((k,), tf.float32))
+    return tf.data.Dataset.from_generator(generate, output_signature=spec).batch(batch_size).prefetch(2)
+
+
+def fine_tune(location: str, head, data: Dataset, size: int, s: TrainSettings, on_event, epoch_offset: int):
+    """Unfreeze the backbone and train it with the head, at a small learning rate."""
+    import tensorflow_hub as hub
+    import tf_keras as keras
+
+    k = len(data.classes)
+    layer = hub.KerasLayer(location, trainable=True)
+    dense = keras.layers.Dense(k)
+    model = keras.Sequential([keras.layers.InputLayer(input_shape=(size, size, 3)), layer,
+                              keras.layers.Dropout(s.dropout, seed=s.seed), dense])
+    dense.set_weights(list(head))
+    model.compile(optimizer=keras.optimizers.SGD(s.fine_tune_learning_rate, momentum=0.9),
+                  loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=s.label_smoothing),
+                  metrics=["accuracy"])
+    train, val = data.split("train"), data.split("validation")
+    model.fit(_image_batches(train, size, s.batch_size, k, s.seed, s.augment),
+              validation_data=_image_batches(val, size, s.batch_size, k, s.seed, False) if val else None,
+              epochs=s.fine_tune_epochs, verbose=0,
+              class_weight=class_weights(np.array([i.label for i in train]), k),
+              callbacks=[_EpochReporter.make(on_event, epoch_offset, s.fine_tune_epochs, "fine_tune")])
+    kernel, bias = dense.get_weights()
+    return layer.resolved_object, (kernel, bias)
+
+
+def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
+    """Train and export; returns the ``done`` event (also emitted)."""
+    clock = _Clock()
+    info = backbones.resolve(s.backbone)
+    size = info.image_size
+
+    t = time.perf_counter()
+    on_event(events.stage("scan", f"Scanning {s.image_dir}"))
+    data = scan(s.image_dir, validation_percent=s.validation_percent, test_percent=s.test_percent,
+                target=(size, size), on_event=on_event)
+    on_event({"event": "dataset", "root": str(data.root), "classes": data.classes, "counts": data.counts(),
+              "skipped": [{"path": str(x.path), "reason": x.reason} for x in data.skipped],
+              "warnings": data.warnings, **data.summary()})
+    for note in data.warnings:
+        on_event(events.warning(note))
+    clock.lap("scan", t)
+
+    t = time.perf_counter()
+    on_event(events.stage("backbone", f"Loading backbone {info.id}"))
+    location = backbones.materialise(info, s.cache_dir)
+    extractor = backbones.load(info, s.cache_dir)
+    clock.lap("load_backbone", t)
+
+    t = time.perf_counter()
+    on_event(events.stage("embed", "Computing image features"))
+    cache = features.EmbeddingCache(backbones.cache_root(s.cache_dir), backbones.fingerprint(info), size)
+    splits = {name: data.split(name) for name in ("train", "validation", "test")}
+    copies = s.augment_copies if s.augment else 0
+    vectors = {}
+    for name, items in splits.items():
+        vectors[name] = features.embed([i.path for i in items], [i.digest for i in items], extractor, cache, size,
+                                       variants=copies if name == "train" else 0, batch_size=32,
+                                       on_event=on_event, stage=f"embed_{name}")
+    clock.lap("embed", t)
+    labels = {name: np.array([i.label for i in items], dtype=np.int64) for name, items in splits.items()}
+    train_labels = np.repeat(labels["train"], copies + 1)
+
+    t = time.perf_counter()
+    on_event(events.stage("train", "Training the classifier head"))
+    k = len(data.classes)
+    kernel, bias, epochs_run = train_head(vectors["train"], train_labels, vectors["validation"], labels["validation"],
+                                          k, s, on_event)
+    clock.lap("train", t)
+    backbone_for_export, head = extractor, (kernel, bias)
+    test_vectors = vectors["test"]
+    if s.fine_tune:
+        t = time.perf_counter()
+        on_event(events.stage("fine_tune", "Fine-tuning the backbone"))
+        backbone_for_export, head = fine_tune(location, head, data, size, s, on_event, epochs_run)
+        test_vectors = _features_of(backbone_for_export, splits["test"], size)
+        clock.lap("fine_tune", t)
+
+    t = time.perf_counter()
+    on_event(events.stage("evaluate", "Evaluating on the test split"))
+    logits = test_vectors @ head[0] + head[1] if len(test_vectors) else np.zeros((0, k))
+    probabilities = _softmax(logits)
+    report = evaluate(probabilities, labels["test"], data.classes, [i.path for i in splits["test"]])
+    val_logits = vectors["validation"] @ kernel + bias if len(labels["validation"]) and not s.fine_tune else None
+    val_accuracy = float(np.mean(np.argmax(val_logits, 1) == labels["validation"])) if val_logits is not None else None
+    clock.lap("evaluate", t)
+
+    t = time.perf_counter()
+    on_event(events.stage("export", "Exporting SavedModel and TFLite"))
+    example = splits["test"][0] if splits["test"] else splits["train"][0]
+    example_pixels = load_image(example.path.read_bytes(), (size, size))
+    metadata = {
+        "format_version": 1,
+        "labels": data.classes,
+        "input": {"height": size, "width": size, "channels": 3, "dtype": "float32", "range": [0.0, 1.0]},
+        "preprocessing": "decode (JPEG at DCT scale, EXIF-upright), RGB, /255, antialiased bilinear resize "
+                         "(app.inference.preprocess)",
+        "signatures": {export.SERVING_SIGNATURE: {"inputs": {export.BYTES_INPUT: "string [None]"},
+                                                  "outputs": list(export.OUTPUTS)},
+                       export.IMAGES_SIGNATURE: {"inputs": {export.IMAGES_INPUT: f"float32 [None,{size},{size},3]"},
+                                                 "outputs": list(export.OUTPUTS)}},
+        "backbone": info.to_dict(),
+        "split_sizes": {name: len(items) for name, items in splits.items()},
+        "skipped_files": len(data.skipped),
+        "metrics": {"test_accuracy": report["accuracy"], "validation_accuracy": val_accuracy,
+                    "per_class": report["per_class"], "confusion_matrix": report["confusion_matrix"],
+                    "test_images": report["images"]},
+        "training": {**{k2: v for k2, v in asdict(s).items() if k2 not in ("image_dir", "models_dir", "cache_dir")},
+                     "epochs_run": epochs_run, "image_dir": str(data.root)},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "app_version": __version__,
+        "platform": platform.platform(),
+    }
+    train_items = splits["train"]
+    model_dir = export.export(
+        s.models_dir, s.model_name(), backbone=backbone_for_export, head=head, labels=data.classes, image_size=size,
+        metadata=metadata, tflite=() if s.tflite == "none" else (s.tflite,) if s.tflite == "float" else ("float", s.tflite),
+        warmup_image=export.example_jpeg(example_pixels),
+        representative=lambda: (load_image(i.path.read_bytes(), (size, size)) for i in train_items[:100]),
+        on_stage=lambda m: on_event(events.stage("export", m)))
+    clock.lap("export", t)
+    clock.seconds["total"] = clock.total()
+    done = {"event": "done", "model_dir": str(model_dir),
+            "metrics": {"test_accuracy": report["accuracy"], "validation_accuracy": val_accuracy,
+                        "test_images": report["images"], "epochs_run": epochs_run,
+                        "per_class": report["per_class"], "confusion_matrix": report["confusion_matrix"],
+                        "mistakes": report["mistakes"][:200]},
+            "classes": data.classes, "seconds": clock.seconds}
+    on_event(done)
+    return done
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True) if len(logits) else logits
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True) if len(logits) else e
+
+
+def _features_of(extractor, items, size: int, batch_size: int = 32) -> np.ndarray:
+    out = []
+    for s in range(0, len(items), batch_size):
+        batch = np.stack([load_image(i.path.read_bytes(), (size, size)) for i in items[s:s + batch_size]])
+        out.append(np.asarray(extractor(batch)))
+    return np.concatenate(out) if out else np.zeros((0, 1))

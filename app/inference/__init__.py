@@ -1,0 +1,1 @@
+"""Classify encoded images through one interface, whatever the backend (no Qt here)."""

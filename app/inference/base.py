@@ -1,0 +1,81 @@
+"""The Classifier protocol every backend implements, and what it returns.
+
+    >>> clf = open_classifier("models/flowers")          # highest version, like TF Serving
+    >>> [p.label for p in clf.classify([Path("rose.jpg").read_bytes()])]
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol, Sequence
+
+
+class ModelError(ValueError):
+    """The model cannot be found or used; ``str()`` says why in one sentence."""
+
+
+@dataclass
+class Timings:
+    decode_ms: float = 0.0
+    preprocess_ms: float = 0.0
+    inference_ms: float = 0.0
+    network_ms: float = 0.0
+    total_ms: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {k: round(v, 3) for k, v in asdict(self).items()}
+
+
+@dataclass
+class Prediction:
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+    timings: Timings = field(default_factory=Timings)
+    request_bytes: int = 0
+    error: str | None = None
+
+    @property
+    def label(self) -> str | None:
+        return self.top_k[0][0] if self.top_k else None
+
+    @property
+    def score(self) -> float | None:
+        return self.top_k[0][1] if self.top_k else None
+
+
+class Classifier(Protocol):
+    name: str
+    labels: list[str]
+
+    def classify(self, images: Sequence[bytes], top_k: int = 5) -> list[Prediction]:
+        """One Prediction per encoded image, in order; a bad image gets ``error`` set."""
+
+
+def resolve_version(path: str | Path) -> Path:
+    """A version folder, or a model's base folder -> its highest complete version."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelError(f"model not found: {path}")
+    if (path / "saved_model.pb").exists() or path.suffix == ".tflite":
+        return path
+    versions = sorted((int(p.name), p) for p in path.iterdir() if p.is_dir() and p.name.isdigit()) \
+        if path.is_dir() else []
+    if not versions:
+        raise ModelError(f"{path} holds no model version (expected NAME/1/saved_model.pb)")
+    return versions[-1][1]
+
+
+def read_metadata(version_dir: Path) -> dict:
+    """metadata.json of a version, or what can be said without it (labels from assets/labels.txt)."""
+    meta_file = version_dir / "metadata.json"
+    if meta_file.exists():
+        return json.loads(meta_file.read_text(encoding="utf-8"))
+    labels_file = version_dir / "assets" / "labels.txt"
+    if labels_file.exists():
+        return {"labels": labels_file.read_text(encoding="utf-8").splitlines()}
+    return {}
+
+
+def top_k(probabilities, labels: Sequence[str], k: int) -> list[tuple[str, float]]:
+    order = sorted(range(len(probabilities)), key=lambda i: -float(probabilities[i]))[:k]
+    return [(labels[i], float(probabilities[i])) for i in order]

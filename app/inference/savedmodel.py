@@ -1,0 +1,77 @@
+"""Local SavedModel backend: raw bytes into ``serving_default``, through the concrete signature."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .base import ModelError, Prediction, Timings, read_metadata, resolve_version, top_k
+from .preprocess import ImageError, image_size
+
+
+class SavedModelClassifier:
+    """``tf.saved_model.load`` once, then call the bytes signature per batch (never ``predict``)."""
+
+    name = "savedmodel"
+
+    def __init__(self, model: str | Path, signature: str = "serving_default"):
+        import tensorflow as tf
+
+        self.version_dir = resolve_version(model)
+        self.metadata = read_metadata(self.version_dir)
+        try:
+            self._model = tf.saved_model.load(str(self.version_dir))
+        except Exception as exc:
+            raise ModelError(f"cannot load SavedModel {self.version_dir}: {str(exc).splitlines()[0]}") from None
+        if signature not in self._model.signatures:
+            raise ModelError(f"the model has no signature '{signature}' "
+                             f"(it has {', '.join(self._model.signatures) or 'none'})")
+        self._fn = self._model.signatures[signature]
+        inputs = self._fn.structured_input_signature[1]
+        string_inputs = [k for k, spec in inputs.items() if spec.dtype == tf.string]
+        if not string_inputs:
+            raise ModelError(f"signature '{signature}' does not take encoded image bytes")
+        self._input = string_inputs[0]
+        labels = self.metadata.get("labels")
+        self.labels = list(labels) if labels else []
+        self._tf = tf
+
+    def classify(self, images: Sequence[bytes], top_k_count: int = 5) -> list[Prediction]:
+        predictions = [Prediction(request_bytes=len(data)) for data in images]
+        good = []
+        for i, data in enumerate(images):
+            try:
+                image_size(data)  # header check: a corrupt file must not fail the whole batch
+                good.append(i)
+            except ImageError as exc:
+                predictions[i].error = str(exc)
+        if good:
+            start = time.perf_counter()
+            try:
+                out = self._fn(**{self._input: self._tf.constant([images[i] for i in good])})
+            except Exception:
+                out = None
+            if out is None:  # one undecodable image fails the batch: retry one by one
+                for i in good:
+                    predictions[i] = self._classify_one(images[i], top_k_count)
+                return predictions
+            elapsed = (time.perf_counter() - start) * 1000 / len(good)
+            probabilities = out["probabilities"].numpy()
+            labels = self.labels or [f"class_{j}" for j in range(probabilities.shape[1])]
+            for row, i in enumerate(good):
+                predictions[i].top_k = top_k(probabilities[row], labels, top_k_count)
+                predictions[i].timings = Timings(inference_ms=elapsed, total_ms=elapsed)
+        return predictions
+
+    def _classify_one(self, data: bytes, k: int) -> Prediction:
+        start = time.perf_counter()
+        try:
+            out = self._fn(**{self._input: self._tf.constant([data])})
+        except Exception as exc:
+            return Prediction(request_bytes=len(data), error=f"the model could not decode this image ({type(exc).__name__})")
+        elapsed = (time.perf_counter() - start) * 1000
+        probabilities = out["probabilities"].numpy()[0]
+        labels = self.labels or [f"class_{j}" for j in range(len(probabilities))]
+        return Prediction(top_k(probabilities, labels, k), Timings(inference_ms=elapsed, total_ms=elapsed), len(data))

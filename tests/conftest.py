@@ -1,0 +1,45 @@
+"""Shared fixtures: a session cache (backbone converted once), real Fashion-MNIST folders,
+and one trained model that many tests inspect."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+sys.path.insert(0, str(Path(__file__).parent))
+
+import fashion_mnist  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+FM_CLASSES = [1, 3, 7, 8, 9]  # trouser, dress, sneaker, bag, ankle boot
+FM_PER_CLASS = 40
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["RETRAIN_STUDIO_CACHE"] = str(path)  # child processes share the converted backbone
+    return path
+
+
+@pytest.fixture(scope="session")
+def fm_dir(tmp_path_factory) -> Path:
+    if not fashion_mnist.available():
+        pytest.fail("Fashion-MNIST is missing: apt-get install dataset-fashion-mnist (.ci/run does this)")
+    return fashion_mnist.write_folders(tmp_path_factory.mktemp("fm") / "clothes", FM_PER_CLASS, FM_CLASSES)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, fm_dir, cache_dir) -> dict:
+    """One real training run, shared: {"done": done event, "events": [...], "models": Path}."""
+    from app.core.training import TrainSettings, run
+
+    models = tmp_path_factory.mktemp("models")
+    seen: list[dict] = []
+    done = run(TrainSettings(str(fm_dir), str(models), name="clothes", cache_dir=str(cache_dir),
+                             validation_percent=15, test_percent=25), on_event=seen.append)
+    return {"done": done, "events": seen, "models": models, "version_dir": Path(done["model_dir"])}

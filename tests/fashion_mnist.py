@@ -1,0 +1,36 @@
+"""Real test images: Fashion-MNIST from Debian's ``dataset-fashion-mnist`` written as class folders."""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path("/usr/share/datasets/fashion-mnist")
+CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"]
+
+
+def available() -> bool:
+    return (ROOT / "train-images-idx3-ubyte.gz").exists()
+
+
+def load(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    prefix = "train" if split == "train" else "t10k"
+    with gzip.open(ROOT / f"{prefix}-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(ROOT / f"{prefix}-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    return images, labels
+
+
+def write_folders(out: Path, per_class: int, classes: list[int] | None = None, split: str = "train",
+                  start: int = 0) -> Path:
+    """Write ``per_class`` PNGs for each class (the first ones from ``start``) under ``out/<class>/``."""
+    images, labels = load(split)
+    for c in classes if classes is not None else range(10):
+        folder = out / CLASSES[c]
+        folder.mkdir(parents=True, exist_ok=True)
+        for n, i in enumerate(np.flatnonzero(labels == c)[start:start + per_class]):
+            Image.fromarray(images[i]).save(folder / f"{split}_{i:05d}.png")
+    return out

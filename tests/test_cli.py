@@ -1,0 +1,65 @@
+"""The command-line contract: --json lines, exit codes, one-line errors."""
+import json
+import subprocess
+import sys
+
+from images import bad_images, good_images
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "app", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _last_line(text: str) -> str:
+    return [line for line in text.splitlines() if line.strip()][-1]
+
+
+def test_backbones_lists_offline_bundled_models():
+    result = cli("backbones", "--json")
+    assert result.returncode == 0
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert rows[0]["id"] == "efficientnet_lite0" and rows[0]["offline"] is True
+    assert any(not r["offline"] for r in rows)
+
+
+def test_version_and_usage_errors():
+    assert cli("--version").stdout.startswith("retrain-studio ")
+    bad = cli("train", "somewhere")  # missing -o
+    assert bad.returncode == 2
+    bad = cli("classify", "--model", "m", "--top-k", "0", __file__)
+    assert bad.returncode == 2 and "top-k" in bad.stderr
+
+
+def test_single_class_folder_is_a_clear_error(tmp_path, cache_dir):
+    (tmp_path / "data" / "cats").mkdir(parents=True)
+    for i in range(3):
+        (tmp_path / "data" / "cats" / f"{i}.jpg").write_bytes(good_images()["rgb.jpg"])
+    result = cli("train", tmp_path / "data", "-o", tmp_path / "models", "--json")
+    assert result.returncode == 1
+    assert _last_line(result.stderr) == f"retrain-studio: {tmp_path / 'data'} has 1 class folder; " \
+                                        "put the images in at least 2 sub-folders, one per class"
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[-1]["event"] == "error" and "1 class folder" in events[-1]["message"]
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").rglob("saved_model.pb"))
+
+
+def test_classify_json_keeps_going_past_a_corrupt_file(trained, fm_dir, tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(bad_images()["truncated.jpg"][0])
+    good = sorted((fm_dir / "sneaker").glob("*.png"))[:2]
+    result = cli("classify", "--model", trained["models"] / "clothes", tmp_path / "broken.jpg", *good, "--json",
+                 "--top-k", "2")
+    assert result.returncode == 0, result.stderr[-1000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["error"] is None for r in rows] == [False, True, True]
+    assert "truncated" in rows[0]["error"] or "decode" in rows[0]["error"]
+    for row in rows[1:]:
+        assert row["label"] == "sneaker" and len(row["top_k"]) == 2 and row["backend"] == "savedmodel"
+        assert set(row["timings"]) == {"decode_ms", "preprocess_ms", "inference_ms", "network_ms", "total_ms"}
+        assert row["request_bytes"] == good[0].stat().st_size or row["request_bytes"] > 0
+
+
+def test_classify_missing_model_is_one_line(tmp_path):
+    result = cli("classify", "--model", tmp_path / "nothing", __file__)
+    assert result.returncode == 1
+    assert _last_line(result.stderr) == f"retrain-studio: model not found: {tmp_path / 'nothing'}"

@@ -1,0 +1,162 @@
+"""End to end on real Fashion-MNIST images: train, evaluate, export, and read the model back."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.core.export import version_folders
+from app.inference.preprocess import load_image
+from images import encode
+
+STATED_TEST_ACCURACY = 0.85  # 5 Fashion-MNIST classes, 40 images each, frozen EfficientNet-Lite0
+TFLITE_TOLERANCE = 1e-5
+
+
+def test_trains_to_the_stated_accuracy(trained):
+    done = trained["done"]
+    assert done["metrics"]["test_accuracy"] >= STATED_TEST_ACCURACY
+    assert done["metrics"]["test_images"] >= 30
+    assert sorted(done["classes"]) == done["classes"] and len(done["classes"]) == 5
+    confusion = np.array(done["metrics"]["confusion_matrix"])
+    assert confusion.sum() == done["metrics"]["test_images"]
+    assert len(done["metrics"]["mistakes"]) == confusion.sum() - np.trace(confusion)
+    kinds = {e["event"] for e in trained["events"]}
+    assert {"stage", "progress", "dataset", "epoch", "done"} <= kinds
+
+
+def test_version_folder_has_everything_tf_serving_needs(trained):
+    version = trained["version_dir"]
+    assert version.parent.name == "clothes" and version.name == "1"
+    for name in ("saved_model.pb", "variables/variables.index", "assets/labels.txt", "model.tflite",
+                 "assets.extra/tf_serving_warmup_requests", "metadata.json"):
+        assert (version / name).is_file(), name
+    assert (version / "assets/labels.txt").read_text().split() == trained["done"]["classes"]
+    meta = json.loads((version / "metadata.json").read_text())
+    assert meta["labels"] == trained["done"]["classes"] and meta["version"] == 1
+    assert meta["input"]["height"] == 224 and meta["backbone"]["id"] == "efficientnet_lite0"
+    assert meta["metrics"]["test_accuracy"] == trained["done"]["metrics"]["test_accuracy"]
+    assert sum(meta["split_sizes"].values()) == 200
+    assert not [p for p in version.parent.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_warmup_record_is_a_valid_prediction_log(trained):
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = trained["version_dir"] / "assets.extra/tf_serving_warmup_requests"
+    records = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
+    log = prediction_log_pb2.PredictionLog.FromString(records[0])
+    assert log.predict_log.request.model_spec.signature_name == "serving_default"
+    encoded = log.predict_log.request.inputs["image_bytes"].string_val[0]
+    assert Image.open(__import__("io").BytesIO(encoded)).size == (224, 224)
+
+
+@pytest.fixture(scope="module")
+def loaded(trained):
+    import tensorflow as tf
+    return tf.saved_model.load(str(trained["version_dir"]))
+
+
+
+def test_savedmodel_answers_raw_jpeg_and_png_bytes(trained, loaded, fm_dir):
+    import tensorflow as tf
+
+    classes = trained["done"]["classes"]
+    png = sorted((fm_dir / "trouser").glob("*.png"))[0].read_bytes()
+    jpeg = encode(Image.open(sorted((fm_dir / "bag").glob("*.png"))[0]).resize((96, 96)), "JPEG", quality=95)
+    out = loaded.signatures["serving_default"](image_bytes=tf.constant([png, jpeg]))
+    assert out["probabilities"].shape == (2, len(classes))
+    np.testing.assert_allclose(out["probabilities"].numpy().sum(axis=1), 1.0, atol=1e-5)
+    assert [c.decode() for c in out["classes"].numpy()] == ["trouser", "bag"]
+    assert (out["scores"].numpy() > 0.5).all()
+    images = np.stack([load_image(png, (224, 224)), load_image(jpeg, (224, 224))])
+    by_pixels = loaded.signatures["serving_images"](images=tf.constant(images))
+    np.testing.assert_allclose(by_pixels["probabilities"], out["probabilities"], atol=1e-5)
+
+
+def test_tflite_agrees_with_savedmodel(trained, loaded, fm_dir):
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(trained["version_dir"] / "model.tflite"))
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    files = [sorted((fm_dir / c).glob("*.png"))[-1] for c in trained["done"]["classes"]]
+    worst = 0.0
+    for path in files:
+        data = path.read_bytes()
+        interpreter.set_tensor(inp["index"], load_image(data, (224, 224))[None])
+        interpreter.invoke()
+        lite = interpreter.get_tensor(out["index"])[0]
+        saved = loaded.signatures["serving_default"](image_bytes=tf.constant([data]))["probabilities"].numpy()[0]
+        worst = max(worst, float(np.abs(lite - saved).max()))
+        assert np.argmax(lite) == np.argmax(saved)
+    assert worst < TFLITE_TOLERANCE
+
+
+def test_second_run_reuses_cached_features(trained, fm_dir, cache_dir, tmp_path):
+    from app.core.training import TrainSettings, run
+
+    seen = []
+    done = run(TrainSettings(str(fm_dir), str(trained["models"]), name="again", cache_dir=str(cache_dir),
+                             validation_percent=15, test_percent=25, epochs=3, tflite="none"),
+               on_event=seen.append)
+    embeds = [e for e in seen if e["event"] == "progress" and e["stage"].startswith("embed")]
+    assert embeds and all(e["done"] == e["total"] for e in embeds)  # nothing left to compute, ever
+    assert done["seconds"]["embed"] < 2.0
+    assert not (Path(done["model_dir"]) / "model.tflite").exists()
+
+
+def _train_cli(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "app", "train", *map(str, args), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_killed_run_leaves_no_version(fm_dir, cache_dir, tmp_path):
+    models = tmp_path / "models"
+    proc = _train_cli(fm_dir, "-o", models, "--name", "killed", "--cache-dir", cache_dir)
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event["event"] == "stage" and event.get("message") == "saving SavedModel":
+            time.sleep(0.5)  # in the middle of writing the SavedModel
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert version_folders(models / "killed") == []
+    leftovers = [p.name for p in (models / "killed").iterdir()]
+    assert all(name.startswith(".tmp-") for name in leftovers)
+    # the next run sweeps the dead run's temporary folder and publishes version 1
+    proc = _train_cli(fm_dir, "-o", models, "--name", "killed", "--cache-dir", cache_dir, "--epochs", "2",
+                      "--tflite", "none")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    events = [json.loads(line) for line in out.splitlines()]
+    assert events[-1]["event"] == "done" and events[-1]["model_dir"].endswith("killed/1")
+    assert [p.name for p in (models / "killed").iterdir()] == ["1"]
+
+
+def test_augment_and_fine_tune_run(tmp_path, cache_dir):
+    import fashion_mnist
+    from app.core.training import TrainSettings, run
+
+    data = fashion_mnist.write_folders(tmp_path / "two", 10, [1, 8])
+    seen = []
+    done = run(TrainSettings(str(data), str(tmp_path / "models"), cache_dir=str(cache_dir), augment=True,
+                             augment_copies=1, fine_tune=True, fine_tune_epochs=1, epochs=5, batch_size=8,
+                             validation_percent=20, test_percent=20, tflite="dynamic"), on_event=seen.append)
+    stages = {e["stage"] for e in seen if e["event"] == "stage"}
+    assert "fine_tune" in stages
+    assert done["seconds"]["fine_tune"] > 0
+    train_embeds = [e for e in seen if e["event"] == "progress" and e["stage"] == "embed_train"]
+    assert train_embeds[-1]["total"] == 2 * next(e for e in seen if e["event"] == "dataset")["train"]
+    version = Path(done["model_dir"])
+    assert (version / "model.tflite").exists() and (version / "model_dynamic.tflite").exists()
+    meta = json.loads((version / "metadata.json").read_text())
+    assert meta["training"]["fine_tune"] and meta["training"]["augment"]
