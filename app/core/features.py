@@ -22,6 +22,7 @@ from . import events
 from .atomic import write_bytes
 
 AUGMENT_VERSION = 1  # bump when augmentation maths change, so old variants are not reused
+DECODE_WORKERS = 2  # TF already uses every core; more threads only contend
 
 
 class EmbeddingCache:
@@ -104,7 +105,7 @@ def embed(paths: Sequence[Path], digests: Sequence[str], extractor: Callable, ca
         return out
 
     chunks = [missing_images[s:s + batch_size] for s in range(0, len(missing_images), batch_size)]
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+    with ThreadPoolExecutor(max_workers=DECODE_WORKERS) as pool:
         pending = [pool.map(prepare, chunk) for chunk in chunks[:2]]
         for n in range(len(chunks)):
             prepared = [pair for pairs in pending.pop(0) for pair in pairs]
