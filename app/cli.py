@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = classify.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a model version folder, or its base folder (highest version)")
     source.add_argument("--server", help="grpc://host:8500/NAME or http://host:8501/v1/models/NAME")
-    classify.add_argument("--backend", choices=["tflite", "savedmodel"], default="savedmodel")
+    classify.add_argument("--backend", choices=["tflite", "savedmodel"], default="tflite")
     classify.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
     classify.add_argument("--top-k", type=int, default=3)
     classify.add_argument("--json", action="store_true")
@@ -156,37 +156,36 @@ def cmd_backbones(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    if args.server:
-        raise UsageError("remote servers are not supported by this build yet; use --model")
     if args.top_k < 1:
         raise UsageError("--top-k must be at least 1")
     files = _image_files(args.paths)
     if not files:
         raise UsageError("no image files found in the given paths")
-    from app.inference.savedmodel import SavedModelClassifier
+    from app.inference.factory import open_classifier
 
-    classifier = SavedModelClassifier(args.model)
-    failures = 0
+    classifier = open_classifier(args.model, args.backend, args.server)
+    totals = []
     for path in files:
         try:
-            data = path.read_bytes()
+            prediction = classifier.classify([path.read_bytes()], top_k=args.top_k)[0]
         except OSError as exc:
-            data, read_error = b"", f"cannot be read ({exc.strerror})"
-        else:
-            read_error = None
-        prediction = classifier.classify([data], args.top_k)[0]
-        if read_error:
-            prediction.error = read_error
-        failures += prediction.error is not None
+            from app.inference.base import Prediction
+            prediction = Prediction(error=f"cannot be read ({exc.strerror or exc})")
+        if prediction.error is None:
+            totals.append(prediction.timings.total_ms)
         if args.json:
             print(json.dumps({"path": str(path), "label": prediction.label, "score": prediction.score,
                               "top_k": [{"label": l, "score": s} for l, s in prediction.top_k],
                               "timings": prediction.timings.to_dict(), "request_bytes": prediction.request_bytes,
                               "backend": classifier.name, "error": prediction.error}), flush=True)
         elif prediction.error:
-            print(f"{path}\terror: {prediction.error}")
+            print(f"{path}  error: {prediction.error}")
         else:
-            print(f"{path}\t{prediction.label}\t{prediction.score:.3f}\t{prediction.timings.total_ms:.1f} ms")
+            print(f"{path}  {prediction.label:<20} {prediction.score:.3f}  {prediction.timings.total_ms:7.1f} ms")
+    if not args.json and totals:
+        totals.sort()
+        print(f"{len(totals)} classified, {len(files) - len(totals)} failed with {classifier.name}; total ms "
+              f"mean {sum(totals) / len(totals):.1f}, median {totals[len(totals) // 2]:.1f}")
     return 0
 
 

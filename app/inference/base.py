@@ -76,6 +76,17 @@ def read_metadata(version_dir: Path) -> dict:
     return {}
 
 
-def top_k(probabilities, labels: Sequence[str], k: int) -> list[tuple[str, float]]:
+def ranked(probabilities, labels: Sequence[str], k: int) -> list[tuple[str, float]]:
     order = sorted(range(len(probabilities)), key=lambda i: -float(probabilities[i]))[:k]
     return [(labels[i], float(probabilities[i])) for i in order]
+
+
+def warm_up_image() -> bytes:
+    """A tiny PNG that each backend classifies once when opened, so timings exclude tracing."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (128, 128, 128)).save(buffer, "PNG")
+    return buffer.getvalue()

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import ModelError, Prediction, Timings, read_metadata, resolve_version, top_k
+from .base import ModelError, Prediction, Timings, read_metadata, ranked, resolve_version, warm_up_image
 from .preprocess import ImageError, image_size
 
 
@@ -37,8 +37,9 @@ class SavedModelClassifier:
         labels = self.metadata.get("labels")
         self.labels = list(labels) if labels else []
         self._tf = tf
+        self.classify([warm_up_image()])
 
-    def classify(self, images: Sequence[bytes], top_k_count: int = 5) -> list[Prediction]:
+    def classify(self, images: Sequence[bytes], top_k: int = 5) -> list[Prediction]:
         predictions = [Prediction(request_bytes=len(data)) for data in images]
         good = []
         for i, data in enumerate(images):
@@ -55,13 +56,13 @@ class SavedModelClassifier:
                 out = None
             if out is None:  # one undecodable image fails the batch: retry one by one
                 for i in good:
-                    predictions[i] = self._classify_one(images[i], top_k_count)
+                    predictions[i] = self._classify_one(images[i], top_k)
                 return predictions
             elapsed = (time.perf_counter() - start) * 1000 / len(good)
             probabilities = out["probabilities"].numpy()
             labels = self.labels or [f"class_{j}" for j in range(probabilities.shape[1])]
             for row, i in enumerate(good):
-                predictions[i].top_k = top_k(probabilities[row], labels, top_k_count)
+                predictions[i].top_k = ranked(probabilities[row], labels, top_k)
                 predictions[i].timings = Timings(inference_ms=elapsed, total_ms=elapsed)
         return predictions
 
@@ -74,4 +75,4 @@ class SavedModelClassifier:
         elapsed = (time.perf_counter() - start) * 1000
         probabilities = out["probabilities"].numpy()[0]
         labels = self.labels or [f"class_{j}" for j in range(len(probabilities))]
-        return Prediction(top_k(probabilities, labels, k), Timings(inference_ms=elapsed, total_ms=elapsed), len(data))
+        return Prediction(ranked(probabilities, labels, k), Timings(inference_ms=elapsed, total_ms=elapsed), len(data))

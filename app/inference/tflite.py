@@ -1,0 +1,83 @@
+"""Local TFLite backend: LiteRT (``ai_edge_litert``), falling back to ``tflite_runtime``.
+
+Decoding and resizing happen on the host with ``preprocess`` (a .tflite cannot decode
+JPEG), and this module never imports TensorFlow, so classification starts fast.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+from .base import ModelError, Prediction, Timings, read_metadata, ranked, resolve_version, warm_up_image
+from .preprocess import ImageError, decode, resize
+
+TFLITE_FILES = {"float": "model.tflite", "dynamic": "model_dynamic.tflite", "int8": "model_int8.tflite"}
+
+
+def interpreter_class():
+    """LiteRT's Interpreter, or tflite_runtime's where only that is installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            raise ModelError("no TFLite runtime installed: pip install ai-edge-litert") from None
+    return Interpreter
+
+
+class TFLiteClassifier:
+    """One interpreter, images classified one at a time (batch 1 is what TFLite is built for)."""
+
+    name = "tflite"
+
+    def __init__(self, model: str | Path, variant: str = "float", threads: int | None = None):
+        path = Path(model).expanduser()
+        if path.suffix == ".tflite":
+            if not path.exists():
+                raise ModelError(f"model not found: {path}")
+            model_file, version_dir = path, path.parent
+        else:
+            version_dir = resolve_version(path)
+            model_file = version_dir / TFLITE_FILES.get(variant, variant)
+            if not model_file.exists():
+                raise ModelError(f"{version_dir} has no {model_file.name}; export it with --tflite {variant}")
+        self.metadata = read_metadata(version_dir)
+        try:
+            self._interpreter = interpreter_class()(model_path=str(model_file), num_threads=threads)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"cannot load {model_file.name}: {str(exc).splitlines()[0]}") from None
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+        _, height, width, _ = self._input["shape"]
+        self.size = (int(height), int(width))
+        self.labels = list(self.metadata.get("labels") or
+                           [f"class_{i}" for i in range(int(self._output["shape"][-1]))])
+        self.model_file = model_file
+        self.classify([warm_up_image()])
+
+    def invoke(self, image) -> "object":
+        """Bare inference on one preprocessed [H,W,3] float image (for benchmarks)."""
+        self._interpreter.set_tensor(self._input["index"], image[None])
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output["index"])[0]
+
+    def classify(self, images: Sequence[bytes], top_k: int = 5) -> list[Prediction]:
+        return [self._classify_one(data, top_k) for data in images]
+
+    def _classify_one(self, data: bytes, k: int) -> Prediction:
+        t0 = time.perf_counter()
+        try:
+            pixels = decode(data, self.size)
+        except ImageError as exc:
+            return Prediction(request_bytes=len(data), error=str(exc))
+        t1 = time.perf_counter()
+        image = resize(pixels, self.size)
+        t2 = time.perf_counter()
+        probabilities = self.invoke(image)
+        t3 = time.perf_counter()
+        timings = Timings(decode_ms=(t1 - t0) * 1e3, preprocess_ms=(t2 - t1) * 1e3,
+                          inference_ms=(t3 - t2) * 1e3, total_ms=(t3 - t0) * 1e3)
+        return Prediction(ranked(probabilities, self.labels, k), timings, len(data))

@@ -1,0 +1,76 @@
+"""Local backends behind one interface: same answers, per-image timings, bad images isolated."""
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from app.inference.base import ModelError
+from app.inference.factory import open_classifier
+from images import bad_images, good_images
+
+TFLITE_VS_SAVEDMODEL = 1e-5  # float TFLite, same host/graph preprocessing (see test_preprocess)
+
+
+@pytest.fixture(scope="module")
+def sample(trained, fm_dir):
+    files = [p for c in trained["done"]["classes"] for p in sorted((fm_dir / c).glob("*.png"))[:4]]
+    return [p.read_bytes() for p in files], [p.parent.name for p in files]
+
+
+@pytest.mark.parametrize("backend", ["tflite", "savedmodel"])
+def test_backend_classifies_with_timings(trained, sample, backend):
+    images, truth = sample
+    classifier = open_classifier(trained["models"] / "clothes", backend)
+    predictions = classifier.classify(images, top_k=3)
+    assert np.mean([p.label == t for p, t in zip(predictions, truth)]) >= 0.8
+    for p, data in zip(predictions, images):
+        assert p.error is None and len(p.top_k) == 3 and p.top_k[0][1] >= p.top_k[1][1]
+        assert p.request_bytes == len(data) and p.timings.inference_ms > 0
+        t = p.timings
+        assert t.total_ms == pytest.approx(t.decode_ms + t.preprocess_ms + t.inference_ms + t.network_ms, abs=0.05)
+    if backend == "tflite":
+        assert all(p.timings.decode_ms > 0 and p.timings.preprocess_ms > 0 for p in predictions)
+
+
+def test_backends_agree(trained, sample):
+    images, _ = sample
+    lite = open_classifier(trained["models"] / "clothes", "tflite").classify(images, top_k=5)
+    saved = open_classifier(trained["models"] / "clothes", "savedmodel").classify(images, top_k=5)
+    for a, b in zip(lite, saved):
+        assert a.label == b.label
+        assert np.abs(np.array([s for _, s in a.top_k]) - np.array([s for _, s in b.top_k])).max() < TFLITE_VS_SAVEDMODEL
+
+
+@pytest.mark.parametrize("backend", ["tflite", "savedmodel"])
+def test_bad_image_in_a_batch_gets_its_own_error(trained, sample, backend):
+    images, _ = sample
+    batch = [images[0], bad_images()["truncated.jpg"][0], bad_images()["notes.png"][0], images[1]]
+    out = open_classifier(trained["models"] / "clothes", backend).classify(batch)
+    assert [p.error is None for p in out] == [True, False, False, True]
+    assert "not an image" in out[2].error
+
+
+def test_tflite_path_never_imports_tensorflow(trained, sample):
+    script = textwrap.dedent(f"""
+        import sys
+        from app.inference.factory import open_classifier
+        c = open_classifier({str(trained["models"] / "clothes")!r}, "tflite")
+        print(c.classify([{sample[0][0]!r}])[0].label)
+        assert "tensorflow" not in sys.modules, "TensorFlow was imported"
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == sample[1][0]
+
+
+def test_model_errors_are_clear(tmp_path, trained):
+    with pytest.raises(ModelError, match="holds no model version"):
+        open_classifier(tmp_path, "tflite")
+    with pytest.raises(ModelError, match="no model_int8.tflite"):
+        from app.inference.tflite import TFLiteClassifier
+        TFLiteClassifier(trained["models"] / "clothes", variant="int8")
+    with pytest.raises(ModelError, match="no signature 'nope'"):
+        from app.inference.savedmodel import SavedModelClassifier
+        SavedModelClassifier(trained["models"] / "clothes", signature="nope")
