@@ -150,13 +150,30 @@ def test_augment_and_fine_tune_run(tmp_path, cache_dir):
     seen = []
     done = run(TrainSettings(str(data), str(tmp_path / "models"), cache_dir=str(cache_dir), augment=True,
                              augment_copies=1, fine_tune=True, fine_tune_epochs=1, epochs=5, batch_size=8,
-                             validation_percent=20, test_percent=20, tflite="dynamic"), on_event=seen.append)
+                             validation_percent=20, test_percent=20, tflite="int8"), on_event=seen.append)
     stages = {e["stage"] for e in seen if e["event"] == "stage"}
     assert "fine_tune" in stages
     assert done["seconds"]["fine_tune"] > 0
     train_embeds = [e for e in seen if e["event"] == "progress" and e["stage"] == "embed_train"]
     assert train_embeds[-1]["total"] == 2 * next(e for e in seen if e["event"] == "dataset")["train"]
     version = Path(done["model_dir"])
-    assert (version / "model.tflite").exists() and (version / "model_dynamic.tflite").exists()
+    assert (version / "model.tflite").exists() and (version / "model_int8.tflite").exists()
+    from app.inference.tflite import TFLiteClassifier
+    quantized = TFLiteClassifier(version, variant="int8").classify([(data / "trouser").glob("*.png").__next__().read_bytes()])
+    assert quantized[0].error is None and quantized[0].label in ("trouser", "bag")
     meta = json.loads((version / "metadata.json").read_text())
     assert meta["training"]["fine_tune"] and meta["training"]["augment"]
+
+
+def test_local_savedmodel_folder_as_backbone(tmp_path, cache_dir):
+    import fashion_mnist
+    from app.core import backbones
+    from app.core.training import TrainSettings, run
+
+    local = backbones.materialise(backbones.resolve("efficientnet_lite0"), cache_dir)
+    data = fashion_mnist.write_folders(tmp_path / "two", 12, [1, 8])
+    done = run(TrainSettings(str(data), str(tmp_path / "models"), backbone=local, cache_dir=str(cache_dir),
+                             epochs=20, tflite="none"))
+    meta = json.loads((Path(done["model_dir"]) / "metadata.json").read_text())
+    assert meta["backbone"]["source"] == "local" and meta["backbone"]["image_size"] == 224
+    assert done["metrics"]["test_accuracy"] is None or done["metrics"]["test_accuracy"] >= 0.5
