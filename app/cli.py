@@ -68,7 +68,28 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
     classify.add_argument("--top-k", type=int, default=3)
     classify.add_argument("--json", action="store_true")
+    _remote_flags(classify)
+
+    bench = sub.add_parser("bench", help="accuracy and timings of one or more backends on a labeled folder")
+    bench.add_argument("test_dir", help="folder with one sub-folder of images per class (the ground truth)")
+    bench.add_argument("--model", required=True, help="the model version or base folder (local backends)")
+    bench.add_argument("--backends", default="tflite,savedmodel",
+                       help="comma-separated: tflite, savedmodel, grpc://host:8500/NAME, http://host:8501/v1/models/NAME")
+    bench.add_argument("--limit", type=int, help="at most N images, sampled across classes")
+    bench.add_argument("--json", action="store_true")
+    _remote_flags(bench)
     return parser
+
+
+def _remote_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per remote call (deadline)")
+    parser.add_argument("--ca-file", help="CA certificate for grpcs:// or https:// servers")
+    parser.add_argument("--token", default=os.environ.get("RETRAIN_STUDIO_TOKEN"),
+                        help="bearer token sent to the server (default: $RETRAIN_STUDIO_TOKEN)")
+
+
+def _remote_options(args) -> dict:
+    return {"timeout_s": args.timeout, "ca_file": args.ca_file, "token": args.token}
 
 
 def _image_files(paths: list[str]) -> list[Path]:
@@ -163,7 +184,8 @@ def cmd_classify(args) -> int:
         raise UsageError("no image files found in the given paths")
     from app.inference.factory import open_classifier
 
-    classifier = open_classifier(args.model, args.backend, args.server)
+    classifier = open_classifier(args.model, args.backend, args.server,
+                                 **(_remote_options(args) if args.server else {}))
     totals = []
     for path in files:
         try:
@@ -189,6 +211,39 @@ def cmd_classify(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from app.inference.bench import bench, labeled_files
+    from app.inference.factory import LOCAL_BACKENDS, open_classifier
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    for backend in backends:
+        if backend not in LOCAL_BACKENDS and "://" not in backend:
+            raise UsageError(f"unknown backend '{backend}' (use tflite, savedmodel or a server URL)")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    files = labeled_files(args.test_dir, args.limit)
+    if not files:
+        raise UsageError(f"no images found under {args.test_dir}")
+    rows = []
+    for backend in backends:
+        remote = "://" in backend
+        classifier = open_classifier(None if remote else args.model, backend, backend if remote else None,
+                                     **(_remote_options(args) if remote else {}))
+        row = bench(classifier, files, backend)
+        rows.append(row)
+        if args.json:
+            print(json.dumps(row), flush=True)
+    if not args.json:
+        print(f"{len(files)} images from {args.test_dir}; times in ms per image (median / p95)")
+        print(f"{'backend':<40} {'acc':>6} {'preprocess':>14} {'inference':>14} {'total':>14} {'bytes':>10} {'img/s':>7}")
+        for r in rows:
+            cell = lambda s: f"{s['median']:.2f} / {s['p95']:.2f}" if s["median"] is not None else "-"  # noqa: E731
+            acc = f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "-"
+            print(f"{r['backend'][:40]:<40} {acc:>6} {cell(r['preprocess_ms']):>14} {cell(r['inference_ms']):>14} "
+                  f"{cell(r['total_ms']):>14} {r['request_bytes_mean'] or 0:>10.0f} {r['images_per_s'] or 0:>7.1f}")
+    return 0
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text
@@ -201,7 +256,7 @@ def main(argv: list[str]) -> int:
         parser.print_help()
         return 0
     _quiet_tensorflow()
-    handlers = {"train": cmd_train, "backbones": cmd_backbones, "classify": cmd_classify}
+    handlers = {"train": cmd_train, "backbones": cmd_backbones, "classify": cmd_classify, "bench": cmd_bench}
     from app.core.backbones import BackboneError
     from app.core.dataset import DatasetError
     from app.inference.base import ModelError

@@ -79,6 +79,8 @@ def test_savedmodel_answers_raw_jpeg_and_png_bytes(trained, loaded, fm_dir):
     images = np.stack([load_image(png, (224, 224)), load_image(jpeg, (224, 224))])
     by_pixels = loaded.signatures["serving_images"](images=tf.constant(images))
     np.testing.assert_allclose(by_pixels["probabilities"], out["probabilities"], atol=1e-5)
+    names = loaded.signatures["class_names"](class_index=tf.range(len(classes)))["class_name"].numpy()
+    assert [n.decode() for n in names] == classes
 
 
 def test_tflite_agrees_with_savedmodel(trained, loaded, fm_dir):

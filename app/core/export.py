@@ -21,6 +21,7 @@ from .atomic import pid_alive, write_json
 
 SERVING_SIGNATURE = "serving_default"
 IMAGES_SIGNATURE = "serving_images"
+CLASS_NAMES_SIGNATURE = "class_names"  # class index -> label, so remote clients can name every top-k entry
 BYTES_INPUT = "image_bytes"
 IMAGES_INPUT = "images"
 OUTPUTS = ("probabilities", "classes", "scores")
@@ -83,6 +84,10 @@ def build_module(backbone, head_kernel: np.ndarray, head_bias: np.ndarray, label
         @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=IMAGES_INPUT)])
         def serve_images(self, images):
             return self._outputs(images)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="class_index")])
+        def class_names(self, class_index):
+            return {"class_name": tf.gather(self.labels, class_index)}
 
         @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name=IMAGES_INPUT)])
         def tflite_probabilities(self, images):
@@ -147,7 +152,8 @@ def export(models_dir: str | Path, name: str, *, backbone, head: tuple[np.ndarra
             on_stage("saving SavedModel")
             tf.saved_model.save(module, str(tmp), signatures={
                 SERVING_SIGNATURE: module.serve_bytes.get_concrete_function(),
-                IMAGES_SIGNATURE: module.serve_images.get_concrete_function()})
+                IMAGES_SIGNATURE: module.serve_images.get_concrete_function(),
+                CLASS_NAMES_SIGNATURE: module.class_names.get_concrete_function()})
         files = {"saved_model": "saved_model.pb", "labels": "assets/labels.txt"}
         for mode in tflite:
             on_stage(f"converting to TFLite ({mode})")

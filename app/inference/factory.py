@@ -6,10 +6,20 @@ from .base import Classifier, ModelError
 LOCAL_BACKENDS = ("tflite", "savedmodel")
 
 
-def open_classifier(model: str | None = None, backend: str = "tflite", server: str | None = None) -> Classifier:
-    """``open_classifier("models/flowers", "tflite")`` or ``open_classifier(server="grpc://...")``."""
+def open_classifier(model: str | None = None, backend: str = "tflite", server: str | None = None,
+                    **remote_options) -> Classifier:
+    """``open_classifier("models/flowers", "tflite")`` or ``open_classifier(server="grpc://host:8500/flowers")``.
+
+    ``remote_options``: timeout_s, ca_file, token for the gRPC and REST backends.
+    """
     if server:
-        raise ModelError("remote servers are not supported by this build yet")
+        from .remote import parse_target
+        target = parse_target(server)
+        if target.protocol == "grpc":
+            from .serving_grpc import GrpcClassifier
+            return GrpcClassifier(target, **remote_options)
+        from .serving_rest import RestClassifier
+        return RestClassifier(target, **remote_options)
     if backend == "tflite":
         from .tflite import TFLiteClassifier
         return TFLiteClassifier(model)

@@ -1,0 +1,60 @@
+"""Run a labeled folder through one or more backends and summarise accuracy and timings.
+
+    >>> files = labeled_files("test_images/", limit=200)
+    >>> bench(open_classifier("models/flowers", "tflite"), files)["total_ms"]["median"]
+
+Ground truth is each file's parent folder.  Images go one at a time so every timing is a
+single image's, as a user dropping files on the window would see them.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from itertools import zip_longest
+from pathlib import Path
+from typing import Sequence
+
+from .base import Classifier
+from .preprocess import IMAGE_EXTENSIONS
+
+
+def labeled_files(root: str | Path, limit: int | None = None) -> list[Path]:
+    """Image files under ``root``, interleaved across class folders so ``limit`` samples every class."""
+    root = Path(root).expanduser()
+    by_class: dict[Path, list[Path]] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("."):
+            by_class.setdefault(path.parent, []).append(path)
+    interleaved = [p for group in zip_longest(*by_class.values()) for p in group if p is not None]
+    return interleaved[:limit] if limit else interleaved
+
+
+def summary(values: Sequence[float]) -> dict:
+    if not values:
+        return {"mean": None, "median": None, "p95": None, "min": None, "max": None}
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
+    return {"mean": round(statistics.fmean(ordered), 3), "median": round(statistics.median(ordered), 3),
+            "p95": round(p95, 3), "min": round(ordered[0], 3), "max": round(ordered[-1], 3)}
+
+
+def bench(classifier: Classifier, files: Sequence[Path], backend: str | None = None) -> dict:
+    """One JSON-ready row: accuracy, preprocess/inference/network/total stats, bytes, images/s."""
+    payloads = [Path(f).read_bytes() for f in files]
+    start = time.perf_counter()
+    predictions = [classifier.classify([data], top_k=1)[0] for data in payloads]
+    wall = time.perf_counter() - start
+    ok = [(f, p) for f, p in zip(files, predictions) if p.error is None]
+    correct = sum(1 for f, p in ok if p.label == Path(f).parent.name)
+    return {
+        "backend": backend or classifier.name,
+        "images": len(files),
+        "errors": len(files) - len(ok),
+        "accuracy": round(correct / len(ok), 4) if ok else None,
+        "preprocess_ms": summary([p.timings.decode_ms + p.timings.preprocess_ms for _, p in ok]),
+        "inference_ms": summary([p.timings.inference_ms for _, p in ok]),
+        "network_ms": summary([p.timings.network_ms for _, p in ok]),
+        "total_ms": summary([p.timings.total_ms for _, p in ok]),
+        "request_bytes_mean": round(statistics.fmean([p.request_bytes for _, p in ok]), 1) if ok else None,
+        "images_per_s": round(len(files) / wall, 2) if wall > 0 else None,
+    }
