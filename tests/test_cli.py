@@ -47,7 +47,7 @@ def test_single_class_folder_is_a_clear_error(tmp_path, cache_dir):
 def test_classify_json_keeps_going_past_a_corrupt_file(trained, fm_dir, tmp_path):
     (tmp_path / "broken.jpg").write_bytes(bad_images()["truncated.jpg"][0])
     good = sorted((fm_dir / "sneaker").glob("*.png"))[:2]
-    result = cli("classify", "--model", trained["models"] / "clothes", tmp_path / "broken.jpg", *good, "--json",
+    result = cli("classify", "--model", trained["models"] / "clothes", "--backend", "savedmodel", tmp_path / "broken.jpg", *good, "--json",
                  "--top-k", "2")
     assert result.returncode == 0, result.stderr[-1000:]
     rows = [json.loads(line) for line in result.stdout.splitlines()]
