@@ -48,6 +48,8 @@ class RestClassifier(RemoteClassifier):
                                                    context=self._context)
             else:
                 conn = http.client.HTTPConnection(self.target.host, self.target.port, timeout=self.timeout_s)
+            conn.connect()
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle stall on small requests
             self._local.conn = conn
         return conn
 
@@ -60,8 +62,8 @@ class RestClassifier(RemoteClassifier):
     def _send(self, method: str, path: str, body: bytes | None = None) -> dict:
         where = f"{self.target.scheme}://{self.target.address}"
         for attempt in (0, 1):  # a kept-alive connection the server closed gets one fresh retry
-            conn = self._connection()
             try:
+                conn = self._connection()
                 conn.request(method, path, body=body, headers=self._headers)
                 response = conn.getresponse()
                 payload = response.read()

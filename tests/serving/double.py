@@ -239,6 +239,7 @@ def _from_json(value):
 
 class _RestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the real server
+    disable_nagle_algorithm = True  # headers and body go out as separate writes: no 40 ms delayed-ACK stall
 
     def log_message(self, *args):  # quiet test output
         pass
@@ -327,3 +328,28 @@ class _RestHandler(BaseHTTPRequestHandler):
             return self._reply(200, {"outputs": next(iter(as_json.values())) if len(as_json) == 1 else as_json})
         except ServingError as exc:
             self._reply(HTTP_CODES.get(exc.code, 500), {"error": exc.message})
+
+
+def main(argv=None) -> None:
+    """Serve models from another process: ``python tests/serving/double.py NAME=PATH ...``.
+
+    Prints ``{"grpc_port": ..., "rest_port": ...}`` on one line, then serves until killed.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("models", nargs="+", metavar="NAME=PATH")
+    args = parser.parse_args(argv)
+    models = dict(item.split("=", 1) for item in args.models)
+    server = TFServingDouble({name: Path(path) for name, path in models.items()}).start()
+    print(json.dumps({"grpc_port": server.grpc_port, "rest_port": server.rest_port}), flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
