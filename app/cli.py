@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
     classify.add_argument("--top-k", type=int, default=3)
     classify.add_argument("--json", action="store_true")
-    _remote_flags(classify)
+    _backend_flags(classify)
 
     bench = sub.add_parser("bench", help="accuracy and timings of one or more backends on a labeled folder")
     bench.add_argument("test_dir", help="folder with one sub-folder of images per class (the ground truth)")
@@ -77,19 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma-separated: tflite, savedmodel, grpc://host:8500/NAME, http://host:8501/v1/models/NAME")
     bench.add_argument("--limit", type=int, help="at most N images, sampled across classes")
     bench.add_argument("--json", action="store_true")
-    _remote_flags(bench)
+    _backend_flags(bench)
     return parser
 
 
-def _remote_flags(parser: argparse.ArgumentParser) -> None:
+def _backend_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, help="TFLite interpreter threads (default: all cores)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per remote call (deadline)")
     parser.add_argument("--ca-file", help="CA certificate for grpcs:// or https:// servers")
     parser.add_argument("--token", default=os.environ.get("RETRAIN_STUDIO_TOKEN"),
                         help="bearer token sent to the server (default: $RETRAIN_STUDIO_TOKEN)")
 
 
-def _remote_options(args) -> dict:
-    return {"timeout_s": args.timeout, "ca_file": args.ca_file, "token": args.token}
+def _backend_options(args, remote: bool) -> dict:
+    if remote:
+        return {"timeout_s": args.timeout, "ca_file": args.ca_file, "token": args.token}
+    return {"threads": args.threads} if args.threads else {}
 
 
 def _image_files(paths: list[str]) -> list[Path]:
@@ -185,7 +188,7 @@ def cmd_classify(args) -> int:
     from app.inference.factory import open_classifier
 
     classifier = open_classifier(args.model, args.backend, args.server,
-                                 **(_remote_options(args) if args.server else {}))
+                                 **_backend_options(args, bool(args.server)))
     totals = []
     for path in files:
         try:
@@ -228,7 +231,7 @@ def cmd_bench(args) -> int:
     for backend in backends:
         remote = "://" in backend
         classifier = open_classifier(None if remote else args.model, backend, backend if remote else None,
-                                     **(_remote_options(args) if remote else {}))
+                                     **_backend_options(args, remote))
         row = bench(classifier, files, backend)
         rows.append(row)
         if args.json:

@@ -41,5 +41,5 @@ def trained(tmp_path_factory, fm_dir, cache_dir) -> dict:
     models = tmp_path_factory.mktemp("models")
     seen: list[dict] = []
     done = run(TrainSettings(str(fm_dir), str(models), name="clothes", cache_dir=str(cache_dir),
-                             validation_percent=15, test_percent=25), on_event=seen.append)
+                             validation_percent=15, test_percent=25, tflite="dynamic"), on_event=seen.append)
     return {"done": done, "events": seen, "models": models, "version_dir": Path(done["model_dir"])}

@@ -11,6 +11,7 @@ from app.inference.factory import open_classifier
 from images import bad_images, good_images
 
 TFLITE_VS_SAVEDMODEL = 1e-5  # float TFLite, same host/graph preprocessing (see test_preprocess)
+DYNAMIC_VS_SAVEDMODEL = 0.05  # dynamic-range quantized weights: probabilities move by a few hundredths
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +75,38 @@ def test_model_errors_are_clear(tmp_path, trained):
     with pytest.raises(ModelError, match="no signature 'nope'"):
         from app.inference.savedmodel import SavedModelClassifier
         SavedModelClassifier(trained["models"] / "clothes", signature="nope")
+
+
+def test_quantized_tflite_stays_close(trained, sample):
+    from app.inference.tflite import TFLiteClassifier
+
+    images, _ = sample
+    quantized = TFLiteClassifier(trained["models"] / "clothes", variant="dynamic").classify(images, top_k=5)
+    reference = open_classifier(trained["models"] / "clothes", "savedmodel").classify(images, top_k=5)
+    agree = np.mean([q.label == r.label for q, r in zip(quantized, reference)])
+    worst = max(abs(dict(q.top_k)[label] - score) for q, r in zip(quantized, reference) for label, score in r.top_k)
+    assert agree >= 0.9 and worst < DYNAMIC_VS_SAVEDMODEL, (agree, worst)
+
+
+def test_falls_back_to_tflite_runtime(monkeypatch, trained):
+    import types
+
+    from ai_edge_litert.interpreter import Interpreter
+    from app.inference import tflite
+
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # as if LiteRT were not installed
+    fake = types.ModuleType("tflite_runtime.interpreter")
+    fake.Interpreter = Interpreter
+    monkeypatch.setitem(sys.modules, "tflite_runtime", types.ModuleType("tflite_runtime"))
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", fake)
+    assert tflite.interpreter_class() is Interpreter
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", None)
+    with pytest.raises(ModelError, match="no TFLite runtime installed"):
+        tflite.interpreter_class()
+
+
+def test_thread_count_is_honoured(trained, sample):
+    from app.inference.tflite import TFLiteClassifier
+
+    one = TFLiteClassifier(trained["models"] / "clothes", threads=1)
+    assert one.classify(sample[0][:1])[0].label == sample[1][0]

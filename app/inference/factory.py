@@ -7,22 +7,22 @@ LOCAL_BACKENDS = ("tflite", "savedmodel")
 
 
 def open_classifier(model: str | None = None, backend: str = "tflite", server: str | None = None,
-                    **remote_options) -> Classifier:
+                    **options) -> Classifier:
     """``open_classifier("models/flowers", "tflite")`` or ``open_classifier(server="grpc://host:8500/flowers")``.
 
-    ``remote_options``: timeout_s, ca_file, token for the gRPC and REST backends.
+    ``options``: timeout_s, ca_file, token for the gRPC and REST backends; threads for TFLite.
     """
     if server:
         from .remote import parse_target
         target = parse_target(server)
         if target.protocol == "grpc":
             from .serving_grpc import GrpcClassifier
-            return GrpcClassifier(target, **remote_options)
+            return GrpcClassifier(target, **options)
         from .serving_rest import RestClassifier
-        return RestClassifier(target, **remote_options)
+        return RestClassifier(target, **options)
     if backend == "tflite":
         from .tflite import TFLiteClassifier
-        return TFLiteClassifier(model)
+        return TFLiteClassifier(model, threads=options.get("threads"))
     if backend == "savedmodel":
         from .savedmodel import SavedModelClassifier
         return SavedModelClassifier(model)
