@@ -8,7 +8,7 @@ import pytest
 
 from app.inference.base import ModelError
 from app.inference.factory import open_classifier
-from images import bad_images, good_images
+from images import bad_images
 
 TFLITE_VS_SAVEDMODEL = 1e-5  # float TFLite, same host/graph preprocessing (see test_preprocess)
 DYNAMIC_VS_SAVEDMODEL = 0.05  # dynamic-range quantized weights: probabilities move by a few hundredths

@@ -1,6 +1,5 @@
 """End to end on real Fashion-MNIST images: train, evaluate, export, and read the model back."""
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 
@@ -35,3 +37,19 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def temp_folder(parent: Path) -> Path:
+    """A fresh hidden folder name in ``parent`` that records our pid (see ``remove_stale_temps``)."""
+    return parent / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def remove_stale_temps(parent: Path) -> None:
+    """Delete ``.tmp-PID-*`` folders left by processes that died before renaming them into place."""
+    for tmp in parent.glob(".tmp-*"):
+        try:
+            pid = int(tmp.name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not pid_alive(pid):
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -12,11 +12,10 @@ import hashlib
 import os
 import re
 import shutil
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .atomic import pid_alive
+from .atomic import remove_stale_temps, temp_folder
 from .efficientnet_lite import VARIANTS, weights_file
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -124,8 +123,8 @@ def materialise(info: BackboneInfo, cache_dir: str | Path | None = None) -> str:
     from .efficientnet_lite import save_feature_vector
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(target.parent)
-    tmp = target.parent / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    remove_stale_temps(target.parent)
+    tmp = temp_folder(target.parent)
     try:
         save_feature_vector(info.id, tmp)
         try:
@@ -138,14 +137,6 @@ def materialise(info: BackboneInfo, cache_dir: str | Path | None = None) -> str:
     return str(target)
 
 
-def _remove_stale_temps(folder: Path) -> None:
-    for tmp in folder.glob(".tmp-*"):
-        try:
-            pid = int(tmp.name.split("-")[1])
-        except (IndexError, ValueError):
-            continue
-        if not pid_alive(pid):
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load(info: BackboneInfo, cache_dir: str | Path | None = None):

@@ -163,7 +163,7 @@ def _warnings(data: Dataset, per_class: Counter) -> list[str]:
         small = [data.classes[c] for c, n in per_class.items() if n * IMBALANCE_RATIO < most]
         notes.append(f"classes are imbalanced ({least} to {most} images); smallest: {', '.join(small[:5])}")
     if least < 20:
-        notes.append(f"some classes have fewer than 20 images; accuracy estimates will be rough")
+        notes.append("some classes have fewer than 20 images; accuracy estimates will be rough")
     labels_by_digest: dict[str, set] = {}
     for item in data.items:
         labels_by_digest.setdefault(item.digest, set()).add(item.label)

@@ -11,13 +11,12 @@ import io
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from .atomic import pid_alive, write_json
+from .atomic import remove_stale_temps, temp_folder, write_json
 
 SERVING_SIGNATURE = "serving_default"
 IMAGES_SIGNATURE = "serving_images"
@@ -36,14 +35,6 @@ def version_folders(base: str | Path) -> list[tuple[int, Path]]:
     return sorted((int(p.name), p) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
 
 
-def _remove_stale_temps(base: Path) -> None:
-    for tmp in base.glob(".tmp-*"):
-        try:
-            pid = int(tmp.name.split("-")[1])
-        except (IndexError, ValueError):
-            continue
-        if pid != os.getpid() and not pid_alive(pid):
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build_module(backbone, head_kernel: np.ndarray, head_bias: np.ndarray, labels: Sequence[str],
@@ -142,8 +133,8 @@ def export(models_dir: str | Path, name: str, *, backbone, head: tuple[np.ndarra
 
     base = Path(models_dir).expanduser() / name
     base.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(base)
-    tmp = base / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    remove_stale_temps(base)
+    tmp = temp_folder(base)
     try:
         with tempfile.TemporaryDirectory() as scratch:
             labels_file = Path(scratch, "labels.txt")

@@ -8,7 +8,6 @@ a second run on the same data never calls the backbone.
 from __future__ import annotations
 
 import io
-import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path

@@ -5,7 +5,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from .base import ModelError, Prediction, Timings, read_metadata, ranked, resolve_version, warm_up_image
 from .preprocess import ImageError, image_size
