@@ -110,6 +110,8 @@ def _image_files(paths: list[str]) -> list[Path]:
 
 
 def cmd_train(args) -> int:
+    if os.environ.get("RETRAIN_STUDIO_NICE", "").isdigit():  # the GUI's child: yield the CPU to the window
+        os.nice(int(os.environ["RETRAIN_STUDIO_NICE"]))
     from app.core import events
     from app.core.training import TrainSettings, run
 
@@ -256,8 +258,8 @@ def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
-        return 0
+        from app.gui import run
+        return run(sys.argv[:1])
     _quiet_tensorflow()
     handlers = {"train": cmd_train, "backbones": cmd_backbones, "classify": cmd_classify, "bench": cmd_bench}
     from app.core.backbones import BackboneError

@@ -18,7 +18,7 @@ def evaluate(probabilities: np.ndarray, labels: Sequence[int], classes: Sequence
     truth = np.asarray(labels, dtype=np.int64)
     if len(truth) == 0:
         return {"accuracy": None, "images": 0, "per_class": {}, "confusion_matrix": [[0] * k for _ in range(k)],
-                "mistakes": []}
+                "mistakes": [], "predictions": []}
     predicted = np.argmax(probabilities, axis=1)
     confusion = np.zeros((k, k), dtype=np.int64)
     np.add.at(confusion, (truth, predicted), 1)
@@ -30,10 +30,11 @@ def evaluate(probabilities: np.ndarray, labels: Sequence[int], classes: Sequence
         recall = tp / support if support else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
-    mistakes = [
+    rows = [
         {"path": str(paths[i]) if len(paths) else None, "true": classes[truth[i]],
          "predicted": classes[predicted[i]], "score": float(probabilities[i, predicted[i]])}
-        for i in np.flatnonzero(predicted != truth)
+        for i in range(len(truth))
     ]
     return {"accuracy": float(np.mean(predicted == truth)), "images": int(len(truth)),
-            "per_class": per_class, "confusion_matrix": confusion.tolist(), "mistakes": mistakes}
+            "per_class": per_class, "confusion_matrix": confusion.tolist(),
+            "mistakes": [r for r in rows if r["true"] != r["predicted"]], "predictions": rows}

@@ -27,6 +27,9 @@ from .dataset import Dataset, scan
 from .evaluation import evaluate
 
 
+MAX_LISTED = 5000  # test predictions carried in the done event (the GUI's confusion-matrix drill-down)
+
+
 @dataclass
 class TrainSettings:
     image_dir: str
@@ -316,7 +319,8 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
             "metrics": {"test_accuracy": report["accuracy"], "validation_accuracy": val_accuracy,
                         "test_images": report["images"], "epochs_run": epochs_run,
                         "per_class": report["per_class"], "confusion_matrix": report["confusion_matrix"],
-                        "mistakes": report["mistakes"][:200]},
+                        "mistakes": report["mistakes"][:MAX_LISTED],
+                        "predictions": report["predictions"][:MAX_LISTED]},
             "classes": data.classes, "seconds": clock.seconds}
     on_event(done)
     return done

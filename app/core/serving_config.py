@@ -1,0 +1,38 @@
+"""Text that serves exported models with tensorflow/serving: a docker command and models.config.
+
+    >>> print(docker_command("/home/me/models", "flowers"))
+    >>> print(models_config({"flowers": "/models/flowers"}))
+"""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+SERVING_IMAGE = "tensorflow/serving"
+CONTAINER_ROOT = "/models"
+
+
+def docker_command(models_dir: str | Path, name: str) -> str:
+    """Serve one model on 8500 (gRPC) and 8501 (REST), the folder mounted read-only."""
+    source = Path(models_dir).expanduser().resolve() / name
+    return (f"docker run --rm -p 8500:8500 -p 8501:8501 "
+            f"-v {shlex.quote(f'{source}:{CONTAINER_ROOT}/{name}:ro')} -e MODEL_NAME={shlex.quote(name)} "
+            f"{SERVING_IMAGE}")
+
+
+def models_config(models: dict[str, str]) -> str:
+    """A ``model_config_list`` in protobuf text format: {name: base_path inside the container}."""
+    entries = "".join(
+        f'  config {{\n    name: "{name}"\n    base_path: "{path}"\n    model_platform: "tensorflow"\n  }}\n'
+        for name, path in models.items())
+    return f"model_config_list {{\n{entries}}}\n"
+
+
+def find_models(models_dir: str | Path) -> list[str]:
+    """Names of the folders under ``models_dir`` that hold at least one complete version."""
+    root = Path(models_dir).expanduser()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and any(v.is_dir() and v.name.isdigit() and (v / "saved_model.pb").exists()
+                                        for v in p.iterdir()))

