@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from app import __version__
+from app import classify_only, version_text
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp"}
 
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="retrain-studio", description=(
         "Turn folders of photos into an image classifier; classify images locally or with TF Serving. "
         "With no command, opens the desktop app."))
-    parser.add_argument("--version", action="version", version=f"retrain-studio {__version__}")
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command")
 
     train = sub.add_parser("train", help="train a classifier from IMAGE_DIR/<class>/<image> folders")
@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("backbones", help="list the feature extractors and whether they work offline") \
         .add_argument("--json", action="store_true")
+
+    serve = sub.add_parser("serve-config", help="write MODELS_DIR/models.config for tensorflow/serving")
+    serve.add_argument("models_dir", help="the folder holding NAME/VERSION model folders")
+    serve.add_argument("--container-root", default="/models", help="where MODELS_DIR is mounted in the container")
+    serve.add_argument("--stdout", action="store_true", help="print it instead of writing the file")
 
     classify = sub.add_parser("classify", help="classify image files or folders")
     source = classify.add_mutually_exclusive_group(required=True)
@@ -110,6 +115,8 @@ def _image_files(paths: list[str]) -> list[Path]:
 
 
 def cmd_train(args) -> int:
+    if classify_only():
+        raise UsageError("this build classifies only; install the full Retrain Studio to train")
     if os.environ.get("RETRAIN_STUDIO_NICE", "").isdigit():  # the GUI's child: yield the CPU to the window
         os.nice(int(os.environ["RETRAIN_STUDIO_NICE"]))
     from app.core import events
@@ -216,6 +223,20 @@ def cmd_classify(args) -> int:
     return 0
 
 
+def cmd_serve_config(args) -> int:
+    from app.core.serving_config import find_models, models_config, write_models_config
+
+    names = find_models(args.models_dir)
+    if not names:
+        raise UsageError(f"no exported models under {args.models_dir} (expected NAME/VERSION/saved_model.pb)")
+    if args.stdout:
+        print(models_config({n: f"{args.container_root}/{n}" for n in names}), end="")
+    else:
+        path = write_models_config(args.models_dir, args.container_root)
+        print(f"{path}: {len(names)} model{'s' if len(names) != 1 else ''} ({', '.join(names)})")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from app.inference.bench import bench, labeled_files
     from app.inference.factory import LOCAL_BACKENDS, open_classifier
@@ -261,7 +282,8 @@ def main(argv: list[str]) -> int:
         from app.gui import run
         return run(sys.argv[:1])
     _quiet_tensorflow()
-    handlers = {"train": cmd_train, "backbones": cmd_backbones, "classify": cmd_classify, "bench": cmd_bench}
+    handlers = {"train": cmd_train, "backbones": cmd_backbones, "classify": cmd_classify, "bench": cmd_bench,
+                "serve-config": cmd_serve_config}
     from app.core.backbones import BackboneError
     from app.core.dataset import DatasetError
     from app.inference.base import ModelError

@@ -36,3 +36,14 @@ def find_models(models_dir: str | Path) -> list[str]:
     return sorted(p.name for p in root.iterdir()
                   if p.is_dir() and any(v.is_dir() and v.name.isdigit() and (v / "saved_model.pb").exists()
                                         for v in p.iterdir()))
+
+
+def write_models_config(models_dir: str | Path, container_root: str = CONTAINER_ROOT) -> Path:
+    """Write ``MODELS_DIR/models.config`` listing every model there (atomically); returns its path."""
+    from .atomic import write_bytes
+
+    root = Path(models_dir).expanduser()
+    path = root / "models.config"
+    names = find_models(root)
+    write_bytes(path, models_config({name: f"{container_root}/{name}" for name in names}).encode())
+    return path

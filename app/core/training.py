@@ -22,7 +22,7 @@ import numpy as np
 from app import __version__
 from app.inference.preprocess import load_image
 
-from . import backbones, events, export, features
+from . import backbones, events, export, features, serving_config
 from .dataset import Dataset, scan
 from .evaluation import evaluate
 
@@ -313,9 +313,10 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
         warmup_image=export.example_jpeg(example_pixels),
         representative=lambda: (load_image(i.path.read_bytes(), (size, size)) for i in train_items[:100]),
         on_stage=lambda m: on_event(events.stage("export", m)))
+    config = serving_config.write_models_config(s.models_dir)
     clock.lap("export", t)
     clock.seconds["total"] = clock.total()
-    done = {"event": "done", "model_dir": str(model_dir),
+    done = {"event": "done", "model_dir": str(model_dir), "models_config": str(config),
             "metrics": {"test_accuracy": report["accuracy"], "validation_accuracy": val_accuracy,
                         "test_images": report["images"], "epochs_run": epochs_run,
                         "per_class": report["per_class"], "confusion_matrix": report["confusion_matrix"],

@@ -95,7 +95,10 @@ class BackendBar(QWidget):
 
         self.kind = QComboBox()
         self.kind.setAccessibleName("Backend")
+        from app import classify_only
         for key, text in BACKENDS:
+            if key == "savedmodel" and classify_only():
+                continue  # no TensorFlow in this build
             self.kind.addItem(icon("mdi6.laptop" if key in ("tflite", "savedmodel") else "mdi6.server-network"), text, key)
         self.location = QComboBox()
         self.location.setEditable(True)

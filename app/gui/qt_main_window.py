@@ -1,6 +1,7 @@
 """The main window: side bar (Train, Classify, Models), backend bar, message bar, pages."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSize, Qt
@@ -8,7 +9,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QApplication, QHBoxLayout, QListWidget, QListWidgetItem, QMainWindow, QMessageBox,
                                QStackedWidget, QVBoxLayout, QWidget)
 
-from app import __version__
+from app import __version__, classify_only
 from app.paths import resources_dir
 
 from .qt_backend import BackendBar
@@ -28,8 +29,12 @@ class MainWindow(QMainWindow):
         self.setMinimumSize(900, 600)
         self.messages = MessageBar()
         self.backend = BackendBar()
-        self.wizard = TrainWizard()
-        self.wizard.setWindowFlags(Qt.WindowType.Widget)  # a page of the window, not a dialog
+        if classify_only():
+            self.wizard = notice_wizard("This build of Retrain Studio classifies only (TFLite and TF Serving "
+                                        "backends).\nInstall the full app to train models.")
+        else:
+            self.wizard = TrainWizard()
+            self.wizard.setWindowFlags(Qt.WindowType.Widget)  # a page of the window, not a dialog
         self.classify = ClassifyView(self.backend)
         self.models = ModelsView()
 
@@ -64,9 +69,10 @@ class MainWindow(QMainWindow):
         for source in (self.backend, self.classify, self.models, self.wizard):
             source.message.connect(self.messages.show_message)
         self.sidebar.currentRowChanged.connect(self.show_page)
-        self.wizard.open_in_classify.connect(self.open_model_in_classify)
+        if not classify_only():
+            self.wizard.open_in_classify.connect(self.open_model_in_classify)
+            self.wizard.trained.connect(lambda path: self.models.set_folder(str(Path(path).parent.parent)))
         self.models.open_in_classify.connect(self.open_model_in_classify)
-        self.wizard.trained.connect(lambda path: self.models.set_folder(str(Path(path).parent.parent)))
         self.classify.busy.connect(lambda busy: self.statusBar().showMessage("Classifying…" if busy else "Ready"))
         self._restore()
 
@@ -151,6 +157,35 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
 
+def notice_wizard(text: str):
+    """Stands in for the training wizard in the classification-only build."""
+    from PySide6.QtCore import Signal
+    from PySide6.QtWidgets import QLabel
+
+    class Notice(QWidget):
+        message = Signal(str, str)
+
+        def __init__(self):
+            super().__init__()
+            label = QLabel(text)
+            label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            QVBoxLayout(self).addWidget(label)
+
+        def page(self, _index):
+            return self
+
+        def cancel(self):
+            pass
+
+        def currentId(self):
+            return 0
+
+        def restart(self):
+            pass
+
+    return Notice()
+
+
 def app_icon():
     from PySide6.QtGui import QIcon
     path = resources_dir() / "icons" / "retrain-studio.svg"
@@ -168,4 +203,7 @@ def run(argv: list[str]) -> int:
     app.setWindowIcon(app_icon())
     window = MainWindow()
     window.show()
+    if os.environ.get("RETRAIN_STUDIO_QUIT_AFTER_SHOW"):  # smoke test of a built bundle
+        from PySide6.QtCore import QTimer
+        QTimer.singleShot(300, lambda: (print("window shown:", window.windowTitle(), flush=True), app.quit()))
     return app.exec()

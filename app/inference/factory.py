@@ -24,6 +24,9 @@ def open_classifier(model: str | None = None, backend: str = "tflite", server: s
         from .tflite import TFLiteClassifier
         return TFLiteClassifier(model, threads=options.get("threads"))
     if backend == "savedmodel":
+        from app import classify_only
+        if classify_only():
+            raise ModelError("this build has no TensorFlow: use the TFLite backend or a server")
         from .savedmodel import SavedModelClassifier
         return SavedModelClassifier(model)
     raise ModelError(f"unknown backend '{backend}' (use {' or '.join(LOCAL_BACKENDS)})")
