@@ -128,7 +128,7 @@ def make_module(variant: str, *, with_imagenet_head: bool = False):
             x = x + bias
             return tf.nn.relu6(x) if spec.relu6 else x
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)], autograph=False)
         def __call__(self, images):
             x = (images * 255.0 - PIXEL_MEAN) / PIXEL_STD
             x = self._apply(0, x)
@@ -144,7 +144,7 @@ def make_module(variant: str, *, with_imagenet_head: bool = False):
             return tf.reduce_mean(x, axis=[1, 2])
 
         if with_imagenet_head:
-            @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+            @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)], autograph=False)
             def imagenet_logits(self, images):
                 return tf.matmul(self(images), self.fc[0]) + self.fc[1]
 

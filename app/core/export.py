@@ -66,21 +66,21 @@ def build_module(backbone, head_kernel: np.ndarray, head_bias: np.ndarray, label
                     "classes": tf.gather(self.labels, top),
                     "scores": tf.reduce_max(probabilities, axis=1)}
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)], autograph=False)
         def serve_bytes(self, image_bytes):
             images = tf.map_fn(lambda data: load_image(data, size, size), image_bytes,
                                fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
             return self._outputs(images)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=IMAGES_INPUT)])
+        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=IMAGES_INPUT)], autograph=False)
         def serve_images(self, images):
             return self._outputs(images)
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="class_index")])
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="class_index")], autograph=False)
         def class_names(self, class_index):
             return {"class_name": tf.gather(self.labels, class_index)}
 
-        @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name=IMAGES_INPUT)])
+        @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name=IMAGES_INPUT)], autograph=False)
         def tflite_probabilities(self, images):
             return {"probabilities": self._probabilities(images)}
 

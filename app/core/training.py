@@ -122,24 +122,27 @@ def train_head(x_train, y_train, x_val, y_val, k: int, s: TrainSettings,
     batch = min(s.batch_size, n)
     steps = (n + batch - 1) // batch
 
-    @tf.function
+    # explicit tf.while_loop, no AutoGraph: a frozen (PyInstaller) app has no source for AutoGraph to read
+    @tf.function(autograph=False)
     def run_epoch(order):
-        loss_sum, correct = tf.constant(0.0), tf.constant(0.0)
-        for i in tf.range(steps):
+        def body(i, loss_sum, correct):
             idx = order[i * batch:(i + 1) * batch]
             xb, yb, wb = tf.gather(x, idx), tf.gather(targets, idx), tf.gather(weights, idx)
             with tf.GradientTape() as tape:
                 logits = tf.matmul(tf.nn.dropout(xb, s.dropout, seed=s.seed) if s.dropout else xb, kernel) + bias
                 loss = tf.reduce_mean(wb * tf.nn.softmax_cross_entropy_with_logits(yb, logits))
             grads = tape.gradient(loss, params)
-            step.assign_add(1.0)
+            t = step.assign_add(1.0)
             for p, g, m, v in zip(params, grads, moments[0::2], moments[1::2]):
-                m.assign(beta1 * m + (1 - beta1) * g)
-                v.assign(beta2 * v + (1 - beta2) * tf.square(g))
-                m_hat, v_hat = m / (1 - beta1 ** step), v / (1 - beta2 ** step)
+                m_new = m.assign(beta1 * m + (1 - beta1) * g)
+                v_new = v.assign(beta2 * v + (1 - beta2) * tf.square(g))
+                m_hat, v_hat = m_new / (1 - beta1 ** t), v_new / (1 - beta2 ** t)
                 p.assign_sub(s.learning_rate * m_hat / (tf.sqrt(v_hat) + epsilon))
-            loss_sum += loss * tf.cast(tf.shape(idx)[0], tf.float32)
-            correct += tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1), tf.argmax(yb, 1)), tf.float32))
+            hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1), tf.argmax(yb, 1)), tf.float32))
+            return i + 1, loss_sum + loss * tf.cast(tf.shape(idx)[0], tf.float32), correct + hits
+
+        _, loss_sum, correct = tf.while_loop(lambda i, *_: i < steps, body,
+                                             (tf.constant(0), tf.constant(0.0), tf.constant(0.0)))
         return loss_sum / n, correct / n
 
     def measure(xs, ys):

@@ -102,3 +102,15 @@ def test_bad_folder_is_one_sentence(window, qtbot, tmp_path):
     review = wizard.page(1)
     qtbot.waitUntil(lambda: review.summary.text() != "Scanning…", timeout=10_000)
     assert "has 1 class folder" in review.summary.text() and not review.isComplete()
+
+
+def test_a_failing_child_shows_its_error(window, qtbot, tmp_path, cache_dir, monkeypatch):
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "hub"))
+    wizard = _to_training(window, qtbot, tmp_path / "models")
+    wizard.page(2).backbone.setCurrentText("https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5")
+    wizard.next()
+    training = wizard.page(3)
+    qtbot.waitUntil(lambda: training.process is None, timeout=TRAIN_TIMEOUT_MS)
+    assert training.stage.text().startswith("Failed: could not download")
+    assert window.messages.isVisible() and "Could not download" in window.messages.text.text()
+    assert not training.isComplete()
