@@ -12,7 +12,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QRunnable,
 from PySide6.QtGui import QGuiApplication, QImage, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
                                QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QProgressBar, QPushButton,
-                               QSplitter, QStackedLayout, QTableView, QTableWidget, QTableWidgetItem, QVBoxLayout,
+                               QSplitter, QStackedLayout, QTableView, QTableWidgetItem, QVBoxLayout,
                                QWidget)
 
 from app.inference.base import Prediction
@@ -20,7 +20,7 @@ from app.inference.bench import summary
 from app.inference.preprocess import IMAGE_EXTENSIONS
 
 from .qt_backend import BACKENDS, BackendBar, BackendChoice, open_choice
-from .qt_common import icon, one_sentence, remember, setting, thumbnail
+from .qt_common import icon, one_sentence, read_only_table, remember, setting, thumbnail
 
 COLUMNS = ["", "File", "Label", "Score", "Decode", "Preprocess", "Inference", "Network", "Total ms", "Bytes",
            "Backend"]
@@ -469,9 +469,7 @@ class CompareDialog(QDialog):
             row.addWidget(edit, 1)
             form.addRow(row)
             self.choices[key] = (box, edit)
-        self.table = QTableWidget(0, 6)
-        self.table.setHorizontalHeaderLabels(["Backend", "Images", "Median ms", "P95 ms", "Mean ms", "Images/s"])
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table = read_only_table(["Backend", "Images", "Median ms", "P95 ms", "Mean ms", "Images/s"])
         import pyqtgraph as pg
         self.chart = pg.PlotWidget(background=None)
         self.chart.setMinimumHeight(180)

@@ -22,7 +22,9 @@ def icon(name: str, color: str | None = None) -> QIcon:
 
 
 def settings() -> QSettings:
-    return QSettings(ORGANIZATION, APPLICATION)
+    # QSettings(org, app) always means NativeFormat; naming the format honours setDefaultFormat
+    # (the tests point IniFormat at a temporary folder, so they never touch the user's settings)
+    return QSettings(QSettings.defaultFormat(), QSettings.Scope.UserScope, ORGANIZATION, APPLICATION)
 
 
 def setting(key: str, default=None, kind=str):
@@ -175,3 +177,29 @@ def _icon_color(color: str) -> None:
         qtawesome.set_defaults(color=color)
     except Exception:
         pass
+
+
+def thumbnail_grid(icon_px: int, cell_width: int, cell_height: int):
+    """A read-only icon grid for image thumbnails with captions."""
+    from PySide6.QtCore import QSize
+    from PySide6.QtWidgets import QListView, QListWidget
+
+    grid = QListWidget()
+    grid.setViewMode(QListView.ViewMode.IconMode)
+    grid.setIconSize(QSize(icon_px, icon_px))
+    grid.setGridSize(QSize(cell_width, cell_height))
+    grid.setResizeMode(QListView.ResizeMode.Adjust)
+    grid.setMovement(QListView.Movement.Static)
+    return grid
+
+
+def read_only_table(headers: list[str]):
+    """A table the user reads but does not edit, columns sharing the width."""
+    from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget
+
+    table = QTableWidget(0, len(headers))
+    table.setHorizontalHeaderLabels(headers)
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.verticalHeader().hide()
+    return table

@@ -11,19 +11,20 @@ import sys
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QProcess, QProcessEnvironment, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QGuiApplication, QPixmap
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout,
-                               QGridLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListView, QListWidget,
-                               QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QSplitter,
-                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget, QWizard, QWizardPage)
+from PySide6.QtCore import QProcess, QProcessEnvironment, Qt, Signal
+from PySide6.QtGui import QColor, QGuiApplication, QImage, QPixmap
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout,
+                               QHBoxLayout, QLabel, QLineEdit, QListWidgetItem, QPlainTextEdit, QProgressBar,
+                               QPushButton, QSpinBox, QSplitter, QTableWidgetItem, QVBoxLayout, QWidget, QWizard,
+                               QWizardPage)
 
 from app.core.dataset import DatasetError, scan
 from app.core.serving_config import docker_command, models_config
 from app.core.training import TrainSettings
 from app.paths import sample_data_dir
 
-from .qt_common import icon, one_sentence, remember, run_in_background, setting, thumbnail
+from .qt_common import (icon, one_sentence, read_only_table, remember, run_in_background, setting, thumbnail,
+                        thumbnail_grid)
 
 BACKBONE_CHOICES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 STAGE_NAMES = {"scan": "Scanning images", "backbone": "Loading the backbone", "embed": "Computing features",
@@ -117,17 +118,8 @@ class ReviewPage(QWizardPage):
         self.chart.setMinimumHeight(160)
         self.chart.setLabel("left", "images")
         self.chart.setMouseEnabled(False, False)
-        self.thumbs = QListWidget()
-        self.thumbs.setViewMode(QListView.ViewMode.IconMode)
-        self.thumbs.setIconSize(QSize(56, 56))
-        self.thumbs.setGridSize(QSize(96, 84))
-        self.thumbs.setResizeMode(QListView.ResizeMode.Adjust)
-        self.thumbs.setMovement(QListView.Movement.Static)
-        self.skipped = QTableWidget(0, 2)
-        self.skipped.setHorizontalHeaderLabels(["Skipped file", "Why"])
-        self.skipped.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.skipped.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.skipped.verticalHeader().hide()
+        self.thumbs = thumbnail_grid(56, 96, 84)
+        self.skipped = read_only_table(["Skipped file", "Why"])
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.chart)
         splitter.addWidget(self.thumbs)
@@ -453,22 +445,12 @@ class ResultsPage(QWizardPage):
                          "its images.")
         self.accuracy = QLabel()
         self.accuracy.setStyleSheet("font-size: 20pt; font-weight: bold;")
-        self.per_class = QTableWidget(0, 5)
-        self.per_class.setHorizontalHeaderLabels(["Class", "Precision", "Recall", "F1", "Images"])
-        self.per_class.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.per_class.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.per_class.verticalHeader().hide()
-        self.matrix = QTableWidget()
-        self.matrix.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.matrix.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.per_class = read_only_table(["Class", "Precision", "Recall", "F1", "Images"])
+        self.matrix = read_only_table([])
+        self.matrix.verticalHeader().show()
         self.matrix.setToolTip("Rows: true class; columns: predicted class")
         self.cell_title = QLabel("Mistakes")
-        self.images = QListWidget()
-        self.images.setViewMode(QListView.ViewMode.IconMode)
-        self.images.setIconSize(QSize(64, 64))
-        self.images.setGridSize(QSize(150, 100))
-        self.images.setResizeMode(QListView.ResizeMode.Adjust)
-        self.images.setMovement(QListView.Movement.Static)
+        self.images = thumbnail_grid(64, 150, 100)
         left = QVBoxLayout()
         left.addWidget(self.accuracy)
         left.addWidget(self.per_class)
@@ -516,15 +498,24 @@ class ResultsPage(QWizardPage):
         self.show_mistakes()
 
     def _fill(self, rows: list[dict]) -> None:
+        """Captions at once; thumbnails decoded on the thread pool (photos can be large)."""
         self.images.clear()
-        for row in rows[:200]:
+        rows = rows[:200]
+        for row in rows:
             item = QListWidgetItem(f"{row['true']} → {row['predicted']}\n{row['score']:.2f}")
-            if row.get("path"):
-                image = thumbnail(row["path"], 64)
-                if not image.isNull():
-                    item.setIcon(QPixmap.fromImage(image))
-                item.setToolTip(row["path"])
+            item.setToolTip(row.get("path") or "")
             self.images.addItem(item)
+        generation = self._generation = getattr(self, "_generation", 0) + 1
+
+        def show(images):
+            if generation != self._generation:
+                return  # another cell was clicked meanwhile
+            for index, image in enumerate(images):
+                if not image.isNull():
+                    self.images.item(index).setIcon(QPixmap.fromImage(image))
+
+        run_in_background(lambda: [thumbnail(r["path"], 64) if r.get("path") else QImage() for r in rows],
+                          show, lambda exc: None, self)
 
     def show_mistakes(self) -> None:
         mistakes = self.done_event["metrics"]["mistakes"]
@@ -548,11 +539,7 @@ class ExportPage(QWizardPage):
         self.where = QLabel()
         self.where.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.where.setWordWrap(True)
-        self.files = QTableWidget(0, 2)
-        self.files.setHorizontalHeaderLabels(["File", "Size"])
-        self.files.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.files.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.files.verticalHeader().hide()
+        self.files = read_only_table(["File", "Size"])
         self.open_button = QPushButton(icon("mdi6.image-search"), "Classify with this model")
         self.docker = QPlainTextEdit()
         self.docker.setReadOnly(True)

@@ -8,18 +8,21 @@ from PySide6.QtGui import QKeySequence
 from conftest import save_shot
 
 
-def test_window_opens_without_importing_tensorflow():
-    script = textwrap.dedent("""
+def test_window_opens_without_importing_tensorflow(isolated_settings):
+    script = textwrap.dedent(f"""
         import os, sys, time
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
         start = time.perf_counter()
+        from PySide6.QtCore import QSettings
         from PySide6.QtWidgets import QApplication
+        QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+        QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, {str(isolated_settings)!r})
         app = QApplication([])
         from app.gui.qt_main_window import MainWindow
         window = MainWindow()
         window.show()
         app.processEvents()
-        print(f"{time.perf_counter() - start:.3f}", "tensorflow" in sys.modules)
+        print(f"{{time.perf_counter() - start:.3f}}", "tensorflow" in sys.modules)
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     seconds, tf_loaded = out.stdout.split()
