@@ -61,6 +61,7 @@ def test_wizard_trains_the_sample_end_to_end(window, qtbot, tmp_path, cache_dir,
     diagonal = int(results.matrix.item(0, 0).text())
     results.matrix.cellClicked.emit(0, 0)
     assert results.images.count() == diagonal and "True bag, predicted bag" in results.cell_title.text()
+    qtbot.waitUntil(lambda: not results.images.item(0).icon().isNull(), timeout=10_000)  # thumbnails arrive
     save_shot(window, screenshots, "train-5-results")
 
     wizard.next()
