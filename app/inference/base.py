@@ -76,6 +76,24 @@ def read_metadata(version_dir: Path) -> dict:
     return {}
 
 
+def check_images(images: Sequence[bytes]) -> tuple[list[int], list[Prediction]]:
+    """Read each header first, so one corrupt file gets its own error instead of failing a batch.
+
+    Returns the indices worth sending and a Prediction per image (errors already filled in).
+    """
+    from .preprocess import ImageError, image_size
+
+    predictions = [Prediction(request_bytes=len(data)) for data in images]
+    good = []
+    for i, data in enumerate(images):
+        try:
+            image_size(data)
+            good.append(i)
+        except ImageError as exc:
+            predictions[i].error = str(exc)
+    return good, predictions
+
+
 def ranked(probabilities, labels: Sequence[str], k: int) -> list[tuple[str, float]]:
     order = sorted(range(len(probabilities)), key=lambda i: -float(probabilities[i]))[:k]
     return [(labels[i], float(probabilities[i])) for i in order]

@@ -18,8 +18,7 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
-from .base import ModelError, Prediction, Timings, ranked
-from .preprocess import ImageError, image_size
+from .base import ModelError, Prediction, Timings, check_images, ranked
 
 DEFAULT_PORTS = {"grpc": 8500, "grpcs": 8500, "http": 8501, "https": 8501}
 DEFAULT_SIGNATURE = "serving_default"
@@ -108,19 +107,6 @@ def choose_names(signatures: dict[str, dict[str, dict[str, str]]], target: Remot
         raise RemoteError(f"signature '{target.signature}' has no 'probabilities' output")
     classes = "classes" if outputs.get("classes") == "DT_STRING" else None
     return SignatureNames(strings[0], probabilities, classes)
-
-
-def check_images(images: Sequence[bytes]) -> tuple[list[int], list[Prediction]]:
-    """Read each header on the client so one corrupt file does not fail a whole batch."""
-    predictions = [Prediction(request_bytes=len(data)) for data in images]
-    good = []
-    for i, data in enumerate(images):
-        try:
-            image_size(data)
-            good.append(i)
-        except ImageError as exc:
-            predictions[i].error = str(exc)
-    return good, predictions
 
 
 class RemoteClassifier:

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Sequence
 
 
-from .base import ModelError, Prediction, Timings, read_metadata, ranked, resolve_version, warm_up_image
-from .preprocess import ImageError, image_size
+from .base import (ModelError, Prediction, Timings, check_images, ranked, read_metadata, resolve_version,
+                   warm_up_image)
 
 
 class SavedModelClassifier:
@@ -39,14 +39,7 @@ class SavedModelClassifier:
         self.classify([warm_up_image()])
 
     def classify(self, images: Sequence[bytes], top_k: int = 5) -> list[Prediction]:
-        predictions = [Prediction(request_bytes=len(data)) for data in images]
-        good = []
-        for i, data in enumerate(images):
-            try:
-                image_size(data)  # header check: a corrupt file must not fail the whole batch
-                good.append(i)
-            except ImageError as exc:
-                predictions[i].error = str(exc)
+        good, predictions = check_images(images)
         if good:
             start = time.perf_counter()
             try:

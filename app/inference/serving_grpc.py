@@ -94,13 +94,8 @@ class GrpcClassifier(RemoteClassifier):
         return request
 
     def predict(self, images: Sequence[bytes]):
-        from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-
         start = time.perf_counter()
-        proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=list(images),
-                                       tensor_shape=tensor_shape_pb2.TensorShapeProto(
-                                           dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(images))]))
-        request = self._request(self.target.signature, self.names.image_input, proto)
+        request = self._request(self.target.signature, self.names.image_input, _vector("DT_STRING", list(images)))
         request.output_filter.extend([n for n in (self.names.probabilities, self.names.classes) if n])
         size = request.ByteSize()
         encode_ms = (time.perf_counter() - start) * 1e3
@@ -112,14 +107,18 @@ class GrpcClassifier(RemoteClassifier):
         return probabilities.reshape(len(images), -1), top1, size, encode_ms
 
     def lookup_class_names(self, count: int) -> list[str]:
-        from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-
-        proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_INT32, int_val=list(range(count)),
-                                       tensor_shape=tensor_shape_pb2.TensorShapeProto(
-                                           dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=count)]))
-        request = self._request("class_names", "class_index", proto)
+        request = self._request("class_names", "class_index", _vector("DT_INT32", list(range(count))))
         response = self._call(self._predict_stub.Predict, request)
         return [b.decode("utf-8") for b in response.outputs["class_name"].string_val]
+
+
+def _vector(dtype: str, values: list):
+    """A 1-D TensorProto of strings (DT_STRING) or int32 (DT_INT32)."""
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(values))])
+    field = "string_val" if dtype == "DT_STRING" else "int_val"
+    return tensor_pb2.TensorProto(dtype=types_pb2.DataType.Value(dtype), tensor_shape=shape, **{field: values})
 
 
 def _to_numpy(proto) -> np.ndarray:
