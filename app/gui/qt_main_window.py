@@ -203,6 +203,7 @@ def run(argv: list[str]) -> int:
     app.setWindowIcon(app_icon())
     window = MainWindow()
     window.show()
+    from . import qt_probe; qt_probe.install(app)  # noqa: E702  off unless RETRAIN_STUDIO_UI_LOG / _WATCHDOG
     if os.environ.get("RETRAIN_STUDIO_QUIT_AFTER_SHOW"):  # smoke test of a built bundle
         from PySide6.QtCore import QTimer
         QTimer.singleShot(300, lambda: (print("window shown:", window.windowTitle(), flush=True), app.quit()))

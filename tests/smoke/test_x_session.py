@@ -1,0 +1,335 @@
+"""The whole journey of a new user, in the real app on a real X server, by keyboard and mouse only.
+
+Xvfb + openbox + ``retrain-studio`` (the venv's console script) with HOME and every XDG folder in a
+temporary directory. xdotool presses keys, types and clicks; ImageMagick screenshots each screen to
+$RETRAIN_STUDIO_SMOKE_SHOTS (a temporary folder by default). What is on screen is read from the app's
+UI log (RETRAIN_STUDIO_UI_LOG, app/gui/qt_probe.py) and from the files the app writes. A step fails
+when its expected text does not appear in time; the test fails on any failed step, a crash (the app is
+restarted so later steps still run and are reported), or a traceback in the app's stderr.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from xsession import App, Display, StepFailed, missing_tools, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+BAG = REPO / "resources" / "sample_data" / "bag"
+BACKENDS = ["Local TFLite", "Local SavedModel", "Remote gRPC", "Remote REST"]
+MAIN = r"^Retrain Studio$"
+
+
+@pytest.fixture(scope="module")
+def display():
+    missing = missing_tools()
+    if missing:
+        message = f"the X smoke test needs {', '.join(missing)} (.ci/run installs them)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    with Display() as session:
+        yield session
+
+
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    folder = Path(os.environ.get("RETRAIN_STUDIO_SMOKE_SHOTS") or tmp_path / "shots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+class Journey:
+    """Runs named steps; a failed step is recorded (with its screenshot) and the journey goes on."""
+
+    def __init__(self, display: Display, app: App, shots: Path):
+        self.x, self.app, self.shots = display, app, shots
+        self.results: list[tuple[str, str, float]] = []
+        self.count = 0
+        self.logs = []
+
+    @property
+    def longest_gap(self) -> float:
+        """The longest event-loop stall over every run of the app (ms)."""
+        return max((log.longest_stall_ms for log in self.logs), default=0.0)
+
+    @property
+    def ui(self):
+        return self.app.ui
+
+    def step(self, name: str, action, needed: bool = False, restart: bool = True) -> bool:
+        self.count += 1
+        start, outcome = time.monotonic(), "ok"
+        try:
+            action()
+        except StepFailed as exc:
+            outcome = f"FAILED: {exc}"
+        seen_tracebacks = getattr(self, "seen_tracebacks", 0)
+        tracebacks = self.app.tracebacks()
+        if len(tracebacks) > seen_tracebacks and outcome == "ok":
+            outcome = f"FAILED: traceback in the app's stderr: {tracebacks[seen_tracebacks:]}"
+        self.seen_tracebacks = len(tracebacks)
+        self.x.screenshot(self.shots / f"{self.count:02d}-{name}.png")
+        self.results.append((name, outcome, time.monotonic() - start))
+        print(f"{name}: {outcome} ({time.monotonic() - start:.1f} s)", flush=True)
+        if restart and self.app.process.poll() is not None:  # crashed: start again so later steps still run
+            self.seen_tracebacks = 0
+            self.start_app()
+        if outcome != "ok" and needed:
+            raise StepFailed(f"{name} is needed by every later step: {outcome}")
+        return outcome == "ok"
+
+    def start_app(self) -> None:
+        self.logs.append(self.app.start())
+        wait_for(self.app, "the main window", lambda: self.ui.find("window", window=MAIN), 30)
+        self.settle()
+
+    def settle(self, seconds: float = 0.3) -> None:
+        """Let two probe walks (100 ms each) catch up with what the last input changed."""
+        time.sleep(seconds)
+        self.ui.poll()
+
+    # --- looking and acting -----------------------------------------------------------
+    def wait(self, what: str, timeout: float = 30, **query) -> dict:
+        return wait_for(self.app, what, lambda: self.ui.find(**query), timeout)[0]
+
+    def button(self, text: str, timeout: float = 15, window: str | None = None, enabled: bool = True) -> dict:
+        """A visible button whose text matches; waits until it is enabled."""
+        return self.wait(f"an enabled button {text!r}", timeout, kind="button", text=text, window=window,
+                         enabled=enabled)
+
+    def press(self, text: str, timeout: float = 15, window: str | None = None) -> None:
+        self.x.click(self.button(text, timeout, window))
+
+    def page(self, title: str, timeout: float = 15) -> dict:
+        return self.wait(f"the wizard page {title!r}", timeout, kind="page", text=title)
+
+
+@pytest.fixture
+def serving_double(tmp_path):
+    """Starts tests/serving/double.py in its own process once a model exists; stopped at the end."""
+    processes = []
+
+    def start(name: str, model: Path) -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, str(REPO / "tests/serving/double.py"), f"{name}={model}"],
+                                   stdout=subprocess.PIPE, stderr=(tmp_path / "double.log").open("wb"), text=True,
+                                   cwd=REPO)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(10)
+
+
+def test_new_user_journey_under_x(display, shots, tmp_path, cache_dir, serving_double):
+    started = time.monotonic()
+    home = tmp_path / "home"
+    home.mkdir()
+    app = App(display, home, tmp_path, {"RETRAIN_STUDIO_CACHE": str(cache_dir)})
+    journey = Journey(display, app, shots)
+    try:
+        journey.step("start", journey.start_app, needed=True)
+        walk(journey, tmp_path, home, serving_double)
+    finally:
+        app.stop()
+    report = "\n".join(f"  {name:<16} {seconds:5.1f} s  {outcome}" for name, outcome, seconds in journey.results)
+    print(f"\nX smoke journey: {time.monotonic() - started:.0f} s, longest event-loop gap {journey.longest_gap:.0f} ms"
+          f", screenshots in {shots}\n{report}")
+    failed = [f"{name}: {outcome}" for name, outcome, _ in journey.results if outcome != "ok"]
+    assert not failed, "\n".join(failed)
+
+
+def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
+    x = j.x
+    found: dict = {}
+
+    def models_root() -> Path:
+        return Path(found["version"]).parent.parent
+
+    # --- Train: the wizard, from the bundled sample to an exported model --------------
+    def choose_sample():
+        x.key("ctrl+t")
+        j.page("Choose|photos|folder")
+        j.press("^Use sample data$")
+        j.wait("the sample folder in the folder field", kind="edit", text=r"sample_data$")
+        j.press(r"^Next")
+
+    def review():
+        j.page("Review")
+        j.wait("the image count of the sample", 30, kind="label", text=r"120 images in 4 classes")
+        j.press(r"^Next")
+
+    def options():
+        j.page("option")
+        j.wait("the model name from the folder", kind="edit", text=r"^sample_data$")
+        j.press(r"^(Train|Next)")
+
+    def training():
+        j.page("Training")
+        wait_for(j.app, "the end of training (Next enabled or a failure)", lambda: j.ui.find(
+            "button", text=r"^Next", enabled=True) or j.ui.find("label", text=r"^Failed"), 180)
+        failure = j.ui.find("label", text=r"^Failed")
+        if failure:
+            raise StepFailed(failure[0]["text"])
+        versions = sorted(home.rglob("sample_data/1/saved_model.pb"))
+        if not versions:
+            raise StepFailed(f"training finished but no sample_data/1/saved_model.pb under {home}")
+        found["version"] = versions[0].parent
+
+    def results():
+        j.press(r"^Next")
+        j.page("Results")
+        j.wait("the test accuracy", kind="label", text=r"accuracy \d+(\.\d)?\s?%")
+
+    def export():
+        j.press(r"^Next")
+        j.page("ready")
+        j.wait("the version folder", kind="label", text=re.escape(str(found["version"])))
+        found["double"] = serving_double("sample_data", found["version"].parent)  # loads while we classify
+
+    j.step("train-folder", choose_sample, needed=True)
+    j.step("train-review", review, needed=True)
+    j.step("train-options", options, needed=True)
+    j.step("training", training, needed=True)
+    j.step("train-results", results)
+    j.step("train-export", export, needed=True)
+
+    # --- Classify a folder through the file dialog, export the table ------------------
+    images = sorted(p for p in BAG.iterdir() if p.suffix.lower() == ".png")
+
+    def classify_folder():
+        if j.ui.find("button", text="^Classify with this model$", enabled=True):
+            j.press("^Classify with this model$")
+        else:
+            x.key("ctrl+2")
+        j.settle()
+        x.key("ctrl+shift+o")
+        dialog = j.wait("the folder dialog", kind="window", window=r"(?i)folder", modal=True)
+        j.settle(0.5)
+        x.key("ctrl+a")
+        x.type(str(BAG))
+        j.settle()
+        x.key("Return")
+        wait_for(j.app, "the folder dialog closing", lambda: not j.ui.find("window", window=re.escape(dialog["window"])))
+        j.wait(f"{len(images)} images classified", 60, kind="label", text=rf"\b{len(images)} classified")
+        j.settle()
+
+    def export_csv():
+        target = tmp_path / "results.csv"
+        x.key("ctrl+e")
+        dialog = j.wait("the export dialog", kind="window", window=r"(?i)export", modal=True)
+        j.settle(0.5)
+        x.key("ctrl+a")
+        x.type(str(target))
+        j.settle()
+        x.key("Return")
+        wait_for(j.app, "the export dialog closing", lambda: not j.ui.find("window", window=re.escape(dialog["window"])))
+        wait_for(j.app, "the CSV file", target.exists, 10)
+        rows = list(csv.DictReader(target.open(encoding="utf-8")))
+        if len(rows) != len(images):
+            raise StepFailed(f"the CSV has {len(rows)} rows for {len(images)} images")
+        errors = [r["error"] for r in rows if r.get("error")]
+        if errors:
+            raise StepFailed(f"{len(errors)} rows failed, e.g. {errors[0]}")
+        bags = sum(r["label"] == "bag" for r in rows)
+        if bags < 0.8 * len(rows):
+            raise StepFailed(f"only {bags} of {len(rows)} bag images were labelled bag")
+
+    j.step("classify-folder", classify_folder)
+    j.step("export-csv", export_csv)
+
+    # --- Compare backends: all four, remote ones against the TF Serving double --------
+    def compare():
+        ports = json.loads(found["double"].stdout.readline() or "{}")
+        if "grpc_port" not in ports:
+            raise StepFailed("the TF Serving double did not start (see double.log)")
+        urls = {"Remote gRPC": f"grpc://127.0.0.1:{ports['grpc_port']}/sample_data",
+                "Remote REST": f"http://127.0.0.1:{ports['rest_port']}/v1/models/sample_data"}
+        x.key("ctrl+2")
+        j.settle()
+        j.press("^Compare backends", window=MAIN)
+        window = re.escape(j.wait("the Compare backends dialog", kind="window", window="Compare")["window"])
+        j.settle()
+        for name in BACKENDS:
+            box = j.wait(f"the {name} check box", kind="checkbox", text=f"^{name}$", window=window)
+            if not box["checked"]:
+                x.click(box)
+            if name in urls:  # the address field beside the check box: click, select all, type
+                edit = min(j.ui.find("edit", window=window), key=lambda e: abs(e["y"] + e["h"] / 2 -
+                                                                                box["y"] - box["h"] / 2))
+                x.click(edit)
+                x.key("ctrl+a")
+                x.type(urls[name])
+        j.settle()
+        unticked = [b["text"] for b in j.ui.find("checkbox", window=window) if not b["checked"]]
+        if unticked:
+            raise StepFailed(f"still unticked: {unticked}")
+        j.press("^Run$", window=window)
+
+        def table():
+            rows = {r["cells"][0]: r["cells"] for r in j.ui.find("row", window=window) if r["cells"]}
+            return len(rows) == 4 and rows
+
+        rows = wait_for(j.app, "a result row for each of the four backends", table, 120)
+        bad = [f"{name}: {cells[1]}" for name, cells in rows.items() if cells[1] != str(len(images))]
+        j.x.screenshot(j.shots / f"{j.count:02d}-compare-results.png")
+        x.key("Escape")
+        wait_for(j.app, "the Compare dialog closing", lambda: not j.ui.find("window", window=window), 10)
+        if bad:
+            raise StepFailed("not every image went through every backend: " + "; ".join(bad))
+
+    j.step("compare-backends", compare)
+
+    # --- Models: delete the version through the confirm dialog, into the trash --------
+    def models_page():
+        x.key("ctrl+3")
+        j.wait("the model in the Models list", kind="item", text=r"^sample_data \|")
+        j.wait("its version 1", kind="item", text=r"^version 1 \|")
+
+    def delete_version():
+        version = Path(found["version"])
+        x.click(j.wait("the version 1 row", kind="item", text=r"^version 1 \|"))
+        j.wait("version 1 selected", kind="item", text=r"^version 1 \|", selected=True)
+        j.press("^Delete version", window=MAIN)
+        try:
+            dialog = j.wait("a confirm dialog", 5, kind="window", modal=True)
+        except StepFailed:
+            gone = "" if version.exists() else f"; {version} was deleted without asking"
+            raise StepFailed("no confirm dialog appeared after Delete version…" + gone) from None
+        window = re.escape(dialog["window"])
+        j.wait("the dialog naming what will be deleted", kind="label", window=window,
+               text=rf"{re.escape(str(version))}|sample_data.*version 1|version 1.*sample_data")
+        j.x.screenshot(j.shots / f"{j.count:02d}-delete-confirm.png")
+        if not version.exists():
+            raise StepFailed(f"{version} was deleted before the user confirmed")
+        j.press(r"(?i)^(delete|move to trash|yes|ok)", window=window)
+        wait_for(j.app, "the version folder leaving the models folder", lambda: not version.exists(), 10)
+        wait_for(j.app, "the Models list without version 1", lambda: not j.ui.find("item", text=r"^version 1 \|"),
+                 10)
+        trash = home / ".local/share/Trash/files"
+        if not [p for p in trash.glob("*") if (p / "saved_model.pb").exists()]:
+            raise StepFailed(f"the deleted version is not in the trash ({trash})")
+
+    j.step("models", models_page)
+    j.step("delete-version", delete_version)
+
+    def quit_app():
+        x.key("ctrl+q")
+        deadline = time.monotonic() + 15
+        while j.app.process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if j.app.process.poll() is None:
+            raise StepFailed("the app did not quit on Ctrl+Q")
+        if j.app.process.returncode != 0:
+            raise StepFailed(f"the app quit with exit code {j.app.process.returncode}")
+
+    j.step("quit", quit_app, restart=False)
