@@ -64,8 +64,9 @@ class Journey:
     def ui(self):
         return self.app.ui
 
-    def step(self, name: str, action, needed: bool = False, restart: bool = True) -> bool:
+    def step(self, name: str, action, needed: bool = False, restart: bool = True, shot: bool = True) -> bool:
         self.count += 1
+        self.name, self.shot_taken = name, False
         start, outcome = time.monotonic(), "ok"
         try:
             action()
@@ -76,7 +77,10 @@ class Journey:
         if len(tracebacks) > seen_tracebacks and outcome == "ok":
             outcome = f"FAILED: traceback in the app's stderr: {tracebacks[seen_tracebacks:]}"
         self.seen_tracebacks = len(tracebacks)
-        self.x.screenshot(self.shots / f"{self.count:02d}-{name}.png")
+        if outcome != "ok":
+            self.shot("failed")
+        elif not self.shot_taken and shot:
+            self.shot()
         self.results.append((name, outcome, time.monotonic() - start))
         print(f"{name}: {outcome} ({time.monotonic() - start:.1f} s)", flush=True)
         if restart and self.app.process.poll() is not None:  # crashed: start again so later steps still run
@@ -85,6 +89,11 @@ class Journey:
         if outcome != "ok" and needed:
             raise StepFailed(f"{name} is needed by every later step: {outcome}")
         return outcome == "ok"
+
+    def shot(self, label: str = "") -> None:
+        """Screenshot the whole screen as NN-step[-label].png."""
+        self.x.screenshot(self.shots / f"{self.count:02d}-{self.name}{'-' + label if label else ''}.png")
+        self.shot_taken = True
 
     def start_app(self) -> None:
         self.logs.append(self.app.start())
@@ -161,25 +170,35 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
         j.page("Choose|photos|folder")
         j.press("^Use sample data$")
         j.wait("the sample folder in the folder field", kind="edit", text=r"sample_data$")
+        j.shot()
         j.press(r"^Next")
 
     def review():
         j.page("Review")
         j.wait("the image count of the sample", 30, kind="label", text=r"120 images in 4 classes")
+        j.settle(1.0)  # example thumbnails
+        j.shot()
         j.press(r"^Next")
 
     def options():
         j.page("option")
         j.wait("the model name from the folder", kind="edit", text=r"^sample_data$")
+        j.shot()
         j.press(r"^(Train|Next)")
 
     def training():
         j.page("Training")
+        try:  # one look while it runs (the stage texts may change; only the end is required)
+            wait_for(j.app, "a stage", lambda: j.ui.find("label", text=r"^(Computing|Training the)"), 60)
+            j.shot("running")
+        except StepFailed:
+            pass
         wait_for(j.app, "the end of training (Next enabled or a failure)", lambda: j.ui.find(
             "button", text=r"^Next", enabled=True) or j.ui.find("label", text=r"^Failed"), 180)
         failure = j.ui.find("label", text=r"^Failed")
         if failure:
             raise StepFailed(failure[0]["text"])
+        j.shot("done")
         versions = sorted(home.rglob("sample_data/1/saved_model.pb"))
         if not versions:
             raise StepFailed(f"training finished but no sample_data/1/saved_model.pb under {home}")
@@ -189,6 +208,7 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
         j.press(r"^Next")
         j.page("Results")
         j.wait("the test accuracy", kind="label", text=r"accuracy \d+(\.\d)?\s?%")
+        j.settle(1.0)  # thumbnails
 
     def export():
         j.press(r"^Next")
@@ -196,6 +216,11 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
         j.wait("the version folder", kind="label", text=re.escape(str(found["version"])))
         found["double"] = serving_double("sample_data", found["version"].parent)  # loads while we classify
 
+    def first_launch():  # issue 8: with no models the app opens on Train with a "start here"
+        j.shot()
+        j.wait("the Train page on first launch", 2, kind="page")
+
+    j.step("first-launch", first_launch)
     j.step("train-folder", choose_sample, needed=True)
     j.step("train-review", review, needed=True)
     j.step("train-options", options, needed=True)
@@ -218,10 +243,12 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
         x.key("ctrl+a")
         x.type(str(BAG))
         j.settle()
+        j.shot("dialog")
         x.key("Return")
         wait_for(j.app, "the folder dialog closing", lambda: not j.ui.find("window", window=re.escape(dialog["window"])))
         j.wait(f"{len(images)} images classified", 60, kind="label", text=rf"\b{len(images)} classified")
         j.settle()
+        j.shot()
 
     def export_csv():
         target = tmp_path / "results.csv"
@@ -231,6 +258,7 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
         x.key("ctrl+a")
         x.type(str(target))
         j.settle()
+        j.shot("dialog")
         x.key("Return")
         wait_for(j.app, "the export dialog closing", lambda: not j.ui.find("window", window=re.escape(dialog["window"])))
         wait_for(j.app, "the CSV file", target.exists, 10)
@@ -271,17 +299,20 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
                 x.type(urls[name])
         j.settle()
         unticked = [b["text"] for b in j.ui.find("checkbox", window=window) if not b["checked"]]
+        j.shot("ticked")
         if unticked:
             raise StepFailed(f"still unticked: {unticked}")
         j.press("^Run$", window=window)
 
-        def table():
-            rows = {r["cells"][0]: r["cells"] for r in j.ui.find("row", window=window) if r["cells"]}
-            return len(rows) == 4 and rows
+        def table():  # a row per backend, and the run over (Run enabled again)
+            rows = {r["cells"][0]: r["cells"] for r in j.ui.find("row", window=window) if r["cells"][1:2] != [""]}
+            return set(BACKENDS) <= set(rows) and j.ui.find("button", text="^Run$", window=window, enabled=True) \
+                and rows
 
         rows = wait_for(j.app, "a result row for each of the four backends", table, 120)
-        bad = [f"{name}: {cells[1]}" for name, cells in rows.items() if cells[1] != str(len(images))]
-        j.x.screenshot(j.shots / f"{j.count:02d}-compare-results.png")
+        bad = [f"{name}: {' '.join(cells[1:3])}" for name, cells in rows.items()
+               if cells[1] != str(len(images)) or not re.fullmatch(r"\d+(\.\d+)?", cells[2])]
+        j.shot("results")
         x.key("Escape")
         wait_for(j.app, "the Compare dialog closing", lambda: not j.ui.find("window", window=window), 10)
         if bad:
@@ -292,7 +323,7 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
     # --- Models: delete the version through the confirm dialog, into the trash --------
     def models_page():
         x.key("ctrl+3")
-        j.wait("the model in the Models list", kind="item", text=r"^sample_data \|")
+        j.wait("the model in the Models list", kind="item", text=r"^sample_data( \||$)")
         j.wait("its version 1", kind="item", text=r"^version 1 \|")
 
     def delete_version():
@@ -308,7 +339,7 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
         window = re.escape(dialog["window"])
         j.wait("the dialog naming what will be deleted", kind="label", window=window,
                text=rf"{re.escape(str(version))}|sample_data.*version 1|version 1.*sample_data")
-        j.x.screenshot(j.shots / f"{j.count:02d}-delete-confirm.png")
+        j.shot("confirm")
         if not version.exists():
             raise StepFailed(f"{version} was deleted before the user confirmed")
         j.press(r"(?i)^(delete|move to trash|yes|ok)", window=window)
@@ -318,6 +349,7 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
         trash = home / ".local/share/Trash/files"
         if not [p for p in trash.glob("*") if (p / "saved_model.pb").exists()]:
             raise StepFailed(f"the deleted version is not in the trash ({trash})")
+        j.shot("deleted")
 
     j.step("models", models_page)
     j.step("delete-version", delete_version)
@@ -332,4 +364,4 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
         if j.app.process.returncode != 0:
             raise StepFailed(f"the app quit with exit code {j.app.process.returncode}")
 
-    j.step("quit", quit_app, restart=False)
+    j.step("quit", quit_app, restart=False, shot=False)

@@ -10,12 +10,14 @@ import os
 import re
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 X_TOOLS = ["Xvfb", "openbox", "xdotool", "import"]
+TF_NOISE = re.compile(r"^(I0000|W0000|E0000|WARNING: All log messages)")
 
 
 class StepFailed(AssertionError):
@@ -93,7 +95,7 @@ class Display:
     def click(self, record: dict) -> None:
         """A left click in the middle of what the UI log says is on screen."""
         x, y = record["x"] + record["w"] // 2, record["y"] + record["h"] // 2
-        self.xdotool("mousemove", "--sync", str(x), str(y), "click", "1")
+        self.xdotool("mousemove", str(x), str(y), "click", "1")  # --sync hangs when the pointer is already there
 
     def screenshot(self, path: Path) -> None:
         subprocess.run(["import", "-window", "root", str(path)], env=self.env(), check=True, timeout=30,
@@ -163,6 +165,8 @@ class App:
             **self.extra_env)
         env.pop("QT_QPA_PLATFORMTHEME", None)
         env.pop("XDG_CURRENT_DESKTOP", None)
+        for folder in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):  # as a desktop login has them
+            Path(env[folder]).mkdir(parents=True, exist_ok=True)
         script = Path(sys.executable).parent / "retrain-studio"
         with (self.logs / f"stdout-{self.runs}.log").open("wb") as out, self.stderr_path.open("wb") as err:
             self.process = subprocess.Popen([str(script)], env=env, stdout=out, stderr=err, cwd=self.home)
@@ -172,11 +176,14 @@ class App:
     def check_alive(self) -> None:
         code = self.process.poll()
         if code is not None:
-            raise Crashed(f"the app exited (code {code}); last stderr: {self.stderr_tail()}")
+            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+            raise Crashed(f"the app {how}; last stderr lines: {self.stderr_tail()!r}")
 
     def stderr_tail(self, lines: int = 3) -> str:
+        """The app's own last lines, without TensorFlow's start-up chatter."""
         text = self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
-        return " | ".join(text.strip().splitlines()[-lines:])
+        own = [line for line in text.splitlines() if line.strip() and not TF_NOISE.match(line)]
+        return " | ".join(own[-lines:])
 
     def tracebacks(self) -> list[str]:
         text = self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
