@@ -168,6 +168,8 @@ class App:
         for folder in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):  # as a desktop login has them
             Path(env[folder]).mkdir(parents=True, exist_ok=True)
         script = Path(sys.executable).parent / "retrain-studio"
+        if not script.exists():
+            raise StepFailed(f"{script} is missing: install the app into this environment (pip install -e .)")
         with (self.logs / f"stdout-{self.runs}.log").open("wb") as out, self.stderr_path.open("wb") as err:
             self.process = subprocess.Popen([str(script)], env=env, stdout=out, stderr=err, cwd=self.home)
         self.ui = UiLog(self.ui_log)
