@@ -54,6 +54,7 @@ class Journey:
         self.results: list[tuple[str, str, float]] = []
         self.count = 0
         self.logs = []
+        self.seen_problems = 0  # tracebacks and thread warnings already reported
 
     @property
     def longest_gap(self) -> float:
@@ -72,11 +73,10 @@ class Journey:
             action()
         except StepFailed as exc:
             outcome = f"FAILED: {exc}"
-        seen_tracebacks = getattr(self, "seen_tracebacks", 0)
-        tracebacks = self.app.tracebacks()
-        if len(tracebacks) > seen_tracebacks and outcome == "ok":
-            outcome = f"FAILED: traceback in the app's stderr: {tracebacks[seen_tracebacks:]}"
-        self.seen_tracebacks = len(tracebacks)
+        problems = self.app.problems()
+        if len(problems) > self.seen_problems and outcome == "ok":
+            outcome = f"FAILED: in the app's stderr: {problems[self.seen_problems:]}"
+        self.seen_problems = len(problems)
         if outcome != "ok":
             self.shot("failed")
         elif not self.shot_taken and shot:
@@ -84,7 +84,7 @@ class Journey:
         self.results.append((name, outcome, time.monotonic() - start))
         print(f"{name}: {outcome} ({time.monotonic() - start:.1f} s)", flush=True)
         if restart and self.app.process.poll() is not None:  # crashed: start again so later steps still run
-            self.seen_tracebacks = 0
+            self.seen_problems = 0
             self.start_app()
         if outcome != "ok" and needed:
             raise StepFailed(f"{name} is needed by every later step: {outcome}")
@@ -229,14 +229,23 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
     j.step("train-results", results)
     j.step("train-export", export, needed=True)
 
+    def finish():  # the model goes to Classify; Finish starts the wizard over
+        j.press("^Classify with this model$")
+        j.wait("the model in the backend bar", kind="edit", text=rf"^{re.escape(str(found['version']))}/?$")
+        j.settle()
+        j.shot("classify")
+        x.key("ctrl+1")
+        j.page("ready")
+        j.press("^(Finish|Train another)$")
+        j.page("Choose|photos|folder")
+
+    j.step("train-finish", finish)
+
     # --- Classify a folder through the file dialog, export the table ------------------
     images = sorted(p for p in BAG.iterdir() if p.suffix.lower() == ".png")
 
     def classify_folder():
-        if j.ui.find("button", text="^Classify with this model$", enabled=True):
-            j.press("^Classify with this model$")
-        else:
-            x.key("ctrl+2")
+        x.key("ctrl+2")
         j.settle()
         x.key("ctrl+shift+o")
         dialog = j.wait("the folder dialog", kind="window", window=r"(?i)folder", modal=True)

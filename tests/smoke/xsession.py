@@ -18,6 +18,7 @@ from pathlib import Path
 
 X_TOOLS = ["Xvfb", "openbox", "xdotool", "import"]
 TF_NOISE = re.compile(r"^(I0000|W0000|E0000|WARNING: All log messages)")
+QT_THREAD_WARNING = re.compile(r"(different|another) thread|outside the GUI thread|not safe to use pixmaps")
 
 
 class StepFailed(AssertionError):
@@ -187,9 +188,11 @@ class App:
         own = [line for line in text.splitlines() if line.strip() and not TF_NOISE.match(line)]
         return " | ".join(own[-lines:])
 
-    def tracebacks(self) -> list[str]:
+    def problems(self) -> list[str]:
+        """Tracebacks (their last line) and Qt's warnings about objects used from the wrong thread."""
         text = self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
-        return [block.strip().splitlines()[-1] for block in text.split("Traceback (most recent call last):")[1:]]
+        found = [block.strip().splitlines()[-1] for block in text.split("Traceback (most recent call last):")[1:]]
+        return found + [line for line in text.splitlines() if QT_THREAD_WARNING.search(line)]
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
