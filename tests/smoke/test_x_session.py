@@ -51,7 +51,7 @@ class Journey:
 
     def __init__(self, display: Display, app: App, shots: Path):
         self.x, self.app, self.shots = display, app, shots
-        self.results: list[tuple[str, str, float]] = []
+        self.results: list[tuple[str, str, float, float]] = []  # name, outcome, seconds, longest gap (ms)
         self.count = 0
         self.logs = []
         self.seen_problems = 0  # tracebacks and thread warnings already reported
@@ -69,6 +69,8 @@ class Journey:
         self.count += 1
         self.name, self.shot_taken = name, False
         start, outcome = time.monotonic(), "ok"
+        if self.logs:
+            self.ui.recent_stall_ms = 0.0
         try:
             action()
         except StepFailed as exc:
@@ -81,8 +83,11 @@ class Journey:
             self.shot("failed")
         elif not self.shot_taken and shot:
             self.shot()
-        self.results.append((name, outcome, time.monotonic() - start))
-        print(f"{name}: {outcome} ({time.monotonic() - start:.1f} s)", flush=True)
+        if self.logs:
+            self.ui.poll()
+        gap = self.ui.recent_stall_ms if self.logs else 0.0
+        self.results.append((name, outcome, time.monotonic() - start, gap))
+        print(f"{name}: {outcome} ({time.monotonic() - start:.1f} s, longest gap {gap:.0f} ms)", flush=True)
         if restart and self.app.process.poll() is not None:  # crashed: start again so later steps still run
             self.seen_problems = 0
             self.start_app()
@@ -151,10 +156,11 @@ def test_new_user_journey_under_x(display, shots, tmp_path, cache_dir, serving_d
         walk(journey, tmp_path, home, serving_double)
     finally:
         app.stop()
-    report = "\n".join(f"  {name:<16} {seconds:5.1f} s  {outcome}" for name, outcome, seconds in journey.results)
+    report = "\n".join(f"  {name:<16} {seconds:5.1f} s  gap {f'{gap:.0f}' if gap else '<100':>4} ms  {outcome}"
+                       for name, outcome, seconds, gap in journey.results)
     print(f"\nX smoke journey: {time.monotonic() - started:.0f} s, longest event-loop gap {journey.longest_gap:.0f} ms"
           f", screenshots in {shots}\n{report}")
-    failed = [f"{name}: {outcome}" for name, outcome, _ in journey.results if outcome != "ok"]
+    failed = [f"{name}: {outcome}" for name, outcome, *_ in journey.results if outcome != "ok"]
     assert not failed, "\n".join(failed)
 
 
@@ -255,7 +261,8 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
         j.settle()
         j.shot("dialog")
         x.key("Return")
-        wait_for(j.app, "the folder dialog closing", lambda: not j.ui.find("window", window=re.escape(dialog["window"])))
+        wait_for(j.app, "the folder dialog closing",
+                 lambda: not j.ui.find("window", window=re.escape(dialog["window"])))
         j.wait(f"{len(images)} images classified", 60, kind="label",
                text=rf"(?i)\b{len(images)}\b[^·]*classified|classified\D{{0,12}}\b{len(images)}\b")
         j.settle()
@@ -271,7 +278,8 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
         j.settle()
         j.shot("dialog")
         x.key("Return")
-        wait_for(j.app, "the export dialog closing", lambda: not j.ui.find("window", window=re.escape(dialog["window"])))
+        wait_for(j.app, "the export dialog closing",
+                 lambda: not j.ui.find("window", window=re.escape(dialog["window"])))
         wait_for(j.app, "the CSV file", target.exists, 10)
         rows = list(csv.DictReader(target.open(encoding="utf-8")))
         if len(rows) != len(images):

@@ -111,6 +111,7 @@ class UiLog:
         self.state: dict[str, dict] = {}
         self.history: list[dict] = []
         self.longest_stall_ms = 0.0
+        self.recent_stall_ms = 0.0  # since the caller last reset it (per step)
         self.stalls: list[float] = []
 
     def poll(self) -> None:
@@ -125,6 +126,7 @@ class UiLog:
             record = json.loads(line)
             if record["kind"] == "stall":
                 self.longest_stall_ms = max(self.longest_stall_ms, record["ms"])
+                self.recent_stall_ms = max(self.recent_stall_ms, record["ms"])
                 if record["ms"] > 250:
                     self.stalls.append(record["ms"])
             elif record["kind"] == "gone":
