@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from xsession import App, Display, StepFailed, missing_tools, wait_for
+from xsession import App, Display, StepFailed, missing_packages, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BAG = REPO / "resources" / "sample_data" / "bag"
@@ -29,9 +29,9 @@ MAIN = r"^Retrain Studio$"
 
 @pytest.fixture(scope="module")
 def display():
-    missing = missing_tools()
+    missing = missing_packages()
     if missing:
-        message = f"the X smoke test needs {', '.join(missing)} (.ci/run installs them)"
+        message = f"the X smoke test needs apt-get install {' '.join(missing)} (.ci/run installs them)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)

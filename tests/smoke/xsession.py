@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-X_TOOLS = ["Xvfb", "openbox", "xdotool", "import"]
+X_TOOLS = {"Xvfb": "xvfb", "openbox": "openbox", "xdotool": "xdotool", "import": "imagemagick"}  # tool: apt package
 TF_NOISE = re.compile(r"^(I0000|W0000|E0000|WARNING: All log messages)")
 QT_THREAD_WARNING = re.compile(r"(different|another) thread|outside the GUI thread|not safe to use pixmaps")
 
@@ -29,8 +29,8 @@ class Crashed(StepFailed):
     pass
 
 
-def missing_tools() -> list[str]:
-    return [tool for tool in X_TOOLS if shutil.which(tool) is None]
+def missing_packages() -> list[str]:
+    return [package for tool, package in X_TOOLS.items() if shutil.which(tool) is None]
 
 
 class Display:
