@@ -5,6 +5,7 @@ Nothing here calls app code: the app is driven with real key presses and mouse c
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 X_TOOLS = {"Xvfb": "xvfb", "openbox": "openbox", "xdotool": "xdotool", "import": "imagemagick"}  # tool: apt package
-TF_NOISE = re.compile(r"^(I0000|W0000|E0000|WARNING: All log messages)")
+TF_NOISE = re.compile(r"^(I0000|W0000|E0000|WARNING: All log messages|Extension modules:)")
 QT_THREAD_WARNING = re.compile(r"(different|another) thread|outside the GUI thread|not safe to use pixmaps")
 
 
@@ -164,7 +165,7 @@ class App:
         env = self.display.env(
             QT_QPA_PLATFORM="xcb", HOME=str(self.home), XDG_CONFIG_HOME=str(self.home / ".config"),
             XDG_DATA_HOME=str(self.home / ".local/share"), XDG_CACHE_HOME=str(self.home / ".cache"),
-            RETRAIN_STUDIO_UI_LOG=str(self.ui_log), RETRAIN_STUDIO_WATCHDOG="1", PYTHONUNBUFFERED="1",
+            RETRAIN_STUDIO_UI_LOG=str(self.ui_log), RETRAIN_STUDIO_WATCHDOG="1", PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1",
             **self.extra_env)
         env.pop("QT_QPA_PLATFORMTHEME", None)
         env.pop("XDG_CURRENT_DESKTOP", None)
@@ -185,9 +186,14 @@ class App:
             raise Crashed(f"the app {how}; last stderr lines: {self.stderr_tail()!r}")
 
     def stderr_tail(self, lines: int = 3) -> str:
-        """The app's own last lines, without TensorFlow's start-up chatter."""
+        """Python's fatal error and the crashing thread's innermost frames, else the app's own last lines."""
         text = self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
-        own = [line for line in text.splitlines() if line.strip() and not TF_NOISE.match(line)]
+        own = [line.strip()[:200] for line in text.splitlines() if line.strip() and not TF_NOISE.match(line)]
+        fatal = next((i for i, line in enumerate(own) if line.startswith("Fatal Python error")), None)
+        if fatal is not None:  # the frames of the thread that crashed, the app's own first
+            frames = [line for line in itertools.takewhile(lambda l: not l.startswith("Thread 0x"), own[fatal + 1:])
+                      if line.startswith("File")]
+            return " | ".join([own[fatal]] + ([f for f in frames if "/app/" in f] or frames)[:4])
         return " | ".join(own[-lines:])
 
     def problems(self) -> list[str]:
