@@ -165,7 +165,8 @@ class App:
         env = self.display.env(
             QT_QPA_PLATFORM="xcb", HOME=str(self.home), XDG_CONFIG_HOME=str(self.home / ".config"),
             XDG_DATA_HOME=str(self.home / ".local/share"), XDG_CACHE_HOME=str(self.home / ".cache"),
-            RETRAIN_STUDIO_UI_LOG=str(self.ui_log), RETRAIN_STUDIO_WATCHDOG="1", PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1",
+            RETRAIN_STUDIO_UI_LOG=str(self.ui_log), RETRAIN_STUDIO_WATCHDOG="1", PYTHONUNBUFFERED="1",
+            PYTHONFAULTHANDLER="1",  # a crash prints every thread's stack
             **self.extra_env)
         env.pop("QT_QPA_PLATFORMTHEME", None)
         env.pop("XDG_CURRENT_DESKTOP", None)
