@@ -14,6 +14,7 @@ import csv
 import json
 import os
 import re
+import select
 import subprocess
 import sys
 import time
@@ -133,9 +134,9 @@ def serving_double(tmp_path):
     processes = []
 
     def start(name: str, model: Path) -> subprocess.Popen:
-        process = subprocess.Popen([sys.executable, str(REPO / "tests/serving/double.py"), f"{name}={model}"],
-                                   stdout=subprocess.PIPE, stderr=(tmp_path / "double.log").open("wb"), text=True,
-                                   cwd=REPO)
+        with (tmp_path / "double.log").open("wb") as log:
+            process = subprocess.Popen([sys.executable, str(REPO / "tests/serving/double.py"), f"{name}={model}"],
+                                       stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO)
         processes.append(process)
         return process
 
@@ -297,7 +298,9 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
 
     # --- Compare backends: all four, remote ones against the TF Serving double --------
     def compare():
-        ports = json.loads(found["double"].stdout.readline() or "{}")
+        double = found["double"]  # it prints its ports once its model is loaded
+        ready = select.select([double.stdout], [], [], 90)[0]
+        ports = json.loads(double.stdout.readline() or "{}") if ready else {}
         if "grpc_port" not in ports:
             raise StepFailed("the TF Serving double did not start (see double.log)")
         urls = {"Remote gRPC": f"grpc://127.0.0.1:{ports['grpc_port']}/sample_data",
