@@ -144,6 +144,7 @@ def serving_double(tmp_path):
     for process in processes:
         process.terminate()
         process.wait(10)
+        process.stdout.close()
 
 
 @pytest.mark.timeout(420)
