@@ -122,7 +122,15 @@ class Journey:
                          enabled=enabled)
 
     def press(self, text: str, timeout: float = 15, window: str | None = None) -> None:
-        self.x.click(self.button(text, timeout, window))
+        """Click a button once it stands still (a banner appearing or fading moves the layout)."""
+        where = None
+        for _ in range(20):
+            found = self.button(text, timeout, window)
+            if (found["x"], found["y"], found["w"], found["h"]) == where:
+                break
+            where = (found["x"], found["y"], found["w"], found["h"])
+            self.settle(0.25)
+        self.x.click(found)
 
     def page(self, title: str, timeout: float = 15) -> dict:
         return self.wait(f"the wizard page {title!r}", timeout, kind="page", text=title)
