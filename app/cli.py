@@ -134,6 +134,8 @@ def cmd_train(args) -> int:
         if args.name is not None:
             check_name(args.name)
     except (SettingsError, OutputError) as exc:
+        if args.json:
+            events.json_lines()(events.error(str(exc)))
         raise UsageError(str(exc)) from exc
     sink = events.json_lines() if args.json else _human_events()
     try:

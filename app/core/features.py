@@ -114,6 +114,8 @@ def embed(paths: Sequence[Path], digests: Sequence[str], extractor: Callable, ca
     """
     target = (image_size, image_size)
     wanted = [(i, v) for i in range(len(paths)) for v in range(variants + 1)]
+    if not wanted:  # an empty split (a tiny folder): nothing to stack
+        return np.zeros((0, 0), np.float32)
     missing_images = sorted({i for i, v in wanted if cache_key(digests[i], v) not in cache})
     total, done = len(wanted), len(wanted) - sum(
         1 for i, v in wanted if cache_key(digests[i], v) not in cache)
