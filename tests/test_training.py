@@ -234,3 +234,25 @@ def test_diverging_cli_run_is_one_sentence_and_writes_no_version(tmp_path, cache
         "retrain-studio: training diverged in the first epoch (the weights are no longer finite numbers); "
         "try a smaller learning rate")
     assert version_folders(tmp_path / "models" / "two") == []
+
+
+def test_diverging_fine_tune_exports_the_frozen_model(tmp_path, cache_dir):
+    import tensorflow as tf
+
+    import fashion_mnist
+    from app.core.training import TrainSettings, run
+
+    data = fashion_mnist.write_folders(tmp_path / "two", 5, [1, 8], start=400)
+    seen = []
+    done = run(TrainSettings(str(data), str(tmp_path / "models"), cache_dir=str(cache_dir), epochs=5, batch_size=4,
+                             fine_tune=True, fine_tune_epochs=1, fine_tune_learning_rate=1e38, tflite="none"),
+               on_event=seen.append)
+    assert [e["message"] for e in seen if e["event"] == "warning" and "fine-tuning" in e["message"]] == [
+        "fine-tuning diverged (the weights are no longer finite numbers); exporting the model without it"]
+    model = tf.saved_model.load(done["model_dir"])
+    images = [p.read_bytes() for p in sorted(data.rglob("*.png"))]
+    probabilities = model.signatures["serving_default"](image_bytes=tf.constant(images))["probabilities"].numpy()
+    assert probabilities.shape == (10, 2) and np.isfinite(probabilities).all()
+    reader = tf.train.load_checkpoint(str(Path(done["model_dir"]) / "variables" / "variables"))
+    weights = [reader.get_tensor(n) for n, dtype in reader.get_variable_to_dtype_map().items() if dtype.is_floating]
+    assert len(weights) > 50 and all(np.isfinite(w).all() for w in weights)  # backbone and head

@@ -261,7 +261,10 @@ def _image_batches(items, size: int, batch_size: int, k: int, seed: int, augment
 
 
 def fine_tune(location: str, head, data: Dataset, size: int, s: TrainSettings, on_event, epoch_offset: int):
-    """Unfreeze the backbone and train it with the head, at a small learning rate."""
+    """Unfreeze the backbone and train it with the head, at a small learning rate.
+
+    Returns (backbone, head), or None if any weight stopped being a finite number.
+    """
     import tensorflow_hub as hub
     import tf_keras as keras
 
@@ -280,6 +283,8 @@ def fine_tune(location: str, head, data: Dataset, size: int, s: TrainSettings, o
               epochs=s.fine_tune_epochs, verbose=0,
               class_weight=class_weights(np.array([i.label for i in train]), k),
               callbacks=[_EpochReporter.make(on_event, epoch_offset, s.fine_tune_epochs, "fine_tune")])
+    if not all(np.isfinite(w).all() for w in model.get_weights()):
+        return None  # diverged: the caller keeps the frozen backbone and its head
     kernel, bias = dense.get_weights()
     return layer.resolved_object, (kernel, bias)
 
@@ -336,8 +341,13 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
     if s.fine_tune:
         t = time.perf_counter()
         on_event(events.stage("fine_tune", "Fine-tuning the backbone"))
-        backbone_for_export, head = fine_tune(location, head, data, size, s, on_event, epochs_run)
-        test_vectors = _features_of(backbone_for_export, splits["test"], size)
+        tuned = fine_tune(location, head, data, size, s, on_event, epochs_run)
+        if tuned is None:
+            on_event(events.warning("fine-tuning diverged (the weights are no longer finite numbers); "
+                                    "exporting the model without it"))
+        else:
+            backbone_for_export, head = tuned
+            test_vectors = _features_of(backbone_for_export, splits["test"], size)
         clock.lap("fine_tune", t)
 
     t = time.perf_counter()
