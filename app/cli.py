@@ -120,7 +120,8 @@ def cmd_train(args) -> int:
     if os.environ.get("RETRAIN_STUDIO_NICE", "").isdigit():  # the GUI's child: yield the CPU to the window
         os.nice(int(os.environ["RETRAIN_STUDIO_NICE"]))
     from app.core import events
-    from app.core.training import TrainSettings, run
+    from app.core.export import OutputError, check_name
+    from app.core.training import SettingsError, TrainSettings, run
 
     settings = TrainSettings(
         image_dir=args.image_dir, models_dir=args.models_dir, name=args.name,
@@ -128,8 +129,14 @@ def cmd_train(args) -> int:
         learning_rate=args.learning_rate, validation_percent=args.validation_percent,
         test_percent=args.test_percent, augment=args.augment, fine_tune=args.fine_tune,
         fine_tune_epochs=args.fine_tune_epochs, seed=args.seed, cache_dir=args.cache_dir, tflite=args.tflite)
-    if args.epochs < 1 or args.batch_size < 1 or args.learning_rate <= 0:
-        raise UsageError("--epochs, --batch-size and --learning-rate must be positive")
+    try:  # before any work: nothing scanned, nothing imported, nothing written
+        settings.check()
+        if args.name is not None:
+            check_name(args.name)
+    except (SettingsError, OutputError) as exc:
+        if args.json:
+            events.json_lines()(events.error(str(exc)))
+        raise UsageError(str(exc)) from exc
     sink = events.json_lines() if args.json else _human_events()
     try:
         done = run(settings, on_event=sink)

@@ -44,3 +44,30 @@ def test_docker_command_mounts_the_model_read_only(tmp_path):
     assert command.startswith("docker run --rm -p 8500:8500 -p 8501:8501 ")
     assert f"{tmp_path.resolve()}/flowers:/models/flowers:ro" in command
     assert command.endswith("-e MODEL_NAME=flowers tensorflow/serving")
+
+
+ODD_NAMES = ['say"cheese', "back\\slash", "new\nline", "brace}{", "caf\u00e9", "it's", "tab\there", "#hash"]
+
+
+def test_models_config_escapes_odd_names_and_paths():
+    """Names the CLI now refuses can still sit in a models folder (made by hand or by an older version):
+    the writer must never produce a file TF Serving cannot parse."""
+    models = {name: f"/models/{name}" for name in ODD_NAMES}
+    config = parse(models_config(models))
+    assert [(c.name, c.base_path, c.model_platform) for c in config.model_config_list.config] == [
+        (name, path, "tensorflow") for name, path in models.items()]
+    assert parse(models_config({})).HasField("model_config_list")
+
+
+def test_serve_config_with_an_odd_folder_name_stays_parsable(tmp_path):
+    for name in ('say"cheese', "plain", "new\nline"):
+        (tmp_path / name / "1").mkdir(parents=True)
+        (tmp_path / name / "1" / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "unservable\udcff" / "1").mkdir(parents=True)  # not UTF-8: a proto string cannot hold it
+    (tmp_path / "unservable\udcff" / "1" / "saved_model.pb").write_bytes(b"")
+    result = subprocess.run([sys.executable, "-m", "app", "serve-config", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    config = parse((tmp_path / "models.config").read_text())
+    assert [(c.name, c.base_path) for c in config.model_config_list.config] == [
+        ("new\nline", "/models/new\nline"), ("plain", "/models/plain"), ('say"cheese', '/models/say"cheese')]

@@ -178,3 +178,81 @@ def test_local_savedmodel_folder_as_backbone(tmp_path, cache_dir):
     meta = json.loads((Path(done["model_dir"]) / "metadata.json").read_text())
     assert meta["backbone"]["source"] == "local" and meta["backbone"]["image_size"] == 224
     assert done["metrics"]["test_accuracy"] is None or done["metrics"]["test_accuracy"] >= 0.5
+
+
+def _features(seed: int = 0):
+    """Two classes of 16-wide synthetic features (fixed seed: the divergence below is reproducible)."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 3, (40, 16)).astype(np.float32), np.repeat([0, 1], 20)
+
+
+def test_nan_validation_loss_keeps_the_first_epochs_weights():
+    from app.core.training import TrainSettings, train_head
+
+    x, y = _features()
+    nan_val = np.full((10, 16), np.nan, np.float32)  # every validation loss is NaN: it never improves
+    seen = []
+    kernel, bias, epochs = train_head(x, y, nan_val, y[:10], 2, TrainSettings("a", "b", epochs=50, patience=4),
+                                      on_event=seen.append)
+    assert epochs == 5  # the first epoch, then `patience` without improvement
+    assert all(np.isnan(e["val_loss"]) for e in seen if e["event"] == "epoch")
+    first_kernel, first_bias, _ = train_head(x, y, nan_val, y[:10], 2, TrainSettings("a", "b", epochs=1))
+    np.testing.assert_allclose(kernel, first_kernel, rtol=1e-5)
+    np.testing.assert_allclose(bias, first_bias, rtol=1e-5)
+    assert np.isfinite(kernel).all() and np.isfinite(bias).all()
+
+
+def test_diverging_training_keeps_finite_weights_or_says_so():
+    import tensorflow as tf
+    from app.core.training import TrainingError, TrainSettings, train_head
+
+    x, y = _features()
+    seen = []
+    # 1e37: epoch 1 leaves huge but finite weights (validation loss inf), epoch 2 overflows to NaN
+    kernel, bias, epochs = train_head(x, y, x[:10], y[:10], 2, TrainSettings("a", "b", learning_rate=1e37,
+                                                                           batch_size=8), on_event=seen.append)
+    assert epochs == 2 and np.isfinite(kernel).all() and np.isfinite(bias).all()
+    assert not np.isfinite(next(e for e in seen if e["event"] == "epoch")["val_loss"])
+    assert [e["message"] for e in seen if e["event"] == "warning"] == [
+        "training diverged at epoch 2 (the weights are no longer finite numbers); keeping the best earlier weights"]
+    probabilities = tf.nn.softmax(x @ kernel + bias).numpy()  # as the exported model computes them
+    assert np.isfinite(probabilities).all()
+    # 1e38: nothing finite is left even after the first epoch -- one sentence, no model
+    with pytest.raises(TrainingError, match="^training diverged in the first epoch .* try a smaller learning rate$"):
+        train_head(x, y, x[:10], y[:10], 2, TrainSettings("a", "b", learning_rate=1e38, batch_size=8))
+
+
+def test_diverging_cli_run_is_one_sentence_and_writes_no_version(tmp_path, cache_dir):
+    import fashion_mnist
+
+    data = fashion_mnist.write_folders(tmp_path / "two", 6, [1, 8], start=300)
+    result = subprocess.run([sys.executable, "-m", "app", "train", str(data), "-o", str(tmp_path / "models"),
+                             "--cache-dir", str(cache_dir), "--learning-rate", "1e38", "--tflite", "none"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "retrain-studio: training diverged in the first epoch (the weights are no longer finite numbers); "
+        "try a smaller learning rate")
+    assert version_folders(tmp_path / "models" / "two") == []
+
+
+def test_diverging_fine_tune_exports_the_frozen_model(tmp_path, cache_dir):
+    import tensorflow as tf
+
+    import fashion_mnist
+    from app.core.training import TrainSettings, run
+
+    data = fashion_mnist.write_folders(tmp_path / "two", 5, [1, 8], start=400)
+    seen = []
+    done = run(TrainSettings(str(data), str(tmp_path / "models"), cache_dir=str(cache_dir), epochs=5, batch_size=4,
+                             fine_tune=True, fine_tune_epochs=1, fine_tune_learning_rate=1e38, tflite="none"),
+               on_event=seen.append)
+    assert [e["message"] for e in seen if e["event"] == "warning" and "fine-tuning" in e["message"]] == [
+        "fine-tuning diverged (the weights are no longer finite numbers); exporting the model without it"]
+    model = tf.saved_model.load(done["model_dir"])
+    images = [p.read_bytes() for p in sorted(data.rglob("*.png"))]
+    probabilities = model.signatures["serving_default"](image_bytes=tf.constant(images))["probabilities"].numpy()
+    assert probabilities.shape == (10, 2) and np.isfinite(probabilities).all()
+    reader = tf.train.load_checkpoint(str(Path(done["model_dir"]) / "variables" / "variables"))
+    weights = [reader.get_tensor(n) for n, dtype in reader.get_variable_to_dtype_map().items() if dtype.is_floating]
+    assert len(weights) > 50 and all(np.isfinite(w).all() for w in weights)  # backbone and head

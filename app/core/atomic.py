@@ -3,10 +3,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 import uuid
 from pathlib import Path
+
+TEMP_PREFIX = ".tmp-"
+STALE_AFTER_S = 24 * 3600  # a temporary folder untouched this long is abandoned, whoever made it
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -30,6 +36,8 @@ def write_json(path: str | Path, obj) -> None:
 
 
 def pid_alive(pid: int) -> bool:
+    if not 0 < pid < 2 ** 31:
+        return True  # not a pid we can ask about: assume its owner is still at work
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -39,17 +47,59 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def host_key() -> str:
+    """Who can judge our pids: the host name plus the pid namespace (containers may share a host name).
+
+    Only ``[A-Za-z0-9_.]``, so the ``-`` separators of a temporary folder's name stay unambiguous.
+    """
+    key = socket.gethostname() or "host"
+    try:
+        key += "." + re.sub(r"\D", "", os.readlink("/proc/self/ns/pid"))
+    except OSError:
+        pass
+    return re.sub(r"[^A-Za-z0-9_.]", "_", key)[:100]
+
+
 def temp_folder(parent: Path) -> Path:
-    """A fresh hidden folder name in ``parent`` that records our pid (see ``remove_stale_temps``)."""
-    return parent / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    """A fresh hidden folder name ``.tmp-<host>-<pid>-<random>`` in ``parent`` (see ``remove_stale_temps``)."""
+    return parent / f"{TEMP_PREFIX}{host_key()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def remove_stale_temps(parent: Path) -> None:
-    """Delete ``.tmp-PID-*`` folders left by processes that died before renaming them into place."""
-    for tmp in parent.glob(".tmp-*"):
+def _owner(folder: Path) -> tuple[str | None, int | None]:
+    """(host key, pid) from a temporary folder's name; (None, None) for a name not made by ``temp_folder``."""
+    parts = folder.name[len(TEMP_PREFIX):].rsplit("-", 2)
+    if len(parts) == 3 and parts[1].isdigit():
+        return parts[0], int(parts[1])
+    return None, None
+
+
+def _age_s(folder: Path) -> float:
+    """Seconds since anything directly in ``folder`` (or the folder itself) last changed."""
+    newest = folder.lstat().st_mtime
+    for child in folder.iterdir():
+        newest = max(newest, child.lstat().st_mtime)
+    return time.time() - newest
+
+
+def remove_stale_temps(parent: Path, stale_after_s: float = STALE_AFTER_S) -> list[Path]:
+    """Delete the temporary folders directly in ``parent`` that nobody can still be writing; returns them.
+
+    A folder is removed only when it is ours and dead (this host and pid namespace, and its
+    pid no longer runs) or untouched for ``stale_after_s``: another machine's or container's
+    work in progress, in a shared folder, is left alone.  Symlinks and files are never touched,
+    and nothing outside ``parent`` is.
+    """
+    removed = []
+    me = host_key()
+    for tmp in parent.glob(f"{TEMP_PREFIX}*"):
         try:
-            pid = int(tmp.name.split("-")[1])
-        except (IndexError, ValueError):
-            continue
-        if pid != os.getpid() and not pid_alive(pid):
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp.is_symlink() or not tmp.is_dir():
+                continue
+            host, pid = _owner(tmp)
+            dead = host == me and pid != os.getpid() and not pid_alive(pid)
+            if dead or _age_s(tmp) > stale_after_s:
+                shutil.rmtree(tmp)
+                removed.append(tmp)
+        except OSError:
+            continue  # vanished meanwhile, or not ours to remove: leave it
+    return removed

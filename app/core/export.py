@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,6 +26,67 @@ BYTES_INPUT = "image_bytes"
 IMAGES_INPUT = "images"
 OUTPUTS = ("probabilities", "classes", "scores")
 TFLITE_FILES = {"float": "model.tflite", "dynamic": "model_dynamic.tflite", "int8": "model_int8.tflite"}
+MAX_NAME = 100
+NAME_RE = re.compile(rf"[A-Za-z0-9_-][A-Za-z0-9_.-]{{0,{MAX_NAME - 1}}}")
+RESERVED_NAMES = {"models.config"}  # the file TF Serving reads beside the model folders
+MIN_FREE_BYTES = 200 * 2 ** 20  # a version is ~30-60 MB (SavedModel + TFLite variants) written beside the last
+
+
+class OutputError(ValueError):
+    """The model name or models folder cannot take a new version; the message is one plain sentence."""
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is one safe folder name inside MODELS_DIR, else OutputError.
+
+    Letters, digits, ``_``, ``.`` and ``-``, not starting with ``.``, at most MAX_NAME:
+    no separators, ``..``, hidden or absolute names, nothing a shell, TF Serving or a URL
+    would read differently.  The CLI, the training API and the GUI all ask here.
+    """
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in RESERVED_NAMES:
+        shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
+        raise OutputError(f"the model name {shown} is not allowed; use 1-{MAX_NAME} letters, digits, "
+                          "'_', '.' or '-', not starting with '.'")
+    return name
+
+
+def safe_name(text: str, fallback: str = "classifier") -> str:
+    """A name ``check_name`` accepts made from any text (a folder's name): bad characters become ``_``."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+    name = re.sub(r"^\.", "_", name)[:MAX_NAME]
+    return name if name and name not in RESERVED_NAMES else fallback
+
+
+def check_output(models_dir: str | Path, name: str, min_free: int = MIN_FREE_BYTES) -> Path:
+    """``MODELS_DIR/NAME`` if a new version can be written there, else OutputError -- asked before any work.
+
+    The folder that will be written into is the nearest existing one of NAME, MODELS_DIR and
+    MODELS_DIR's parents (the missing ones get created): it must be a writable folder with
+    ``min_free`` bytes free.  Only NAME's folder matters when it exists: a read-only MODELS_DIR
+    holding a writable NAME still takes a version (then ``models.config`` is only warned about).
+    """
+    base = Path(models_dir).expanduser() / check_name(name)
+    try:
+        name_max = os.pathconf("/", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if any(len(os.fsencode(part)) > name_max for part in base.parts):
+        raise OutputError(f"the models folder {models_dir} has a folder name longer than {name_max} bytes")
+    try:
+        folder = base
+        while not os.path.lexists(folder) and folder.parent != folder:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise OutputError(f"{folder} is not a folder, so no model can be written under {models_dir}")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputError(f"the folder {folder} is not writable, so no model can be written there")
+        free = shutil.disk_usage(folder).free
+    except OSError as exc:
+        raise OutputError(f"the models folder {models_dir} cannot be used ({exc.strerror or exc})") from exc
+    if free < min_free:
+        raise OutputError(f"only {free / 2 ** 20:.0f} MB is free in {folder}; a model version needs about "
+                          f"{min_free / 2 ** 20:.0f} MB")
+    return base
 
 
 def version_folders(base: str | Path) -> list[tuple[int, Path]]:
@@ -131,7 +193,7 @@ def export(models_dir: str | Path, name: str, *, backbone, head: tuple[np.ndarra
     """Write a complete new version and return its folder ``MODELS_DIR/NAME/VERSION``."""
     import tensorflow as tf
 
-    base = Path(models_dir).expanduser() / name
+    base = Path(models_dir).expanduser() / check_name(name)
     base.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(base)
     tmp = temp_folder(base)

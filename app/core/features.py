@@ -27,16 +27,31 @@ DECODE_WORKERS = 2  # TF already uses every core; more threads only contend
 class EmbeddingCache:
     """Append-only store of float32 vectors under ``root/embeddings/<backbone>-<H>x<W>/``."""
 
-    def __init__(self, root: str | Path, backbone_key: str, image_size: int):
+    def __init__(self, root: str | Path, backbone_key: str, image_size: int,
+                 on_event: events.EventSink = events.ignore):
         self.folder = Path(root) / "embeddings" / f"{backbone_key}-{image_size}x{image_size}"
         self.vectors: dict[str, np.ndarray] = {}
         self._pending: dict[str, np.ndarray] = {}
+        shards = {}
         for shard in sorted(self.folder.glob("*.npz")):
             try:
-                with np.load(shard) as data:
-                    self.vectors.update(zip(data["keys"].tolist(), data["vectors"]))
-            except (OSError, ValueError, KeyError):
-                shard.unlink(missing_ok=True)  # unreadable shard: recompute those vectors
+                shards[shard] = _read_shard(shard)
+            except Exception as exc:  # noqa: BLE001 -- whatever numpy or zipfile raise, the shard is bad
+                self._drop(shard, f"{type(exc).__name__}: {exc}".splitlines()[0][:200], on_event)
+        widths = [vectors.shape[1] for _, vectors in shards.values()]
+        width = max(set(widths), key=widths.count, default=None)  # the backbone's; odd shards are foreign
+        for shard, (keys, vectors) in shards.items():
+            if vectors.shape[1] != width:
+                self._drop(shard, f"vectors of width {vectors.shape[1]}, not {width}", on_event)
+            else:
+                self.vectors.update(zip(keys, vectors))
+
+    @staticmethod
+    def _drop(shard: Path, reason: str, on_event: events.EventSink) -> None:
+        """Delete a shard that cannot be used (its vectors are recomputed) and say so."""
+        shard.unlink(missing_ok=True)
+        on_event(events.warning(f"deleted the unreadable feature cache file {shard.name} ({reason}); "
+                                "its images will be embedded again"))
 
     def __contains__(self, key: str) -> bool:
         return key in self.vectors
@@ -56,6 +71,16 @@ class EmbeddingCache:
         np.savez(buffer, keys=np.array(list(self._pending)), vectors=np.stack(list(self._pending.values())))
         write_bytes(self.folder / f"{uuid.uuid4().hex}.npz", buffer.getvalue())
         self._pending.clear()
+
+
+def _read_shard(path: Path) -> tuple[list[str], np.ndarray]:
+    """(keys, vectors [N, D] float32) of one shard, or an exception if it is anything else."""
+    with np.load(path, allow_pickle=False) as data:
+        keys, vectors = data["keys"], data["vectors"]
+    if keys.ndim != 1 or keys.dtype.kind != "U" or vectors.ndim != 2 or len(keys) != len(vectors) \
+            or vectors.dtype != np.float32 or not np.isfinite(vectors).all():
+        raise ValueError(f"keys {keys.dtype}{keys.shape} and vectors {vectors.dtype}{vectors.shape} do not match")
+    return keys.tolist(), vectors
 
 
 def augment(image: np.ndarray, seed: int) -> np.ndarray:
@@ -89,6 +114,8 @@ def embed(paths: Sequence[Path], digests: Sequence[str], extractor: Callable, ca
     """
     target = (image_size, image_size)
     wanted = [(i, v) for i in range(len(paths)) for v in range(variants + 1)]
+    if not wanted:  # an empty split (a tiny folder): nothing to stack
+        return np.zeros((0, 0), np.float32)
     missing_images = sorted({i for i, v in wanted if cache_key(digests[i], v) not in cache})
     total, done = len(wanted), len(wanted) - sum(
         1 for i, v in wanted if cache_key(digests[i], v) not in cache)

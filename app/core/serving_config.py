@@ -21,11 +21,19 @@ def docker_command(models_dir: str | Path, name: str) -> str:
 
 
 def models_config(models: dict[str, str]) -> str:
-    """A ``model_config_list`` in protobuf text format: {name: base_path inside the container}."""
-    entries = "".join(
-        f'  config {{\n    name: "{name}"\n    base_path: "{path}"\n    model_platform: "tensorflow"\n  }}\n'
-        for name, path in models.items())
-    return f"model_config_list {{\n{entries}}}\n"
+    """A ``model_config_list`` in protobuf text format: {name: base_path inside the container}.
+
+    Built as TF Serving's own ``ModelServerConfig`` message and printed by ``text_format``, so
+    any name or path (quotes, backslashes, newlines) is escaped the way the server parses it.
+    """
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    config.model_config_list.SetInParent()  # an empty list stays a list, as the server expects
+    for name, path in models.items():
+        config.model_config_list.config.add(name=name, base_path=path, model_platform="tensorflow")
+    return text_format.MessageToString(config)
 
 
 def find_models(models_dir: str | Path) -> list[str]:
@@ -34,8 +42,17 @@ def find_models(models_dir: str | Path) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir()
-                  if p.is_dir() and any(v.is_dir() and v.name.isdigit() and (v / "saved_model.pb").exists()
-                                        for v in p.iterdir()))
+                  if p.is_dir() and _utf8(p.name)
+                  and any(v.is_dir() and v.name.isdigit() and (v / "saved_model.pb").exists() for v in p.iterdir()))
+
+
+def _utf8(name: str) -> bool:
+    """A folder name a protobuf string (and so TF Serving) can carry; undecodable bytes cannot be."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def write_models_config(models_dir: str | Path, container_root: str = CONTAINER_ROOT) -> Path:

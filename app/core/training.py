@@ -9,8 +9,8 @@ lines and the GUI reads them from a child process.
 from __future__ import annotations
 
 import importlib
+import math
 import platform
-import re
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -54,7 +54,54 @@ class TrainSettings:
     tflite: str = "float"  # float | dynamic | int8 | none
 
     def model_name(self) -> str:
-        return self.name or re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(self.image_dir).resolve().name) or "classifier"
+        """The given name if safe (else OutputError), or one made from the image folder's name."""
+        if self.name:
+            return export.check_name(self.name)
+        return export.safe_name(Path(self.image_dir).resolve().name)
+
+    def check(self) -> "TrainSettings":
+        """Refuse numbers that would fail or silently misbehave later (nan, inf, negatives), before any work."""
+        def whole(field: str, low: int, high: int = 2 ** 31 - 1) -> None:
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                bounds = f"from {low} to {high}" if high < 2 ** 31 - 1 else f"of at least {low}"
+                raise SettingsError(f"{_flag(field)} must be a whole number {bounds}, not {value!r}")
+
+        def real(field: str, low: float, high: float = math.inf, low_ok: bool = False) -> None:
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not (low <= value if low_ok else low < value) or not value < high:
+                bounds = f"{'at least' if low_ok else 'above'} {low:g}"
+                bounds += f" and below {high:g}" if high < math.inf else ""
+                raise SettingsError(f"{_flag(field)} must be a finite number {bounds}, not {value!r}")
+
+        for field in ("epochs", "batch_size", "patience"):
+            whole(field, 1)
+        for field in ("augment_copies", "fine_tune_epochs", "seed"):
+            whole(field, 0)
+        for field in ("learning_rate", "fine_tune_learning_rate"):
+            real(field, 0.0)
+        for field in ("validation_percent", "test_percent"):
+            real(field, 0.0, 100.0, low_ok=True)
+        for field in ("label_smoothing", "dropout"):
+            real(field, 0.0, 1.0, low_ok=True)
+        if self.validation_percent + self.test_percent >= 100:
+            raise SettingsError("--validation-percent and --test-percent must add up to less than 100")
+        if self.tflite not in ("float", "dynamic", "int8", "none"):
+            raise SettingsError(f"--tflite must be float, dynamic, int8 or none, not {self.tflite!r}")
+        return self
+
+
+class SettingsError(ValueError):
+    """A training setting out of range; the message is one plain sentence naming the flag."""
+
+
+class TrainingError(ValueError):
+    """Training could not produce a usable model; the message is one plain sentence."""
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
 
 
 class _Clock:
@@ -152,23 +199,41 @@ def train_head(x_train, y_train, x_val, y_val, k: int, s: TrainSettings,
         loss = float(-(np.asarray(_smoothed(ys, k, s.label_smoothing)) * log_p).sum(axis=1).mean())
         return loss, float(np.mean(np.argmax(logits, 1) == ys))
 
+    probe = x_train[:256]
+
+    def usable(weights) -> bool:
+        """Finite weights that give finite logits: a model that can be exported and served."""
+        return all(np.isfinite(w).all() for w in weights) and np.isfinite(probe @ weights[0] + weights[1]).all()
+
+    # Early stopping on the monitored loss; the first epoch's weights are always kept, so a loss
+    # that never improves (NaN) still leaves finite weights. Weights gone non-finite end the run.
     has_val = len(y_val) > 0
     best, best_loss, waited, epochs_run = None, np.inf, 0, 0
-    for epoch_index in range(s.epochs):
-        loss, accuracy = run_epoch(tf.constant(rng.permutation(n), tf.int32))
-        metrics = {"loss": float(loss), "accuracy": float(accuracy)}
-        if has_val:
-            metrics["val_loss"], metrics["val_accuracy"] = measure(x_val, y_val)
-        epochs_run = epoch_index + 1
-        on_event(events.epoch(epochs_run, metrics))
-        on_event(events.progress("train", epochs_run, s.epochs))
-        monitored = metrics["val_loss"] if has_val else metrics["loss"]
-        if monitored < best_loss - 1e-6:
-            best_loss, waited, best = monitored, 0, (kernel.numpy(), bias.numpy())
-        else:
-            waited += 1
-            if waited >= s.patience:
+    with np.errstate(all="ignore"):
+        for epoch_index in range(s.epochs):
+            loss, accuracy = run_epoch(tf.constant(rng.permutation(n), tf.int32))
+            metrics = {"loss": float(loss), "accuracy": float(accuracy)}
+            if has_val:
+                metrics["val_loss"], metrics["val_accuracy"] = measure(x_val, y_val)
+            epochs_run = epoch_index + 1
+            on_event(events.epoch(epochs_run, metrics))
+            on_event(events.progress("train", epochs_run, s.epochs))
+            weights = (kernel.numpy(), bias.numpy())
+            if not usable(weights):
+                if best is None:
+                    raise TrainingError("training diverged in the first epoch (the weights are no longer finite "
+                                        "numbers); try a smaller learning rate")
+                on_event(events.warning(f"training diverged at epoch {epochs_run} (the weights are no longer finite "
+                                        "numbers); keeping the best earlier weights"))
                 break
+            monitored = metrics["val_loss"] if has_val else metrics["loss"]
+            if best is None or monitored < best_loss - 1e-6:
+                best, waited = weights, 0
+                best_loss = monitored if math.isfinite(monitored) else np.inf
+            else:
+                waited += 1
+                if waited >= s.patience:
+                    break
     return best[0], best[1], epochs_run
 
 
@@ -196,7 +261,10 @@ def _image_batches(items, size: int, batch_size: int, k: int, seed: int, augment
 
 
 def fine_tune(location: str, head, data: Dataset, size: int, s: TrainSettings, on_event, epoch_offset: int):
-    """Unfreeze the backbone and train it with the head, at a small learning rate."""
+    """Unfreeze the backbone and train it with the head, at a small learning rate.
+
+    Returns (backbone, head), or None if any weight stopped being a finite number.
+    """
     import tensorflow_hub as hub
     import tf_keras as keras
 
@@ -215,12 +283,16 @@ def fine_tune(location: str, head, data: Dataset, size: int, s: TrainSettings, o
               epochs=s.fine_tune_epochs, verbose=0,
               class_weight=class_weights(np.array([i.label for i in train]), k),
               callbacks=[_EpochReporter.make(on_event, epoch_offset, s.fine_tune_epochs, "fine_tune")])
+    if not all(np.isfinite(w).all() for w in model.get_weights()):
+        return None  # diverged: the caller keeps the frozen backbone and its head
     kernel, bias = dense.get_weights()
     return layer.resolved_object, (kernel, bias)
 
 
 def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
     """Train and export; returns the ``done`` event (also emitted)."""
+    s.check()
+    export.check_output(s.models_dir, s.model_name())  # before any work: a bad name or folder fails now
     clock = _Clock()
     threading.Thread(target=importlib.import_module, args=("tensorflow",), daemon=True).start()  # overlaps the scan
     info = backbones.resolve(s.backbone)
@@ -245,7 +317,8 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
 
     t = time.perf_counter()
     on_event(events.stage("embed", "Computing image features"))
-    cache = features.EmbeddingCache(backbones.cache_root(s.cache_dir), backbones.fingerprint(info), size)
+    cache = features.EmbeddingCache(backbones.cache_root(s.cache_dir), backbones.fingerprint(info), size,
+                                    on_event=on_event)
     splits = {name: data.split(name) for name in ("train", "validation", "test")}
     copies = s.augment_copies if s.augment else 0
     vectors = {}
@@ -268,8 +341,13 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
     if s.fine_tune:
         t = time.perf_counter()
         on_event(events.stage("fine_tune", "Fine-tuning the backbone"))
-        backbone_for_export, head = fine_tune(location, head, data, size, s, on_event, epochs_run)
-        test_vectors = _features_of(backbone_for_export, splits["test"], size)
+        tuned = fine_tune(location, head, data, size, s, on_event, epochs_run)
+        if tuned is None:
+            on_event(events.warning("fine-tuning diverged (the weights are no longer finite numbers); "
+                                    "exporting the model without it"))
+        else:
+            backbone_for_export, head = tuned
+            test_vectors = _features_of(backbone_for_export, splits["test"], size)
         clock.lap("fine_tune", t)
 
     t = time.perf_counter()
@@ -316,10 +394,15 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
         warmup_image=export.example_jpeg(example_pixels),
         representative=lambda: (load_image(i.path.read_bytes(), (size, size)) for i in train_items[:100]),
         on_stage=lambda m: on_event(events.stage("export", m)))
-    config = serving_config.write_models_config(s.models_dir)
+    try:
+        config = serving_config.write_models_config(s.models_dir)
+    except (OSError, ValueError) as exc:  # the version is complete and published: this is only a warning
+        config = None
+        on_event(events.warning(f"the model was exported, but {Path(s.models_dir) / 'models.config'} could not "
+                                f"be updated ({getattr(exc, 'strerror', None) or exc}); run serve-config later"))
     clock.lap("export", t)
     clock.seconds["total"] = clock.total()
-    done = {"event": "done", "model_dir": str(model_dir), "models_config": str(config),
+    done = {"event": "done", "model_dir": str(model_dir), "models_config": config and str(config),
             "metrics": {"test_accuracy": report["accuracy"], "validation_accuracy": val_accuracy,
                         "test_images": report["images"], "epochs_run": epochs_run,
                         "per_class": report["per_class"], "confusion_matrix": report["confusion_matrix"],
