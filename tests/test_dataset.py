@@ -21,11 +21,12 @@ def test_bad_files_are_listed_with_reasons_and_skipped(tmp_path):
     root = _fill(tmp_path / "data", per_class=len(good_images()))
     for name, (data, _) in bad_images().items():
         (root / "cats" / name).write_bytes(data)
-    (root / "cats" / ".DS_Store").write_bytes(b"\0\0")  # hidden: ignored silently
-    (root / "stray.jpg").write_bytes(good_images()["rgb.jpg"])  # not in a class folder: ignored
+    (root / "cats" / ".DS_Store").write_bytes(b"\0\0")  # hidden: not used, but listed
+    (root / "stray.jpg").write_bytes(good_images()["rgb.jpg"])  # not in a class folder: not used, but listed
     data = scan(root)
     reasons = {s.path.name: s.reason for s in data.skipped}
-    assert set(reasons) == set(bad_images())
+    assert set(reasons) == set(bad_images()) | {".DS_Store", "stray.jpg"}
+    assert "hidden" in reasons[".DS_Store"] and "class folder" in reasons["stray.jpg"]
     for name, (_, word) in bad_images().items():
         assert word in reasons[name], (name, reasons[name])
     assert len(data.items) == 2 * len(good_images())  # every odd format and mode accepted

@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from app.imaging import read_image_file
 from app.inference.preprocess import load_image
 
 from . import events
@@ -95,7 +96,7 @@ def embed(paths: Sequence[Path], digests: Sequence[str], extractor: Callable, ca
     on_event(events.progress(stage, done, total))
 
     def prepare(i: int) -> list[tuple[str, np.ndarray]]:
-        base = load_image(Path(paths[i]).read_bytes(), target)
+        base = load_image(read_image_file(paths[i]), target)
         out = []
         for v in range(variants + 1):
             key = cache_key(digests[i], v)
