@@ -147,6 +147,8 @@ def write_corpus(root: Path, fuzz: int = 300) -> list[Case]:
     add("zero-byte", "empty.jpg", b"", "error", "empty")
     add("text-named-jpg", "notes.jpg", b"remember the milk\n" * 40, "error", "not an image")
     add("tiny-1x1", "tiny.png", encode(np.zeros((1, 1, 3), np.uint8), "PNG"), "error", "too small")
+    with open(add("oversize-file", "huge.jpg", jpeg, "error", "200 MB"), "r+b") as sparse:
+        sparse.truncate(201 * 2 ** 20)  # sparse: costs no disk, but more than the read limit
     add("header-only-giant-jpeg", "giant_header.jpg", jpeg_header_only(60000, 60000), "error", "too large")
     add("header-only-giant-png", "giant_header.png", png_header_only(40000, 40000), "error", "too large")
     add("png-bomb-400mp", "bomb400.png", png_raw(20000, 20000, 1, 0, b"\0" * 2500), "error", "too large")
