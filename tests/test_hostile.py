@@ -11,7 +11,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from app.core.dataset import scan
 from app.imaging import read_image_file
@@ -226,3 +228,48 @@ def test_bench_reads_each_file_only_when_it_is_used(trained, tmp_path):
     growth = peak_rss_mb(large) - peak_rss_mb(small)
     print(f"\nbench peak memory growth for 24 x 8 MB files: {growth:.0f} MB")
     assert growth < 80
+
+
+def test_an_image_changed_after_the_scan_is_left_out_not_fatal(tmp_path, cache_dir):
+    """A file replaced by junk between the scan and the embed stage is skipped with a warning naming it."""
+    from app.core.training import TrainSettings, run
+
+    rng = np.random.default_rng(20261125)  # fresh pixels: not in the shared embedding cache
+    root = tmp_path / "data"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(root / c / f"{c}{i}.png")
+    victim = root / "a" / "a3.png"
+    seen = []
+
+    def sink(event):
+        seen.append(event)
+        if event["event"] == "dataset":
+            victim.write_bytes(b"replaced while training")
+
+    done = run(TrainSettings(str(root), str(tmp_path / "models"), name="changed", cache_dir=str(cache_dir),
+                             validation_percent=20, test_percent=20, tflite="none"), on_event=sink)
+    warnings = [e["message"] for e in seen if e["event"] == "warning"]
+    assert any(str(victim) in w and "changed after the scan" in w for w in warnings), warnings
+    meta = json.loads((Path(done["model_dir"]) / "metadata.json").read_text())
+    assert meta["skipped_files"] == 1 and sum(meta["split_sizes"].values()) == 15
+
+
+def test_training_progress_prints_names_escaped(tmp_path, fm_dir, cache_dir):
+    """The human-readable `train` output: skipped names, reasons and warnings never print raw control bytes."""
+    root = tmp_path / "data"
+    for name in ("trouser", "sneaker"):
+        (root / name).mkdir(parents=True)
+        for path in sorted((fm_dir / name).iterdir())[:10]:
+            shutil.copy(path, root / name)
+    (root / "trouser" / "\x1b[31mred\x1b]0;owned\x07.jpg").write_bytes(b"junk")
+    (root / "trouser" / os.fsdecode(b"caf\xe9.jpg")).write_bytes(b"junk")
+    (root / "esc\x1b[2Jape").mkdir()
+    result = cli("train", root, "-o", tmp_path / "models", "--tflite", "none", "--cache-dir", cache_dir,
+                 timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    err = result.stderr.decode("utf-8")  # strict: undecodable name bytes are escaped too
+    assert "\x1b" not in err and "\x07" not in err
+    assert "\\x1b[31mred\\x1b]0;owned\\x07.jpg" in err and "caf\\xe9.jpg" in err
+    assert "esc\\x1b[2Jape" in err and "3 skipped" in err
