@@ -231,7 +231,10 @@ def test_bench_reads_each_file_only_when_it_is_used(trained, tmp_path):
 
 
 def test_an_image_changed_after_the_scan_is_left_out_not_fatal(tmp_path, cache_dir):
-    """A file replaced by junk between the scan and the embed stage is skipped with a warning naming it."""
+    """A file replaced by junk between the scan and the embed stage is skipped with a warning naming it.
+
+    With --test-percent 0 too: an empty split once ended the embed stage ("need at least one array").
+    """
     from app.core.training import TrainSettings, run
 
     rng = np.random.default_rng(20261125)  # fresh pixels: not in the shared embedding cache
@@ -249,11 +252,12 @@ def test_an_image_changed_after_the_scan_is_left_out_not_fatal(tmp_path, cache_d
             victim.write_bytes(b"replaced while training")
 
     done = run(TrainSettings(str(root), str(tmp_path / "models"), name="changed", cache_dir=str(cache_dir),
-                             validation_percent=20, test_percent=20, tflite="none"), on_event=sink)
+                             validation_percent=20, test_percent=0, tflite="none"), on_event=sink)
     warnings = [e["message"] for e in seen if e["event"] == "warning"]
     assert any(str(victim) in w and "changed after the scan" in w for w in warnings), warnings
     meta = json.loads((Path(done["model_dir"]) / "metadata.json").read_text())
     assert meta["skipped_files"] == 1 and sum(meta["split_sizes"].values()) == 15
+    assert meta["split_sizes"]["test"] == 0 and meta["metrics"]["test_accuracy"] is None
 
 
 def test_training_progress_prints_names_escaped(tmp_path, fm_dir, cache_dir):
