@@ -57,26 +57,35 @@ def _not_regular(mode: int) -> str:
 
 
 def walk(folder: Path) -> list[Found]:
-    """Everything under ``folder`` (sorted by name, depth first), each file tried or given a reason."""
+    """Everything under ``folder`` (sorted by name, depth first), each file tried or given a reason.
+
+    An explicit stack rather than recursion, so a folder nested thousands deep cannot overflow it.
+    """
     out: list[Found] = []
-    try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except OSError as exc:
-        return [Found(folder, f"folder cannot be read ({exc.strerror or exc})")]
-    for entry in entries:
-        path = Path(entry.path)
+    stack: list[Path] = [Path(folder)]
+    while stack:
+        current = stack.pop()
         try:
-            is_dir = entry.is_dir(follow_symlinks=False)
-        except OSError:
-            is_dir = False
-        if is_dir and is_hidden(entry.name):
-            out.append(Found(path, "hidden folder (not searched)"))
-        elif is_dir:
-            out += walk(path)
-        elif entry.is_symlink() and path.is_dir():
-            out.append(Found(path, "a link to a folder (not followed)"))
-        else:
-            out.append(Found(path, _skip_reason(path)))
+            entries = sorted(os.scandir(current), key=lambda e: e.name)
+        except OSError as exc:
+            out.append(Found(current, f"folder cannot be read ({exc.strerror or exc})"))
+            continue
+        subfolders = []
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if is_dir and is_hidden(entry.name):
+                out.append(Found(path, "hidden folder (not searched)"))
+            elif is_dir:
+                subfolders.append(path)
+            elif entry.is_symlink() and path.is_dir():
+                out.append(Found(path, "a link to a folder (not followed)"))
+            else:
+                out.append(Found(path, _skip_reason(path)))
+        stack += reversed(subfolders)
     return out
 
 

@@ -130,7 +130,7 @@ def write_corpus(root: Path, fuzz: int = 300) -> list[Case]:
     folder.mkdir(parents=True, exist_ok=True)
     cases: list[Case] = []
 
-    def add(kind: str, name: str | bytes, data: bytes | None, expect: str, word: str = "") -> Path:
+    def add(kind: str, name: str | bytes | Path, data: bytes | None, expect: str, word: str = "") -> Path:
         path = Path(os.fsdecode(os.path.join(os.fsencode(folder), os.fsencode(name))))
         if data is not None:
             path.write_bytes(data)
@@ -170,6 +170,11 @@ def write_corpus(root: Path, fuzz: int = 300) -> list[Case]:
     add("escape-sequence-name", "\x1b[31mred\x1b[0m\x1b]0;owned\x07.jpg", jpeg, "used")
     add("control-char-name", "bell\x07tab\tcr\r.jpg", jpeg, "used")
     add("newline-name", "new\nline.jpg", jpeg, "used")
+    deep = folder
+    for _ in range(300):  # deep, yet shallow enough for shutil.rmtree's recursion when pytest cleans up
+        deep = deep / "d"
+        os.mkdir(deep)
+    add("nested-300-deep", deep.relative_to(folder) / "deep.jpg", jpeg, "used")
     # Not regular files, links, hidden and unsupported: skipped with a reason, never opened.
     os.mkfifo(add("fifo", "pipe.jpg", None, "skipped", "regular"))
     os.symlink("/dev/zero", add("symlink-dev-zero", "zero.jpg", None, "skipped", "regular"))
