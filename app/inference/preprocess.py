@@ -9,6 +9,8 @@
    graph's ``decode_jpeg(ratio=...)``.
 2. A JPEG's EXIF orientation is applied, so phone photos stand upright.
 3. Grey, palette, CMYK and 16-bit images become 8-bit RGB; alpha is dropped.
+   Whatever the image library raises on a damaged file becomes an ``ImageError`` with one
+   plain sentence: a bad file is that file's error, never the caller's crash.
 4. Scale to [0, 1] and resize with antialiased bilinear filtering (half-pixel centres).
 
 ``app.core.graph_preprocess`` is the same procedure written in TensorFlow ops, baked into
@@ -26,8 +28,9 @@ from PIL import Image, UnidentifiedImageError
 SUPPORTED_FORMATS = {"JPEG", "PNG", "GIF", "BMP", "WEBP"}
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp"}
 MAX_PIXELS = 150_000_000  # a 150-megapixel photo is huge; past that assume a decompression bomb
-# Pillow's own guard warns past 89.5 MP and refuses past twice its limit: set it to ours, so real photos
-# up to MAX_PIXELS decode and ``_open``'s explicit check (not a process-wide warning filter) decides.
+# Pillow's own guard warns past 89.5 MP and refuses past twice its limit. Set to ours, real photos up to
+# MAX_PIXELS decode and ``_open``'s explicit size check decides; Pillow's warning for the band it would
+# still let through is silenced, since that check refuses those (``catch_warnings`` is not thread-safe).
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 MIN_SIDE = 16
