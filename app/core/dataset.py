@@ -121,8 +121,10 @@ def scan(root: str | Path, *, validation_percent: float = 10, test_percent: floa
         raise DatasetError("validation and test percentages must be between 0 and 100 and leave images to train on")
     folders, skipped = _class_folders(root)
     if len(folders) < 2:
+        refused = next((s for s in skipped if s.reason.startswith(NOT_A_CLASS)), None)
         raise DatasetError(f"{root} has {len(folders)} class folder{'s' if len(folders) != 1 else ''}; "
-                           "put the images in at least 2 sub-folders, one per class")
+                           "put the images in at least 2 sub-folders, one per class"
+                           + (f" (folder '{printable(refused.path.name)}' {refused.reason})" if refused else ""))
     classes = [f.name for f in folders]
     files = []
     for label, folder in enumerate(folders):
