@@ -134,7 +134,7 @@ def cmd_train(args) -> int:
         raise
     if not args.json:
         acc = done["metrics"]["test_accuracy"]
-        print(f"Model written to {done['model_dir']}")
+        print(f"Model written to {printable(done['model_dir'])}")
         print(f"Test accuracy: {acc:.3f} on {done['metrics']['test_images']} images" if acc is not None
               else "No test images: accuracy not measured")
         print("Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in done["seconds"].items()))

@@ -179,6 +179,7 @@ def write_corpus(root: Path, fuzz: int = 300) -> list[Case]:
     os.mkfifo(add("fifo", "pipe.jpg", None, "skipped", "regular"))
     os.symlink("/dev/zero", add("symlink-dev-zero", "zero.jpg", None, "skipped", "regular"))
     os.symlink(folder / "no-such-file.jpg", add("broken-symlink", "gone.jpg", None, "skipped", "broken link"))
+    os.symlink("selfloop.jpg", add("symlink-loop", "selfloop.jpg", None, "skipped", "broken link"))
     os.symlink(folder.parent, add("symlink-to-folder", "loop_link", None, "skipped", "link to a folder"))
     add("hidden-file", ".hidden.jpg", jpeg, "skipped", "hidden")
     (folder / ".thumbnails").mkdir()
