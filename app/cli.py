@@ -202,25 +202,24 @@ def cmd_classify(args) -> int:
     totals, skipped = [], 0
     for entry in found:
         path = entry.path
-        if entry.reason:
+        if entry.reason:  # found while searching a folder but not tried: same row, "skipped" true
             skipped += 1
-            if args.json:
-                print(json.dumps({"path": str(path), "skipped": True, "error": entry.reason,
-                                  "backend": classifier.name}), flush=True)
-            else:
-                print(f"{printable(path)}  skipped: {entry.reason}")
-            continue
-        try:
-            prediction = classifier.classify([read_image_file(path)], top_k=args.top_k)[0]
-        except ImageError as exc:  # not a regular file, too big, unreadable: this file's error
-            prediction = Prediction(error=str(exc))
+            prediction = Prediction(error=entry.reason)
+        else:
+            try:
+                prediction = classifier.classify([read_image_file(path)], top_k=args.top_k)[0]
+            except ImageError as exc:  # not a regular file, too big, unreadable: this file's error
+                prediction = Prediction(error=str(exc))
         if prediction.error is None:
             totals.append(prediction.timings.total_ms)
         if args.json:
             print(json.dumps({"path": str(path), "label": prediction.label, "score": prediction.score,
                               "top_k": [{"label": l, "score": s} for l, s in prediction.top_k],
                               "timings": prediction.timings.to_dict(), "request_bytes": prediction.request_bytes,
-                              "backend": classifier.name, "error": prediction.error, "skipped": False}), flush=True)
+                              "backend": classifier.name, "error": prediction.error,
+                              "skipped": bool(entry.reason)}), flush=True)
+        elif entry.reason:
+            print(f"{printable(path)}  skipped: {entry.reason}")
         elif prediction.error:
             print(f"{printable(path)}  error: {printable(prediction.error)}")
         else:

@@ -149,6 +149,7 @@ def test_classify_dir_gives_every_file_one_row(trained, tmp_path):
     tally = _tally("classify DIR --json", cases, outcomes, crashes=int(result.returncode != 0))
     assert result.returncode == 0, result.stderr[-2000:]
     assert all(len(r) == 1 for r in rows.values())
+    assert len({frozenset(r[0]) for r in rows.values()}) == 1  # skipped rows have the same keys as the rest
     for case in cases:
         owner = next(p for p in (case.path, *case.path.parents) if str(p) in rows)
         row = rows[str(owner)][0]
