@@ -313,7 +313,7 @@ def main(argv: list[str]) -> int:
     try:
         return handlers[args.command](args)
     except UsageError as exc:
-        print(f"retrain-studio: {exc}", file=sys.stderr)
+        print(f"retrain-studio: {printable(exc)}", file=sys.stderr)
         return 2
     except (DatasetError, BackboneError, ModelError, ValueError, OSError) as exc:
         print(f"retrain-studio: {_one_line(exc)}", file=sys.stderr)

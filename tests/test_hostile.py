@@ -287,3 +287,11 @@ def test_training_progress_prints_names_escaped(tmp_path, fm_dir, cache_dir):
     assert "\x1b" not in err and "\x07" not in err
     assert "\\x1b[31mred\\x1b]0;owned\\x07.jpg" in err and "caf\\xe9.jpg" in err
     assert "esc\\x1b[2Jape" in err and "3 skipped" in err
+
+
+def test_usage_errors_print_names_escaped(tmp_path):
+    missing = tmp_path / os.fsdecode(b"no\xffpe\x1b[31m")
+    result = cli("classify", "--model", tmp_path, missing, timeout=120)
+    err = result.stderr.decode("utf-8")
+    assert result.returncode == 2 and "\x1b" not in err
+    assert err.strip().endswith("no such file or folder: " + str(tmp_path) + "/no\\xffpe\\x1b[31m")
