@@ -23,6 +23,7 @@ def test_bad_files_are_listed_with_reasons_and_skipped(tmp_path):
         (root / "cats" / name).write_bytes(data)
     (root / "cats" / ".DS_Store").write_bytes(b"\0\0")  # hidden: not used, but listed
     (root / "stray.jpg").write_bytes(good_images()["rgb.jpg"])  # not in a class folder: not used, but listed
+    (root / "README.md").write_text("about these photos")  # the dataset's documentation: not an image
     data = scan(root)
     reasons = {s.path.name: s.reason for s in data.skipped}
     assert set(reasons) == set(bad_images()) | {".DS_Store", "stray.jpg"}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.imaging import class_name_problem, is_hidden, printable, read_image_file, walk
-from app.inference.preprocess import ImageError, decode
+from app.inference.preprocess import IMAGE_EXTENSIONS, ImageError, decode
 
 from . import events
 
@@ -85,11 +85,15 @@ def split_of(file_name: str, validation_percent: float, test_percent: float) -> 
 
 
 def _class_folders(root: Path) -> tuple[list[Path], list[Skipped]]:
-    """Sub-folders usable as classes, and everything else at the top level with the reason it is not."""
+    """Sub-folders usable as classes, and the other top-level folders and images with the reason they are not.
+
+    Other top-level files (a README, a licence) are the dataset's documentation, not lost images.
+    """
     folders, skipped = [], []
     for path in sorted(root.iterdir(), key=lambda p: p.name):
         if not path.is_dir():
-            skipped.append(Skipped(path, "not inside a class folder"))
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
+                skipped.append(Skipped(path, "not inside a class folder"))
         elif is_hidden(path.name):
             skipped.append(Skipped(path, "hidden folder (not searched)"))
         elif problem := class_name_problem(path.name):
