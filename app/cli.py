@@ -219,7 +219,7 @@ def cmd_classify(args) -> int:
                               "backend": classifier.name, "error": prediction.error,
                               "skipped": bool(entry.reason)}), flush=True)
         elif entry.reason:
-            print(f"{printable(path)}  skipped: {entry.reason}")
+            print(f"{printable(path)}  skipped: {printable(entry.reason)}")
         elif prediction.error:
             print(f"{printable(path)}  error: {printable(prediction.error)}")
         else:
@@ -282,7 +282,7 @@ def cmd_bench(args) -> int:
                   f"{cell(r['inference_ms']):>14} {cell(r['total_ms']):>14} {r['request_bytes_mean'] or 0:>10.0f} "
                   f"{r['images_per_s'] or 0:>7.1f}")
         for found in skipped[:10]:
-            print(f"skipped {printable(found.path)}: {found.reason}")
+            print(f"skipped {printable(found.path)}: {printable(found.reason)}")
         if len(skipped) > 10:
             print(f"... and {len(skipped) - 10} more files skipped")
         for r in rows:

@@ -52,7 +52,7 @@ def _skip_reason(path: Path) -> str | None:
 
 def _not_regular(mode: int) -> str:
     kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) \
-        else "a socket" if stat.S_ISSOCK(mode) else "a folder" if stat.S_ISDIR(mode) else "special"
+        else "a socket" if stat.S_ISSOCK(mode) else "a folder" if stat.S_ISDIR(mode) else "a special file"
     return f"not a regular file ({kind}); only regular files are read"
 
 

@@ -183,13 +183,15 @@ def test_printed_names_and_labels_are_escaped(trained, tmp_path):
     for name in ("\x1b[31mred\x1b[0m.jpg", "new\nline.jpg", os.fsdecode(b"caf\xe9.jpg")):
         (photos / name).write_bytes(jpeg)
     (photos / "bad\x1b[2J.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    (photos / "odd.\x1b[2Jext").write_bytes(b"")  # skipped: the reason quotes the extension
     result = cli("classify", "--model", model, photos)
     assert result.returncode == 0, result.stderr[-1000:]
     out = result.stdout.decode("utf-8")  # strict: an undecodable byte must not reach the terminal either
     assert "\x1b" not in out and "\x07" not in out
     assert "\\x1b[31mred\\x1b[0m.jpg" in out and "new\\x0aline.jpg" in out and "caf\\xe9.jpg" in out
     assert "\\x1b]0;pwned\\x07label" in out and "error:" in out
-    assert len(out.splitlines()) == 5  # 4 rows + the summary: a newline in a name does not add a line
+    assert "not a supported image file (.\\x1b[2Jext)" in out
+    assert len(out.splitlines()) == 6  # 5 rows + the summary: a newline in a name does not add a line
 
 
 def test_bench_completes_and_counts_errors(trained, fm_dir, tmp_path):
