@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 from app import classify_only, version_text
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp"}
+from app.imaging import printable
 
 
 class UsageError(Exception):
@@ -100,18 +99,14 @@ def _backend_options(args, remote: bool) -> dict:
     return {"threads": args.threads} if args.threads else {}
 
 
-def _image_files(paths: list[str]) -> list[Path]:
-    files = []
-    for raw in paths:
-        path = Path(raw).expanduser()
-        if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                            and not p.name.startswith("."))
-        elif path.exists():
-            files.append(path)
-        else:
-            raise UsageError(f"no such file or folder: {raw}")
-    return files
+def _image_files(paths: list[str]) -> list:
+    """Every file met, each a ``Found`` (reason set when it is skipped): the one discovery rule."""
+    from app.imaging import find_images
+
+    try:
+        return find_images(paths)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_train(args) -> int:
@@ -146,7 +141,7 @@ def cmd_train(args) -> int:
         raise
     if not args.json:
         acc = done["metrics"]["test_accuracy"]
-        print(f"Model written to {done['model_dir']}")
+        print(f"Model written to {printable(done['model_dir'])}")
         print(f"Test accuracy: {acc:.3f} on {done['metrics']['test_images']} images" if acc is not None
               else "No test images: accuracy not measured")
         print("Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in done["seconds"].items()))
@@ -160,7 +155,7 @@ def _human_events():
     def emit(event: dict) -> None:
         kind = event["event"]
         if kind == "stage":
-            print(f"[{event['stage']}] {event['message']}", file=sys.stderr)
+            print(f"[{event['stage']}] {printable(event['message'])}", file=sys.stderr)
         elif kind == "progress":
             done, total = event["done"], event["total"]
             if total and (done == total or done - last.get(event["stage"], -10**9) >= max(1, total // 10)):
@@ -171,9 +166,11 @@ def _human_events():
                   f"(train {event['train']}, validation {event['validation']}, test {event['test']}); "
                   f"{event['skipped_count']} skipped", file=sys.stderr)
             for item in event["skipped"][:20]:
-                print(f"  skipped {item['path']}: {item['reason']}", file=sys.stderr)
+                print(f"  skipped {printable(item['path'])}: {printable(item['reason'])}", file=sys.stderr)
+            if len(event["skipped"]) > 20:
+                print(f"  ... and {len(event['skipped']) - 20} more skipped (train --json lists all)", file=sys.stderr)
         elif kind == "warning":
-            print(f"  warning: {event['message']}", file=sys.stderr)
+            print(f"  warning: {printable(event['message'])}", file=sys.stderr)
         elif kind == "epoch" and event["epoch"] % 10 == 0:
             print("  epoch {epoch}: loss {loss:.3f} accuracy {accuracy:.3f}".format(**event)
                   + (" val_accuracy {:.3f}".format(event["val_accuracy"]) if "val_accuracy" in event else ""),
@@ -198,35 +195,48 @@ def cmd_backbones(args) -> int:
 def cmd_classify(args) -> int:
     if args.top_k < 1:
         raise UsageError("--top-k must be at least 1")
-    files = _image_files(args.paths)
-    if not files:
-        raise UsageError("no image files found in the given paths")
+    found = _image_files(args.paths)
+    if not any(f.reason is None for f in found):
+        raise UsageError("no image files found in the given paths" + (
+            f" ({len(found)} skipped, e.g. {printable(found[0].path)}: {found[0].reason})" if found else ""))
+    from app.imaging import read_image_file
+    from app.inference.base import Prediction
     from app.inference.factory import open_classifier
+    from app.inference.preprocess import ImageError
 
     classifier = open_classifier(args.model, args.backend, args.server,
                                  **_backend_options(args, bool(args.server)))
-    totals = []
-    for path in files:
-        try:
-            prediction = classifier.classify([path.read_bytes()], top_k=args.top_k)[0]
-        except OSError as exc:
-            from app.inference.base import Prediction
-            prediction = Prediction(error=f"cannot be read ({exc.strerror or exc})")
+    totals, skipped = [], 0
+    for entry in found:
+        path = entry.path
+        if entry.reason:  # found while searching a folder but not tried: same row, "skipped" true
+            skipped += 1
+            prediction = Prediction(error=entry.reason)
+        else:
+            try:
+                prediction = classifier.classify([read_image_file(path)], top_k=args.top_k)[0]
+            except ImageError as exc:  # not a regular file, too big, unreadable: this file's error
+                prediction = Prediction(error=str(exc))
         if prediction.error is None:
             totals.append(prediction.timings.total_ms)
         if args.json:
             print(json.dumps({"path": str(path), "label": prediction.label, "score": prediction.score,
                               "top_k": [{"label": l, "score": s} for l, s in prediction.top_k],
                               "timings": prediction.timings.to_dict(), "request_bytes": prediction.request_bytes,
-                              "backend": classifier.name, "error": prediction.error}), flush=True)
+                              "backend": classifier.name, "error": prediction.error,
+                              "skipped": bool(entry.reason)}), flush=True)
+        elif entry.reason:
+            print(f"{printable(path)}  skipped: {printable(entry.reason)}")
         elif prediction.error:
-            print(f"{path}  error: {prediction.error}")
+            print(f"{printable(path)}  error: {printable(prediction.error)}")
         else:
-            print(f"{path}  {prediction.label:<20} {prediction.score:.3f}  {prediction.timings.total_ms:7.1f} ms")
-    if not args.json and totals:
-        totals.sort()
-        print(f"{len(totals)} classified, {len(files) - len(totals)} failed with {classifier.name}; total ms "
-              f"mean {sum(totals) / len(totals):.1f}, median {totals[len(totals) // 2]:.1f}")
+            print(f"{printable(path)}  {printable(prediction.label):<20} {prediction.score:.3f}  "
+                  f"{prediction.timings.total_ms:7.1f} ms")
+    if not args.json:
+        tried = len(found) - skipped
+        print(f"{len(totals)} classified, {tried - len(totals)} failed, {skipped} skipped with {classifier.name}"
+              + (f"; total ms mean {sum(totals) / len(totals):.1f}, median {sorted(totals)[len(totals) // 2]:.1f}"
+                 if totals else ""))
     return 0
 
 
@@ -254,7 +264,10 @@ def cmd_bench(args) -> int:
             raise UsageError(f"unknown backend '{backend}' (use tflite, savedmodel or a server URL)")
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
-    files = labeled_files(args.test_dir, args.limit)
+    if not Path(args.test_dir).expanduser().is_dir():
+        raise UsageError(f"no such folder: {args.test_dir}")
+    skipped: list = []
+    files = labeled_files(args.test_dir, args.limit, skipped)
     if not files:
         raise UsageError(f"no images found under {args.test_dir}")
     rows = []
@@ -262,24 +275,33 @@ def cmd_bench(args) -> int:
         remote = "://" in backend
         classifier = open_classifier(None if remote else args.model, backend, backend if remote else None,
                                      **_backend_options(args, remote))
-        row = bench(classifier, files, backend)
+        row = {**bench(classifier, files, backend), "skipped_files": len(skipped)}
         rows.append(row)
         if args.json:
             print(json.dumps(row), flush=True)
     if not args.json:
-        print(f"{len(files)} images from {args.test_dir}; times in ms per image (median / p95)")
+        print(f"{len(files)} images from {printable(args.test_dir)}; times in ms per image (median / p95)")
         print(f"{'backend':<40} {'acc':>6} {'preprocess':>14} {'inference':>14} {'total':>14} {'bytes':>10} {'img/s':>7}")
         for r in rows:
             cell = lambda s: f"{s['median']:.2f} / {s['p95']:.2f}" if s["median"] is not None else "-"  # noqa: E731
             acc = f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "-"
-            print(f"{r['backend'][:40]:<40} {acc:>6} {cell(r['preprocess_ms']):>14} {cell(r['inference_ms']):>14} "
-                  f"{cell(r['total_ms']):>14} {r['request_bytes_mean'] or 0:>10.0f} {r['images_per_s'] or 0:>7.1f}")
+            print(f"{printable(r['backend'])[:40]:<40} {acc:>6} {cell(r['preprocess_ms']):>14} "
+                  f"{cell(r['inference_ms']):>14} {cell(r['total_ms']):>14} {r['request_bytes_mean'] or 0:>10.0f} "
+                  f"{r['images_per_s'] or 0:>7.1f}")
+        for found in skipped[:10]:
+            print(f"skipped {printable(found.path)}: {printable(found.reason)}")
+        if len(skipped) > 10:
+            print(f"... and {len(skipped) - 10} more files skipped")
+        for r in rows:
+            if r["errors"]:
+                print(f"{printable(r['backend'])}: {r['errors']} of {r['images']} images failed, e.g. "
+                      + "; ".join(f"{printable(f['path'])}: {printable(f['error'])}" for f in r["failures"][:3]))
     return 0
 
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text
+    return printable(text)
 
 
 def main(argv: list[str]) -> int:
@@ -298,7 +320,7 @@ def main(argv: list[str]) -> int:
     try:
         return handlers[args.command](args)
     except UsageError as exc:
-        print(f"retrain-studio: {exc}", file=sys.stderr)
+        print(f"retrain-studio: {printable(exc)}", file=sys.stderr)
         return 2
     except (DatasetError, BackboneError, ModelError, ValueError, OSError) as exc:
         print(f"retrain-studio: {_one_line(exc)}", file=sys.stderr)

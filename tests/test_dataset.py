@@ -21,11 +21,13 @@ def test_bad_files_are_listed_with_reasons_and_skipped(tmp_path):
     root = _fill(tmp_path / "data", per_class=len(good_images()))
     for name, (data, _) in bad_images().items():
         (root / "cats" / name).write_bytes(data)
-    (root / "cats" / ".DS_Store").write_bytes(b"\0\0")  # hidden: ignored silently
-    (root / "stray.jpg").write_bytes(good_images()["rgb.jpg"])  # not in a class folder: ignored
+    (root / "cats" / ".DS_Store").write_bytes(b"\0\0")  # hidden: not used, but listed
+    (root / "stray.jpg").write_bytes(good_images()["rgb.jpg"])  # not in a class folder: not used, but listed
+    (root / "README.md").write_text("about these photos")  # the dataset's documentation: not an image
     data = scan(root)
     reasons = {s.path.name: s.reason for s in data.skipped}
-    assert set(reasons) == set(bad_images())
+    assert set(reasons) == set(bad_images()) | {".DS_Store", "stray.jpg"}
+    assert "hidden" in reasons[".DS_Store"] and "class folder" in reasons["stray.jpg"]
     for name, (_, word) in bad_images().items():
         assert word in reasons[name], (name, reasons[name])
     assert len(data.items) == 2 * len(good_images())  # every odd format and mode accepted
@@ -61,6 +63,8 @@ def test_every_class_keeps_a_training_image(tmp_path):
     (lambda r: _fill(r, classes=("only",)), "1 class folder"),
     (lambda r: r.mkdir(), "0 class folders"),
     (lambda r: (_fill(r), (r / "birds").mkdir(), (r / "birds" / "x.jpg").write_bytes(b"")), "class 'birds' has 0"),
+    (lambda r: _fill(r, classes=("cats", "two\nlines")),
+     r"1 class folder.*'two\\x0alines' cannot be a class: .*line break"),
 ])
 def test_unusable_folders_give_one_clear_sentence(tmp_path, setup, message):
     root = tmp_path / "data"
@@ -80,3 +84,15 @@ def test_warnings_for_imbalance_and_duplicates(tmp_path):
         (root / "dogs" / f"extra_{i}.png").write_bytes(good_images()["rgb.png"])
     notes = " ".join(scan(root).warnings)
     assert "imbalanced" in notes and "more than one class" in notes
+
+
+def test_non_utf8_file_names_are_used(tmp_path):
+    """Names that are not UTF-8 (os.fsdecode's surrogate escapes) are scanned and split by their bytes."""
+    import os
+
+    root = _fill(tmp_path / "data", per_class=3)
+    odd = root / "cats" / os.fsdecode(b"chat_\xe9t\xe9.jpg")
+    odd.write_bytes(good_images()["rgb.jpg"])
+    data = scan(root)
+    assert odd in {item.path for item in data.items} and not data.skipped
+    assert split_of(odd.name, 10, 10) in ("train", "validation", "test")

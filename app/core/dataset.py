@@ -3,7 +3,9 @@
     >>> data = scan("photos/", validation_percent=10, test_percent=10)
     >>> data.classes, len(data.split("train")), data.skipped[:1]
 
-Bad files are listed in ``skipped`` with a reason and never stop the scan.  The split
+Bad files are listed in ``skipped`` with a reason and never stop the scan: every file under
+the folder is either used or skipped, none dropped silently.  A class folder whose name cannot
+be a label (not UTF-8, a line break or control character) is skipped whole, with a warning.  The split
 follows TensorFlow's retrain.py: a file's split is decided by a hash of its name (with
 anything after ``_nohash_`` ignored), so adding images never moves old ones.
 """
@@ -17,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.imaging import class_name_problem, is_hidden, printable, read_image_file, walk
 from app.inference.preprocess import IMAGE_EXTENSIONS, ImageError, decode
 
 from . import events
@@ -24,6 +27,7 @@ from . import events
 SPLITS = ("train", "validation", "test")
 _MAX_PER_CLASS = 2 ** 27 - 1
 IMBALANCE_RATIO = 3.0
+NOT_A_CLASS = "cannot be a class"
 
 
 class DatasetError(ValueError):
@@ -71,7 +75,7 @@ class Dataset:
 def split_of(file_name: str, validation_percent: float, test_percent: float) -> str:
     """retrain.py's rule: a stable percentage from the SHA-1 of the file name."""
     hash_name = re.sub(r"_nohash_.*$", "", file_name)
-    digest = hashlib.sha1(hash_name.encode("utf-8")).hexdigest()
+    digest = hashlib.sha1(os.fsencode(hash_name)).hexdigest()  # the name's bytes, even when not UTF-8
     percent = (int(digest, 16) % (_MAX_PER_CLASS + 1)) * (100.0 / _MAX_PER_CLASS)
     if percent < validation_percent:
         return "validation"
@@ -80,28 +84,29 @@ def split_of(file_name: str, validation_percent: float, test_percent: float) -> 
     return "train"
 
 
-def _class_folders(root: Path) -> list[Path]:
-    return sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                  key=lambda p: p.name)
+def _class_folders(root: Path) -> tuple[list[Path], list[Skipped]]:
+    """Sub-folders usable as classes, and the other top-level folders and images with the reason they are not.
 
-
-def _candidate_files(folder: Path) -> list[Path]:
-    files = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files.extend(Path(dirpath, f) for f in sorted(filenames) if not f.startswith("."))
-    return files
+    Other top-level files (a README, a licence) are the dataset's documentation, not lost images.
+    """
+    folders, skipped = [], []
+    for path in sorted(root.iterdir(), key=lambda p: p.name):
+        if not path.is_dir():
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
+                skipped.append(Skipped(path, "not inside a class folder"))
+        elif is_hidden(path.name):
+            skipped.append(Skipped(path, "hidden folder (not searched)"))
+        elif problem := class_name_problem(path.name):
+            skipped.append(Skipped(path, f"{NOT_A_CLASS}: {problem}; rename the folder"))
+        else:
+            folders.append(path)
+    return folders, skipped
 
 
 def check_file(path: Path, target: tuple[int, int]) -> tuple[str | None, str | None]:
-    """(digest, None) for a usable image, (None, reason) otherwise."""
-    if path.suffix.lower() not in IMAGE_EXTENSIONS:
-        return None, f"not a supported image file ({path.suffix or 'no extension'})"
+    """(digest, None) for a usable image, (None, reason) otherwise; never raises for a bad file."""
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return None, f"cannot be read ({exc.strerror or exc})"
-    try:
+        data = read_image_file(path)
         decode(data, target)
     except ImageError as exc:
         return None, str(exc)
@@ -118,13 +123,21 @@ def scan(root: str | Path, *, validation_percent: float = 10, test_percent: floa
     if not 0 <= validation_percent < 100 or not 0 <= test_percent < 100 \
             or validation_percent + test_percent >= 100:
         raise DatasetError("validation and test percentages must be between 0 and 100 and leave images to train on")
-    folders = _class_folders(root)
+    folders, skipped = _class_folders(root)
     if len(folders) < 2:
+        refused = next((s for s in skipped if s.reason.startswith(NOT_A_CLASS)), None)
         raise DatasetError(f"{root} has {len(folders)} class folder{'s' if len(folders) != 1 else ''}; "
-                           "put the images in at least 2 sub-folders, one per class")
+                           "put the images in at least 2 sub-folders, one per class"
+                           + (f" (folder '{printable(refused.path.name)}' {refused.reason})" if refused else ""))
     classes = [f.name for f in folders]
-    files = [(label, path) for label, folder in enumerate(folders) for path in _candidate_files(folder)]
-    items, skipped = [], []
+    files = []
+    for label, folder in enumerate(folders):
+        for found in walk(folder):
+            if found.reason:
+                skipped.append(Skipped(found.path, found.reason))
+            else:
+                files.append((label, found.path))
+    items = []
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) + 2)) as pool:
         checks = pool.map(lambda lp: check_file(lp[1], target), files)
         for done, ((label, path), (digest, reason)) in enumerate(zip(files, checks), 1):
@@ -141,7 +154,8 @@ def scan(root: str | Path, *, validation_percent: float = 10, test_percent: floa
                                f"{'s' if per_class[label] != 1 else ''}; each class needs at least 2")
     items = _ensure_training_examples(items, classes, validation_percent, test_percent)
     data = Dataset(root, classes, items, skipped)
-    data.warnings = _warnings(data, per_class)
+    data.warnings = [f"folder '{printable(s.path.name)}' was left out: {s.reason}"
+                     for s in skipped if s.reason.startswith(NOT_A_CLASS)] + _warnings(data, per_class)
     return data
 
 

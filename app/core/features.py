@@ -15,7 +15,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from app.inference.preprocess import load_image
+from app.imaging import read_image_file
+from app.inference.preprocess import ImageError, load_image
 
 from . import events
 from .atomic import write_bytes
@@ -106,11 +107,14 @@ def cache_key(digest: str, variant: int) -> str:
 
 def embed(paths: Sequence[Path], digests: Sequence[str], extractor: Callable, cache: EmbeddingCache,
           image_size: int, *, variants: int = 0, batch_size: int = 32,
-          on_event: events.EventSink = events.ignore, stage: str = "embed") -> np.ndarray:
+          on_event: events.EventSink = events.ignore, stage: str = "embed",
+          on_error: Callable[[int, str], None] | None = None) -> np.ndarray:
     """Vectors for every (image, variant) pair, [len(paths) * (1 + variants), D], image-major.
 
     Only images missing from the cache are decoded and run through ``extractor``;
     decoding happens on worker threads while the backbone runs on the previous batch.
+    An image that can no longer be read or decoded (changed since the scan) is reported to
+    ``on_error(index, reason)`` and left out of the result; without ``on_error`` it raises ImageError.
     """
     target = (image_size, image_size)
     wanted = [(i, v) for i in range(len(paths)) for v in range(variants + 1)]
@@ -121,8 +125,17 @@ def embed(paths: Sequence[Path], digests: Sequence[str], extractor: Callable, ca
         1 for i, v in wanted if cache_key(digests[i], v) not in cache)
     on_event(events.progress(stage, done, total))
 
+    failed: set[int] = set()
+
     def prepare(i: int) -> list[tuple[str, np.ndarray]]:
-        base = load_image(Path(paths[i]).read_bytes(), target)
+        try:
+            base = load_image(read_image_file(paths[i]), target)
+        except ImageError as exc:
+            if on_error is None:
+                raise
+            failed.add(i)
+            on_error(i, str(exc))
+            return []
         out = []
         for v in range(variants + 1):
             key = cache_key(digests[i], v)
@@ -137,6 +150,8 @@ def embed(paths: Sequence[Path], digests: Sequence[str], extractor: Callable, ca
             prepared = [pair for pairs in pending.pop(0) for pair in pairs]
             if n + 2 < len(chunks):
                 pending.append(pool.map(prepare, chunks[n + 2]))
+            done += sum(1 for i in chunks[n] if i in failed for v in range(variants + 1)
+                        if cache_key(digests[i], v) not in cache)
             for s in range(0, len(prepared), batch_size):
                 part = prepared[s:s + batch_size]
                 vectors = np.asarray(extractor(np.stack([img for _, img in part])), dtype=np.float32)
@@ -144,4 +159,5 @@ def embed(paths: Sequence[Path], digests: Sequence[str], extractor: Callable, ca
                 done += len(part)
             cache.flush()
             on_event(events.progress(stage, done, total))
-    return np.stack([cache[cache_key(digests[i], v)] for i, v in wanted])
+    rows = [cache[cache_key(digests[i], v)] for i, v in wanted if i not in failed]
+    return np.stack(rows) if rows else np.zeros((0, 0), np.float32)

@@ -23,7 +23,7 @@ from app import __version__
 from app.inference.preprocess import load_image
 
 from . import backbones, events, export, features, serving_config
-from .dataset import Dataset, scan
+from .dataset import Dataset, Skipped, scan
 from .evaluation import evaluate
 
 
@@ -321,11 +321,15 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
                                     on_event=on_event)
     splits = {name: data.split(name) for name in ("train", "validation", "test")}
     copies = s.augment_copies if s.augment else 0
-    vectors = {}
+    vectors, failed = {}, {}
     for name, items in splits.items():
         vectors[name] = features.embed([i.path for i in items], [i.digest for i in items], extractor, cache, size,
                                        variants=copies if name == "train" else 0, batch_size=32,
-                                       on_event=on_event, stage=f"embed_{name}")
+                                       on_event=on_event, stage=f"embed_{name}",
+                                       on_error=lambda i, reason, items=items: failed.setdefault(items[i].path, reason))
+    if failed:  # changed since the scan: skip them too, as the scan would have
+        _leave_out(data, failed, on_event)
+        splits = {name: data.split(name) for name in splits}
     clock.lap("embed", t)
     labels = {name: np.array([i.label for i in items], dtype=np.int64) for name, items in splits.items()}
     train_labels = np.repeat(labels["train"], copies + 1)
@@ -417,6 +421,14 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True) if len(logits) else logits
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True) if len(logits) else e
+
+
+def _leave_out(data: Dataset, failed: dict, on_event: events.EventSink) -> None:
+    """Drop images that could not be read at the embed stage; each is named in a warning."""
+    data.items = [item for item in data.items if item.path not in failed]
+    data.skipped += [Skipped(path, reason) for path, reason in failed.items()]
+    for path, reason in failed.items():
+        on_event(events.warning(f"{path} was left out: it changed after the scan ({reason})"))
 
 
 def _features_of(extractor, items, size: int, batch_size: int = 32) -> np.ndarray:

@@ -4,7 +4,9 @@
     >>> bench(open_classifier("models/flowers", "tflite"), files)["total_ms"]["median"]
 
 Ground truth is each file's parent folder.  Images go one at a time so every timing is a
-single image's, as a user dropping files on the window would see them.
+single image's, as a user dropping files on the window would see them.  Each file is read just
+before it is classified (never all up front), and a file that cannot be read or decoded is
+counted and listed in ``failures`` while the run goes on.
 """
 from __future__ import annotations
 
@@ -14,17 +16,24 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Sequence
 
-from .base import Classifier
-from .preprocess import IMAGE_EXTENSIONS
+from app.imaging import find_images, read_image_file
+
+from .base import Classifier, Prediction
+from .preprocess import ImageError
 
 
-def labeled_files(root: str | Path, limit: int | None = None) -> list[Path]:
-    """Image files under ``root``, interleaved across class folders so ``limit`` samples every class."""
-    root = Path(root).expanduser()
+def labeled_files(root: str | Path, limit: int | None = None, skipped: list | None = None) -> list[Path]:
+    """Image files under ``root``, interleaved across class folders so ``limit`` samples every class.
+
+    The same discovery rule as training and ``classify`` (``app.imaging.find_images``); what it
+    skips (hidden, unsupported, links, FIFOs) is appended to ``skipped`` when given.
+    """
     by_class: dict[Path, list[Path]] = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith("."):
-            by_class.setdefault(path.parent, []).append(path)
+    for found in find_images([root]):
+        if found.reason is None:
+            by_class.setdefault(found.path.parent, []).append(found.path)
+        elif skipped is not None:
+            skipped.append(found)
     interleaved = [p for group in zip_longest(*by_class.values()) for p in group if p is not None]
     return interleaved[:limit] if limit else interleaved
 
@@ -40,9 +49,8 @@ def summary(values: Sequence[float]) -> dict:
 
 def bench(classifier: Classifier, files: Sequence[Path], backend: str | None = None) -> dict:
     """One JSON-ready row: accuracy, preprocess/inference/network/total stats, bytes, images/s."""
-    payloads = [Path(f).read_bytes() for f in files]
     start = time.perf_counter()
-    predictions = [classifier.classify([data], top_k=1)[0] for data in payloads]
+    predictions = [_classify_file(classifier, Path(f)) for f in files]
     wall = time.perf_counter() - start
     ok = [(f, p) for f, p in zip(files, predictions) if p.error is None]
     correct = sum(1 for f, p in ok if p.label == Path(f).parent.name)
@@ -57,4 +65,14 @@ def bench(classifier: Classifier, files: Sequence[Path], backend: str | None = N
         "total_ms": summary([p.timings.total_ms for _, p in ok]),
         "request_bytes_mean": round(statistics.fmean([p.request_bytes for _, p in ok]), 1) if ok else None,
         "images_per_s": round(len(files) / wall, 2) if wall > 0 else None,
+        "failures": [{"path": str(f), "error": p.error} for f, p in zip(files, predictions) if p.error is not None],
     }
+
+
+def _classify_file(classifier: Classifier, path: Path) -> Prediction:
+    """Read one file (only now, so memory stays at one image) and classify it; errors stay this file's."""
+    try:
+        data = read_image_file(path)
+    except ImageError as exc:
+        return Prediction(error=str(exc))
+    return classifier.classify([data], top_k=1)[0]

@@ -9,6 +9,8 @@
    graph's ``decode_jpeg(ratio=...)``.
 2. A JPEG's EXIF orientation is applied, so phone photos stand upright.
 3. Grey, palette, CMYK and 16-bit images become 8-bit RGB; alpha is dropped.
+   Whatever the image library raises on a damaged file becomes an ``ImageError`` with one
+   plain sentence: a bad file is that file's error, never the caller's crash.
 4. Scale to [0, 1] and resize with antialiased bilinear filtering (half-pixel centres).
 
 ``app.core.graph_preprocess`` is the same procedure written in TensorFlow ops, baked into
@@ -26,6 +28,11 @@ from PIL import Image, UnidentifiedImageError
 SUPPORTED_FORMATS = {"JPEG", "PNG", "GIF", "BMP", "WEBP"}
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp"}
 MAX_PIXELS = 150_000_000  # a 150-megapixel photo is huge; past that assume a decompression bomb
+# Pillow's own guard warns past 89.5 MP and refuses past twice its limit. Set to ours, real photos up to
+# MAX_PIXELS decode and ``_open``'s explicit size check decides; Pillow's warning for the band it would
+# still let through is silenced, since that check refuses those (``catch_warnings`` is not thread-safe).
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 MIN_SIDE = 16
 EXIF_ORIENTATION_TAG = 0x0112
 _ORIENTATION_OPS = {
@@ -47,17 +54,27 @@ def jpeg_scale(width: int, height: int, target: tuple[int, int]) -> int:
     return next((s for s in (8, 4, 2) if fit >= s), 1)
 
 
+def _reason(exc: Exception) -> str:
+    """One plain sentence for whatever the image library raised (OSError, SyntaxError, struct.error, ...)."""
+    if isinstance(exc, Image.DecompressionBombError):
+        return "the image is too large to decode safely (decompression bomb?)"
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image, or in a format that is not supported"
+    if isinstance(exc, MemoryError):
+        return "the image needs more memory than is available to decode"
+    detail = " ".join(str(exc).split())[:120] or type(exc).__name__
+    if "truncated" in detail.lower():
+        return "the file is truncated"
+    return f"the image data is damaged and cannot be decoded ({detail})"
+
+
 def _open(data: bytes) -> Image.Image:
     if not data:
         raise ImageError("the file is empty")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise ImageError("the image is too large to decode safely (decompression bomb?)") from None
-    except UnidentifiedImageError:
-        raise ImageError("not an image, or in a format that is not supported") from None
+        img = Image.open(io.BytesIO(data))
+    except Exception as exc:  # any decoder failure is this file's problem, never the run's
+        raise ImageError(_reason(exc)) from None
     if img.format not in SUPPORTED_FORMATS:
         raise ImageError(f"{img.format} images are not supported (use JPEG, PNG, GIF, BMP or WebP)")
     width, height = img.size
@@ -94,12 +111,9 @@ def decode(data: bytes, target: tuple[int, int]) -> np.ndarray:
             orientation = img.getexif().get(EXIF_ORIENTATION_TAG, 1)
         img.load()
         pixels = _to_rgb(img)
-    except ImageError:
-        raise
-    except (OSError, ValueError, SyntaxError) as exc:
-        reason = "the file is truncated" if "truncated" in str(exc) else f"the image cannot be decoded ({exc})"
-        raise ImageError(reason) from None
-    if orientation in _ORIENTATION_OPS:
+    except Exception as exc:  # any decoder failure is this file's problem, never the run's
+        raise ImageError(_reason(exc)) from None
+    if isinstance(orientation, int) and orientation in _ORIENTATION_OPS:
         pixels = np.asarray(Image.fromarray(pixels).transpose(_ORIENTATION_OPS[orientation]))
     return pixels
 
