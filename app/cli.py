@@ -88,15 +88,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _backend_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="TFLite interpreter threads (default: all cores)")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per remote call (deadline)")
+    parser.add_argument("--timeout", type=float, default=10.0,
+                        help="seconds each remote call may take in all (connect, send, whole reply)")
     parser.add_argument("--ca-file", help="CA certificate for grpcs:// or https:// servers")
-    parser.add_argument("--token", default=os.environ.get("RETRAIN_STUDIO_TOKEN"),
-                        help="bearer token sent to the server (default: $RETRAIN_STUDIO_TOKEN)")
+    parser.add_argument("--token-file", metavar="PATH", help="read the bearer token from this file (safest: "
+                        "not shown by `ps`); or set $RETRAIN_STUDIO_TOKEN")
+    parser.add_argument("--token", help="bearer token on the command line (visible to other users in `ps`; "
+                        "prefer --token-file or $RETRAIN_STUDIO_TOKEN)")
+
+
+def _token(args) -> str | None:
+    """--token-file, else --token, else $RETRAIN_STUDIO_TOKEN (the first two keep it out of shell history)."""
+    if args.token_file:
+        try:
+            with open(Path(args.token_file).expanduser(), encoding="utf-8") as handle:
+                token = handle.readline(4096).strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read --token-file {args.token_file} "
+                             f"({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
+        if not token:
+            raise UsageError(f"--token-file {args.token_file} is empty")
+        return token
+    return args.token or os.environ.get("RETRAIN_STUDIO_TOKEN") or None
+
+
+def _warn(message: str) -> None:
+    print(f"retrain-studio: warning: {message}", file=sys.stderr)
 
 
 def _backend_options(args, remote: bool) -> dict:
     if remote:
-        return {"timeout_s": args.timeout, "ca_file": args.ca_file, "token": args.token}
+        if not 0 < args.timeout < float("inf"):
+            raise UsageError("--timeout must be a positive number of seconds")
+        return {"timeout_s": args.timeout, "ca_file": args.ca_file, "token": _token(args), "on_warning": _warn}
     return {"threads": args.threads} if args.threads else {}
 
 
