@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("-o", "--output", required=True, dest="models_dir", help="models folder (MODELS_DIR/NAME/VERSION)")
     train.add_argument("--name", help="model name (default: the image folder's name)")
     train.add_argument("--backbone", default=None, help="efficientnet_lite0|1|2, a TF Hub handle, or a SavedModel folder")
+    train.add_argument("--trust-backbone", action="store_true",
+                       help="use a SavedModel folder backbone even if its graph reads or writes files or runs code")
     train.add_argument("--epochs", type=int, default=_default("epochs"), help="most epochs for the head (early stopping ends sooner)")
     train.add_argument("--batch-size", type=int, default=_default("batch_size"))
     train.add_argument("--learning-rate", type=float, default=_default("learning_rate"))
@@ -151,7 +153,8 @@ def cmd_train(args) -> int:
         backbone=args.backbone or "efficientnet_lite0", epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, validation_percent=args.validation_percent,
         test_percent=args.test_percent, augment=args.augment, fine_tune=args.fine_tune,
-        fine_tune_epochs=args.fine_tune_epochs, seed=args.seed, cache_dir=args.cache_dir, tflite=args.tflite)
+        fine_tune_epochs=args.fine_tune_epochs, seed=args.seed, cache_dir=args.cache_dir, tflite=args.tflite,
+        trust_backbone=args.trust_backbone)
     if args.epochs < 1 or args.batch_size < 1 or args.learning_rate <= 0:
         raise UsageError("--epochs, --batch-size and --learning-rate must be positive")
     sink = events.json_lines() if args.json else _human_events()

@@ -5,6 +5,8 @@ misbehave (``double.fault``); nothing it answers may end a run with a library er
 give a silently wrong result.
 """
 import json
+import os
+import re
 import subprocess
 import sys
 import time
@@ -67,7 +69,7 @@ def test_a_wrong_reply_is_each_images_one_sentence_error(faulty, images, kind, f
     for prediction in out:
         assert prediction.error is not None and prediction.top_k == [], (fault, prediction)
         assert "\n" not in prediction.error and "Error" not in prediction.error
-    assert any(__import__("re").search(message, p.error) for p in out), [p.error for p in out]
+    assert any(re.search(message, p.error) for p in out), [p.error for p in out]
     faulty.fault = None
     assert all(p.error is None for p in classifier.classify(images))  # the same client goes on once it heals
 
@@ -111,8 +113,8 @@ def test_one_slow_image_fails_alone(faulty, images, kind):
     classifier = open_classifier(server=url(faulty, kind), timeout_s=1)
     faulty.delay_s, faulty.slow_from_bytes = 1.5, len(big)
     out = classifier.classify([images[0], big, images[1]])
-    assert [p.error for p in out] == [None, f"{kind}://127.0.0.1:{faulty.grpc_port if kind == 'grpc' else faulty.rest_port}"
-                                      " did not answer within 1 s".replace("rest://", "http://"), None]
+    where = f"grpc://127.0.0.1:{faulty.grpc_port}" if kind == "grpc" else f"http://127.0.0.1:{faulty.rest_port}"
+    assert [p.error for p in out] == [None, f"{where} did not answer within 1 s", None]
 
 
 def test_one_oversize_image_fails_alone_and_the_cli_goes_on(trained, images, tmp_path):
@@ -163,7 +165,7 @@ def test_cli_token_from_a_file_or_the_environment(server, images, tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text("from-file\n")
     base = [sys.executable, "-m", "app", "classify", "--server", server.rest_url("clothes"), str(image), str(image)]
-    env = {**__import__("os").environ, "RETRAIN_STUDIO_TOKEN": "from-env"}
+    env = {**os.environ, "RETRAIN_STUDIO_TOKEN": "from-env"}
     result = subprocess.run(base + ["--token-file", str(token_file)], capture_output=True, text=True, timeout=120,
                             env=env)
     assert result.returncode == 0, result.stderr

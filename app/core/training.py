@@ -52,6 +52,7 @@ class TrainSettings:
     seed: int = 42
     cache_dir: str | None = None
     tflite: str = "float"  # float | dynamic | int8 | none
+    trust_backbone: bool = False  # run a local SavedModel backbone even if its graph touches files or code
 
     def model_name(self) -> str:
         return self.name or re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(self.image_dir).resolve().name) or "classifier"
@@ -223,7 +224,7 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
     """Train and export; returns the ``done`` event (also emitted)."""
     clock = _Clock()
     threading.Thread(target=importlib.import_module, args=("tensorflow",), daemon=True).start()  # overlaps the scan
-    info = backbones.resolve(s.backbone)
+    info = backbones.resolve(s.backbone, trust=s.trust_backbone)
     size = info.image_size
 
     t = time.perf_counter()
