@@ -89,7 +89,6 @@ class RestClassifier(RemoteClassifier):
             watchdog.cancel()
 
     def _send(self, method: str, path: str, body: bytes | None = None) -> dict:
-        where = self.where
         deadline = time.monotonic() + self.timeout_s
         for attempt in (0, 1):  # a kept-alive connection the server closed gets one fresh retry
             try:
@@ -100,27 +99,10 @@ class RestClassifier(RemoteClassifier):
                 raise
             except Exception as exc:
                 self.close()
-                if time.monotonic() >= deadline or isinstance(exc, (socket.timeout, TimeoutError)):
-                    raise RequestError(f"{where} did not answer within {self.timeout_s:g} s") from None
-                if isinstance(exc, http.client.BadStatusLine) and str(exc.args[0] if exc.args else "")[:2] == "\0\0":
-                    raise wrong_protocol(self.target) from None  # an HTTP/2 frame: a gRPC port
-                if isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)):
-                    if attempt:
-                        error = RequestError if body else RemoteError  # a large request may be what it refused
-                        raise error(f"{where} closed the connection ({type(exc).__name__})") from None
-                    continue
-                if isinstance(exc, http.client.HTTPException):
-                    raise RemoteError(f"{where} does not answer like a TF Serving REST server "
-                                      f"({type(exc).__name__})") from None
-                if isinstance(exc, ssl.SSLError):
-                    raise RemoteError(f"the TLS handshake with {where} failed: check https:// versus http:// and "
-                                      f"the CA certificate ({exc.reason or exc})") from None
-                if isinstance(exc, socket.gaierror):
-                    raise RemoteError(f"cannot find the host '{self.target.host}'") from None
-                if isinstance(exc, OSError):
-                    raise RemoteError(f"cannot reach a TF Serving REST server at {where} "
-                                      f"({exc.strerror or type(exc).__name__})") from None
-                raise
+                error = self._failure(exc, time.monotonic() >= deadline, retry=not attempt, request=bool(body))
+                if error is not None:
+                    raise error from None
+        where = self.where
         try:
             data = json.loads(payload)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
@@ -132,6 +114,30 @@ class RestClassifier(RemoteClassifier):
         if not isinstance(data, dict):
             raise ReplyError(f"{where} answered with JSON that is not an object")
         return data
+
+    def _failure(self, exc: Exception, late: bool, retry: bool, request: bool) -> RemoteError | None:
+        """The one-sentence error for a failed exchange, or None when a fresh connection should retry."""
+        where = self.where
+        if late or isinstance(exc, (socket.timeout, TimeoutError)):
+            return RequestError(f"{where} did not answer within {self.timeout_s:g} s")
+        if isinstance(exc, http.client.BadStatusLine) and str(exc.args[0] if exc.args else "")[:2] == "\0\0":
+            return wrong_protocol(self.target)  # an HTTP/2 frame: a gRPC port
+        if isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)):
+            if retry:
+                return None
+            error = RequestError if request else RemoteError  # a large request may be what it refused
+            return error(f"{where} closed the connection ({type(exc).__name__})")
+        if isinstance(exc, http.client.HTTPException):
+            return RemoteError(f"{where} does not answer like a TF Serving REST server ({type(exc).__name__})")
+        if isinstance(exc, ssl.SSLError):
+            return RemoteError(f"the TLS handshake with {where} failed: check https:// versus http:// and "
+                               f"the CA certificate ({exc.reason or exc})")
+        if isinstance(exc, socket.gaierror):
+            return RemoteError(f"cannot find the host '{self.target.host}'")
+        if isinstance(exc, OSError):
+            return RemoteError(f"cannot reach a TF Serving REST server at {where} "
+                               f"({exc.strerror or type(exc).__name__})")
+        return RemoteError(f"the call to {where} failed ({type(exc).__name__})")
 
     def signatures(self) -> dict:
         if self._signatures is None:
