@@ -99,9 +99,9 @@ def test_rest_timeout_is_a_deadline_for_the_whole_call(faulty, images):
     assert 1.9 < elapsed < 3.5
 
 
-@pytest.mark.parametrize("fault", ["huge", "huge_declared"])
-def test_rest_reply_size_is_capped(faulty, images, fault):
-    classifier = open_classifier(server=faulty.rest_url("clothes"))
+@pytest.mark.parametrize("kind, fault", [("rest", "huge"), ("rest", "huge_declared"), ("grpc", "huge")])
+def test_reply_size_is_capped(faulty, images, kind, fault):
+    classifier = open_classifier(server=url(faulty, kind))
     faulty.fault = fault
     out = classifier.classify(images[:1])
     assert "MB" in out[0].error and "a prediction can need" in out[0].error
@@ -176,3 +176,5 @@ def test_cli_token_from_a_file_or_the_environment(server, images, tmp_path):
     missing = subprocess.run(base + ["--token-file", str(tmp_path / "nope")], capture_output=True, text=True,
                              timeout=120)
     assert missing.returncode == 2 and "cannot read --token-file" in missing.stderr
+    endless = subprocess.run(base + ["--timeout", "nan"], capture_output=True, text=True, timeout=120)
+    assert endless.returncode == 2 and "--timeout must be a positive number" in endless.stderr

@@ -45,7 +45,7 @@ HTTP_CODES = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.FAILED_PREC
 # Replies a client must refuse.  Numeric and label faults apply to both protocols; the rest to one.
 NUMERIC_FAULTS = ("columns", "extra_row", "missing_row", "empty", "nan", "inf", "not_softmax")
 LABEL_FAULTS = ("labels_count", "labels_utf8", "labels_control", "labels_duplicate")
-GRPC_FAULTS = ("missing_key", "wrong_type", "bad_shape")
+GRPC_FAULTS = ("missing_key", "wrong_type", "bad_shape", "huge")
 REST_FAULTS = ("missing_key", "wrong_type", "not_object", "not_json", "rows_not_list", "drip", "huge", "huge_declared")
 FAULTS = NUMERIC_FAULTS + LABEL_FAULTS + tuple(dict.fromkeys(GRPC_FAULTS + REST_FAULTS))
 
@@ -222,6 +222,8 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.outputs["probabilities"].CopyFrom(tf.make_tensor_proto(np.array([[b"0.5"]], dtype=object)))
         elif fault == "bad_shape":
             response.outputs["probabilities"].tensor_shape.dim[-1].size += 1
+        elif fault == "huge":  # 68 MB of probabilities
+            response.outputs["probabilities"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 17_000_000), np.float32)))
         return response
 
     def GetModelMetadata(self, request, context):
