@@ -96,7 +96,7 @@ def test_rest_timeout_is_a_deadline_for_the_whole_call(faulty, images):
     out = classifier.classify(images[:1])
     elapsed = time.monotonic() - start
     assert out[0].error == f"http://127.0.0.1:{faulty.rest_port} did not answer within 2 s"
-    assert 1.9 < elapsed < 3.5
+    assert 1.9 < elapsed < 4.5  # the old per-read timeout let it run about 20 s
 
 
 @pytest.mark.parametrize("kind, fault", [("rest", "huge"), ("rest", "huge_declared"), ("grpc", "huge")])
@@ -110,11 +110,11 @@ def test_reply_size_is_capped(faulty, images, kind, fault):
 @pytest.mark.parametrize("kind", ["grpc", "rest"])
 def test_one_slow_image_fails_alone(faulty, images, kind):
     big = good_images()["big.jpg"]
-    classifier = open_classifier(server=url(faulty, kind), timeout_s=1)
-    faulty.delay_s, faulty.slow_from_bytes = 1.5, len(big)
+    classifier = open_classifier(server=url(faulty, kind), timeout_s=2)
+    faulty.delay_s, faulty.slow_from_bytes = 3.0, len(big)
     out = classifier.classify([images[0], big, images[1]])
     where = f"grpc://127.0.0.1:{faulty.grpc_port}" if kind == "grpc" else f"http://127.0.0.1:{faulty.rest_port}"
-    assert [p.error for p in out] == [None, f"{where} did not answer within 1 s", None]
+    assert [p.error for p in out] == [None, f"{where} did not answer within 2 s", None]
 
 
 def test_one_oversize_image_fails_alone_and_the_cli_goes_on(trained, images, tmp_path):

@@ -19,7 +19,6 @@ import threading
 import time
 from typing import Sequence
 
-import numpy as np
 
 from .remote import (MAX_REPLY_BYTES, BadRequest, RemoteClassifier, RemoteError, RemoteTarget, ReplyError,
                      RequestError, check_token, parse_target, wrong_protocol)
