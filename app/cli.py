@@ -100,7 +100,7 @@ def _backend_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _token(args) -> str | None:
-    """--token-file, else --token, else $RETRAIN_STUDIO_TOKEN (the first two keep it out of shell history)."""
+    """--token-file, else --token, else $RETRAIN_STUDIO_TOKEN (the file and the variable keep it out of `ps`)."""
     if args.token_file:
         try:
             with open(Path(args.token_file).expanduser(), encoding="utf-8") as handle:
