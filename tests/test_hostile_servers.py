@@ -89,6 +89,20 @@ def test_bad_model_metadata_refuses_to_open(faulty, kind, fault, message):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("kind", ["grpc", "rest"])
+def test_bad_metadata_and_status_are_one_sentence(faulty, kind):
+    classifier = open_classifier(server=url(faulty, kind))
+    faulty.fault = "bad_status"
+    if kind == "rest":
+        with pytest.raises(ModelError, match="model status that is not TF Serving's"):
+            classifier.status()
+    else:  # an unknown state number is shown as it is, never an exception
+        assert classifier.status()[-1] == (0, "7")
+    faulty.fault = "bad_metadata"
+    with pytest.raises(ModelError, match="model metadata that is not TF Serving's"):
+        open_classifier(server=url(faulty, kind))
+
+
 def test_rest_timeout_is_a_deadline_for_the_whole_call(faulty, images):
     classifier = open_classifier(server=faulty.rest_url("clothes"), timeout_s=2)
     faulty.fault = "drip"  # one byte every 0.5 s: each read is quick, the whole reply would take 20 s

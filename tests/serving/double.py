@@ -45,9 +45,10 @@ HTTP_CODES = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.FAILED_PREC
 # Replies a client must refuse.  Numeric and label faults apply to both protocols; the rest to one.
 NUMERIC_FAULTS = ("columns", "extra_row", "missing_row", "empty", "nan", "inf", "not_softmax")
 LABEL_FAULTS = ("labels_count", "labels_utf8", "labels_control", "labels_duplicate")
+METADATA_FAULTS = ("bad_metadata", "bad_status")  # GetModelMetadata / GetModelStatus answered wrongly
 GRPC_FAULTS = ("missing_key", "wrong_type", "bad_shape", "huge")
 REST_FAULTS = ("missing_key", "wrong_type", "not_object", "not_json", "rows_not_list", "drip", "huge", "huge_declared")
-FAULTS = NUMERIC_FAULTS + LABEL_FAULTS + tuple(dict.fromkeys(GRPC_FAULTS + REST_FAULTS))
+FAULTS = NUMERIC_FAULTS + LABEL_FAULTS + METADATA_FAULTS + tuple(dict.fromkeys(GRPC_FAULTS + REST_FAULTS))
 
 
 def _misbehave(fault: str | None, signature: str, outputs: dict) -> dict:
@@ -242,7 +243,8 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         for key, value in model.signature_defs.items():
             signature_map.signature_def[key].CopyFrom(value)
-        response.metadata["signature_def"].Pack(signature_map)
+        response.metadata["signature_def"].Pack(signature_map if self.server.fault != "bad_metadata"
+                                                else get_model_status_pb2.GetModelStatusResponse())
         return response
 
 
@@ -261,6 +263,8 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
         response = get_model_status_pb2.GetModelStatusResponse()
         status = response.model_version_status.add()
         status.version, status.state = model.version, AVAILABLE
+        if self.server.fault == "bad_status":
+            response.model_version_status.add().state = 7  # not a state TF Serving has
         return response
 
 
@@ -319,6 +323,10 @@ class _RestHandler(BaseHTTPRequestHandler):
             name, version, predict, metadata = self._route()
             if predict:
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"Malformed request: GET {self.path}")
+            if metadata and self.server.serving.fault == "bad_metadata":
+                return self._reply(200, {"metadata": {"signature_def": ["serving_default"]}})
+            if not metadata and self.server.serving.fault == "bad_status":
+                return self._reply(200, {"model_version_status": [{"version": "one", "state": "AVAILABLE"}]})
             if metadata:
                 model = self.server.serving.find(name, version)
                 signature_map = get_model_metadata_pb2.SignatureDefMap()
