@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("-o", "--output", required=True, dest="models_dir", help="models folder (MODELS_DIR/NAME/VERSION)")
     train.add_argument("--name", help="model name (default: the image folder's name)")
     train.add_argument("--backbone", default=None, help="efficientnet_lite0|1|2, a TF Hub handle, or a SavedModel folder")
+    train.add_argument("--trust-backbone", action="store_true",
+                       help="use a SavedModel folder backbone even if its graph reads or writes files or runs code")
     train.add_argument("--epochs", type=int, default=_default("epochs"), help="most epochs for the head (early stopping ends sooner)")
     train.add_argument("--batch-size", type=int, default=_default("batch_size"))
     train.add_argument("--learning-rate", type=float, default=_default("learning_rate"))
@@ -87,15 +89,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _backend_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="TFLite interpreter threads (default: all cores)")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per remote call (deadline)")
+    parser.add_argument("--timeout", type=float, default=10.0,
+                        help="seconds each remote call may take in all (connect, send, whole reply)")
     parser.add_argument("--ca-file", help="CA certificate for grpcs:// or https:// servers")
-    parser.add_argument("--token", default=os.environ.get("RETRAIN_STUDIO_TOKEN"),
-                        help="bearer token sent to the server (default: $RETRAIN_STUDIO_TOKEN)")
+    parser.add_argument("--token-file", metavar="PATH", help="read the bearer token from this file (safest: "
+                        "not shown by `ps`); or set $RETRAIN_STUDIO_TOKEN")
+    parser.add_argument("--token", help="bearer token on the command line (visible to other users in `ps`; "
+                        "prefer --token-file or $RETRAIN_STUDIO_TOKEN)")
+
+
+def _token(args) -> str | None:
+    """--token-file, else --token, else $RETRAIN_STUDIO_TOKEN (the file and the variable keep it out of `ps`)."""
+    if args.token_file:
+        try:
+            with open(Path(args.token_file).expanduser(), encoding="utf-8") as handle:
+                token = handle.readline(4096).strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read --token-file {args.token_file} "
+                             f"({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
+        if not token:
+            raise UsageError(f"--token-file {args.token_file} is empty")
+        return token
+    return args.token or os.environ.get("RETRAIN_STUDIO_TOKEN") or None
+
+
+def _warn(message: str) -> None:
+    print(f"retrain-studio: warning: {message}", file=sys.stderr)
 
 
 def _backend_options(args, remote: bool) -> dict:
     if remote:
-        return {"timeout_s": args.timeout, "ca_file": args.ca_file, "token": args.token}
+        if not 0 < args.timeout < float("inf"):
+            raise UsageError("--timeout must be a positive number of seconds")
+        return {"timeout_s": args.timeout, "ca_file": args.ca_file, "token": _token(args), "on_warning": _warn}
     return {"threads": args.threads} if args.threads else {}
 
 
@@ -123,7 +149,8 @@ def cmd_train(args) -> int:
         backbone=args.backbone or "efficientnet_lite0", epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, validation_percent=args.validation_percent,
         test_percent=args.test_percent, augment=args.augment, fine_tune=args.fine_tune,
-        fine_tune_epochs=args.fine_tune_epochs, seed=args.seed, cache_dir=args.cache_dir, tflite=args.tflite)
+        fine_tune_epochs=args.fine_tune_epochs, seed=args.seed, cache_dir=args.cache_dir, tflite=args.tflite,
+        trust_backbone=args.trust_backbone)
     try:  # before any work: nothing scanned, nothing imported, nothing written
         settings.check()
         if args.name is not None:

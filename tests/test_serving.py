@@ -1,4 +1,5 @@
 """gRPC and REST backends against the TF Serving protocol double, over real loopback sockets."""
+import re
 import subprocess
 
 import numpy as np
@@ -111,8 +112,8 @@ def test_deadline(server, sample):
         classifier = open_classifier(server=url, timeout_s=0.5)
         server.delay_s = 1.5
         try:
-            with pytest.raises(RemoteError, match="did not answer within 0.5 s"):
-                classifier.classify(sample[0][:1])
+            out = classifier.classify(sample[0][:1])  # the image's error: a run goes on with the next
+            assert out[0].error.endswith("did not answer within 0.5 s") and out[0].top_k == []
         finally:
             server.delay_s = 0.0
 
@@ -121,8 +122,8 @@ def test_message_too_large(trained):
     big = good_images()["big.jpg"]
     with TFServingDouble({"clothes": trained["models"] / "clothes"}, max_receive_bytes=200_000, rest=False) as small:
         classifier = open_classifier(server=small.grpc_url("clothes"))
-        with pytest.raises(RemoteError, match=r"request \(.* MB\) is larger than .* accepts"):
-            classifier.classify([big] * 3)
+        out = classifier.classify([big] * 3)
+        assert all(re.match(r"the request \(.* MB\) is larger than .* accepts", p.error) for p in out)
     # and the client's own receive limit is raised: a 3 MB answer arrives intact
     assert len(big) > 200_000
 

@@ -19,8 +19,10 @@ from .atomic import remove_stale_temps, temp_folder
 from .efficientnet_lite import VARIANTS, weights_file
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
-HUB_HOSTS = ("https://tfhub.dev/", "https://www.kaggle.com/models/", "https://kaggle.com/models/",
-             "http://tfhub.dev/", "https://storage.googleapis.com/")
+# Hub handles are downloaded programs: only over https, only from these hosts (and paths).  The storage
+# bucket is TF Hub's own; any other bucket on storage.googleapis.com could hold anyone's model.
+HUB_HOSTS = (("tfhub.dev", "/"), ("www.kaggle.com", "/models/"), ("kaggle.com", "/models/"),
+             ("storage.googleapis.com", "/tfhub-modules/"))
 
 
 class BackboneError(ValueError):
@@ -82,18 +84,48 @@ def _size_from_name(text: str, default: int = 224) -> int:
     return int(found[-1]) if found else default
 
 
-def resolve(spec: str | None) -> BackboneInfo:
-    """Map a registry id, a hub handle or a local SavedModel folder to a BackboneInfo."""
+def check_hub_handle(handle: str) -> None:
+    """Refuse a hub handle that is not https:// on one of HUB_HOSTS (a model is code: its source matters)."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(handle)
+    if parsed.scheme.lower() != "https":
+        raise BackboneError(f"refusing {handle}: hub handles must use https:// (a model fetched over plain "
+                            "http:// can be replaced on the way)")
+    try:
+        port = parsed.port
+    except ValueError:
+        port = -1
+    host = (parsed.hostname or "").lower()
+    if parsed.username or parsed.password or port not in (None, 443) or not any(
+            host == allowed and parsed.path.startswith(prefix) for allowed, prefix in HUB_HOSTS):
+        raise BackboneError(f"refusing {handle}: hub handles may come only from "
+                            + ", ".join(f"https://{h}{p}" for h, p in HUB_HOSTS))
+
+
+def resolve(spec: str | None, *, trust: bool = False) -> BackboneInfo:
+    """Map a registry id, a hub handle or a local SavedModel folder to a BackboneInfo.
+
+    A local folder's graph is inspected first (``backbone_safety``): one that reads or writes
+    files, runs code or uses the network is refused unless ``trust`` (``--trust-backbone``).
+    """
     spec = (spec or DEFAULT_BACKBONE).strip()
     if spec in _BUNDLED:
         return _BUNDLED[spec]
-    if spec.startswith(("http://", "https://")):
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", spec):
+        check_hub_handle(spec)
         return BackboneInfo(spec, "hub", HUB_EXAMPLES.get(spec, _size_from_name(spec)),
                             "TF Hub / Kaggle feature vector", offline=False)
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "saved_model.pb").exists():
             raise BackboneError(f"{path} is not a SavedModel folder (no saved_model.pb inside)")
+        if not trust:
+            from .backbone_safety import UnsafeGraphError, check_savedmodel
+            try:
+                check_savedmodel(path)
+            except UnsafeGraphError as exc:
+                raise BackboneError(str(exc)) from None
         return BackboneInfo(str(path.resolve()), "local", _size_from_name(path.name), "local feature-vector SavedModel",
                             offline=True)
     raise BackboneError(f"unknown backbone '{spec}'; use one of {', '.join(_BUNDLED)}, a TF Hub handle or a SavedModel folder")

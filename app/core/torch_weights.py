@@ -58,7 +58,8 @@ class _TensorRef:
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, hooks=None, *rest):
-    return _TensorRef(storage, int(storage_offset), tuple(size), tuple(stride))
+    """Only records the arguments; ``read_state_dict`` checks them against the storage before any view."""
+    return _TensorRef(storage, storage_offset, tuple(size), tuple(stride))
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -80,46 +81,90 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return _StorageRef(str(pid[2]), pid[1].dtype)
 
 
-def _load(stream: BinaryIO):
-    return _RestrictedUnpickler(stream).load()
+MAX_DIMS = 8
+MAX_ELEMENTS = 1 << 31  # far more than any backbone's largest tensor; refuses overflowing sizes early
+
+
+def _load(stream: BinaryIO, path):
+    """One pickle from ``stream``; a malformed one is a ValueError naming the file, never a library error."""
+    try:
+        return _RestrictedUnpickler(stream).load()
+    except UnsafeWeightsError:
+        raise
+    except EOFError:
+        raise ValueError(f"{path} is truncated") from None
+    except (pickle.UnpicklingError, TypeError, ValueError, AttributeError, IndexError, KeyError,
+            OverflowError, MemoryError, RecursionError, struct.error) as exc:
+        raise ValueError(f"{path} is not a legacy torch weights file ({type(exc).__name__})") from None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_view(name: str, ref: _TensorRef, length: int) -> None:
+    """Refuse any view that would read outside its storage of ``length`` elements (as_strided trusts us)."""
+    size, stride, offset = ref.size, ref.stride, ref.offset
+    if not (_is_int(offset) and all(map(_is_int, size)) and all(map(_is_int, stride))):
+        raise UnsafeWeightsError(f"tensor {name!r} has a size, stride or offset that is not a whole number")
+    if len(size) != len(stride) or len(size) > MAX_DIMS:
+        raise UnsafeWeightsError(f"tensor {name!r} has {len(size)} sizes but {len(stride)} strides")
+    if offset < 0 or any(n < 0 for n in size) or any(s < 0 for s in stride):
+        raise UnsafeWeightsError(f"tensor {name!r} has a negative size, stride or offset")
+    elements = 1
+    for n in size:
+        elements *= n  # Python ints: no overflow
+    if elements > MAX_ELEMENTS:
+        raise UnsafeWeightsError(f"tensor {name!r} claims {elements} elements, more than any real weight")
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if elements else offset - 1
+    if last >= length or (elements == 0 and offset > length):
+        raise UnsafeWeightsError(f"tensor {name!r} reaches past the end of its storage ({length} elements)")
 
 
 def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
-    """Return ``{name: ndarray}`` from a legacy torch pickle, refusing anything unsafe."""
+    """Return ``{name: ndarray}`` from a legacy torch pickle, refusing anything unsafe.
+
+    Every tensor's offset, sizes and strides are checked against its storage before the
+    view is made: ``as_strided`` would otherwise read whatever memory the file points at.
+    """
     with open(path, "rb") as stream:
-        try:
-            magic = _load(stream)
-        except (pickle.UnpicklingError, EOFError) as exc:
-            raise ValueError(f"{path} is not a legacy torch weights file") from exc
-        if magic != LEGACY_MAGIC:
+        file_size = Path(path).stat().st_size
+        if _load(stream, path) != LEGACY_MAGIC:
             raise ValueError(f"{path} is not a legacy torch weights file")
-        _load(stream)  # protocol version
-        _load(stream)  # sys info (endianness, type sizes)
-        try:
-            state = _load(stream)
-            keys = _load(stream)
-        except EOFError:
-            raise ValueError(f"{path} is truncated") from None
+        _load(stream, path)  # protocol version
+        _load(stream, path)  # sys info (endianness, type sizes)
+        state = _load(stream, path)
+        keys = _load(stream, path)
         if not isinstance(state, dict) or not isinstance(keys, list):
             raise ValueError(f"{path} does not hold a state dict")
+        dtypes: dict[str, type] = {}
+        for name, ref in state.items():
+            if not isinstance(ref, _TensorRef) or not isinstance(ref.storage, _StorageRef):
+                raise ValueError(f"{path}: entry {name!r} is not a tensor")
+            if dtypes.setdefault(ref.storage.key, ref.storage.dtype) is not ref.storage.dtype:
+                raise UnsafeWeightsError(f"{path}: storage {ref.storage.key!r} is used with two element types")
         storages: dict[str, np.ndarray] = {}
-        dtypes = {ref.storage.key: ref.storage.dtype for ref in state.values()
-                  if isinstance(ref, _TensorRef)}
         for key in keys:
             header = stream.read(8)
             if len(header) != 8:
                 raise ValueError(f"{path} is truncated")
             (count,) = struct.unpack("<q", header)
-            dtype = np.dtype(dtypes.get(key, np.float32))
+            dtype = np.dtype(dtypes.get(str(key), np.float32))
+            if count < 0 or count * dtype.itemsize > file_size:
+                raise UnsafeWeightsError(f"{path}: storage {key!r} claims {count} elements, more than the file holds")
             raw = stream.read(count * dtype.itemsize)
             if len(raw) != count * dtype.itemsize:
                 raise ValueError(f"{path} is truncated")
-            storages[key] = np.frombuffer(raw, dtype=dtype)
+            storages[str(key)] = np.frombuffer(raw, dtype=dtype)
     out = {}
     for name, ref in state.items():
-        if not isinstance(ref, _TensorRef):
-            raise ValueError(f"{path}: entry {name!r} is not a tensor")
-        flat = storages[ref.storage.key]
+        flat = storages.get(ref.storage.key)
+        if flat is None:
+            raise ValueError(f"{path}: tensor {name!r} has no storage in the file")
+        try:
+            _check_view(name, ref, len(flat))
+        except UnsafeWeightsError as exc:
+            raise UnsafeWeightsError(f"{path}: {exc}") from None
         itemsize = flat.dtype.itemsize
         view = np.lib.stride_tricks.as_strided(
             flat[ref.offset:], shape=ref.size, strides=[s * itemsize for s in ref.stride])

@@ -52,6 +52,7 @@ class TrainSettings:
     seed: int = 42
     cache_dir: str | None = None
     tflite: str = "float"  # float | dynamic | int8 | none
+    trust_backbone: bool = False  # run a local SavedModel backbone even if its graph touches files or code
 
     def model_name(self) -> str:
         """The given name if safe (else OutputError), or one made from the image folder's name."""
@@ -295,7 +296,7 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
     export.check_output(s.models_dir, s.model_name())  # before any work: a bad name or folder fails now
     clock = _Clock()
     threading.Thread(target=importlib.import_module, args=("tensorflow",), daemon=True).start()  # overlaps the scan
-    info = backbones.resolve(s.backbone)
+    info = backbones.resolve(s.backbone, trust=s.trust_backbone)
     size = info.image_size
 
     t = time.perf_counter()

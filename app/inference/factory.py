@@ -10,7 +10,9 @@ def open_classifier(model: str | None = None, backend: str = "tflite", server: s
                     **options) -> Classifier:
     """``open_classifier("models/flowers", "tflite")`` or ``open_classifier(server="grpc://host:8500/flowers")``.
 
-    ``options``: timeout_s, ca_file, token for the gRPC and REST backends; threads for TFLite.
+    ``options``: timeout_s, ca_file, token and on_warning (called once with a sentence when a token
+    would travel unencrypted; also kept in the classifier's ``warnings``) for the gRPC and REST
+    backends; threads for TFLite.
     """
     if server:
         from .remote import parse_target

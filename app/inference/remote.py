@@ -7,11 +7,18 @@ Remote backends send each image's encoded bytes (never decoded pixels) to the mo
 bytes signature, discover input and output names from the model's metadata instead of
 hard-coding them, and name every top-k class through the ``class_names`` signature that
 Retrain Studio exports (other models fall back to their ``classes`` output for top-1).
+
+A server is not trusted to answer sensibly: every reply is checked against what the model
+said about itself (class count and names from ``class_names``, one row per image, finite
+probabilities summing to 1) and anything else is a one-sentence ``ReplyError``.  Failures
+that belong to one request (too large, too slow, refused, a bad reply) are that image's
+error in ``classify``; only a server that cannot be used at all ends a run.
 """
 from __future__ import annotations
 
 import re
 import time
+import unicodedata
 from dataclasses import dataclass
 from typing import Sequence
 from urllib.parse import parse_qs, urlparse
@@ -23,14 +30,55 @@ from .base import ModelError, Prediction, Timings, check_images, ranked
 DEFAULT_PORTS = {"grpc": 8500, "grpcs": 8500, "http": 8501, "https": 8501}
 DEFAULT_SIGNATURE = "serving_default"
 CLASS_NAMES_SIGNATURE = "class_names"
+MAX_REPLY_BYTES = 64 * 1024 * 1024  # replies hold probabilities and names: 64 MB is thousands of times enough
+SOFTMAX_TOLERANCE = 1e-3
 
 
 class RemoteError(ModelError):
     """The server could not be used; ``str()`` is one sentence for the user."""
 
 
-class BadRequest(RemoteError):
+class RequestError(RemoteError):
+    """This one request failed (too large, too slow, refused, or answered wrongly); others may still work."""
+
+
+class BadRequest(RequestError):
     """The server refused this request's content (for example an image it cannot decode)."""
+
+
+class ReplyError(RequestError):
+    """The server answered, but not with what the model's own metadata says it must."""
+
+
+def wrong_protocol(target: "RemoteTarget") -> RemoteError:
+    """The error for a REST client on a gRPC port or the converse, naming the URL that would work."""
+    if target.protocol == "rest":
+        return RemoteError(f"{target.address} answered in HTTP/2: this port speaks gRPC; use "
+                           f"grpc://{target.host}:{target.port}/{target.model} or the REST port (8501)")
+    return RemoteError(f"{target.address} answered in HTTP/1.1: this port speaks REST; use "
+                       f"http://{target.host}:{target.port}/v1/models/{target.model} or the gRPC port (8500)")
+
+
+def check_token(token: str | None) -> str | None:
+    """A bearer token as sent in a header: one line of printable ASCII, or None when empty."""
+    token = (token or "").strip()
+    if not token:
+        return None
+    if not all(33 <= ord(c) <= 126 for c in token):
+        raise RemoteError("the token must be one line of printable ASCII characters without spaces")
+    return token
+
+
+_TOKEN_WARNED: set[str] = set()
+
+
+def token_warning(target: "RemoteTarget", token: str | None) -> str | None:
+    """The sentence to show when a bearer token would travel unencrypted (None when it would not)."""
+    if not token or target.secure:
+        return None
+    secure = "grpcs" if target.protocol == "grpc" else "https"
+    return (f"the token is sent unencrypted to {target.scheme}://{target.address}; anyone on the network can "
+            f"read it (use {secure}://)")
 
 
 @dataclass(frozen=True)
@@ -110,15 +158,31 @@ def choose_names(signatures: dict[str, dict[str, dict[str, str]]], target: Remot
 
 
 class RemoteClassifier:
-    """Batching, per-image timings and label naming; subclasses move the bytes."""
+    """Batching, per-image timings, label naming and reply checks; subclasses move the bytes.
+
+    ``warnings`` holds sentences worth showing once (a token sent over plain text); the
+    ``on_warning`` callback gets each the first time in this process.
+    """
 
     name = "remote"
     batch_size = 8
 
-    def __init__(self, target: RemoteTarget):
+    def __init__(self, target: RemoteTarget, *, token: str | None = None, on_warning=None):
         self.target = target
+        self.warnings = [note for note in [token_warning(target, token)] if note]
+        for note in self.warnings:
+            if on_warning is not None and note not in _TOKEN_WARNED:
+                _TOKEN_WARNED.add(note)
+                on_warning(note)
+        self.class_count: int | None = None  # known from class_names, or from the first good reply
+        self.labels: list[str] = []
         self.names = choose_names(self.signatures(), target)
         self.labels = self._fetch_labels()
+        self.class_count = len(self.labels) or None
+
+    @property
+    def where(self) -> str:
+        return f"{self.target.scheme}://{self.target.address}"
 
     # --- implemented by each protocol -------------------------------------------------
     def signatures(self) -> dict:
@@ -129,40 +193,95 @@ class RemoteClassifier:
         raise NotImplementedError
 
     def predict(self, images: Sequence[bytes]) -> tuple[np.ndarray, list[str] | None, int, float]:
-        """-> (probabilities [N,K], top-1 labels or None, request bytes, client-side encode ms)."""
+        """-> (probabilities [N,K], top-1 labels or None, request bytes, client-side encode ms), checked."""
         raise NotImplementedError
 
-    def lookup_class_names(self, count: int) -> list[str] | None:
+    def lookup_class_names(self, count: int) -> list:
+        """The ``class_names`` signature's answer for indices 0..count-1 (str or bytes; checked by the caller)."""
         raise NotImplementedError
 
     # --- shared -----------------------------------------------------------------------
     def _fetch_labels(self) -> list[str]:
-        if CLASS_NAMES_SIGNATURE in self.signatures():
-            try:
-                count = self._class_count()
-                names = self.lookup_class_names(count)
-                if names:
-                    return names
-            except RemoteError:
-                pass
-        return []
-
-    def _class_count(self) -> int:
+        if CLASS_NAMES_SIGNATURE not in self.signatures():
+            return []
         from .base import warm_up_image
-        probabilities, _, _, _ = self.predict([warm_up_image()])
-        return int(probabilities.shape[1])
+        count = int(self.predict([warm_up_image()])[0].shape[1])
+        try:
+            names = self.lookup_class_names(count)
+        except BadRequest:  # a class_names signature this client does not understand: fall back to indices
+            return []
+        names = self.checked_names(names, count, "class names")
+        if len(set(names)) != len(names):
+            raise ReplyError(f"{self.where} answered with the same class name twice for model '{self.target.model}'")
+        return names
+
+    def checked_names(self, names, count: int, what: str) -> list[str]:
+        """Class names from a reply: ``count`` of them, each non-empty UTF-8 text without control characters."""
+        if not isinstance(names, list) or len(names) != count:
+            got = len(names) if isinstance(names, list) else "no list of"
+            raise ReplyError(f"{self.where} answered with {got} {what} where {count} were expected")
+        out = []
+        for name in names:
+            try:
+                name = name.decode("utf-8") if isinstance(name, bytes) else name
+                if isinstance(name, str):
+                    name.encode("utf-8")  # a lone surrogate from JSON's \udcxx is not UTF-8
+            except UnicodeError:
+                raise ReplyError(f"{self.where} answered with {what} that are not valid UTF-8") from None
+            if not isinstance(name, str) or not name:
+                raise ReplyError(f"{self.where} answered with {what} that are not text")
+            if any(unicodedata.category(c) == "Cc" for c in name):
+                raise ReplyError(f"{self.where} answered with {what} that contain control characters")
+            out.append(name)
+        return out
+
+    def checked_probabilities(self, values, rows: int) -> np.ndarray:
+        """``values`` as a float32 [rows, K] array, or a ReplyError saying what is wrong with it."""
+        where = self.where
+        try:
+            array = np.array(values)
+        except (ValueError, TypeError):
+            raise ReplyError(f"{where} answered with probability rows of uneven length") from None
+        if array.size == 0:
+            raise ReplyError(f"{where} answered with no predictions")
+        if array.dtype.kind not in "fiu":
+            raise ReplyError(f"{where} answered with probabilities that are not numbers")
+        if array.ndim != 2 or array.shape[0] != rows:
+            raise ReplyError(f"{where} answered with probabilities of shape {list(array.shape)} for {rows} "
+                             f"image{'s' if rows != 1 else ''}")
+        if self.class_count is not None and array.shape[1] != self.class_count:
+            raise ReplyError(f"{where} answered with {array.shape[1]} probabilities per image, but model "
+                             f"'{self.target.model}' has {self.class_count} classes")
+        if not np.isfinite(array).all():
+            raise ReplyError(f"{where} answered with probabilities that are not finite (NaN or infinity)")
+        if self.labels and ((array < -SOFTMAX_TOLERANCE).any() or (array > 1 + SOFTMAX_TOLERANCE).any()
+                            or (np.abs(array.sum(axis=1) - 1) > SOFTMAX_TOLERANCE).any()):
+            raise ReplyError(f"{where} answered with probabilities that are not between 0 and 1 or do not "
+                             "sum to 1")
+        return array.astype(np.float32)
+
+    def checked_reply(self, values, top1, rows: int) -> tuple[np.ndarray, list[str] | None]:
+        probabilities = self.checked_probabilities(values, rows)
+        if top1 is not None:
+            top1 = self.checked_names(top1, rows, "top-1 classes")
+        return probabilities, top1
 
     def classify(self, images: Sequence[bytes], top_k: int = 5) -> list[Prediction]:
+        """One Prediction per image; a request that fails alone (too large, too slow, refused, answered
+        wrongly) becomes that image's error and the others go on."""
         good, predictions = check_images(images)
         for start in range(0, len(good), self.batch_size):
             chunk = good[start:start + self.batch_size]
             try:
                 self._classify_batch(images, chunk, predictions, top_k)
-            except BadRequest:
+            except RequestError as exc:
+                if len(chunk) == 1:
+                    predictions[chunk[0]].error = str(exc)
+                    continue
                 for i in chunk:  # find which image the server could not take
                     try:
                         self._classify_batch(images, [i], predictions, top_k)
-                    except BadRequest as exc:
+                    except RequestError as exc:
                         predictions[i].error = str(exc)
         return predictions
 
@@ -170,6 +289,8 @@ class RemoteClassifier:
         start = time.perf_counter()
         probabilities, top1, request_bytes, encode_ms = self.predict([images[i] for i in chunk])
         elapsed_ms = (time.perf_counter() - start) * 1e3
+        if self.class_count is None:  # a model without class_names: later replies must agree with the first
+            self.class_count = int(probabilities.shape[1])
         n = len(chunk)
         network_ms = max(0.0, elapsed_ms - encode_ms) / n
         for row, i in enumerate(chunk):

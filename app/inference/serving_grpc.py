@@ -4,7 +4,7 @@ Encoded image bytes go as one DT_STRING tensor per batch to ``PredictionService.
 names come from ``GetModelMetadata``; ``GetModelStatus`` is the connection check.
 Message limits are raised (gRPC's default 4 MiB receive limit fails on large photos),
 every call has a deadline, and ``grpcs://`` uses TLS with an optional CA file and
-bearer token.
+bearer token.  Replies are capped at ``MAX_REPLY_BYTES`` (64 MB) and checked like REST's.
 """
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from typing import Sequence
 import grpc
 import numpy as np
 
-from .remote import BadRequest, RemoteClassifier, RemoteError, RemoteTarget, parse_target
+from .remote import (MAX_REPLY_BYTES, BadRequest, RemoteClassifier, RemoteError, RemoteTarget, ReplyError,
+                     RequestError, check_token, parse_target, wrong_protocol)
 
-MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+MAX_MESSAGE_BYTES = 512 * 1024 * 1024  # what a request may carry (large photos)
+MAX_ELEMENTS = 1 << 26  # more probabilities than any reply within MAX_REPLY_BYTES can hold
 _STATES = {0: "UNKNOWN", 10: "START", 20: "LOADING", 30: "AVAILABLE", 40: "UNLOADING", 50: "END"}
 
 
@@ -25,13 +27,14 @@ class GrpcClassifier(RemoteClassifier):
     name = "grpc"
 
     def __init__(self, target: RemoteTarget | str, *, timeout_s: float = 10.0, ca_file: str | None = None,
-                 token: str | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES):
+                 token: str | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES, on_warning=None):
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
         target = parse_target(target) if isinstance(target, str) else target
         self.timeout_s = timeout_s
+        token = check_token(token)
         options = [("grpc.max_send_message_length", max_message_bytes),
-                   ("grpc.max_receive_message_length", max_message_bytes)]
+                   ("grpc.max_receive_message_length", MAX_REPLY_BYTES)]
         if target.secure:
             root = Path(ca_file).expanduser().read_bytes() if ca_file else None
             self._channel = grpc.secure_channel(target.address, grpc.ssl_channel_credentials(root), options)
@@ -42,7 +45,7 @@ class GrpcClassifier(RemoteClassifier):
         self._model_stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._signatures = None
         self.target = target
-        super().__init__(target)
+        super().__init__(target, token=token, on_warning=on_warning)
 
     def close(self) -> None:
         self._channel.close()
@@ -69,8 +72,10 @@ class GrpcClassifier(RemoteClassifier):
             self._model_spec(request.model_spec)
             response = self._call(self._predict_stub.GetModelMetadata, request)
             signature_map = get_model_metadata_pb2.SignatureDefMap()
-            response.metadata["signature_def"].Unpack(signature_map)
-            name = lambda t: types_pb2.DataType.Name(t.dtype)  # noqa: E731
+            if "signature_def" not in response.metadata or not response.metadata["signature_def"].Unpack(signature_map):
+                raise ReplyError(f"{self.where} answered with model metadata that is not TF Serving's")
+            known = set(types_pb2.DataType.values())
+            name = lambda t: types_pb2.DataType.Name(t.dtype) if t.dtype in known else ""  # noqa: E731
             self._signatures = {
                 key: {"inputs": {k: name(v) for k, v in sig.inputs.items()},
                       "outputs": {k: name(v) for k, v in sig.outputs.items()}}
@@ -100,16 +105,51 @@ class GrpcClassifier(RemoteClassifier):
         size = request.ByteSize()
         encode_ms = (time.perf_counter() - start) * 1e3
         response = self._call(self._predict_stub.Predict, request)
-        probabilities = _to_numpy(response.outputs[self.names.probabilities]).astype(np.float32)
+        values = self._to_numpy(self._output(response, self.names.probabilities))
         top1 = None
         if self.names.classes:
-            top1 = [b.decode("utf-8", "replace") for b in response.outputs[self.names.classes].string_val]
-        return probabilities.reshape(len(images), -1), top1, size, encode_ms
+            top1 = list(self._output(response, self.names.classes, "DT_STRING").string_val)
+        probabilities, top1 = self.checked_reply(values, top1, len(images))
+        return probabilities, top1, size, encode_ms
 
-    def lookup_class_names(self, count: int) -> list[str]:
+    def lookup_class_names(self, count: int) -> list:
         request = self._request("class_names", "class_index", _vector("DT_INT32", list(range(count))))
         response = self._call(self._predict_stub.Predict, request)
-        return [b.decode("utf-8") for b in response.outputs["class_name"].string_val]
+        return list(self._output(response, "class_name", "DT_STRING").string_val)
+
+    def _output(self, response, name: str, dtype: str | None = None):
+        """One output of a PredictResponse (a missing key is an error, not protobuf's empty default)."""
+        from tensorflow.core.framework import types_pb2
+
+        if name not in response.outputs:
+            raise ReplyError(f"{self.where} answered without the '{name}' output")
+        proto = response.outputs[name]
+        if dtype and proto.dtype != types_pb2.DataType.Value(dtype):
+            raise ReplyError(f"{self.where} answered with a '{name}' output of the wrong type, not {dtype}")
+        return proto
+
+    def _to_numpy(self, proto) -> np.ndarray:
+        """A float TensorProto as numpy without a TensorFlow call, checked against its own shape."""
+        from tensorflow.core.framework import types_pb2
+
+        dtypes = {types_pb2.DT_FLOAT: (np.float32, "float_val"), types_pb2.DT_DOUBLE: (np.float64, "double_val")}
+        if proto.dtype not in dtypes:
+            raise ReplyError(f"{self.where} answered with probabilities that are not numbers")
+        dtype, field = dtypes[proto.dtype]
+        shape = [d.size for d in proto.tensor_shape.dim]
+        count = 1
+        for n in shape:
+            count *= max(n, 0)
+        if any(n < 0 for n in shape) or count > MAX_ELEMENTS:
+            raise ReplyError(f"{self.where} answered with a tensor of impossible shape {shape}")
+        if proto.tensor_content:
+            if len(proto.tensor_content) != count * np.dtype(dtype).itemsize:
+                raise ReplyError(f"{self.where} answered with a tensor whose bytes do not match its shape {shape}")
+            return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
+        values = getattr(proto, field)
+        if len(values) != count:
+            raise ReplyError(f"{self.where} answered with a tensor whose values do not match its shape {shape}")
+        return np.array(values, dtype=dtype).reshape(shape)
 
 
 def _vector(dtype: str, values: list):
@@ -121,20 +161,14 @@ def _vector(dtype: str, values: list):
     return tensor_pb2.TensorProto(dtype=types_pb2.DataType.Value(dtype), tensor_shape=shape, **{field: values})
 
 
-def _to_numpy(proto) -> np.ndarray:
-    """A float TensorProto as numpy, without a TensorFlow call (either encoding the server picks)."""
-    shape = [d.size for d in proto.tensor_shape.dim]
-    if proto.tensor_content:
-        return np.frombuffer(proto.tensor_content, dtype=np.float32).reshape(shape)
-    return np.array(proto.float_val, dtype=np.float32).reshape(shape)
-
-
 def _translate(exc: grpc.RpcError, target: RemoteTarget, timeout_s: float, request_bytes: int) -> RemoteError:
     """One sentence a user can act on, for each way a call can fail."""
     code, details = exc.code(), (exc.details() or "").strip()
     lowered = details.lower()
     where = f"{target.scheme}://{target.address}"
     if code == grpc.StatusCode.UNAVAILABLE:
+        if "failed parsing http/2" in lowered or "http1" in lowered:
+            return wrong_protocol(target)
         if any(word in lowered for word in ("ssl", "tls", "handshake", "certificate")):
             return RemoteError(f"the TLS handshake with {where} failed: check grpcs:// versus grpc:// and the "
                                "CA certificate")
@@ -142,7 +176,7 @@ def _translate(exc: grpc.RpcError, target: RemoteTarget, timeout_s: float, reque
             return RemoteError(f"cannot find the host '{target.host}'")
         return RemoteError(f"cannot reach a TF Serving gRPC server at {where} (is it running, on this port?)")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return RemoteError(f"{where} did not answer within {timeout_s:g} s")
+        return RequestError(f"{where} did not answer within {timeout_s:g} s")
     if code == grpc.StatusCode.NOT_FOUND:
         if "Specific(" in details or "could not find version" in lowered:
             return RemoteError(f"version {target.version} of model '{target.model}' is not loaded on {where}")
@@ -150,7 +184,10 @@ def _translate(exc: grpc.RpcError, target: RemoteTarget, timeout_s: float, reque
     if code == grpc.StatusCode.FAILED_PRECONDITION and "signature" in lowered:
         return RemoteError(f"model '{target.model}' has no signature '{target.signature}'")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return RemoteError(f"the request ({request_bytes / 1e6:.1f} MB) is larger than {where} accepts; "
+        if f"vs. {MAX_REPLY_BYTES})" in details:  # our own receive limit, not the server's
+            return ReplyError(f"{where} sent a reply larger than the {MAX_REPLY_BYTES // 2 ** 20} MB "
+                              "a prediction can need")
+        return RequestError(f"the request ({request_bytes / 1e6:.1f} MB) is larger than {where} accepts; "
                            "send fewer or smaller images, or raise the server's limit")
     if code == grpc.StatusCode.UNAUTHENTICATED or code == grpc.StatusCode.PERMISSION_DENIED:
         return RemoteError(f"{where} refused the credentials ({details or code.name})")

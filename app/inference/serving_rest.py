@@ -3,6 +3,10 @@
 Images go as ``{"instances": [{"b64": ...}]}`` (the bytes, base64, never pixels); names
 come from ``GET .../metadata``; ``GET /v1/models/NAME`` is the connection check.  One
 keep-alive connection is reused across a batch.  Standard library only: no TensorFlow.
+
+``timeout_s`` is a deadline for the whole call (connect, send, every byte of the reply): a
+watchdog shuts the socket when it passes, so a server that drips one byte a second cannot
+hold a call open.  Replies larger than ``MAX_REPLY_BYTES`` (64 MB) are refused.
 """
 from __future__ import annotations
 
@@ -15,25 +19,26 @@ import threading
 import time
 from typing import Sequence
 
-import numpy as np
 
-from .remote import BadRequest, RemoteClassifier, RemoteError, RemoteTarget, parse_target
+from .remote import (MAX_REPLY_BYTES, BadRequest, RemoteClassifier, RemoteError, RemoteTarget, ReplyError,
+                     RequestError, check_token, parse_target, wrong_protocol)
 
 
 class RestClassifier(RemoteClassifier):
     name = "rest"
 
     def __init__(self, target: RemoteTarget | str, *, timeout_s: float = 10.0, ca_file: str | None = None,
-                 token: str | None = None):
+                 token: str | None = None, on_warning=None):
         target = parse_target(target) if isinstance(target, str) else target
         self.target, self.timeout_s = target, timeout_s
+        token = check_token(token)
         self._headers = {"Content-Type": "application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         self._context = ssl.create_default_context(cafile=ca_file) if target.secure else None
         self._local = threading.local()  # one keep-alive connection per thread
         self._signatures = None
-        super().__init__(target)
+        super().__init__(target, token=token, on_warning=on_warning)
 
     @property
     def _base(self) -> str:
@@ -44,12 +49,9 @@ class RestClassifier(RemoteClassifier):
         conn = getattr(self._local, "conn", None)
         if conn is None:
             if self._context is not None:
-                conn = http.client.HTTPSConnection(self.target.host, self.target.port, timeout=self.timeout_s,
-                                                   context=self._context)
+                conn = http.client.HTTPSConnection(self.target.host, self.target.port, context=self._context)
             else:
-                conn = http.client.HTTPConnection(self.target.host, self.target.port, timeout=self.timeout_s)
-            conn.connect()
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle stall on small requests
+                conn = http.client.HTTPConnection(self.target.host, self.target.port)
             self._local.conn = conn
         return conn
 
@@ -59,75 +61,138 @@ class RestClassifier(RemoteClassifier):
             conn.close()
             self._local.conn = None
 
+    def _exchange(self, method: str, path: str, body: bytes | None, deadline: float):
+        """One request and its whole reply, or the socket is shut when ``deadline`` passes."""
+        conn = self._connection()
+        conn.timeout = max(0.001, deadline - time.monotonic())
+        watchdog = threading.Timer(conn.timeout, _shut, (conn,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            if conn.sock is None:  # connect (and the TLS handshake) inside the deadline too
+                conn.connect()
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle stall on small requests
+            conn.sock.settimeout(max(0.001, deadline - time.monotonic()))
+            conn.request(method, path, body=body, headers=self._headers)
+            response = conn.getresponse()
+            length = response.getheader("Content-Length", "")
+            if length.strip().isdigit() and int(length) > MAX_REPLY_BYTES:
+                raise ReplyError(f"{self.where} sent a reply of {int(length) / 2 ** 20:.0f} MB, more than the "
+                                 f"{MAX_REPLY_BYTES // 2 ** 20} MB a prediction can need")
+            payload = response.read(MAX_REPLY_BYTES + 1)
+            if len(payload) > MAX_REPLY_BYTES:
+                raise ReplyError(f"{self.where} sent a reply larger than the {MAX_REPLY_BYTES // 2 ** 20} MB "
+                                 "a prediction can need")
+            return response, payload
+        finally:
+            watchdog.cancel()
+
     def _send(self, method: str, path: str, body: bytes | None = None) -> dict:
-        where = f"{self.target.scheme}://{self.target.address}"
+        deadline = time.monotonic() + self.timeout_s
         for attempt in (0, 1):  # a kept-alive connection the server closed gets one fresh retry
             try:
-                conn = self._connection()
-                conn.request(method, path, body=body, headers=self._headers)
-                response = conn.getresponse()
-                payload = response.read()
+                response, payload = self._exchange(method, path, body, deadline)
                 break
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+            except ReplyError:
                 self.close()
-                if attempt:
-                    raise RemoteError(f"{where} closed the connection ({type(exc).__name__})") from None
-            except ssl.SSLError as exc:
+                raise
+            except Exception as exc:
                 self.close()
-                raise RemoteError(f"the TLS handshake with {where} failed: check https:// versus http:// and the "
-                                  f"CA certificate ({exc.reason or exc})") from None
-            except (socket.timeout, TimeoutError):
-                self.close()
-                raise RemoteError(f"{where} did not answer within {self.timeout_s:g} s") from None
-            except socket.gaierror:
-                self.close()
-                raise RemoteError(f"cannot find the host '{self.target.host}'") from None
-            except OSError as exc:
-                self.close()
-                raise RemoteError(f"cannot reach a TF Serving REST server at {where} "
-                                  f"({exc.strerror or type(exc).__name__})") from None
+                error = self._failure(exc, time.monotonic() >= deadline, retry=not attempt, request=bool(body))
+                if error is not None:
+                    raise error from None
+        where = self.where
         try:
             data = json.loads(payload)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise RemoteError(f"{where} answered with something that is not TF Serving JSON "
-                              f"(HTTP {response.status})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            raise ReplyError(f"{where} answered with something that is not TF Serving JSON "
+                             f"(HTTP {response.status})") from None
         if response.status != 200:
             raise _translate(response.status, str(data.get("error", data)) if isinstance(data, dict) else str(data),
                              self.target, len(body or b""))
+        if not isinstance(data, dict):
+            raise ReplyError(f"{where} answered with JSON that is not an object")
         return data
+
+    def _failure(self, exc: Exception, late: bool, retry: bool, request: bool) -> RemoteError | None:
+        """The one-sentence error for a failed exchange, or None when a fresh connection should retry."""
+        where = self.where
+        if late or isinstance(exc, (socket.timeout, TimeoutError)):
+            return RequestError(f"{where} did not answer within {self.timeout_s:g} s")
+        if isinstance(exc, http.client.BadStatusLine) and str(exc.args[0] if exc.args else "")[:2] == "\0\0":
+            return wrong_protocol(self.target)  # an HTTP/2 frame: a gRPC port
+        if isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)):
+            if retry:
+                return None
+            error = RequestError if request else RemoteError  # a large request may be what it refused
+            return error(f"{where} closed the connection ({type(exc).__name__})")
+        if isinstance(exc, http.client.HTTPException):
+            return RemoteError(f"{where} does not answer like a TF Serving REST server ({type(exc).__name__})")
+        if isinstance(exc, ssl.SSLError):
+            return RemoteError(f"the TLS handshake with {where} failed: check https:// versus http:// and "
+                               f"the CA certificate ({exc.reason or exc})")
+        if isinstance(exc, socket.gaierror):
+            return RemoteError(f"cannot find the host '{self.target.host}'")
+        if isinstance(exc, OSError):
+            return RemoteError(f"cannot reach a TF Serving REST server at {where} "
+                               f"({exc.strerror or type(exc).__name__})")
+        return RemoteError(f"the call to {where} failed ({type(exc).__name__})")
 
     def signatures(self) -> dict:
         if self._signatures is None:
             data = self._send("GET", self._base + "/metadata")
-            defs = data.get("metadata", {}).get("signature_def", {}).get("signature_def", {})
-            self._signatures = {
-                key: {"inputs": {k: v.get("dtype", "") for k, v in sig.get("inputs", {}).items()},
-                      "outputs": {k: v.get("dtype", "") for k, v in sig.get("outputs", {}).items()}}
-                for key, sig in defs.items()}
+            try:
+                defs = data.get("metadata", {}).get("signature_def", {}).get("signature_def", {})
+                self._signatures = {
+                    str(key): {"inputs": {str(k): str(v.get("dtype", "")) for k, v in sig.get("inputs", {}).items()},
+                               "outputs": {str(k): str(v.get("dtype", "")) for k, v in sig.get("outputs", {}).items()}}
+                    for key, sig in defs.items()}
+            except (AttributeError, TypeError):
+                raise ReplyError(f"{self.where} answered with model metadata that is not TF Serving's") from None
         return self._signatures
 
     def status(self) -> list[tuple[int, str]]:
-        path = f"/v1/models/{self.target.model}" + (
-            f"/versions/{self.target.version}" if self.target.version is not None else "")
-        data = self._send("GET", path)
-        return [(int(s["version"]), s["state"]) for s in data.get("model_version_status", [])]
+        data = self._send("GET", self._base)
+        try:
+            return [(int(s["version"]), str(s["state"])) for s in data.get("model_version_status", [])]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ReplyError(f"{self.where} answered with a model status that is not TF Serving's") from None
 
     def predict(self, images: Sequence[bytes]):
         start = time.perf_counter()
         body = json.dumps({"signature_name": self.target.signature,
                            "instances": [{"b64": base64.b64encode(data).decode("ascii")} for data in images]}).encode()
         encode_ms = (time.perf_counter() - start) * 1e3
-        rows = self._send("POST", self._base + ":predict", body)["predictions"]
-        if rows and isinstance(rows[0], dict):
-            probabilities = np.array([row[self.names.probabilities] for row in rows], dtype=np.float32)
-            top1 = [row[self.names.classes] for row in rows] if self.names.classes else None
+        rows = self._send("POST", self._base + ":predict", body).get("predictions")
+        if not isinstance(rows, list):
+            raise ReplyError(f"{self.where} answered without a list of predictions")
+        top1 = None
+        if rows and all(isinstance(row, dict) for row in rows):
+            try:
+                values = [row[self.names.probabilities] for row in rows]
+                top1 = [row[self.names.classes] for row in rows] if self.names.classes else None
+            except KeyError as exc:
+                raise ReplyError(f"{self.where} answered without the '{exc.args[0]}' output") from None
+        elif any(isinstance(row, dict) for row in rows):
+            raise ReplyError(f"{self.where} answered with predictions of mixed kinds")
         else:  # a signature with a single output answers with bare values
-            probabilities, top1 = np.array(rows, dtype=np.float32), None
-        return probabilities.reshape(len(images), -1), top1, len(body), encode_ms
+            values = rows
+        probabilities, top1 = self.checked_reply(values, top1, len(images))
+        return probabilities, top1, len(body), encode_ms
 
-    def lookup_class_names(self, count: int) -> list[str]:
+    def lookup_class_names(self, count: int) -> list:
         body = json.dumps({"signature_name": "class_names", "instances": list(range(count))}).encode()
-        return [str(name) for name in self._send("POST", self._base + ":predict", body)["predictions"]]
+        return self._send("POST", self._base + ":predict", body).get("predictions")
+
+
+def _shut(conn: http.client.HTTPConnection) -> None:
+    """The watchdog: end a call whose deadline passed, wherever it is blocked."""
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def _translate(status: int, message: str, target: RemoteTarget, request_bytes: int) -> RemoteError:
@@ -142,12 +207,12 @@ def _translate(status: int, message: str, target: RemoteTarget, request_bytes: i
     if status == 400 and "signature" in message.lower() and "not found" in message.lower():
         return RemoteError(f"model '{target.model}' has no signature '{target.signature}'")
     if status in (413, 429) or "larger than" in message:
-        return RemoteError(f"the request ({request_bytes / 1e6:.1f} MB) is larger than {where} accepts; "
+        return RequestError(f"the request ({request_bytes / 1e6:.1f} MB) is larger than {where} accepts; "
                            "send fewer or smaller images")
     if status in (401, 403):
         return RemoteError(f"{where} refused the credentials (HTTP {status})")
     if status == 504:
-        return RemoteError(f"{where} timed out running the model")
+        return RequestError(f"{where} timed out running the model")
     if status == 400:
         return BadRequest(f"the server rejected the image: {first}")
     return RemoteError(f"{where} failed: HTTP {status} {first}")

@@ -10,6 +10,11 @@ REST ``{"error": ...}`` bodies with the real HTTP codes, row and columnar format
 
     with TFServingDouble({"clothes": models / "clothes"}) as server:
         server.grpc_url("clothes"), server.rest_url("clothes")
+
+It can also misbehave, as a broken or hostile server would: set ``fault`` to one of
+``FAULTS`` (wrong shapes, NaN, bad labels, wrong JSON types, a reply dripped one byte at
+a time, a huge reply...), or ``delay_s`` with ``slow_from_bytes`` to make only large
+requests slow.
 """
 from __future__ import annotations
 
@@ -35,6 +40,44 @@ HTTP_CODES = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.FAILED_PREC
               grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
               grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.UNKNOWN: 500,
               grpc.StatusCode.INTERNAL: 500}
+
+
+# Replies a client must refuse.  Numeric and label faults apply to both protocols; the rest to one.
+NUMERIC_FAULTS = ("columns", "extra_row", "missing_row", "empty", "nan", "inf", "not_softmax")
+LABEL_FAULTS = ("labels_count", "labels_utf8", "labels_control", "labels_duplicate")
+METADATA_FAULTS = ("bad_metadata", "bad_status")  # GetModelMetadata / GetModelStatus answered wrongly
+GRPC_FAULTS = ("missing_key", "wrong_type", "bad_shape", "huge")
+REST_FAULTS = ("missing_key", "wrong_type", "not_object", "not_json", "rows_not_list", "drip", "huge", "huge_declared")
+FAULTS = NUMERIC_FAULTS + LABEL_FAULTS + METADATA_FAULTS + tuple(dict.fromkeys(GRPC_FAULTS + REST_FAULTS))
+
+
+def _misbehave(fault: str | None, signature: str, outputs: dict) -> dict:
+    """The model's true outputs, changed as ``fault`` says (numeric faults: the image signature only)."""
+    out = dict(outputs)
+    if fault in NUMERIC_FAULTS and (signature or DEFAULT_SIGNATURE) == DEFAULT_SIGNATURE:
+        if fault in ("extra_row", "missing_row", "empty"):
+            change = {"extra_row": lambda v: np.concatenate([v, v[:1]]), "missing_row": lambda v: v[:-1],
+                      "empty": lambda v: v[:0]}[fault]
+            return {k: change(v) for k, v in out.items()}
+        p = out["probabilities"].copy()
+        if fault == "columns":
+            p = p[:, :-1]
+        elif fault in ("nan", "inf"):
+            p[0, 0] = np.nan if fault == "nan" else np.inf
+        elif fault == "not_softmax":
+            p = p * 3
+        out["probabilities"] = p
+    if fault in LABEL_FAULTS and signature == "class_names":
+        names = out["class_name"]
+        out["class_name"] = {"labels_count": lambda: names[:-1],
+                             "labels_utf8": lambda: np.array([b"\xff\xfe" + n for n in names], dtype=object),
+                             "labels_control": lambda: np.array([n + b"\n\x1b[31m" for n in names], dtype=object),
+                             "labels_duplicate": lambda: np.array([names[0]] * len(names), dtype=object)}[fault]()
+    return out
+
+
+def _request_bytes(inputs: dict) -> int:
+    return sum(len(b) for v in inputs.values() for b in np.ravel(np.asarray(v, dtype=object)) if isinstance(b, bytes))
 
 
 class ServingError(Exception):
@@ -89,6 +132,9 @@ class TFServingDouble:
                  tls: tuple[bytes, bytes] | None = None, rest: bool = True):
         self.models = {name: LoadedModel(name, path) for name, path in models.items()}
         self.delay_s = 0.0  # set to make every Predict slow (deadline tests)
+        self.slow_from_bytes = 0  # ... or only requests carrying at least this many image bytes
+        self.fault: str | None = None  # one of FAULTS: answer wrongly on purpose
+        self.max_receive_bytes = max_receive_bytes
         self.requests = 0
         self.last_authorization = None  # what the last request sent as its bearer token
         options = [("grpc.max_receive_message_length", max_receive_bytes),
@@ -139,10 +185,10 @@ class TFServingDouble:
 
     def predict(self, name: str, version: int | None, signature: str, inputs: dict) -> tuple[LoadedModel, dict]:
         self.requests += 1
-        if self.delay_s:
+        if self.delay_s and _request_bytes(inputs) >= self.slow_from_bytes:
             time.sleep(self.delay_s)
         model = self.find(name, version)
-        return model, model.run(signature, inputs)
+        return model, _misbehave(self.fault, signature, model.run(signature, inputs))
 
 
 class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -170,6 +216,15 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.model_spec.version.value = model.version
         for alias in wanted:
             response.outputs[alias].CopyFrom(tf.make_tensor_proto(outputs[alias]))
+        fault = self.server.fault if "probabilities" in response.outputs else None
+        if fault == "missing_key":
+            del response.outputs["probabilities"]
+        elif fault == "wrong_type":
+            response.outputs["probabilities"].CopyFrom(tf.make_tensor_proto(np.array([[b"0.5"]], dtype=object)))
+        elif fault == "bad_shape":
+            response.outputs["probabilities"].tensor_shape.dim[-1].size += 1
+        elif fault == "huge":  # 68 MB of probabilities
+            response.outputs["probabilities"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 17_000_000), np.float32)))
         return response
 
     def GetModelMetadata(self, request, context):
@@ -188,7 +243,8 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         for key, value in model.signature_defs.items():
             signature_map.signature_def[key].CopyFrom(value)
-        response.metadata["signature_def"].Pack(signature_map)
+        response.metadata["signature_def"].Pack(signature_map if self.server.fault != "bad_metadata"
+                                                else get_model_status_pb2.GetModelStatusResponse())
         return response
 
 
@@ -207,6 +263,8 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
         response = get_model_status_pb2.GetModelStatusResponse()
         status = response.model_version_status.add()
         status.version, status.state = model.version, AVAILABLE
+        if self.server.fault == "bad_status":
+            response.model_version_status.add().state = 7  # not a state TF Serving has
         return response
 
 
@@ -222,7 +280,7 @@ def _to_json(value: np.ndarray, binary: bool):
     if value.dtype == object:
         if binary:
             return np.vectorize(lambda b: {"b64": base64.b64encode(b).decode()}, otypes=[object])(value).tolist()
-        return np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(value).tolist()
+        return np.vectorize(lambda b: b.decode("utf-8", "surrogateescape"), otypes=[object])(value).tolist()
     return value.tolist()
 
 
@@ -265,6 +323,10 @@ class _RestHandler(BaseHTTPRequestHandler):
             name, version, predict, metadata = self._route()
             if predict:
                 raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"Malformed request: GET {self.path}")
+            if metadata and self.server.serving.fault == "bad_metadata":
+                return self._reply(200, {"metadata": {"signature_def": ["serving_default"]}})
+            if not metadata and self.server.serving.fault == "bad_status":
+                return self._reply(200, {"model_version_status": [{"version": "one", "state": "AVAILABLE"}]})
             if metadata:
                 model = self.server.serving.find(name, version)
                 signature_map = get_model_metadata_pb2.SignatureDefMap()
@@ -285,9 +347,51 @@ class _RestHandler(BaseHTTPRequestHandler):
         except ServingError as exc:
             self._reply(HTTP_CODES.get(exc.code, 500), {"error": exc.message})
 
+    def _misbehave(self, fault: str) -> bool:
+        """Answer a predict request as a broken server would; True when the reply has been sent."""
+        if fault == "drip":  # a valid reply, one byte every half second: only a whole-call deadline ends it
+            for byte in b'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}':
+                time.sleep(0.5)
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+            return True
+        if fault == "huge":  # no length, no end: 80 MB of one JSON array
+            self.close_connection = True
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n[")
+            for _ in range(80):
+                self.wfile.write(b"0," * (1 << 19))
+            return True
+        if fault == "huge_declared":
+            self.close_connection = True
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n[")
+            return True
+        if fault == "not_json":
+            self.send_response(200)
+            self.send_header("Content-Length", "4")
+            self.end_headers()
+            self.wfile.write(b"\x00\xff{[")
+            return True
+        if fault == "not_object":
+            self._reply(200, [0.5, 0.5])
+            return True
+        if fault == "rows_not_list":
+            self._reply(200, {"predictions": {"probabilities": [0.5, 0.5]}})
+            return True
+        return False
+
     def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        length = int(self.headers.get("Content-Length", 0))
+        body = self.rfile.read(length)
         self.server.serving.last_authorization = self.headers.get("Authorization")
+        fault = self.server.serving.fault
+        if length > self.server.serving.max_receive_bytes:
+            return self._reply(413, {"error": f"Request body of {length} bytes is larger than the server accepts"})
+        try:
+            if '"class_names"' not in body[:100].decode("latin-1") and fault and self._misbehave(fault):
+                return None
+        except OSError:  # the client gave up, as it should
+            self.close_connection = True
+            return None
         try:
             name, version, predict, metadata = self._route()
             if not predict:
@@ -320,6 +424,10 @@ class _RestHandler(BaseHTTPRequestHandler):
                           and set(columns) != {"b64"} else {input_names[0]: _from_json(columns)})
             _, outputs = self.server.serving.predict(name, version, signature_name, inputs)
             as_json = {k: _to_json(v, k.endswith("_bytes")) for k, v in outputs.items()}
+            if fault == "missing_key" and "probabilities" in as_json:
+                del as_json["probabilities"]
+            elif fault == "wrong_type" and "probabilities" in as_json:
+                as_json["probabilities"] = [[str(x) for x in row] for row in as_json["probabilities"]]
             if "instances" in request:
                 if len(as_json) == 1:
                     return self._reply(200, {"predictions": next(iter(as_json.values()))})
