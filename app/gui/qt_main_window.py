@@ -93,7 +93,8 @@ class MainWindow(QMainWindow):
         action("Open &folder…", "Ctrl+Shift+O", self._open_folder, "mdi6.folder-image", file_menu)
         action("&Export results…", "Ctrl+E", lambda: self.classify.export_csv(), "mdi6.file-delimited", file_menu)
         file_menu.addSeparator()
-        action("&Quit", QKeySequence.StandardKey.Quit, self.close, "mdi6.exit-to-app", file_menu)
+        # Ctrl+Q everywhere: the platform's Quit binding is empty on Windows and without a desktop theme
+        action("&Quit", "Ctrl+Q", self.close, "mdi6.exit-to-app", file_menu)
         view = self.menuBar().addMenu("&View")
         for index, (name, glyph) in enumerate(PAGES):
             action(name, f"Ctrl+{index + 1}", lambda _=False, i=index: self.show_page(i), glyph, view)

@@ -351,6 +351,7 @@ class ReviewPage(QWizardPage):
         paths = [i.path for i in data.items if i.label == label]
         paths += [s.path for s in data.skipped if s.reason == "excluded by you" and s.path.is_relative_to(folder)]
         dialog = ClassBrowser(self, data.root, name, sorted(paths, key=lambda p: str(p).lower()))
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.finished.connect(lambda _result: dialog.changed and self.start_scan())
         dialog.open()
 
@@ -1025,6 +1026,14 @@ class TrainWizard(QWizard):
             return False
         self.confirm_abandon()
         return True
+
+    def keyPressEvent(self, event) -> None:
+        """Esc stops a running training after asking; it never resets the wizard (QDialog would reject)."""
+        if event.key() == Qt.Key.Key_Escape:
+            self.cancel_training()
+            event.accept()
+            return
+        super().keyPressEvent(event)
 
     def go_back(self) -> None:
         if self.currentPage() is not self.training_page or self.confirm_abandon():
