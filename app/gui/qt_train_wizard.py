@@ -388,12 +388,18 @@ class ClassBrowser(QDialog):
         layout.addWidget(buttons)
         self.grid.itemChanged.connect(self._ticked)
 
+        self.closed = False
+        self.finished.connect(lambda _result: setattr(self, "closed", True))
+
         def show(images):
+            if self.closed:  # closed (and deleted) before the thumbnails were ready
+                return
             for index, image in enumerate(images):
                 if not image.isNull() and index < self.grid.count():
                     self.grid.item(index).setIcon(QPixmap.fromImage(image))
 
-        run_in_background(lambda: [thumbnail(p, 96) for p in paths], show, lambda exc: None, self)
+        # the page owns the call: the dialog may be gone when the worker finishes
+        run_in_background(lambda: [thumbnail(p, 96) for p in paths], show, lambda exc: None, parent)
 
     def _ticked(self, _item):
         mine = {p.resolve() for p in self.paths}
