@@ -240,13 +240,16 @@ def excluded_files(root: str | Path) -> set[Path]:
     """The files the user excluded from training (IMAGE_DIR/.retrain-studio/excluded.txt), as absolute paths."""
     root = Path(root).expanduser().resolve()
     try:
-        lines = (root / EXCLUDED_FILE).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
+        lines = (root / EXCLUDED_FILE).read_bytes().decode("utf-8", "replace").splitlines()
+    except OSError:
         return set()
     out = set()
-    for line in lines:
-        path = (root / line.strip()).resolve() if line.strip() else None
-        if path is not None and path.is_relative_to(root):  # a line never points outside IMAGE_DIR
+    for line in filter(None, (line.strip() for line in lines)):
+        try:
+            path = (root / line).resolve()
+        except (OSError, ValueError):  # a NUL byte, a loop of links: not a file of this data set
+            continue
+        if path.is_relative_to(root):  # a line never points outside IMAGE_DIR
             out.add(path)
     return out
 

@@ -746,7 +746,8 @@ class TrainingPage(QWizardPage):
             self._advance(event["stage"])
         elif kind == "progress":
             stage, done, total = event["stage"], event["done"], event["total"]
-            self.stage.setText(f"{STAGE_NAMES.get(stage, stage)}: {done} / {total}")
+            of = f"epoch {done} of at most {total}" if stage in ("train", "fine_tune") else f"{done} / {total}"
+            self.stage.setText(f"{STAGE_NAMES.get(stage, stage)}: {of}")
             self._advance(stage, done / total if total else 1.0)
         elif kind == "epoch":
             for key in self.curves:
