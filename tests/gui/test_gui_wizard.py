@@ -301,7 +301,7 @@ def fake_version(models: Path, name: str, labels: list[str]) -> None:
     (version / "metadata.json").write_text(json.dumps({"labels": labels}))
 
 
-def test_model_name_follows_the_folder_and_a_class_change_offers_a_new_name(window, qtbot, tmp_path):
+def test_model_name_follows_the_folder_and_a_class_change_offers_a_new_name(window, qtbot, tmp_path, screenshots):
     models = tmp_path / "models"
     fake_version(models, "sample_data", ["bag", "dress", "sneaker"])
     options = to_options(window, qtbot, models, name=None)
@@ -309,6 +309,7 @@ def test_model_name_follows_the_folder_and_a_class_change_offers_a_new_name(wind
     assert name.text() == "sample_data"
     note = options.findChild(QLabel, "name_conflict")
     assert note.isVisible() and "bag, dress, sneaker" in note.text() and "adds trouser" in note.text()
+    save_shot(window, screenshots, "train-3-name-conflict")
     click(qtbot, button(window.wizard, "Train"))
     assert current(window) == "options_page" and "Use the new name" in window.messages.text.text()
     click(qtbot, button(options, "Use sample_data-2"))
@@ -469,7 +470,8 @@ def test_loose_images_are_reported_and_an_image_can_be_excluded(window, qtbot, t
         shutil.copy(next((sample_data_dir() / "bag").iterdir()), folder / f"loose{i}.png")
     review = to_review(window, qtbot, folder)
     loose = review.findChild(QLabel, "loose_images")
-    assert loose.isVisible() and "3 images directly in the folder are not used: put them in a class folder" in loose.text()
+    assert loose.isVisible()
+    assert "3 images directly in the folder are not used: put them in a class folder" in loose.text()
 
     def browse(class_name: str) -> QDialog:
         combo = review.findChild(QComboBox, "browse_class")
