@@ -60,6 +60,14 @@ def sentence(text: str) -> str:
     return (text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")) if text else text
 
 
+def size_text(size: int) -> str:
+    """A file size a person reads at a glance: '812 bytes', '4.1 KB', '13.4 MB' (never '0.00 MB')."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} byte{'s' if size != 1 else ''}"
+
+
 def train_command(settings: TrainSettings, allow_new_classes: bool = False) -> list[str]:
     """The child process: this interpreter running the CLI (or the frozen app itself)."""
     program = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "app"]
@@ -973,7 +981,7 @@ class ExportPage(QWizardPage):
         self.files.setRowCount(len(files))
         for r, path in enumerate(files):
             self.files.setItem(r, 0, QTableWidgetItem(str(path.relative_to(version))))
-            size = QTableWidgetItem(f"{path.stat().st_size / 1e6:.2f} MB")
+            size = QTableWidgetItem(size_text(path.stat().st_size))
             size.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.files.setItem(r, 1, size)
         self.docker.setPlainText(docker_command(models_dir, name))
