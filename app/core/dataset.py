@@ -228,12 +228,15 @@ def check_root(root: str | Path) -> None:
         raise DatasetError(f"{root} is not a folder")
     if root == Path(root.anchor):
         raise DatasetError(f"{root} is the whole disk; choose the folder that holds one sub-folder of images per class")
-    with_images = [f for f in _class_folders(root) if _has_images_near(f)]
-    if len(with_images) < 2:
-        loose = len(loose_images(root))
-        found = f"{root} has {len(with_images)} class folder{'s' if len(with_images) != 1 else ''} with images"
-        raise DatasetError(found + (f" (and {loose} loose image{'s' if loose != 1 else ''})" if loose else "")
-                           + "; put the images in at least 2 sub-folders, one per class")
+    with_images = 0
+    for folder in _class_folders(root):
+        with_images += _has_images_near(folder)
+        if with_images == 2:
+            return
+    loose = len(loose_images(root))
+    found = f"{root} has {with_images} class folder{'s' if with_images != 1 else ''} with images"
+    raise DatasetError(found + (f" (and {loose} loose image{'s' if loose != 1 else ''})" if loose else "")
+                       + "; put the images in at least 2 sub-folders, one per class")
 
 
 def excluded_files(root: str | Path) -> set[Path]:

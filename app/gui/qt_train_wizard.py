@@ -271,7 +271,7 @@ class ReviewPage(QWizardPage):
         self.completeChanged.emit()
 
     def stop_scan(self) -> None:
-        if self.dataset is None and not self.stop_flag.is_set() and self.scan_progress.isVisible():
+        if self.dataset is None and not self.stop_flag.is_set() and not self.scan_progress.isHidden():
             self.stop_flag.set()
             self.generation += 1  # whatever the worker still sends is ignored
             self.summary.setText("Scan cancelled.")
