@@ -351,8 +351,10 @@ def test_back_and_esc_ask_before_stopping_a_training(window, qtbot, tmp_path, ca
     assert asked == ["Stop training? The run so far is discarded; no model version is written."]
     assert current(window) == "training_page" and training.running()
 
+    window.activateWindow()  # as a window manager does when the dialog closes
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window, timeout=5_000)
     answer(qtbot, "No", asked)
-    QTest.keyClick(window.wizard.currentPage(), Qt.Key.Key_Escape)
+    QTest.keyClick(window, Qt.Key.Key_Escape)  # the window's Esc shortcut (Run > Cancel)
     assert len(asked) == 2 and training.running()
 
     answer(qtbot, "Yes", asked)
