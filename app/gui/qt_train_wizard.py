@@ -1030,8 +1030,8 @@ class TrainWizard(QWizard):
                           "Stop training? The run so far is discarded; no model version is written.",
                           QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
         box.setDefaultButton(QMessageBox.StandardButton.No)
-        if box.exec() != QMessageBox.StandardButton.Yes or not self.training_page.running():
-            return not self.training_page.running()
+        if box.exec() != QMessageBox.StandardButton.Yes:
+            return False  # even if the run ended meanwhile: the user chose to stay
         self.training_page.cancel()
         return True
 
