@@ -51,3 +51,19 @@ def test_absurd_folders_are_refused_without_walking_them(tmp_path):
     assert time.perf_counter() - start < 0.5
     assert loose_images(root) == [root / "loose.png"]
     check_root(sample_data_dir())  # a real data set passes
+
+
+def test_odd_names_survive_the_round_trip(photos):
+    source = next((photos / "bag").iterdir())
+    odd = [photos / "bag" / name for name in (" leading space.png", "trailing space .png", "ünï cødé 写真.png",
+                                              "#hash;semi.png")]
+    for path in odd:
+        shutil.copy(source, path)
+    set_excluded(photos, odd)
+    assert excluded_files(photos) == {p.resolve() for p in odd}
+    assert {s.path.name for s in scan(photos).skipped} == {p.name for p in odd}
+    broken = photos / "bag" / "line\nbreak.png"
+    shutil.copy(source, broken)
+    with pytest.raises(DatasetError, match="line break"):
+        set_excluded(photos, [broken])
+    assert excluded_files(photos) == {p.resolve() for p in odd}  # the old list is untouched

@@ -240,14 +240,16 @@ def check_root(root: str | Path) -> None:
 
 
 def excluded_files(root: str | Path) -> set[Path]:
-    """The files the user excluded from training (IMAGE_DIR/.retrain-studio/excluded.txt), as absolute paths."""
+    """The files the user excluded from training (IMAGE_DIR/.retrain-studio/excluded.txt), as absolute paths.
+
+    A line that does not name a path inside IMAGE_DIR (``..``, an absolute path, a NUL byte) is ignored."""
     root = Path(root).expanduser().resolve()
     try:
         lines = (root / EXCLUDED_FILE).read_bytes().decode("utf-8", "replace").splitlines()
     except OSError:
         return set()
     out = set()
-    for line in filter(None, (line.strip() for line in lines)):
+    for line in filter(None, (line.rstrip("\r") for line in lines)):  # names may begin or end with spaces
         try:
             path = (root / line).resolve()
         except (OSError, ValueError):  # a NUL byte, a loop of links: not a file of this data set
@@ -263,6 +265,9 @@ def set_excluded(root: str | Path, paths) -> None:
 
     root = Path(root).expanduser().resolve()
     lines = sorted(str(Path(p).resolve().relative_to(root)) for p in paths)
+    odd = next((line for line in lines if "\n" in line or "\r" in line), None)
+    if odd is not None:
+        raise DatasetError(f"{odd!r} has a line break in its name; rename it to exclude it")
     write_bytes(root / EXCLUDED_FILE, "".join(line + "\n" for line in lines).encode("utf-8"))
 
 

@@ -257,7 +257,7 @@ class ReviewPage(QWizardPage):
         self.scan_button.setText("Cancel scan")
         self.scan_button.setIcon(icon("mdi6.stop"))
         self.scan_button.show()
-        folder, signals = self.field("folder"), self.signals
+        folder, signals = self.field("folder").strip(), self.signals
 
         def on_event(event: dict) -> None:
             if stop.is_set():
@@ -415,8 +415,9 @@ class ClassBrowser(QDialog):
                     if self.grid.item(i).checkState() != Qt.CheckState.Checked}
         try:
             set_excluded(self.root, (excluded_files(self.root) - mine) | unticked)
-        except OSError as exc:
-            self.note.setText(sentence(f"could not save the exclusions: {exc.strerror or exc}"))
+        except (OSError, ValueError) as exc:  # a read-only folder, a name with a line break
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_sentence(exc)
+            self.note.setText(sentence(f"could not save the exclusions: {reason}"))
             self.note.setStyleSheet("color: #b3261e;")
             return
         self.changed = True
@@ -520,7 +521,7 @@ class OptionsPage(QWizardPage):
         self.use_new_name.clicked.connect(lambda: self.name.setText(self.use_new_name.property("name")))
 
     def folder(self) -> Path:
-        return Path(self.field("folder")).expanduser().resolve()
+        return Path(self.field("folder").strip()).expanduser().resolve()
 
     def initializePage(self):
         """The name follows the chosen folder until the user types one."""
