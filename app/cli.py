@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cache-dir", help="where backbones and image features are cached")
     train.add_argument("--tflite", choices=["float", "dynamic", "int8", "none"], default="float")
     train.add_argument("--json", action="store_true", help="print one JSON event per line")
+    train.add_argument("--allow-new-classes", action="store_true",
+                       help="add a version to NAME even if its newest version has other classes")
 
     sub.add_parser("backbones", help="list the feature extractors and whether they work offline") \
         .add_argument("--json", action="store_true")
@@ -142,7 +144,7 @@ def cmd_train(args) -> int:
         os.nice(int(os.environ["RETRAIN_STUDIO_NICE"]))
     from app.core import events
     from app.core.export import OutputError, check_name
-    from app.core.training import SettingsError, TrainSettings, run
+    from app.core.training import SettingsError, TrainSettings, class_change, run
 
     settings = TrainSettings(
         image_dir=args.image_dir, models_dir=args.models_dir, name=args.name,
@@ -159,6 +161,13 @@ def cmd_train(args) -> int:
         if args.json:
             events.json_lines()(events.error(str(exc)))
         raise UsageError(str(exc)) from exc
+    change = None if args.allow_new_classes else class_change(settings)
+    if change:  # before any scanning: TF Serving clients of NAME would switch class sets silently
+        message = (f"model '{settings.model_name()}' was trained on {', '.join(change[0])} but "
+                   f"{args.image_dir} has {', '.join(change[1])}; choose another --name or pass --allow-new-classes")
+        if args.json:
+            events.json_lines()(events.error(message))
+        raise UsageError(message)
     sink = events.json_lines() if args.json else _human_events()
     try:
         done = run(settings, on_event=sink)

@@ -63,3 +63,21 @@ def test_classify_missing_model_is_one_line(tmp_path):
     result = cli("classify", "--model", tmp_path / "nothing", __file__)
     assert result.returncode == 1
     assert _last_line(result.stderr) == f"retrain-studio: model not found: {tmp_path / 'nothing'}"
+
+
+def test_train_refuses_a_new_class_set_under_an_old_name(tmp_path):
+    """Checked before any scanning: TF Serving clients of NAME would silently switch class sets."""
+    from app.paths import sample_data_dir
+
+    version = tmp_path / "models" / "clothes" / "1"
+    version.mkdir(parents=True)
+    (version / "metadata.json").write_text(json.dumps({"labels": ["bag", "dress", "shirt"]}))
+    result = cli("train", sample_data_dir(), "-o", tmp_path / "models", "--name", "clothes", "--json", timeout=60)
+    assert result.returncode == 2 and result.stdout == ""  # no event: nothing was scanned
+    assert _last_line(result.stderr) == (
+        f"retrain-studio: model 'clothes' was trained on bag, dress, shirt but {sample_data_dir()} has bag, dress, "
+        "sneaker, trouser; choose another --name or pass --allow-new-classes")
+    allowed = cli("train", sample_data_dir(), "-o", tmp_path / "models", "--name", "clothes", "--allow-new-classes",
+                  "--validation-percent", "60", "--test-percent", "60", timeout=60)
+    assert allowed.returncode == 1 and "validation and test percentages" in allowed.stderr  # got past the check
+    assert [p.name for p in (tmp_path / "models" / "clothes").iterdir()] == ["1"]

@@ -137,6 +137,8 @@ def scan(root: str | Path, *, validation_percent: float = 10, test_percent: floa
                 skipped.append(Skipped(found.path, found.reason))
             else:
                 files.append((label, found.path))
+    files, excluded = without_excluded(root, files)
+    skipped += excluded
     items = []
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) + 2)) as pool:
         checks = pool.map(lambda lp: check_file(lp[1], target), files)
@@ -188,3 +190,106 @@ def _warnings(data: Dataset, per_class: Counter) -> list[str]:
         if not data.split(split):
             notes.append(f"the {split} split is empty; add images or raise --{split}-percent")
     return notes
+
+
+# --- quick checks and the user's exclusions (kept apart from the scan above) ------------------------------------
+
+EXCLUDED_FILE = Path(".retrain-studio", "excluded.txt")  # one path relative to IMAGE_DIR per line
+_QUICK_LOOK = 2000  # directory entries read per class folder by check_root: never a walk of the whole tree
+
+
+def class_names(root: str | Path) -> list[str]:
+    """The class names a scan of ``root`` would use (its sub-folder names), without reading any image."""
+    root = Path(root).expanduser().resolve()
+    return [f.name for f in _class_folders(root)] if root.is_dir() else []
+
+
+def loose_images(root: str | Path) -> list[Path]:
+    """Image files directly in IMAGE_DIR: only class folders are scanned, so these are not used."""
+    try:
+        return sorted(p for p in Path(root).expanduser().iterdir()
+                      if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file())
+    except OSError:
+        return []
+
+
+def _has_images_near(folder: Path) -> bool:
+    """An image in ``folder`` or one level below it, looking at no more than _QUICK_LOOK entries."""
+    seen, pending = 0, [(folder, 0)]
+    while pending:
+        current, depth = pending.pop(0)
+        try:
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    seen += 1
+                    if seen > _QUICK_LOOK:
+                        return False
+                    if entry.name.startswith("."):
+                        continue
+                    if Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
+                        return True
+                    if depth == 0 and entry.is_dir(follow_symlinks=False):
+                        pending.append((Path(entry.path), 1))
+        except OSError:
+            continue
+    return False
+
+
+def check_root(root: str | Path) -> None:
+    """Refuse at once, without walking the tree, a folder that cannot be a data set (``/``, a folder of
+    loose photos, a folder of empty folders): a scan of such a folder could run for minutes to say no."""
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise DatasetError(f"{root} is not a folder")
+    if root == Path(root.anchor):
+        raise DatasetError(f"{root} is the whole disk; choose the folder that holds one sub-folder of images per class")
+    with_images = 0
+    for folder in _class_folders(root):
+        with_images += _has_images_near(folder)
+        if with_images == 2:
+            return
+    loose = len(loose_images(root))
+    found = f"{root} has {with_images} class folder{'s' if with_images != 1 else ''} with images"
+    raise DatasetError(found + (f" (and {loose} loose image{'s' if loose != 1 else ''})" if loose else "")
+                       + "; put the images in at least 2 sub-folders, one per class")
+
+
+def excluded_files(root: str | Path) -> set[Path]:
+    """The files the user excluded from training (IMAGE_DIR/.retrain-studio/excluded.txt), as absolute paths.
+
+    A line that does not name a path inside IMAGE_DIR (``..``, an absolute path, a NUL byte) is ignored."""
+    root = Path(root).expanduser().resolve()
+    try:
+        lines = (root / EXCLUDED_FILE).read_bytes().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return set()
+    out = set()
+    for line in filter(None, (line.rstrip("\r") for line in lines)):  # names may begin or end with spaces
+        try:
+            path = (root / line).resolve()
+        except (OSError, ValueError):  # a NUL byte, a loop of links: not a file of this data set
+            continue
+        if path.is_relative_to(root):  # a line never points outside IMAGE_DIR
+            out.add(path)
+    return out
+
+
+def set_excluded(root: str | Path, paths) -> None:
+    """Record exactly ``paths`` as excluded (atomically; an empty set removes nothing else the user wrote)."""
+    from .atomic import write_bytes
+
+    root = Path(root).expanduser().resolve()
+    lines = sorted(str(Path(p).resolve().relative_to(root)) for p in paths)
+    odd = next((line for line in lines if "\n" in line or "\r" in line), None)
+    if odd is not None:
+        raise DatasetError(f"{odd!r} has a line break in its name; rename it to exclude it")
+    write_bytes(root / EXCLUDED_FILE, "".join(line + "\n" for line in lines).encode("utf-8"))
+
+
+def without_excluded(root: Path, files: list[tuple[int, Path]]) -> tuple[list[tuple[int, Path]], list[Skipped]]:
+    """Drop the user's exclusions from ``files``; they are listed as skipped, "excluded by you"."""
+    excluded = excluded_files(root)
+    if not excluded:
+        return files, []
+    kept = [(label, path) for label, path in files if path.resolve() not in excluded]
+    return kept, [Skipped(path, "excluded by you") for _, path in files if path.resolve() in excluded]

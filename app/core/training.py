@@ -438,3 +438,44 @@ def _features_of(extractor, items, size: int, batch_size: int = 32) -> np.ndarra
         batch = np.stack([load_image(i.path.read_bytes(), (size, size)) for i in items[s:s + batch_size]])
         out.append(np.asarray(extractor(batch)))
     return np.concatenate(out) if out else np.zeros((0, 1))
+
+
+def newest_classes(models_dir: str | Path, name: str) -> list[str] | None:
+    """The class names of MODELS_DIR/NAME's newest version, or None when there is none (or it cannot be read)."""
+    import json
+
+    versions = export.version_folders(Path(models_dir).expanduser() / name)
+    if not versions:
+        return None
+    folder = versions[-1][1]
+    try:
+        return list(json.loads((folder / "metadata.json").read_text(encoding="utf-8"))["labels"])
+    except (OSError, ValueError, KeyError, TypeError):
+        try:
+            return (folder / "assets" / "labels.txt").read_text(encoding="utf-8").split()
+        except OSError:
+            return None
+
+
+def class_change(s: TrainSettings) -> tuple[list[str], list[str]] | None:
+    """(old, new) when this run would add a version of NAME with other classes than its newest version.
+
+    A TF Serving client of NAME would switch class sets silently, so callers refuse unless told otherwise.
+    Cheap: reads one metadata file and lists IMAGE_DIR's sub-folders (no image is opened).
+    """
+    from .dataset import class_names
+
+    old = newest_classes(s.models_dir, s.model_name())
+    new = class_names(s.image_dir)
+    return (old, new) if old is not None and new and sorted(old) != sorted(new) else None
+
+
+def free_name(models_dir: str | Path, name: str, classes: list[str]) -> str:
+    """NAME-2, NAME-3 … : the first name that is unused or already holds exactly ``classes``."""
+    for n in range(2, 1000):
+        candidate = f"{name}-{n}"
+        old = newest_classes(models_dir, candidate)
+        if old is None and not (Path(models_dir).expanduser() / candidate).exists() or \
+                old is not None and sorted(old) == sorted(classes):
+            return candidate
+    return f"{name}-{datetime.now(timezone.utc):%Y%m%d%H%M%S}"

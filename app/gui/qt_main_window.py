@@ -72,6 +72,7 @@ class MainWindow(QMainWindow):
         if not classify_only():
             self.wizard.open_in_classify.connect(self.open_model_in_classify)
             self.wizard.trained.connect(lambda path: self.models.set_folder(str(Path(path).parent.parent)))
+            self.wizard.progress.connect(self._training_progress)
         self.models.open_in_classify.connect(self.open_model_in_classify)
         self.classify.busy.connect(lambda busy: self.statusBar().showMessage("Classifying…" if busy else "Ready"))
         self._restore()
@@ -92,14 +93,15 @@ class MainWindow(QMainWindow):
         action("Open &folder…", "Ctrl+Shift+O", self._open_folder, "mdi6.folder-image", file_menu)
         action("&Export results…", "Ctrl+E", lambda: self.classify.export_csv(), "mdi6.file-delimited", file_menu)
         file_menu.addSeparator()
-        action("&Quit", QKeySequence.StandardKey.Quit, self.close, "mdi6.exit-to-app", file_menu)
+        # Ctrl+Q everywhere: the platform's Quit binding is empty on Windows and without a desktop theme
+        action("&Quit", "Ctrl+Q", self.close, "mdi6.exit-to-app", file_menu)
         view = self.menuBar().addMenu("&View")
         for index, (name, glyph) in enumerate(PAGES):
             action(name, f"Ctrl+{index + 1}", lambda _=False, i=index: self.show_page(i), glyph, view)
         run = self.menuBar().addMenu("&Run")
         action("&Train a new model", "Ctrl+T", self._train, "mdi6.school", run)
         action("&Check connection", "Ctrl+K", self.backend.check_connection, "mdi6.lan-check", run)
-        action("&Cancel", "Esc", self.classify.cancel, "mdi6.stop", run)
+        action("&Cancel", "Esc", self._cancel, "mdi6.stop", run)
         help_menu = self.menuBar().addMenu("&Help")
         action("&About Retrain Studio", None, self.about, "mdi6.information", help_menu)
 
@@ -110,6 +112,17 @@ class MainWindow(QMainWindow):
         remember("window/page", index)
         if index == MODELS:
             self.models.refresh()
+
+    def _cancel(self) -> None:
+        """Esc: a running training on the Train page (after asking), else classification."""
+        if not (self.pages.currentWidget() is self.wizard and self.wizard.cancel_training()):
+            self.classify.cancel()
+
+    def _training_progress(self, percent: int, text: str) -> None:
+        """A running training shows on the sidebar's Train item, so it is visible from every page."""
+        item = self.sidebar.item(TRAIN)
+        item.setText(PAGES[TRAIN][0] if percent < 0 else f"{PAGES[TRAIN][0]}  {percent}%")
+        item.setToolTip(text)
 
     def _open_images(self):
         self.show_page(CLASSIFY)
@@ -151,6 +164,9 @@ class MainWindow(QMainWindow):
         self.show_page(int(page) if str(page).isdigit() else CLASSIFY)
 
     def closeEvent(self, event) -> None:
+        if not self.wizard.confirm_abandon():  # a running training is stopped only if the user says so
+            event.ignore()
+            return
         self.wizard.page(3).cancel()  # never leave a training child running
         self.classify.cancel()
         remember("window/geometry", self.saveGeometry())
@@ -176,6 +192,12 @@ def notice_wizard(text: str):
 
         def cancel(self):
             pass
+
+        def confirm_abandon(self):
+            return True
+
+        def cancel_training(self):
+            return False
 
         def currentId(self):
             return 0

@@ -2,42 +2,73 @@
 
 Training runs in a child process (``retrain-studio train --json``) read line by line, so
 TensorFlow never starts in the GUI process and Cancel can simply kill the child: the
-export is atomic, so a killed run leaves no model version behind.
+export is atomic, so a killed run leaves no model version behind.  Leaving a running
+training (Back, Esc, Cancel, closing the window) always asks first.
 """
 from __future__ import annotations
 
 import json
+import re
 import sys
+import threading
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QProcess, QProcessEnvironment, Qt, Signal
-from PySide6.QtGui import QColor, QGuiApplication, QImage, QPixmap
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout,
-                               QHBoxLayout, QLabel, QLineEdit, QListWidgetItem, QPlainTextEdit, QProgressBar,
-                               QPushButton, QSpinBox, QSplitter, QTableWidgetItem, QVBoxLayout, QWidget, QWizard,
-                               QWizardPage)
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Qt, QUrl, Signal
+from PySide6.QtGui import QColor, QDesktopServices, QGuiApplication, QImage, QPixmap
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
+                               QFormLayout, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QListWidgetItem,
+                               QMessageBox, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QSplitter,
+                               QTableWidgetItem, QVBoxLayout, QWidget, QWizard, QWizardPage)
 
-from app.core.dataset import DatasetError, scan
+from app.core.atomic import remove_stale_temps
+from app.core.dataset import DatasetError, check_root, excluded_files, loose_images, scan, set_excluded
 from app.core.serving_config import docker_command, models_config
-from app.core.training import TrainSettings
+from app.core.training import TrainSettings, free_name, newest_classes
 from app.paths import sample_data_dir
 
 from .qt_common import (icon, one_sentence, read_only_table, remember, run_in_background, setting, thumbnail,
                         thumbnail_grid)
 
-BACKBONE_CHOICES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
-STAGE_NAMES = {"scan": "Scanning images", "backbone": "Loading the backbone", "embed": "Computing features",
-               "embed_train": "Computing features (train)", "embed_validation": "Computing features (validation)",
-               "embed_test": "Computing features (test)", "train": "Training the classifier",
-               "fine_tune": "Fine-tuning the backbone", "evaluate": "Evaluating", "export": "Exporting"}
+BACKBONES = {  # CLI id -> what a person choosing one needs to know (ImageNet top-1 from the EfficientNet-Lite release)
+    "efficientnet_lite0": "EfficientNet-Lite0 — fastest, 224 px, 4.7 M params, 75 % ImageNet (recommended)",
+    "efficientnet_lite1": "EfficientNet-Lite1 — balanced, 240 px, 5.4 M params, 77 % ImageNet",
+    "efficientnet_lite2": "EfficientNet-Lite2 — most accurate, slowest, 260 px, 6.1 M params, 78 % ImageNet",
+}
+BACKBONE_CHOICES = list(BACKBONES)
+STAGE_NAMES = {"start": "Starting", "scan": "Scanning images", "backbone": "Loading the backbone",
+               "embed": "Computing features", "embed_train": "Computing features (train)",
+               "embed_validation": "Computing features (validation)", "embed_test": "Computing features (test)",
+               "train": "Training the classifier", "fine_tune": "Fine-tuning the backbone", "evaluate": "Evaluating",
+               "export": "Exporting"}
+# Expected share of a run's time per stage (measured on the sample: the backbone load and the TFLite export
+# dominate small sets, features large ones); features are shared among the splits by their sizes.
+STAGE_WEIGHTS = {"start": 6, "scan": 4, "backbone": 18, "embed": 36, "train": 8, "fine_tune": 0, "evaluate": 1,
+                 "export": 27}
+FINE_TUNE_WEIGHT = 150
+OVERFIT_GAP, OVERFIT_EPOCHS = 0.15, 3
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 def default_models_dir() -> str:
     return setting("train/models_dir", str(Path.home() / "RetrainStudio" / "models"))
 
 
-def train_command(settings: TrainSettings) -> list[str]:
+def sentence(text: str) -> str:
+    """``text`` as a sentence: capital first letter, final full stop."""
+    text = text.strip()
+    return (text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")) if text else text
+
+
+def size_text(size: int) -> str:
+    """A file size a person reads at a glance: '812 bytes', '4.1 KB', '13.4 MB' (never '0.00 MB')."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} byte{'s' if size != 1 else ''}"
+
+
+def train_command(settings: TrainSettings, allow_new_classes: bool = False) -> list[str]:
     """The child process: this interpreter running the CLI (or the frozen app itself)."""
     program = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "app"]
     args = ["train", settings.image_dir, "-o", settings.models_dir, "--name", settings.model_name(),
@@ -49,18 +80,28 @@ def train_command(settings: TrainSettings) -> list[str]:
         args.append("--augment")
     if settings.fine_tune:
         args.append("--fine-tune")
+    if allow_new_classes:
+        args.append("--allow-new-classes")
     return program + args
 
 
 class FolderPage(QWizardPage):
     def __init__(self):
         super().__init__()
+        self.setObjectName("folder_page")
         self.setTitle("Choose your photos")
         self.setSubTitle("One sub-folder per class: photos/cats/*.jpg, photos/dogs/*.jpg … "
                          "Drop a folder here, browse for one, or start with the bundled sample.")
         self.setAcceptDrops(True)
         self.folder = QLineEdit(setting("train/last_folder", ""))
+        self.folder.setObjectName("training_folder")
+        self.folder.setAccessibleName("Training folder")
         self.folder.setPlaceholderText("a folder with one sub-folder of images per class")
+        self.error = QLabel()
+        self.error.setObjectName("folder_error")
+        self.error.setWordWrap(True)
+        self.error.setStyleSheet("color: #b3261e; font-weight: bold;")
+        self.error.hide()
         browse = QPushButton(icon("mdi6.folder-open"), "Browse…")
         sample = QPushButton(icon("mdi6.tshirt-crew"), "Use sample data")
         sample.setToolTip("120 Fashion-MNIST photos in 4 classes, shipped with the app")
@@ -71,12 +112,20 @@ class FolderPage(QWizardPage):
         hint.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.addLayout(row)
+        layout.addWidget(self.error)
         layout.addWidget(sample, 0, Qt.AlignmentFlag.AlignLeft)
         layout.addStretch(1)
         layout.addWidget(hint)
-        self.registerField("folder*", self.folder)
+        # not a mandatory field: Qt counts those complete only once they differ from their first value,
+        # which kept Next disabled for a remembered folder
+        self.registerField("folder", self.folder)
+        self.folder.textChanged.connect(self._edited)
         browse.clicked.connect(self._browse)
         sample.clicked.connect(lambda: self.folder.setText(str(sample_data_dir())))
+
+    def _edited(self):
+        self.error.hide()
+        self.completeChanged.emit()
 
     def _browse(self):
         folder = QFileDialog.getExistingDirectory(self, "Choose the training folder", self.folder.text())
@@ -93,26 +142,60 @@ class FolderPage(QWizardPage):
             self.folder.setText(folders[0])
             event.acceptProposedAction()
 
+    def isComplete(self) -> bool:
+        return bool(self.folder.text().strip())
+
     def validatePage(self) -> bool:
-        path = Path(self.folder.text()).expanduser()
-        if not path.is_dir():
-            self.wizard().message.emit(f"{path} is not a folder.", "error")
+        """Absurd folders (the disk, loose photos, empty folders) are refused here at once, before any scan."""
+        path = Path(self.folder.text().strip()).expanduser()
+        try:
+            check_root(path)
+        except DatasetError as exc:
+            self.error.setText(sentence(one_sentence(exc)))
+            self.error.show()
             return False
         remember("train/last_folder", str(path))
         return True
 
 
+class _ScanSignals(QObject):
+    progress = Signal(int, int, int)  # generation, done, total (emitted on the scanning thread, queued to the GUI)
+
+
+class _ScanCancelled(Exception):
+    pass
+
+
 class ReviewPage(QWizardPage):
     def __init__(self):
         super().__init__()
+        self.setObjectName("review_page")
         self.setTitle("Review the data set")
         self.setSubTitle("Images per class, a few examples of each, and any files that will be skipped.")
         self.dataset = None
+        self.generation = 0
+        self.stop_flag = threading.Event()
+        self.signals = _ScanSignals(self)
+        self.signals.progress.connect(self._progress)
         self.summary = QLabel("Scanning…")
+        self.summary.setObjectName("review_summary")
         self.summary.setWordWrap(True)
+        self.scan_progress = QProgressBar()
+        self.scan_progress.setObjectName("scan_progress")
+        self.scan_button = QPushButton(icon("mdi6.stop"), "Cancel scan")
+        self.scan_button.setObjectName("scan_button")
         self.warnings = QLabel()
         self.warnings.setWordWrap(True)
         self.warnings.setStyleSheet("color: #7a5200;")
+        self.loose = QLabel()
+        self.loose.setObjectName("loose_images")
+        self.loose.setWordWrap(True)
+        self.loose.setStyleSheet("color: #7a5200;")
+        self.browse_class = QComboBox()
+        self.browse_class.setObjectName("browse_class")
+        self.browse_class.setAccessibleName("Class to browse")
+        self.browse_button = QPushButton(icon("mdi6.image-multiple"), "Browse images…")
+        self.browse_button.setToolTip("See every image of a class and leave out the ones that do not belong")
         import pyqtgraph as pg
         self.chart = pg.PlotWidget(background=None)
         self.chart.setMinimumHeight(160)
@@ -120,55 +203,133 @@ class ReviewPage(QWizardPage):
         self.chart.setMouseEnabled(False, False)
         self.thumbs = thumbnail_grid(56, 96, 84)
         self.skipped = read_only_table(["Skipped file", "Why"])
+        self.skipped.setObjectName("skipped_files")
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.chart)
         splitter.addWidget(self.thumbs)
         splitter.addWidget(self.skipped)
         splitter.setSizes([180, 320, 140])
+        scan_row = QHBoxLayout()
+        scan_row.addWidget(self.scan_progress, 1)
+        scan_row.addWidget(self.scan_button)
+        browse_row = QHBoxLayout()
+        browse_row.addWidget(QLabel("Look through a class:"))
+        browse_row.addWidget(self.browse_class)
+        browse_row.addWidget(self.browse_button)
+        browse_row.addStretch(1)
         layout = QVBoxLayout(self)
         layout.addWidget(self.summary)
+        layout.addLayout(scan_row)
         layout.addWidget(self.warnings)
+        layout.addWidget(self.loose)
+        layout.addLayout(browse_row)
         layout.addWidget(splitter, 1)
+        self.scan_button.clicked.connect(self._scan_button_clicked)
+        self.browse_button.clicked.connect(self.browse_images)
+        self.thumbs.itemDoubleClicked.connect(lambda item: self.browse_images(item.text()))
 
     def initializePage(self):
+        self.start_scan()
+
+    def cleanupPage(self):  # Back pressed: a scan still running is abandoned
+        self.stop_scan()
+
+    def start_scan(self) -> None:
+        """Scan on the thread pool; progress and the result come back as queued signals."""
+        self.stop_scan()
+        self.generation += 1
+        generation, stop = self.generation, threading.Event()
+        self.stop_flag = stop
         self.dataset = None
         self.summary.setText("Scanning…")
         self.summary.setStyleSheet("")
-        self.warnings.clear()
+        for label in (self.warnings, self.loose):
+            label.clear()
+            label.hide()
         self.thumbs.clear()
         self.skipped.setRowCount(0)
         self.chart.clear()
-        folder = self.field("folder")
-        run_in_background(lambda: self._scan(folder), self._show, self._failed, self)
+        self.browse_class.clear()
+        self.browse_button.setEnabled(False)
+        self.scan_progress.setRange(0, 0)
+        self.scan_progress.setFormat("looking for images…")
+        self.scan_progress.show()
+        self.scan_button.setText("Cancel scan")
+        self.scan_button.setIcon(icon("mdi6.stop"))
+        self.scan_button.show()
+        folder, signals = self.field("folder").strip(), self.signals
+
+        def on_event(event: dict) -> None:
+            if stop.is_set():
+                raise _ScanCancelled()
+            if event.get("event") == "progress":
+                signals.progress.emit(generation, event["done"], event["total"])
+
+        run_in_background(lambda: self.scan_folder(folder, on_event),
+                          lambda result: self._show(generation, result),
+                          lambda exc: self._failed(generation, exc), self)
         self.completeChanged.emit()
 
+    def stop_scan(self) -> None:
+        if self.dataset is None and not self.stop_flag.is_set() and not self.scan_progress.isHidden():
+            self.stop_flag.set()
+            self.generation += 1  # whatever the worker still sends is ignored
+            self.summary.setText("Scan cancelled.")
+            self.scan_progress.hide()
+            self.scan_button.setText("Scan again")
+            self.scan_button.setIcon(icon("mdi6.refresh"))
+
+    def _scan_button_clicked(self):
+        if self.scan_button.text() == "Cancel scan":
+            self.stop_scan()
+        else:
+            self.start_scan()
+
     @staticmethod
-    def _scan(folder):
-        data = scan(folder)
+    def scan_folder(folder, on_event):
+        """Runs on a worker thread: no Qt widget here, only QImage thumbnails."""
+        data = scan(folder, on_event=on_event)
         examples = []
         for label, name in enumerate(data.classes):
             for item in [i for i in data.items if i.label == label][:5]:
                 examples.append((name, thumbnail(item.path, 56)))
-        return data, examples
+        return data, examples, len(loose_images(folder))
 
-    def _show(self, result):
+    def _progress(self, generation: int, done: int, total: int):
+        if generation == self.generation:
+            self.scan_progress.setRange(0, max(total, 1))
+            self.scan_progress.setValue(done)
+            self.scan_progress.setFormat(f"checked {done} of {total} files")
+
+    def _show(self, generation, result):
+        if generation != self.generation:
+            return
         import pyqtgraph as pg
 
-        data, examples = result
+        data, examples, loose = result
         self.dataset = data
+        self.scan_progress.hide()
+        self.scan_button.hide()
         counts = [sum(data.counts()[c].values()) for c in data.classes]
         s = data.summary()
         self.summary.setText(f"<b>{s['images']} images in {len(data.classes)} classes</b> — train {s['train']}, "
                              f"validation {s['validation']}, test {s['test']}; {s['skipped_count']} skipped.")
         self.warnings.setText("\n".join(f"⚠ {w}" for w in data.warnings))
+        self.warnings.setVisible(bool(data.warnings))
+        if loose:
+            self.loose.setText(f"⚠ {loose} image{'s' if loose != 1 else ''} directly in the folder "
+                               f"{'are' if loose != 1 else 'is'} not used: put them in a class folder.")
+            self.loose.show()
         self.chart.addItem(pg.BarGraphItem(x=list(range(len(counts))), height=counts, width=0.6, brush="#1a73e8"))
         self.chart.getAxis("bottom").setTicks([[(i, c) for i, c in enumerate(data.classes)]])
         for name, image in examples:
             item = QListWidgetItem(name)
             if not image.isNull():
                 item.setIcon(QPixmap.fromImage(image))
-            item.setToolTip(name)
+            item.setToolTip(f"{name}: double-click to see every image of this class")
             self.thumbs.addItem(item)
+        self.browse_class.addItems(data.classes)
+        self.browse_button.setEnabled(True)
         self.skipped.setRowCount(len(data.skipped))
         for r, skipped in enumerate(data.skipped):
             self.skipped.setItem(r, 0, QTableWidgetItem(str(skipped.path.relative_to(data.root))))
@@ -176,40 +337,146 @@ class ReviewPage(QWizardPage):
         self.skipped.setVisible(bool(data.skipped))
         self.completeChanged.emit()
 
-    def _failed(self, exc):
+    def _failed(self, generation, exc):
+        if generation != self.generation or isinstance(exc, _ScanCancelled):
+            return
+        self.scan_progress.hide()
+        self.scan_button.hide()
         text = one_sentence(exc)
-        self.summary.setText(text[0].upper() + text[1:] + ("." if not text.endswith(".") else ""))
+        self.summary.setText(sentence(text))
         self.summary.setStyleSheet("color: #b3261e; font-weight: bold;")
         if not isinstance(exc, DatasetError):
-            self.wizard().message.emit(text, "error")
+            self.wizard().message.emit(sentence(text), "error")
         self.completeChanged.emit()
+
+    def browse_images(self, class_name: str | None = None) -> None:
+        """Every image of one class, each ticked; un-ticking one leaves it out of training."""
+        data = self.dataset
+        name = class_name if isinstance(class_name, str) and class_name else self.browse_class.currentText()
+        if data is None or name not in data.classes:
+            return
+        label, folder = data.classes.index(name), data.root / name
+        paths = [i.path for i in data.items if i.label == label]
+        paths += [s.path for s in data.skipped if s.reason == "excluded by you" and s.path.is_relative_to(folder)]
+        dialog = ClassBrowser(self, data.root, name, sorted(paths, key=lambda p: str(p).lower()))
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.finished.connect(lambda _result: dialog.changed and self.start_scan())
+        dialog.open()
 
     def isComplete(self) -> bool:
         return self.dataset is not None
 
 
+class ClassBrowser(QDialog):
+    """A thumbnail grid of one class; the ticks are written to IMAGE_DIR/.retrain-studio/excluded.txt at once."""
+
+    def __init__(self, parent, root: Path, class_name: str, paths: list[Path]):
+        super().__init__(parent)
+        self.setObjectName("class_browser")
+        self.setWindowTitle(f"Images of {class_name}")
+        self.resize(760, 560)
+        self.root, self.paths, self.changed = root, paths, False
+        excluded = excluded_files(root)
+        self.note = QLabel(f"{len(paths)} images. Untick an image to leave it out of training; tick it again "
+                           "to bring it back.")
+        self.note.setWordWrap(True)
+        self.grid = thumbnail_grid(96, 132, 132)
+        self.grid.setObjectName("class_images")
+        for path in paths:
+            item = QListWidgetItem(path.name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Unchecked if path.resolve() in excluded else Qt.CheckState.Checked)
+            item.setToolTip(str(path))
+            self.grid.addItem(item)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.note)
+        layout.addWidget(self.grid, 1)
+        layout.addWidget(buttons)
+        self.grid.itemChanged.connect(self._ticked)
+
+        self.closed = False
+        self.finished.connect(lambda _result: setattr(self, "closed", True))
+
+        def show(images):
+            if self.closed:  # closed (and deleted) before the thumbnails were ready
+                return
+            for index, image in enumerate(images):
+                if not image.isNull() and index < self.grid.count():
+                    self.grid.item(index).setIcon(QPixmap.fromImage(image))
+
+        # the page owns the call: the dialog may be gone when the worker finishes
+        run_in_background(lambda: [thumbnail(p, 96) for p in paths], show, lambda exc: None, parent)
+
+    def _ticked(self, _item):
+        mine = {p.resolve() for p in self.paths}
+        unticked = {self.paths[i].resolve() for i in range(self.grid.count())
+                    if self.grid.item(i).checkState() != Qt.CheckState.Checked}
+        try:
+            set_excluded(self.root, (excluded_files(self.root) - mine) | unticked)
+        except (OSError, ValueError) as exc:  # a read-only folder, a name with a line break
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_sentence(exc)
+            self.note.setText(sentence(f"could not save the exclusions: {reason}"))
+            self.note.setStyleSheet("color: #b3261e;")
+            return
+        self.changed = True
+        self.note.setText(f"{len(self.paths) - len(unticked)} of {len(self.paths)} images used for training.")
+
+
 class OptionsPage(QWizardPage):
     def __init__(self):
         super().__init__()
+        self.setObjectName("options_page")
         self.setTitle("Model options")
         self.setSubTitle("The defaults work well; open Advanced to change training.")
         self.backbone = QComboBox()
+        self.backbone.setObjectName("backbone")
+        self.backbone.setAccessibleName("Backbone")
         self.backbone.setEditable(True)
-        self.backbone.addItems(BACKBONE_CHOICES)
-        self.backbone.setCurrentText(setting("train/backbone", BACKBONE_CHOICES[0]))
-        self.backbone.setToolTip("Bundled EfficientNet-Lite (works offline), a TF Hub / Kaggle feature-vector "
-                                 "handle (needs internet), or a local SavedModel folder")
+        for backbone_id, text in BACKBONES.items():
+            self.backbone.addItem(text, backbone_id)
+        remembered = setting("train/backbone", BACKBONE_CHOICES[0])
+        self.backbone.setCurrentText(BACKBONES.get(remembered, remembered))
+        self.backbone.setToolTip("A bundled EfficientNet-Lite (works offline; a bigger one is slower and a little "
+                                 "more accurate), a TF Hub / Kaggle feature-vector handle (needs internet), "
+                                 "or a local SavedModel folder")
         self.models_dir = QLineEdit(default_models_dir())
+        self.models_dir.setObjectName("models_dir")
+        self.models_dir.setAccessibleName("Save models in")
         browse = QPushButton(icon("mdi6.folder-open"), "")
         browse.setToolTip("Choose where models are saved")
         out_row = QHBoxLayout()
         out_row.addWidget(self.models_dir, 1)
         out_row.addWidget(browse)
         self.name = QLineEdit()
+        self.name.setObjectName("model_name")
+        self.name.setAccessibleName("Model name")
+        self.name_for = None  # the folder whose default name the field shows (None: the user typed it)
+        self.conflict = QLabel()
+        self.conflict.setObjectName("name_conflict")
+        self.conflict.setWordWrap(True)
+        self.conflict.setStyleSheet("color: #7a5200;")
+        self.use_new_name = QPushButton()
+        self.use_new_name.setObjectName("use_new_name")
+        self.keep_name = QCheckBox("Add a version with the new classes anyway")
+        self.keep_name.setObjectName("keep_name")
+        conflict_box = QWidget()
+        conflict_row = QVBoxLayout(conflict_box)
+        conflict_row.setContentsMargins(0, 0, 0, 0)
+        conflict_row.addWidget(self.conflict)
+        buttons_row = QHBoxLayout()
+        buttons_row.addWidget(self.use_new_name)
+        buttons_row.addWidget(self.keep_name)
+        buttons_row.addStretch(1)
+        conflict_row.addLayout(buttons_row)
+        self.conflict_box = conflict_box
+        conflict_box.hide()
         form = QFormLayout()
         form.addRow("Backbone", self.backbone)
         form.addRow("Save models in", out_row)
         form.addRow("Model name", self.name)
+        form.addRow("", conflict_box)
 
         defaults = TrainSettings("", "")
         self.epochs = QSpinBox(minimum=1, maximum=1000, value=defaults.epochs)
@@ -222,8 +489,16 @@ class OptionsPage(QWizardPage):
         self.seed = QSpinBox(minimum=0, maximum=2 ** 31 - 1, value=defaults.seed)
         self.tflite = QComboBox()
         self.tflite.addItems(["float", "dynamic", "int8", "none"])
+        for widget, name in [(self.epochs, "epochs"), (self.learning_rate, "learning_rate"),
+                             (self.validation, "validation_percent"), (self.test, "test_percent"),
+                             (self.seed, "seed"), (self.tflite, "tflite_export")]:
+            widget.setObjectName(name)
         from superqt import QCollapsible
-        advanced = QCollapsible("Advanced")
+        # folded: the arrow points right (more to see); open: down (what it shows is below)
+        down, right = icon("mdi6.chevron-down"), icon("mdi6.chevron-right")
+        advanced = QCollapsible("Advanced", expandedIcon="▾" if down.isNull() else down,
+                                collapsedIcon="▸" if right.isNull() else right)
+        advanced.setObjectName("advanced")
         inner = QWidget()
         grid = QFormLayout(inner)
         grid.addRow("Most epochs (early stopping)", self.epochs)
@@ -240,62 +515,129 @@ class OptionsPage(QWizardPage):
         layout.addWidget(advanced)
         layout.addStretch(1)
         browse.clicked.connect(self._browse)
+        self.name.textEdited.connect(self._name_typed)
+        self.name.textChanged.connect(self.check_name)
+        self.models_dir.textChanged.connect(self.check_name)
+        self.use_new_name.clicked.connect(lambda: self.name.setText(self.use_new_name.property("name")))
+
+    def folder(self) -> Path:
+        return Path(self.field("folder").strip()).expanduser().resolve()
 
     def initializePage(self):
-        folder = Path(self.field("folder")).expanduser().resolve()
-        if not self.name.text():
+        """The name follows the chosen folder until the user types one."""
+        folder = self.folder()
+        if self.name_for != folder and (self.name_for is not None or not self.name.text().strip()):
+            self.name_for = folder
             self.name.setText(TrainSettings(str(folder), "").model_name())
+        self.keep_name.setChecked(False)
+        self.check_name()
+
+    def _name_typed(self, _text):
+        self.name_for = None
+
+    def classes(self) -> list[str]:
+        data = self.wizard().review_page.dataset if self.wizard() else None
+        return list(data.classes) if data is not None else []
+
+    def check_name(self) -> None:
+        """Say so when NAME's newest version has other classes, and offer a free name in one click."""
+        name, models_dir, classes = self.name.text().strip(), self.models_dir.text().strip(), self.classes()
+        old = newest_classes(models_dir, name) if name and models_dir and MODEL_NAME.fullmatch(name) else None
+        if old is None or not classes or sorted(old) == sorted(classes):
+            self.conflict_box.hide()
+            return
+        new_name = free_name(models_dir, name, classes)
+        added, removed = sorted(set(classes) - set(old)), sorted(set(old) - set(classes))
+        change = "; ".join(part for part in (f"adds {', '.join(added)}" if added else "",
+                                             f"drops {', '.join(removed)}" if removed else "") if part)
+        self.conflict.setText(f"⚠ A model named {name} already exists with other classes ({', '.join(old)}); "
+                              f"this data set {change}. Clients of {name} would switch class sets silently.")
+        self.use_new_name.setText(f"Use {new_name}")
+        self.use_new_name.setProperty("name", new_name)
+        self.conflict_box.show()
+
+    def has_conflict(self) -> bool:
+        return not self.conflict_box.isHidden()
 
     def _browse(self):
         folder = QFileDialog.getExistingDirectory(self, "Save models in", self.models_dir.text())
         if folder:
             self.models_dir.setText(folder)
 
+    def backbone_id(self) -> str:
+        """The CLI id of a listed backbone, or what the user typed (a hub handle or a SavedModel folder)."""
+        text = self.backbone.currentText().strip()
+        index = self.backbone.findText(text)
+        return self.backbone.itemData(index) if index >= 0 else text or BACKBONE_CHOICES[0]
+
     def settings(self) -> TrainSettings:
         return TrainSettings(
-            image_dir=str(Path(self.field("folder")).expanduser().resolve()),
+            image_dir=str(self.folder()),
             models_dir=str(Path(self.models_dir.text()).expanduser()), name=self.name.text().strip() or None,
-            backbone=self.backbone.currentText().strip() or BACKBONE_CHOICES[0], epochs=self.epochs.value(),
+            backbone=self.backbone_id(), epochs=self.epochs.value(),
             learning_rate=self.learning_rate.value(), validation_percent=self.validation.value(),
             test_percent=self.test.value(), augment=self.augment.isChecked(), fine_tune=self.fine_tune.isChecked(),
             seed=self.seed.value(), tflite=self.tflite.currentText())
 
     def validatePage(self) -> bool:
-        if not self.models_dir.text().strip():
-            self.wizard().message.emit("Choose where to save the model.", "error")
+        name = self.name.text().strip()
+        problem = ("Choose where to save the model." if not self.models_dir.text().strip() else
+                   "Use letters, digits, '.', '-' and '_' in the model name." if name and not MODEL_NAME.fullmatch(
+                       name) else
+                   f"Use the new name or tick “{self.keep_name.text()}”." if self.has_conflict()
+                   and not self.keep_name.isChecked() else None)
+        if problem:
+            self.wizard().message.emit(problem, "error")
             return False
         remember("train/models_dir", self.models_dir.text().strip())
-        remember("train/backbone", self.backbone.currentText().strip())
+        remember("train/backbone", self.backbone_id())
         return True
 
 
 class TrainingPage(QWizardPage):
     finished_ok = Signal(dict)
+    progress_changed = Signal(int, str)  # overall percent (-1: no training running), what is happening
 
     def __init__(self):
         super().__init__()
+        self.setObjectName("training_page")
         self.setTitle("Training")
         self.setSubTitle("Features are computed once and cached, so training again on the same photos is quick.")
         self.process: QProcess | None = None
         self.done_event: dict | None = None
         self.error: str | None = None
+        self.history: dict = {}
+        self.settings: TrainSettings | None = None
+        self._cancelled = False
         self.stage = QLabel("Starting…")
+        self.stage.setObjectName("training_stage")
         self.progress = QProgressBar()
+        self.progress.setObjectName("training_progress")
+        self.progress.setRange(0, 1000)
         self.eta = QLabel()
+        self.eta.setObjectName("training_eta")
         self.cancel_button = QPushButton(icon("mdi6.stop"), "Cancel training")
+        self.overfitting = QLabel()
+        self.overfitting.setObjectName("overfitting_warning")
+        self.overfitting.setWordWrap(True)
+        self.overfitting.setStyleSheet("color: #7a5200; font-weight: bold;")
+        self.overfitting.hide()
         import pyqtgraph as pg
         self.loss_plot = pg.PlotWidget(background=None, title="loss")
         self.acc_plot = pg.PlotWidget(background=None, title="accuracy")
-        for plot in (self.loss_plot, self.acc_plot):
-            plot.addLegend(offset=(-10, 10))
+        for plot in (self.loss_plot, self.acc_plot):  # the legend is a label above the charts, never on a curve
             plot.setLabel("bottom", "epoch")
             plot.setMinimumHeight(150)
+        colours = {"train": "#1a73e8", "validation": "#f9ab00"}
         self.curves = {
-            "loss": self.loss_plot.plot(pen=pg.mkPen("#1a73e8", width=2), name="train"),
-            "val_loss": self.loss_plot.plot(pen=pg.mkPen("#f9ab00", width=2), name="validation"),
-            "accuracy": self.acc_plot.plot(pen=pg.mkPen("#1a73e8", width=2), name="train"),
-            "val_accuracy": self.acc_plot.plot(pen=pg.mkPen("#f9ab00", width=2), name="validation"),
+            "loss": self.loss_plot.plot(pen=pg.mkPen(colours["train"], width=2), name="train"),
+            "val_loss": self.loss_plot.plot(pen=pg.mkPen(colours["validation"], width=2), name="validation"),
+            "accuracy": self.acc_plot.plot(pen=pg.mkPen(colours["train"], width=2), name="train"),
+            "val_accuracy": self.acc_plot.plot(pen=pg.mkPen(colours["validation"], width=2), name="validation"),
         }
+        legend = QLabel("   ".join(f"<span style='color:{c}; font-weight:bold'>━━</span> {n}"
+                                   for n, c in colours.items()))
+        legend.setObjectName("chart_legend")
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(2000)
@@ -310,21 +652,29 @@ class TrainingPage(QWizardPage):
         top.addWidget(self.cancel_button, 1, 2)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
+        layout.addWidget(self.overfitting)
+        layout.addWidget(legend, 0, Qt.AlignmentFlag.AlignHCenter)
         layout.addLayout(plots, 2)
         layout.addWidget(self.log, 1)
         self.cancel_button.clicked.connect(self.cancel)
 
     def initializePage(self):
         self.done_event, self.error, self.history = None, None, {k: [] for k in self.curves}
+        self._cancelled = False
         for curve in self.curves.values():
             curve.setData([], [])
+        for plot in (self.loss_plot, self.acc_plot):
+            plot.enableAutoRange()
+        self.overfitting.hide()
+        self._overfit_epochs = 0
         self.log.clear()
         self.stage.setText("Starting…")
-        self.progress.setRange(0, 0)
         self.eta.clear()
         self.cancel_button.setEnabled(True)
-        settings = self.wizard().page(2).settings()
-        command = train_command(settings)
+        options = self.wizard().options_page
+        self.settings = options.settings()
+        self._start_progress(self.settings)
+        command = train_command(self.settings, options.keep_name.isChecked())
         self.log.appendPlainText("$ " + " ".join(command))
         self.process = QProcess(self)
         env = QProcessEnvironment.systemEnvironment()
@@ -336,9 +686,48 @@ class TrainingPage(QWizardPage):
         self.process.finished.connect(self._finished)
         self.process.errorOccurred.connect(self._process_error)
         self._buffer = b""
-        self._stage_start = time.monotonic()
         self.process.start(command[0], command[1:])
         self.completeChanged.emit()
+
+    # --- one overall bar across the stages ---------------------------------------------------------------
+    def _start_progress(self, settings: TrainSettings) -> None:
+        self._weights = dict(STAGE_WEIGHTS, fine_tune=FINE_TUNE_WEIGHT if settings.fine_tune else 0)
+        self._split_share = {"train": 0.8, "validation": 0.1, "test": 0.1}
+        self._stage, self._fraction, self._started = "start", 0.0, time.monotonic()
+        self.progress.setValue(0)
+        self.progress.setFormat("%p%")
+        self._report()
+
+    def _weight(self, stage: str) -> float:
+        if stage.startswith("embed_"):
+            return self._weights["embed"] * self._split_share.get(stage[len("embed_"):], 0.0)
+        return self._weights.get(stage, 0)
+
+    def _advance(self, stage: str, done: float = 0.0) -> None:
+        """Move the bar to ``done`` (0..1) through ``stage``; it never moves back."""
+        order = ["start", "scan", "backbone", "embed_train", "embed_validation", "embed_test", "train", "fine_tune",
+                 "evaluate", "export"]
+        if stage == "embed":
+            stage = "embed_train"
+        if stage not in order:
+            return
+        before = sum(self._weight(s) for s in order[:order.index(stage)])
+        total = sum(self._weight(s) for s in order)
+        self._fraction = max(self._fraction, min(1.0, (before + self._weight(stage) * done) / total))
+        self._stage = stage
+        self.progress.setValue(round(self._fraction * 1000))
+        self._report()
+
+    def _report(self) -> None:
+        elapsed = time.monotonic() - self._started
+        f = self._fraction
+        left = ""
+        if 0.05 <= f < 1 and elapsed > 2:
+            seconds = elapsed * (1 - f) / f
+            left = f"about {max(1, round(seconds))} s left" if seconds < 90 else f"about {round(seconds / 60)} min left"
+        self.eta.setText(left)
+        text = STAGE_NAMES.get(self._stage, self._stage) + (f", {left}" if left else "")
+        self.progress_changed.emit(int(f * 100), text)
 
     def _read_stdout(self):
         self._buffer += bytes(self.process.readAllStandardOutput())
@@ -347,7 +736,7 @@ class TrainingPage(QWizardPage):
             if line.strip():
                 try:
                     self._handle(json.loads(line))
-                except json.JSONDecodeError:
+                except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
                     self.log.appendPlainText(line.decode("utf-8", "replace"))
 
     def _read_stderr(self):
@@ -363,29 +752,23 @@ class TrainingPage(QWizardPage):
         if kind == "stage":
             self.stage.setText(STAGE_NAMES.get(event["stage"], event["stage"]) + " — " + event["message"])
             self.log.appendPlainText(event["message"])
-            self.progress.setRange(0, 0)
-            self.eta.clear()
+            self._advance(event["stage"])
         elif kind == "progress":
             stage, done, total = event["stage"], event["done"], event["total"]
-            if getattr(self, "_progress_stage", None) != stage:
-                self._progress_stage, self._stage_start, self._stage_first = stage, time.monotonic(), done
-            self.stage.setText(STAGE_NAMES.get(stage, stage))
-            self.progress.setRange(0, max(total, 1))
-            self.progress.setValue(done)
-            self.progress.setFormat(f"{done} / {total}")
-            rate_done = done - self._stage_first
-            elapsed = time.monotonic() - self._stage_start
-            if rate_done > 0 and done < total and elapsed > 1:
-                self.eta.setText(f"about {max(1, round((total - done) * elapsed / rate_done))} s left")
-            elif done >= total:
-                self.eta.clear()
+            of = f"epoch {done} of at most {total}" if stage in ("train", "fine_tune") else f"{done} / {total}"
+            self.stage.setText(f"{STAGE_NAMES.get(stage, stage)}: {of}")
+            self._advance(stage, done / total if total else 1.0)
         elif kind == "epoch":
             for key in self.curves:
                 if key in event:
                     self.history[key].append((event["epoch"], event[key]))
                     xs, ys = zip(*self.history[key])
                     self.curves[key].setData(list(xs), list(ys))
+            self._check_overfitting(event)
         elif kind == "dataset":
+            sizes = {k: event.get(k, 0) for k in ("train", "validation", "test")}
+            if sum(sizes.values()):
+                self._split_share = {k: v / sum(sizes.values()) for k, v in sizes.items()}
             self.log.appendPlainText(f"{event['images']} images, {len(event['classes'])} classes, "
                                      f"{event['skipped_count']} skipped")
         elif kind == "warning":
@@ -395,26 +778,40 @@ class TrainingPage(QWizardPage):
         elif kind == "done":
             self.done_event = event
 
+    def _check_overfitting(self, event: dict) -> None:
+        """Train accuracy far above validation for several epochs: the head memorises the training images."""
+        if "accuracy" not in event or "val_accuracy" not in event:
+            return
+        gap = event["accuracy"] - event["val_accuracy"]
+        self._overfit_epochs = self._overfit_epochs + 1 if gap > OVERFIT_GAP else 0
+        if self._overfit_epochs >= OVERFIT_EPOCHS:
+            self.overfitting.setText(
+                f"⚠ Possible overfitting: training accuracy is {gap * 100:.0f} points above validation for "
+                f"{self._overfit_epochs} epochs. More images per class or augmentation (Advanced) usually help.")
+            self.overfitting.show()
+
     def _finished(self, code: int, status):
         self._read_stdout()
         self.cancel_button.setEnabled(False)
-        self.progress.setRange(0, 1)
         self.eta.clear()
         if code == 0 and self.done_event is not None:
-            self.progress.setValue(1)
+            self._advance("export", 1.0)
             self.progress.setFormat("done")
             acc = self.done_event["metrics"]["test_accuracy"]
             self.stage.setText("Finished" + (f": test accuracy {acc:.1%}" if acc is not None else ""))
             self.finished_ok.emit(self.done_event)
-        elif getattr(self, "_cancelled", False):
+        elif self._cancelled:
             self.stage.setText("Cancelled; no model version was written.")
             self.progress.setValue(0)
+            if self.settings is not None:  # a child killed while exporting leaves a hidden temporary folder
+                remove_stale_temps(Path(self.settings.models_dir) / self.settings.model_name())
         else:
             text = self.error or f"training stopped unexpectedly (exit code {code})"
             self.stage.setText("Failed: " + text)
-            self.wizard().message.emit(text[0].upper() + text[1:], "error")
+            self.wizard().message.emit(sentence(text), "error")
         self._cancelled = False
         self.process = None
+        self.progress_changed.emit(-1, self.stage.text())
         self.completeChanged.emit()
 
     def _process_error(self, error):
@@ -422,7 +819,7 @@ class TrainingPage(QWizardPage):
             self.error = "could not start the training process"
 
     def cancel(self):
-        if self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning:
+        if self.running():
             self._cancelled = True
             self.process.kill()
             self.process.waitForFinished(5000)
@@ -433,7 +830,7 @@ class TrainingPage(QWizardPage):
     def isComplete(self) -> bool:
         return self.done_event is not None and not self.running()
 
-    def cleanupPage(self):  # Back pressed: stop the run
+    def cleanupPage(self):  # Back (after the wizard asked) or a restart: stop the run
         self.cancel()
 
 
@@ -534,13 +931,17 @@ class ResultsPage(QWizardPage):
 class ExportPage(QWizardPage):
     def __init__(self):
         super().__init__()
+        self.setObjectName("export_page")
         self.setTitle("Your model is ready")
         self.setSubTitle("Saved as a TF Serving version folder, with a TFLite file beside it.")
+        self.version_dir = ""
         self.where = QLabel()
         self.where.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.where.setWordWrap(True)
         self.files = read_only_table(["File", "Size"])
         self.open_button = QPushButton(icon("mdi6.image-search"), "Classify with this model")
+        self.show_button = QPushButton(icon("mdi6.folder-open"), "Show in folder")
+        self.show_button.setToolTip("Open the version folder in the file manager")
         self.docker = QPlainTextEdit()
         self.docker.setReadOnly(True)
         self.docker.setMaximumHeight(70)
@@ -552,7 +953,11 @@ class ExportPage(QWizardPage):
         layout = QVBoxLayout(self)
         layout.addWidget(self.where)
         layout.addWidget(self.files, 1)
-        layout.addWidget(self.open_button, 0, Qt.AlignmentFlag.AlignLeft)
+        actions = QHBoxLayout()
+        actions.addWidget(self.open_button)
+        actions.addWidget(self.show_button)
+        actions.addStretch(1)
+        layout.addLayout(actions)
         layout.addWidget(QLabel("Serve it with TensorFlow Serving (gRPC on 8500, REST on 8501):"))
         row = QHBoxLayout()
         row.addWidget(self.docker, 1)
@@ -566,9 +971,10 @@ class ExportPage(QWizardPage):
         copy_docker.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.docker.toPlainText()))
         copy_config.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.config.toPlainText()))
         self.open_button.clicked.connect(lambda: self.wizard().open_in_classify.emit(self.version_dir))
+        self.show_button.clicked.connect(lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(self.version_dir)))
 
     def initializePage(self):
-        version = Path(self.wizard().page(3).done_event["model_dir"])
+        version = Path(self.wizard().training_page.done_event["model_dir"])
         self.version_dir = str(version)
         name, models_dir = version.parent.name, version.parent.parent
         self.where.setText(f"<b>{version}</b> (model <b>{name}</b>, version {version.name})")
@@ -576,7 +982,7 @@ class ExportPage(QWizardPage):
         self.files.setRowCount(len(files))
         for r, path in enumerate(files):
             self.files.setItem(r, 0, QTableWidgetItem(str(path.relative_to(version))))
-            size = QTableWidgetItem(f"{path.stat().st_size / 1e6:.2f} MB")
+            size = QTableWidgetItem(size_text(path.stat().st_size))
             size.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.files.setItem(r, 1, size)
         self.docker.setPlainText(docker_command(models_dir, name))
@@ -587,22 +993,74 @@ class TrainWizard(QWizard):
     message = Signal(str, str)
     open_in_classify = Signal(str)
     trained = Signal(str)
+    progress = Signal(int, str)  # overall training percent (-1 when none runs) and a line of text, for the sidebar
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setWindowTitle("Train a classifier")
         self.setWizardStyle(QWizard.WizardStyle.ModernStyle)
         self.setOption(QWizard.WizardOption.NoCancelButton, False)
-        for page in (FolderPage(), ReviewPage(), OptionsPage(), TrainingPage(), ResultsPage(), ExportPage()):
+        self.folder_page, self.review_page, self.options_page = FolderPage(), ReviewPage(), OptionsPage()
+        self.training_page, self.results_page, self.export_page = TrainingPage(), ResultsPage(), ExportPage()
+        self.results_page.setObjectName("results_page")
+        for page in (self.folder_page, self.review_page, self.options_page, self.training_page, self.results_page,
+                     self.export_page):
             self.addPage(page)
-        self.page(3).finished_ok.connect(lambda event: self.trained.emit(event["model_dir"]))
-        self.rejected.connect(self.page(3).cancel)
+        self.training_page.finished_ok.connect(lambda event: self.trained.emit(event["model_dir"]))
+        self.training_page.progress_changed.connect(self.progress)
         self.setButtonText(QWizard.WizardButton.FinishButton, "Train another")
-        self.page(2).setButtonText(QWizard.WizardButton.NextButton, "Train")
+        self.options_page.setButtonText(QWizard.WizardButton.NextButton, "Train")
+        back = self.button(QWizard.WizardButton.BackButton)
+        back.clicked.disconnect()  # Back from a running training asks first
+        back.clicked.connect(self.go_back)
         self.finished.connect(self._start_over)
+
+    def focusNextPrevChild(self, next_child: bool) -> bool:
+        """QWizard hides its whole contents for a moment whenever a page's completeness changes (its
+        anti-flicker trick); Qt then moves the focus to the next widget outside the wizard, so a person typing
+        a folder lost the focus after one key. While updates are off, focus stays where it is."""
+        if not self.updatesEnabled():
+            return True
+        return super().focusNextPrevChild(next_child)
+
+    def confirm_abandon(self) -> bool:
+        """True when no training runs, or the user agreed to stop it (it is then stopped: nothing is kept)."""
+        if not self.training_page.running():
+            return True
+        box = QMessageBox(QMessageBox.Icon.Question, "Stop training?",
+                          "Stop training? The run so far is discarded; no model version is written.",
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+        box.setDefaultButton(QMessageBox.StandardButton.No)
+        if box.exec() != QMessageBox.StandardButton.Yes:
+            return False  # even if the run ended meanwhile: the user chose to stay
+        self.training_page.cancel()
+        return True
+
+    def cancel_training(self) -> bool:
+        """Esc: stop a running training after asking; False when there was none (Esc means something else)."""
+        if not self.training_page.running():
+            return False
+        self.confirm_abandon()
+        return True
+
+    def keyPressEvent(self, event) -> None:
+        """Esc stops a running training after asking; it never resets the wizard (QDialog would reject)."""
+        if event.key() == Qt.Key.Key_Escape:
+            self.cancel_training()
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
+    def go_back(self) -> None:
+        if self.currentPage() is not self.training_page or self.confirm_abandon():
+            self.back()
+
+    def reject(self) -> None:
+        if self.confirm_abandon():
+            super().reject()
 
     def _start_over(self, _result) -> None:
         """Embedded in the main window, the wizard never closes: Finish begins a new run."""
-        self.page(3).cancel()
+        self.training_page.cancel()
         self.restart()
         self.show()

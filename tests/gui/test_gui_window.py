@@ -78,7 +78,7 @@ def test_keyboard_shortcuts(window):
     shortcuts = {a.text().replace("&", ""): a.shortcut() for menu in window.menuBar().findChildren(type(
         window.menuBar().actions()[0].menu())) for a in menu.actions()}
     assert shortcuts["Open images…"] == QKeySequence(QKeySequence.StandardKey.Open)
-    assert shortcuts["Quit"] == QKeySequence(QKeySequence.StandardKey.Quit)
+    assert shortcuts["Quit"] == QKeySequence("Ctrl+Q")
     assert shortcuts["Train a new model"] == QKeySequence("Ctrl+T")
     assert shortcuts["Classify"] == QKeySequence("Ctrl+2")
 
