@@ -23,7 +23,8 @@ from app.inference.base import Prediction
 from app.inference.bench import bench, summary
 from app.inference.preprocess import IMAGE_EXTENSIONS
 
-from .qt_backend import BACKENDS, DEFAULT_PORTS, BackendBar, BackendChoice, complete_address, open_choice
+from .qt_backend import (BACKENDS, DEFAULT_PORTS, BackendBar, BackendChoice, complete_address, model_label,
+                         open_choice)
 from .qt_common import icon, one_sentence, read_only_table, remember, setting, thumbnail
 from .qt_owner import ModelOwner
 
@@ -241,7 +242,7 @@ def batch_job(rows: list[tuple[int, Row]], top_k: int = 5):
 
     def run(classifier, job):
         start = time.perf_counter()
-        job.progress(("started", None))
+        job.progress(("started", model_label(classifier)))
         done = 0
         for index, row in rows:
             if job.cancelled.is_set():
@@ -269,6 +270,7 @@ class ClassifyView(QWidget):
         self.backend = backend
         self.job = None
         self.batch: list[int] = []
+        self.batch_model = ""
         self.model = ResultsModel(self)
         self.model.threshold = setting("classify/low_confidence", 0.5, float)
         self.proxy = ResultsFilter(self.model, self)
@@ -277,7 +279,8 @@ class ClassifyView(QWidget):
         self.open_button = QPushButton(icon("mdi6.image-multiple"), "Open images…")
         self.open_folder_button = QPushButton(icon("mdi6.folder-image"), "Open folder…")
         self.paste_button = QPushButton(icon("mdi6.content-paste"), "Paste")
-        self.compare_button = QPushButton(icon("mdi6.chart-bar"), "Compare backends")
+        self.compare_button = QPushButton(icon("mdi6.chart-bar"), "Compare backends…")
+        self.compare_button.setAccessibleName("Compare backends")
         self.export_button = QPushButton(icon("mdi6.file-delimited"), "Export CSV…")
         self.clear_button = QPushButton(icon("mdi6.broom"), "Clear")
         self.cancel_button = QPushButton(icon("mdi6.stop"), "Cancel")
@@ -539,6 +542,7 @@ class ClassifyView(QWidget):
     def _on_progress(self, event) -> None:
         kind, value = event
         if kind == "started":
+            self.batch_model = value
             self.progress.setRange(0, len(self.batch))
             self.progress.setValue(0)
             self.summary.setText(f"Classifying {len(self.batch)} images…")
@@ -546,7 +550,10 @@ class ClassifyView(QWidget):
         index, prediction, image = value
         row = self.model.rows[index]
         row.prediction = prediction
-        row.model = self.backend.model_label
+        row.model = self.batch_model
+        label = prediction.label
+        if label and self.show_filter.findData(f"label:{label}") < 0:
+            self.show_filter.addItem(f"Label: {label}", f"label:{label}")
         if not image.isNull():
             row.thumb = QPixmap.fromImage(image)
         self.model.update(index)
@@ -598,6 +605,9 @@ class ClassifyView(QWidget):
             self.cancel()
             return
         self.model.clear()
+        self.show_filter.setCurrentIndex(0)
+        while self.show_filter.count() > 3:  # the label items of the cleared rows
+            self.show_filter.removeItem(3)
         self.summary.setText("")
         self.accuracy.hide()
         self.matrix_button.hide()
