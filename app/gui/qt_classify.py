@@ -221,9 +221,11 @@ class ResultsFilter(QSortFilterProxyModel):
         self.setDynamicSortFilter(True)
         self.mode = "all"
 
-    def set_mode(self, mode: str) -> None:
-        self.mode = mode
-        self.invalidateFilter()
+    def set_mode(self, mode: str | None = None) -> None:
+        """Show only errors, low-confidence rows or one label (``None``: the same mode, a new threshold)."""
+        self.beginFilterChange()
+        self.mode = mode or self.mode
+        self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
 
     def filterAcceptsRow(self, source_row, source_parent):
         model: ResultsModel = self.sourceModel()
@@ -621,7 +623,7 @@ class ClassifyView(QWidget):
     def _threshold_changed(self, value: float) -> None:
         remember("classify/low_confidence", value)
         self.model.set_threshold(value)
-        self.proxy.invalidateFilter()
+        self.proxy.set_mode()
         if self.job is None:
             self.update_summary()
 
