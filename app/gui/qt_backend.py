@@ -146,6 +146,7 @@ class BackendBar(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.owner: ModelOwner | None = None
+        self.local_model = ""  # the local model chosen in this session, which names a server's model by default
         self.owner_choice: BackendChoice | None = None
         self.description = ""
         self.model_label = ""
@@ -198,7 +199,11 @@ class BackendBar(QWidget):
     # --- the choice -------------------------------------------------------------------
     def choice(self) -> BackendChoice:
         kind = self.kind.currentData()
-        return BackendChoice(kind, complete_address(kind, self.location.currentText()))
+        return BackendChoice(kind, complete_address(kind, self.location.currentText(), self.default_name()))
+
+    def default_name(self) -> str:
+        """The model name a server address gets when none is typed: the open local model's, else the last one's."""
+        return model_name(self.local_model) or default_model_name()
 
     def has_model(self) -> bool:
         """False when nothing is chosen yet (no model folder, no server): Classify shows how to get one."""
@@ -221,7 +226,7 @@ class BackendBar(QWidget):
         self.location.addItems(recent)
         default = ""
         if kind in DEFAULT_PORTS:
-            default = complete_address(kind, f"localhost:{DEFAULT_PORTS[kind]}")
+            default = complete_address(kind, f"localhost:{DEFAULT_PORTS[kind]}", self.default_name())
         self.location.setEditText(recent[0] if recent else default)
         self.location.lineEdit().setPlaceholderText(PLACEHOLDERS[kind])
         self.location.blockSignals(False)
@@ -239,7 +244,9 @@ class BackendBar(QWidget):
         self._load_recent()
         self._invalidate()
 
-    def _location_changed(self, _text: str) -> None:
+    def _location_changed(self, text: str) -> None:
+        if self.kind.currentData() in ("tflite", "savedmodel") and text.strip():
+            self.local_model = text.strip()
         self._invalidate()
 
     def _complete_typed_address(self) -> None:

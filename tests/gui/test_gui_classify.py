@@ -13,7 +13,7 @@ import pytest
 from PySide6.QtCore import QPoint, Qt, QTimer
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import (QAbstractButton, QApplication, QCheckBox, QComboBox, QDoubleSpinBox, QLabel,
-                               QLineEdit, QProgressBar, QTableView, QTableWidget)
+                               QLineEdit, QListWidget, QProgressBar, QTableView, QTableWidget)
 
 from conftest import GapMeter, drop, save_shot
 from serving.double import TFServingDouble
@@ -143,7 +143,7 @@ def test_drop_files_and_a_folder(window, qtbot, trained, fm_dir, screenshots, tm
     table.setFocus()
     QTest.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
                      table.visualRect(table.model().index(0, 1)).center())
-    assert "bag" in find(page, type(window.classify.detail_top), "Top classes").item(0).text()
+    assert "bag" in find(page, QListWidget, "Top classes").item(0).text()
     save_shot(window, screenshots, "classify")
 
     out = tmp_path / "results.csv"
@@ -527,3 +527,22 @@ def test_columns_that_matter_fit_a_1024x700_window(window, qtbot, trained, fm_di
         left = header.sectionViewportPosition(index)
         assert left >= 0 and left + header.sectionSize(index) <= table.viewport().width(), f"{name} is cut off"
     assert header.sectionSize(names.index("File")) >= 60
+
+
+@pytest.mark.parametrize("kind, typed, expected", [
+    ("grpc", "myhost:9000", "grpc://myhost:9000/flowers"),
+    ("grpc", "myhost", "grpc://myhost:8500/flowers"),
+    ("grpc", "myhost:9000/other/", "grpc://myhost:9000/other"),
+    ("grpc", "grpcs://secure:443/x", "grpcs://secure:443/x"),
+    ("grpc", "[::1]:8500", "grpc://[::1]:8500/flowers"),
+    ("rest", "myhost:8501", "http://myhost:8501/v1/models/flowers"),
+    ("rest", "myhost:8501/other", "http://myhost:8501/v1/models/other"),
+    ("rest", "https://h:1/v1/models/m/versions/2", "https://h:1/v1/models/m/versions/2"),
+    ("rest", "http://h:8501/m", "http://h:8501/v1/models/m"),
+    ("rest", "   ", ""),
+    ("tflite", "models/flowers", "models/flowers"),
+])
+def test_typed_server_addresses_are_completed(kind, typed, expected):
+    from app.gui.qt_backend import complete_address
+
+    assert complete_address(kind, typed, "flowers") == expected
