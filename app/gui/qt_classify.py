@@ -33,8 +33,8 @@ COLUMNS = ["", "File", "Truth", "Label", "Score", "Decode", "Preprocess", "Infer
 (THUMB_COL, FILE, TRUTH, LABEL, SCORE, DECODE, PREPROCESS, INFERENCE, NETWORK, TOTAL, BYTES, BACKEND,
  MODEL) = range(len(COLUMNS))
 TIMING_FIELDS = ["decode_ms", "preprocess_ms", "inference_ms", "network_ms", "total_ms"]
-WIDTHS = {THUMB_COL: 56, FILE: 120, TRUTH: 80, LABEL: 96, SCORE: 72, DECODE: 58, PREPROCESS: 76, INFERENCE: 70,
-          NETWORK: 66, TOTAL: 64, BYTES: 64, BACKEND: 110, MODEL: 96}
+WIDTHS = {THUMB_COL: 56, FILE: 120, TRUTH: 72, LABEL: 90, SCORE: 66, DECODE: 72, PREPROCESS: 76, INFERENCE: 70,
+          NETWORK: 66, TOTAL: 64, BYTES: 64, BACKEND: 106, MODEL: 90}
 OPTIONAL = [BYTES, PREPROCESS, DECODE, NETWORK, INFERENCE]  # hidden in this order when the table is narrow
 # stages a backend does not have: SavedModel decodes inside its graph, a server decodes and infers remotely
 NOT_APPLICABLE = {"tflite": {"network_ms": "—"},
@@ -124,6 +124,8 @@ class ResultsModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DecorationRole and column == THUMB_COL:
             return row.thumb
         if role == Qt.ItemDataRole.ToolTipRole:
+            if column in (FILE, MODEL):
+                return str(row.path or row.name) if column == FILE else row.model
             if p is None:
                 return "waiting…"
             if p.error:
@@ -143,8 +145,6 @@ class ResultsModel(QAbstractTableModel):
                 return QColor("#b06000")
             if column == LABEL and row.truth and row.status == "ok":
                 return QColor("#188038") if p.label == row.truth else QColor("#b3261e")
-        if role == Qt.ItemDataRole.DecorationRole and column == SCORE and row.low(self.threshold):
-            return icon("mdi6.alert", "#b06000")
         if role != Qt.ItemDataRole.DisplayRole:
             return None
         return self.text(row, column)
@@ -329,6 +329,7 @@ class ClassifyView(QWidget):
         self.table.verticalHeader().hide()
         self.table.setIconSize(QSize(THUMB, THUMB))
         self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # keep a file name's number and extension
         header = self.table.horizontalHeader()
         # fixed widths: ResizeToContents re-measures every row on every update, O(rows) per image
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
@@ -372,7 +373,7 @@ class ClassifyView(QWidget):
         self.splitter.addWidget(detail)
         self.splitter.setStretchFactor(0, 1)
         self.splitter.setStretchFactor(1, 0)
-        self.splitter.setSizes([800, 170])
+        self.splitter.setSizes([800, 150])
 
         self.progress = QProgressBar()
         self.progress.setAccessibleName("Progress")
@@ -660,11 +661,11 @@ class ClassifyView(QWidget):
         text = ", ".join(parts)
         for name, totals in by_backend.items():
             stats = summary(totals)
-            prefix = f"{name}: {len(totals)} images, " if len(by_backend) > 1 else ""
+            prefix = f"{name}: {len(totals)} image{'s' if len(totals) != 1 else ''}, " if len(by_backend) > 1 else ""
             text += (f" · {prefix}total ms mean {stats['mean']:.1f}, median {stats['median']:.1f}, "
                      f"p95 {stats['p95']:.1f}" + (f" ({name})" if len(by_backend) == 1 else ""))
         if seconds and batch:
-            text += f" · {batch / seconds:.1f} images/s"
+            text += f" · last batch {batch / seconds:.1f} images/s"
         self.summary.setText(text if rows else "")
         self._update_accuracy()
 
@@ -721,7 +722,7 @@ class ClassifyView(QWidget):
         """Hide the per-stage columns (still in the detail pane) when the essential ones would not fit."""
         available = self.table.viewport().width() if self.table.isVisible() else self.splitter.sizes()[0] - 4
         needed = sum(WIDTHS[c] for c in range(len(COLUMNS)) if c != FILE and not
-                     (c == TRUTH and self.table.isColumnHidden(TRUTH))) + 80
+                     (c == TRUTH and self.table.isColumnHidden(TRUTH))) + WIDTHS[FILE]
         for column in OPTIONAL:
             fits = needed <= available
             self.table.setColumnHidden(column, not fits)

@@ -171,7 +171,7 @@ def test_switch_to_remote_backends_and_unreachable(window, qtbot, trained, fm_di
             # the server decodes and infers: no fake 0.00 for stages this side never ran
             assert column(page, "Decode")[-1] == "on server" and column(page, "Inference")[-1] == "on server"
             assert column(page, "Model")[-1] == f"clothes@127.0.0.1:{url.split(':')[2].split('/')[0]}"
-        assert "Remote gRPC: 1 images" in summary(page) and "Remote REST: 1 images" in summary(page)
+        assert "Remote gRPC: 1 image," in summary(page) and "Remote REST: 1 image," in summary(page)
         status = find(window, QLabel, "Backend status")
         click(find(window, QAbstractButton, "Check connection"))
         qtbot.waitUntil(lambda: "version 1 AVAILABLE" in status.text(), timeout=30_000)
@@ -509,7 +509,7 @@ def test_rerun_with_another_backend_in_one_click(window, qtbot, trained, fm_dir)
         assert not rerun.isVisible()
 
 
-def test_columns_that_matter_fit_a_1024x700_window(window, qtbot, trained, fm_dir):
+def test_columns_that_matter_fit_a_1024x700_window(window, qtbot, trained, fm_dir, screenshots):
     """Defect 12: at 1024x700 the essential columns are shown whole, without scrolling sideways."""
     page = open_page(window, "Classify")
     choose_backend(window, "Local TFLite", trained["models"] / "clothes")
@@ -526,7 +526,8 @@ def test_columns_that_matter_fit_a_1024x700_window(window, qtbot, trained, fm_di
         assert not table.isColumnHidden(index), f"{name} is hidden"
         left = header.sectionViewportPosition(index)
         assert left >= 0 and left + header.sectionSize(index) <= table.viewport().width(), f"{name} is cut off"
-    assert header.sectionSize(names.index("File")) >= 60
+    assert header.sectionSize(names.index("File")) >= 90
+    save_shot(window, screenshots, "classify-1024x700")
 
 
 @pytest.mark.parametrize("kind, typed, expected", [
