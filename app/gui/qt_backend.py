@@ -146,6 +146,8 @@ class BackendBar(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.owner: ModelOwner | None = None
+        live = self.live_owner = []  # the open owner, for closing it when this bar is destroyed
+        self.destroyed.connect(lambda *_: [owner.close() for owner in live])
         self.local_model = ""  # the local model chosen in this session, which names a server's model by default
         self.owner_choice: BackendChoice | None = None
         self.description = ""
@@ -300,6 +302,7 @@ class BackendBar(QWidget):
         if self.owner is not None:
             self.owner.close()
         self.owner, self.owner_choice = ModelOwner(lambda: open_choice(choice), f"owner {choice.label()}"), choice
+        self.live_owner[:] = [self.owner]
         self._set_status("busy", f"Loading {choice.label()} model…" if not choice.remote
                          else f"Connecting to {choice.location}…")
         owner = self.owner

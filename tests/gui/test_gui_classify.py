@@ -547,3 +547,28 @@ def test_typed_server_addresses_are_completed(kind, typed, expected):
     from app.gui.qt_backend import complete_address
 
     assert complete_address(kind, typed, "flowers") == expected
+
+
+def test_hostile_files_become_error_rows_not_a_failed_run(window, qtbot, trained, fm_dir, tmp_path):
+    """Corrupt, truncated, empty and misnamed files each get their own error; the good ones still classify."""
+    folder = tmp_path / "odd names ü 'quoted'"
+    folder.mkdir()
+    good = class_files(fm_dir, "bag", 1)[0].read_bytes()
+    (folder / "good.png").write_bytes(good)
+    (folder / "truncated.png").write_bytes(good[: len(good) // 3])
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.png").write_bytes(b"this is not an image\n" * 10)
+    (folder / "header only.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 20)
+    page = open_page(window, "Classify")
+    choose_backend(window, "Local TFLite", trained["models"] / "clothes")
+    drop(page, [folder])
+    wait_done(qtbot, page, 5)
+    rows = dict(zip(column(page, "File"), column(page, "Label")))
+    assert rows.pop("good.png") == "bag"
+    assert all(label.startswith("error: ") for label in rows.values()), rows
+    assert summary(page).startswith("1 classified, 4 failed")
+    show = find(page, QComboBox, "Show")
+    show.setFocus()
+    QTest.keyClick(show, Qt.Key.Key_Home)
+    QTest.keyClick(show, Qt.Key.Key_Down)
+    assert show.currentText() == "Errors and cancelled" and sorted(column(page, "File")) == sorted(rows)
