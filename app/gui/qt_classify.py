@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSize, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtCore import QAbstractTableModel, QEvent, QModelIndex, QSize, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtGui import QColor, QGuiApplication, QImage, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox,
                                QFileDialog, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget,
@@ -338,6 +338,7 @@ class ClassifyView(QWidget):
         for column, width in WIDTHS.items():
             self.table.setColumnWidth(column, width)
         self.table.setColumnHidden(TRUTH, True)
+        self.table.viewport().installEventFilter(self)
 
         self.empty = QLabel("Drop images or folders here\n\nor press Ctrl+O to open files, Ctrl+V to paste an image")
         self.empty.setAccessibleName("Drop images here")
@@ -368,6 +369,7 @@ class ClassifyView(QWidget):
         detail_layout.addWidget(self.detail_name)
         detail_layout.addWidget(QLabel("Top classes"))
         detail_layout.addWidget(self.detail_top, 1)
+        self.detail = detail
         self.splitter = QSplitter()
         self.splitter.addWidget(table_holder)
         self.splitter.addWidget(detail)
@@ -446,6 +448,7 @@ class ClassifyView(QWidget):
         return panel
 
     def _show_placeholder(self) -> None:
+        self.detail.setVisible(bool(self.model.rows))  # nothing to detail before the first image
         if self.model.rows:
             self.stack.setCurrentWidget(self.table)
         else:
@@ -714,13 +717,14 @@ class ClassifyView(QWidget):
         dialog.resize(520, 360)
         dialog.exec()
 
-    def resizeEvent(self, event) -> None:
-        super().resizeEvent(event)
-        self._fit_columns()
+    def eventFilter(self, watched, event) -> bool:
+        if watched is self.table.viewport() and event.type() == QEvent.Type.Resize:
+            self._fit_columns()
+        return super().eventFilter(watched, event)
 
     def _fit_columns(self) -> None:
         """Hide the per-stage columns (still in the detail pane) when the essential ones would not fit."""
-        available = self.table.viewport().width() if self.table.isVisible() else self.splitter.sizes()[0] - 4
+        available = self.table.viewport().width()
         needed = sum(WIDTHS[c] for c in range(len(COLUMNS)) if c != FILE and not
                      (c == TRUTH and self.table.isColumnHidden(TRUTH))) + WIDTHS[FILE]
         for column in OPTIONAL:
