@@ -147,7 +147,7 @@ class BackendBar(QWidget):
         super().__init__(parent)
         self.owner: ModelOwner | None = None
         live = self.live_owner = []  # the open owner, for closing it when this bar is destroyed
-        self.destroyed.connect(lambda *_: [owner.close() for owner in live])
+        self.destroyed.connect(lambda *_: [owner.close(discard=True) for owner in live])
         self.local_model = ""  # the local model chosen in this session, which names a server's model by default
         self.owner_choice: BackendChoice | None = None
         self.description = ""

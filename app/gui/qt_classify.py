@@ -916,6 +916,6 @@ class CompareDialog(QDialog):
     def done(self, result) -> None:
         """Closing stops listening; a backend still running finishes on its own thread and is released there."""
         for owner in self.owners:
-            owner.close()
+            owner.close(discard=True)
         self.queue = []
         super().done(result)

@@ -29,7 +29,7 @@ def shutdown(timeout: float = 10.0) -> None:
     """Close every owner and wait for its thread, so no TensorFlow object dies during interpreter teardown."""
     owners = list(_LIVE)
     for owner in owners:
-        owner.close()
+        owner.close(discard=True)
     for owner in owners:
         owner.join(timeout)
 
@@ -56,7 +56,8 @@ class ModelOwner(QObject):
 
     ``submit(fn, on_done, on_error, on_progress)`` queues ``fn(classifier, job)``. If opening failed,
     every job's ``on_error`` gets the opening error. ``close()`` lets queued work finish, then ends the
-    thread (the classifier is released on the thread that made it); callbacks stop after ``close()``.
+    thread (the classifier is released on the thread that made it); ``close(discard=True)`` also stops
+    the callbacks, for a dialog or widget that is going away.
     """
 
     reply = Signal(object, object)  # callback, value — emitted on the owner thread, delivered on the GUI thread
@@ -78,8 +79,9 @@ class ModelOwner(QObject):
         self._queue.put(job)
         return job
 
-    def close(self) -> None:
-        self.closed = True
+    def close(self, discard: bool = False) -> None:
+        """End the thread once the queued jobs are done; ``discard`` also drops their callbacks (the caller is gone)."""
+        self.closed = self.closed or discard
         self._queue.put(None)
 
     def join(self, timeout: float | None = None) -> bool:

@@ -572,3 +572,17 @@ def test_hostile_files_become_error_rows_not_a_failed_run(window, qtbot, trained
     QTest.keyClick(show, Qt.Key.Key_Home)
     QTest.keyClick(show, Qt.Key.Key_Down)
     assert show.currentText() == "Errors and cancelled" and sorted(column(page, "File")) == sorted(rows)
+
+
+def test_check_connection_during_a_batch_lets_the_batch_finish(window, qtbot, trained, fm_dir):
+    """Reopening the backend (Ctrl+K) mid-batch: the running batch still delivers every row."""
+    page = open_page(window, "Classify")
+    choose_backend(window, "Local TFLite", trained["models"] / "clothes")
+    drop(page, [fm_dir])
+    qtbot.waitUntil(lambda: any(v not in ("…", "") for v in column(page, "Label")), timeout=60_000)
+    click(find(window, QAbstractButton, "Check connection"))
+    wait_done(qtbot, page, 200, timeout=120_000)
+    labels = column(page, "Label")
+    assert not any(v.startswith("error") or v == "cancelled" for v in labels)
+    assert summary(page).startswith("200 classified")
+    qtbot.waitUntil(lambda: "classes" in find(window, QLabel, "Backend status").text(), timeout=30_000)
