@@ -63,13 +63,18 @@ def complete_address(kind: str, text: str, name: str | None = None) -> str:
     text = text.strip()
     if kind not in ("grpc", "rest") or not text:
         return text
+    text, mark, query = text.partition("?")
     scheme, sep, rest = text.partition("://")
+    if sep and not scheme.isalpha():  # not an address at all: let the backend say why
+        return text + mark + query
     if not sep:
         scheme, rest = ("grpc" if kind == "grpc" else "http"), text
     host, _, path = rest.partition("/")
     path = path.strip("/")
     if not host:
-        return text
+        return text + mark + query
+    if path in ("v1", "v1/models"):
+        path = ""
     if ":" not in host.rsplit("]", 1)[-1]:
         host = f"{host}:{DEFAULT_PORTS[kind]}"
     if kind == "rest" and scheme in ("http", "https"):
@@ -77,7 +82,7 @@ def complete_address(kind: str, text: str, name: str | None = None) -> str:
             path = f"v1/models/{path or name or default_model_name()}"
     elif kind == "grpc" and scheme in ("grpc", "grpcs") and not path:
         path = name or default_model_name()
-    return f"{scheme}://{host}/{path}"
+    return f"{scheme}://{host}/{path}{mark}{query}"
 
 
 def open_choice(choice: BackendChoice):

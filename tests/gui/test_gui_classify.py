@@ -541,6 +541,10 @@ def test_columns_that_matter_fit_a_1024x700_window(window, qtbot, trained, fm_di
     ("rest", "https://h:1/v1/models/m/versions/2", "https://h:1/v1/models/m/versions/2"),
     ("rest", "http://h:8501/m", "http://h:8501/v1/models/m"),
     ("rest", "   ", ""),
+    ("rest", "http://h:8501/v1/models/", "http://h:8501/v1/models/flowers"),
+    ("grpc", "h:8500?version=2", "grpc://h:8500/flowers?version=2"),
+    ("grpc", "h:8500/m?version=2", "grpc://h:8500/m?version=2"),
+    ("rest", "://nothing", "://nothing"),
     ("tflite", "models/flowers", "models/flowers"),
 ])
 def test_typed_server_addresses_are_completed(kind, typed, expected):
