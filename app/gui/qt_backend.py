@@ -1,7 +1,8 @@
 """The always-visible backend selector: local TFLite / SavedModel, remote gRPC / REST.
 
-Opening a backend can take seconds (TensorFlow's import, a slow server), so it happens on
-the thread pool; the opened classifier is kept until the choice changes.
+Opening a backend can take seconds (TensorFlow's import, a slow server), so it happens on the
+classifier's own owner thread (``qt_owner.ModelOwner``), which also makes every later call into
+it; the owner is kept until the choice changes.
 """
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QToolButton,
                                QWidget)
 
-from .qt_common import icon, one_sentence, remember, run_in_background, setting
+from .qt_common import icon, one_sentence, remember, setting
+from .qt_owner import Job, ModelOwner
 
 BACKENDS = [("tflite", "Local TFLite"), ("savedmodel", "Local SavedModel"),
             ("grpc", "Remote gRPC"), ("rest", "Remote REST")]
 PLACEHOLDERS = {"tflite": "model folder (MODELS/NAME or MODELS/NAME/VERSION)",
                 "savedmodel": "model folder (MODELS/NAME or MODELS/NAME/VERSION)",
                 "grpc": "grpc://localhost:8500/MODEL", "rest": "http://localhost:8501/v1/models/MODEL"}
-DEFAULTS = {"grpc": "grpc://localhost:8500/model", "rest": "http://localhost:8501/v1/models/model"}
+DEFAULT_PORTS = {"grpc": 8500, "rest": 8501}
 MAX_RECENT = 8
 
 
@@ -35,6 +37,52 @@ class BackendChoice:
 
     def label(self) -> str:
         return dict(BACKENDS)[self.kind]
+
+
+def model_name(location: str) -> str:
+    """MODELS/NAME or MODELS/NAME/VERSION -> NAME ('' when there is no local model)."""
+    path = Path(location.strip()) if location.strip() else None
+    if path is None:
+        return ""
+    if path.suffix == ".tflite":
+        path = path.parent
+    return path.parent.name if path.name.isdigit() else path.name
+
+
+def default_model_name() -> str:
+    """The open (or last) local model's name, which a server usually serves under the same name."""
+    return model_name((setting("backend/recent_local", "") or "").split("\n")[0]) or "model"
+
+
+def complete_address(kind: str, text: str, name: str | None = None) -> str:
+    """Complete what people type for a server: ``host:port`` or ``host:port/NAME`` -> a full URL.
+
+    gRPC gets ``grpc://`` and the model name; REST gets ``http://`` and TF Serving's ``/v1/models/NAME``.
+    Anything else (local paths, addresses with another scheme) is returned as typed.
+    """
+    text = text.strip()
+    if kind not in ("grpc", "rest") or not text:
+        return text
+    text, mark, query = text.partition("?")
+    scheme, sep, rest = text.partition("://")
+    if sep and not scheme.isalpha():  # not an address at all: let the backend say why
+        return text + mark + query
+    if not sep:
+        scheme, rest = ("grpc" if kind == "grpc" else "http"), text
+    host, _, path = rest.partition("/")
+    path = path.strip("/")
+    if not host:
+        return text + mark + query
+    if path in ("v1", "v1/models"):
+        path = ""
+    if ":" not in host.rsplit("]", 1)[-1]:
+        host = f"{host}:{DEFAULT_PORTS[kind]}"
+    if kind == "rest" and scheme in ("http", "https"):
+        if not path.startswith("v1/models/"):
+            path = f"v1/models/{path or name or default_model_name()}"
+    elif kind == "grpc" and scheme in ("grpc", "grpcs") and not path:
+        path = name or default_model_name()
+    return f"{scheme}://{host}/{path}{mark}{query}"
 
 
 def open_choice(choice: BackendChoice):
@@ -54,13 +102,23 @@ def open_choice(choice: BackendChoice):
     return open_classifier(choice.location.strip(), choice.kind)
 
 
-def open_and_describe(choice: BackendChoice):
-    """(classifier, one-line status) — both network calls stay off the GUI thread."""
-    classifier = open_choice(choice)
+def describe_safely(classifier) -> tuple[str, str]:
+    """(one-line status, model label) — runs on the owner thread; a failed status call is not fatal."""
     try:
-        return classifier, describe(classifier)
+        text = describe(classifier)
     except Exception as exc:  # status failed after opening: still usable, say why
-        return classifier, f"opened, but the status call failed: {one_sentence(exc)}"
+        text = f"opened, but the status call failed: {one_sentence(exc)}"
+    return text, model_label(classifier)
+
+
+def model_label(classifier) -> str:
+    """What the Model column shows: NAME vVERSION locally, NAME@host:port remotely."""
+    target = getattr(classifier, "target", None)
+    if target is not None:
+        return f"{target.model}@{target.address}" + (f" v{target.version}" if target.version else "")
+    version = getattr(classifier, "version_dir", None) or getattr(classifier, "model_file").parent
+    version = Path(version)
+    return f"{version.parent.name} v{version.name}" if version.name.isdigit() else version.name
 
 
 def describe(classifier) -> str:
@@ -81,17 +139,24 @@ def describe(classifier) -> str:
 
 
 class BackendBar(QWidget):
-    """Emits ``changed`` when the user picks another backend or location."""
+    """Emits ``changed`` when the user picks another backend or location.
+
+    ``submit(fn, ...)`` runs ``fn(classifier, job)`` on the current choice's owner thread,
+    opening the classifier there first if needed.
+    """
 
     changed = Signal()
     message = Signal(str, str)  # text, level
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self._classifier = None
-        self._classifier_choice: BackendChoice | None = None
-        self._pending: list[tuple[Callable, Callable]] = []
-        self._opening: BackendChoice | None = None
+        self.owner: ModelOwner | None = None
+        live = self.live_owner = []  # the open owner, for closing it when this bar is destroyed
+        self.destroyed.connect(lambda *_: [owner.close(discard=True) for owner in live])
+        self.local_model = ""  # the local model chosen in this session, which names a server's model by default
+        self.owner_choice: BackendChoice | None = None
+        self.description = ""
+        self.model_label = ""
 
         self.kind = QComboBox()
         self.kind.setAccessibleName("Backend")
@@ -99,18 +164,22 @@ class BackendBar(QWidget):
         for key, text in BACKENDS:
             if key == "savedmodel" and classify_only():
                 continue  # no TensorFlow in this build
-            self.kind.addItem(icon("mdi6.laptop" if key in ("tflite", "savedmodel") else "mdi6.server-network"), text, key)
+            glyph = "mdi6.laptop" if key in ("tflite", "savedmodel") else "mdi6.server-network"
+            self.kind.addItem(icon(glyph), text, key)
         self.location = QComboBox()
         self.location.setEditable(True)
+        self.location.setAccessibleName("Model or server")
         self.location.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         self.location.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.location.setMinimumContentsLength(30)
         self.browse = QToolButton()
         self.browse.setIcon(icon("mdi6.folder-open"))
         self.browse.setToolTip("Choose a model folder")
+        self.browse.setAccessibleName("Choose a model folder")
         self.check = QPushButton(icon("mdi6.lan-check"), "Check connection")
         self.dot = QLabel()
         self.status = QLabel("Not checked")
+        self.status.setAccessibleName("Backend status")
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.status.setMinimumWidth(160)
 
@@ -129,13 +198,23 @@ class BackendBar(QWidget):
         self._load_recent()
         self.kind.currentIndexChanged.connect(self._kind_changed)
         self.location.currentTextChanged.connect(self._location_changed)
-        self.browse.clicked.connect(self._browse)
+        self.location.lineEdit().editingFinished.connect(self._complete_typed_address)
+        self.browse.clicked.connect(self.choose_model_folder)
         self.check.clicked.connect(self.check_connection)
         self._set_status("unknown", "Not checked")
 
     # --- the choice -------------------------------------------------------------------
     def choice(self) -> BackendChoice:
-        return BackendChoice(self.kind.currentData(), self.location.currentText().strip())
+        kind = self.kind.currentData()
+        return BackendChoice(kind, complete_address(kind, self.location.currentText(), self.default_name()))
+
+    def default_name(self) -> str:
+        """The model name a server address gets when none is typed: the open local model's, else the last one's."""
+        return model_name(self.local_model) or default_model_name()
+
+    def has_model(self) -> bool:
+        """False when nothing is chosen yet (no model folder, no server): Classify shows how to get one."""
+        return bool(self.location.currentText().strip())
 
     def set_choice(self, kind: str, location: str) -> None:
         self.kind.setCurrentIndex(self.kind.findData(kind))
@@ -152,7 +231,10 @@ class BackendBar(QWidget):
         self.location.clear()
         recent = [r for r in (setting(self._recent_key(), "") or "").split("\n") if r]
         self.location.addItems(recent)
-        self.location.setEditText(recent[0] if recent else DEFAULTS.get(kind, ""))
+        default = ""
+        if kind in DEFAULT_PORTS:
+            default = complete_address(kind, f"localhost:{DEFAULT_PORTS[kind]}", self.default_name())
+        self.location.setEditText(recent[0] if recent else default)
         self.location.lineEdit().setPlaceholderText(PLACEHOLDERS[kind])
         self.location.blockSignals(False)
         self.browse.setVisible(kind in ("tflite", "savedmodel"))
@@ -169,18 +251,37 @@ class BackendBar(QWidget):
         self._load_recent()
         self._invalidate()
 
-    def _location_changed(self, _text: str) -> None:
+    def _location_changed(self, text: str) -> None:
+        if self.kind.currentData() in ("tflite", "savedmodel") and text.strip():
+            self.local_model = text.strip()
         self._invalidate()
 
+    def _complete_typed_address(self) -> None:
+        """Show the full URL once the user finishes typing ``host:port`` or ``host:port/NAME``."""
+        completed = self.choice().location
+        if completed != self.location.currentText().strip():
+            self.location.setEditText(completed)
+
     def _invalidate(self) -> None:
-        if self._classifier_choice != self.choice():
+        if self.owner_choice != self.choice():
             self._set_status("unknown", "Not checked")
         self.changed.emit()
 
-    def _browse(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose a model folder", self.location.currentText())
+    def choose_model_folder(self) -> None:
+        """Pick a local model folder (switching a remote choice to Local TFLite)."""
+        start = self.location.currentText() if not self.choice().remote else ""
+        folder = QFileDialog.getExistingDirectory(self, "Choose a model folder", start or str(Path.home()))
         if folder:
+            if self.choice().remote:
+                self.kind.setCurrentIndex(self.kind.findData("tflite"))
             self.location.setEditText(folder)
+
+    def connect_to_server(self) -> None:
+        """Switch to Remote gRPC and put the cursor in the address field (``host:port/NAME`` is enough)."""
+        if not self.choice().remote:
+            self.kind.setCurrentIndex(self.kind.findData("grpc"))
+        self.location.setFocus()
+        self.location.lineEdit().selectAll()
 
     def _set_status(self, state: str, text: str) -> None:
         colors = {"ok": "#188038", "error": "#b3261e", "busy": "#f9ab00", "unknown": "#9aa0a6"}
@@ -189,51 +290,55 @@ class BackendBar(QWidget):
         self.status.setToolTip(text)
         self.state = state
 
-    # --- opening ----------------------------------------------------------------------
-    def with_classifier(self, on_ready: Callable, on_error: Callable | None = None) -> None:
-        """Call ``on_ready(classifier)`` once the current choice is open (opening it if needed)."""
+    # --- opening and calling ----------------------------------------------------------
+    def submit(self, fn: Callable, on_done: Callable | None = None, on_error: Callable | None = None,
+               on_progress: Callable | None = None) -> Job:
+        """Run ``fn(classifier, job)`` on the current choice's owner thread; callbacks run on the GUI thread."""
+        return self._current_owner().submit(fn, on_done, on_error, on_progress)
+
+    def loading(self) -> bool:
+        """True while the current choice's classifier is still being opened (TF import, a slow server)."""
+        return self.owner is not None and not self.owner.ready
+
+    def _current_owner(self) -> ModelOwner:
         choice = self.choice()
-        if self._classifier is not None and self._classifier_choice == choice:
-            on_ready(self._classifier)
-            return
-        self._pending.append((on_ready, on_error))
-        if self._opening == choice:
-            return
-        self._opening = choice
-        self._set_status("busy", f"Opening {choice.label()}…")
+        if self.owner is not None and self.owner_choice == choice:
+            return self.owner
+        if self.owner is not None:
+            self.owner.close()
+        self.owner, self.owner_choice = ModelOwner(lambda: open_choice(choice), f"owner {choice.label()}"), choice
+        self.live_owner[:] = [self.owner]
+        self._set_status("busy", f"Loading {choice.label()} model…" if not choice.remote
+                         else f"Connecting to {choice.location}…")
+        owner = self.owner
 
         def opened(result):
-            classifier, description = result
-            if choice != self.choice():  # the user moved on while it opened
-                self._opening = None
-                self.with_classifier_retry()
+            if owner is not self.owner:
                 return
-            self._classifier, self._classifier_choice, self._opening = classifier, choice, None
+            self.description, self.model_label = result
             self._remember_location()
-            self.description = description
-            self._set_status("ok", description)
-            pending, self._pending = self._pending, []
-            for ready, _ in pending:
-                ready(classifier)
+            self._set_status("ok", self.description)
 
         def failed(exc):
-            self._opening = None
+            if owner is not self.owner:
+                return
             text = one_sentence(exc)
             self._set_status("error", text)
             self.message.emit(text[0].upper() + text[1:], "error")
-            pending, self._pending = self._pending, []
-            for _, error in pending:
-                if error:
-                    error(exc)
 
-        run_in_background(lambda: open_and_describe(choice), opened, failed, self)
-
-    def with_classifier_retry(self) -> None:
-        pending, self._pending = self._pending, []
-        for ready, error in pending:
-            self.with_classifier(ready, error)
+        owner.submit(lambda classifier, _job: describe_safely(classifier), opened, failed)
+        return owner
 
     def check_connection(self) -> None:
         """Reopen the current choice and show its status and signature."""
-        self._classifier, self._classifier_choice = None, None
-        self.with_classifier(lambda c: self.message.emit(f"Connected: {self.description}", "info"))
+        if self.owner is not None:
+            self.owner.close()
+        self.owner, self.owner_choice = None, None
+        self.submit(lambda classifier, _job: None,
+                    lambda _: self.message.emit(f"Connected: {self.description}", "info"))
+
+    def close_owner(self) -> None:
+        """Let the open classifier's thread finish and end (the window is closing)."""
+        if self.owner is not None:
+            self.owner.close()
+        self.owner, self.owner_choice = None, None

@@ -1,43 +1,68 @@
-"""Classify view: drop files or folders anywhere, rows stream in with top-k and timings."""
+"""Classify view: drop files or folders anywhere, rows stream in with top-k and timings.
+
+Every call into a classifier goes through the backend bar's owner thread (``qt_owner``): the
+batch below is one job there, results come back to the GUI thread by signal. Compare runs each
+backend in its own owner thread, one backend after another, through ``app.inference.bench``.
+"""
 from __future__ import annotations
 
 import csv
 import io
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QRunnable, QSize, Qt, QThreadPool, Signal
-from PySide6.QtGui import QGuiApplication, QImage, QKeySequence, QPixmap, QShortcut
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
-                               QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QProgressBar, QPushButton,
-                               QSplitter, QStackedLayout, QTableView, QTableWidgetItem, QVBoxLayout,
-                               QWidget)
+from PySide6.QtCore import QAbstractTableModel, QEvent, QModelIndex, QSize, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtGui import QColor, QGuiApplication, QImage, QKeySequence, QPixmap, QShortcut
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox,
+                               QFileDialog, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget,
+                               QProgressBar, QPushButton, QSplitter, QStackedLayout, QTableView, QTableWidgetItem,
+                               QVBoxLayout, QWidget)
 
 from app.inference.base import Prediction
-from app.inference.bench import summary
+from app.inference.bench import bench, summary
 from app.inference.preprocess import IMAGE_EXTENSIONS
 
-from .qt_backend import BACKENDS, BackendBar, BackendChoice, open_choice
+from .qt_backend import (BACKENDS, DEFAULT_PORTS, BackendBar, BackendChoice, complete_address, model_label,
+                         open_choice)
 from .qt_common import icon, one_sentence, read_only_table, remember, setting, thumbnail
+from .qt_owner import ModelOwner
 
-COLUMNS = ["", "File", "Label", "Score", "Decode", "Preprocess", "Inference", "Network", "Total ms", "Bytes",
-           "Backend"]
+COLUMNS = ["", "File", "Truth", "Label", "Score", "Decode", "Preprocess", "Inference", "Network", "Total ms",
+           "Bytes", "Backend", "Model"]
+(THUMB_COL, FILE, TRUTH, LABEL, SCORE, DECODE, PREPROCESS, INFERENCE, NETWORK, TOTAL, BYTES, BACKEND,
+ MODEL) = range(len(COLUMNS))
 TIMING_FIELDS = ["decode_ms", "preprocess_ms", "inference_ms", "network_ms", "total_ms"]
+WIDTHS = {THUMB_COL: 56, FILE: 120, TRUTH: 72, LABEL: 90, SCORE: 66, DECODE: 72, PREPROCESS: 76, INFERENCE: 70,
+          NETWORK: 66, TOTAL: 64, BYTES: 64, BACKEND: 106, MODEL: 90}
+OPTIONAL = [BYTES, PREPROCESS, DECODE, NETWORK, INFERENCE]  # hidden in this order when the table is narrow
+# stages a backend does not have: SavedModel decodes inside its graph, a server decodes and infers remotely
+NOT_APPLICABLE = {"tflite": {"network_ms": "—"},
+                  "savedmodel": {"decode_ms": "in graph", "preprocess_ms": "in graph", "network_ms": "—"},
+                  "grpc": {"decode_ms": "on server", "inference_ms": "on server"},
+                  "rest": {"decode_ms": "on server", "inference_ms": "on server"}}
+CANCELLED = "cancelled"
 THUMB = 48
 
 
-def expand(paths) -> list[Path]:
-    """Files as given, folders searched recursively for images, in a stable order."""
+def expand(paths) -> list[tuple[Path, str | None]]:
+    """(file, ground truth) for files as given and folders searched recursively, in a stable order.
+
+    A dropped folder with class sub-folders (two or more sub-folders holding images) gives its
+    files their sub-folder's name as ground truth, as ``bench`` does.
+    """
     out = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            out += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                          and not p.name.startswith("."))
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            classes = {p.relative_to(path).parts[0] for p in files if len(p.relative_to(path).parts) > 1}
+            labelled = len(classes) >= 2
+            out += [(p, p.relative_to(path).parts[0] if labelled and len(p.relative_to(path).parts) > 1 else None)
+                    for p in files]
         elif path.is_file():
-            out.append(path)
+            out.append((path, None))
     return out
 
 
@@ -48,17 +73,37 @@ class Row:
     data: bytes | None = None  # for pasted images, which have no file
     prediction: Prediction | None = None
     backend: str = ""
+    kind: str = ""
+    model: str = ""
+    truth: str | None = None
+    choice: BackendChoice | None = None
     thumb: QPixmap | None = None
     extra: dict = field(default_factory=dict)
 
     def payload(self) -> bytes:
         return self.data if self.data is not None else self.path.read_bytes()
 
+    @property
+    def status(self) -> str:
+        """waiting, ok, failed or cancelled."""
+        p = self.prediction
+        if p is None:
+            return "waiting"
+        if p.error == CANCELLED:
+            return "cancelled"
+        return "failed" if p.error else "ok"
+
+    def low(self, threshold: float) -> bool:
+        return self.status == "ok" and self.prediction.score is not None and self.prediction.score < threshold
+
 
 class ResultsModel(QAbstractTableModel):
+    SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+
     def __init__(self, parent=None):
         super().__init__(parent)
         self.rows: list[Row] = []
+        self.threshold = 0.5
 
     def rowCount(self, parent=QModelIndex()):
         return 0 if parent.isValid() else len(self.rows)
@@ -74,38 +119,76 @@ class ResultsModel(QAbstractTableModel):
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         row = self.rows[index.row()]
         column, p = index.column(), row.prediction
-        if role == Qt.ItemDataRole.DecorationRole and column == 0:
+        if role == self.SORT_ROLE:
+            return self.sort_key(row, column)
+        if role == Qt.ItemDataRole.DecorationRole and column == THUMB_COL:
             return row.thumb
         if role == Qt.ItemDataRole.ToolTipRole:
+            if column in (FILE, MODEL):
+                return str(row.path or row.name) if column == FILE else row.model
             if p is None:
                 return "waiting…"
             if p.error:
                 return p.error
-            return "\n".join(f"{label}: {score:.3f}" for label, score in p.top_k)
-        if role == Qt.ItemDataRole.TextAlignmentRole and column >= 3:
+            flag = f"\nbelow the low-confidence threshold {self.threshold:.2f}" if row.low(self.threshold) else ""
+            return "\n".join(f"{label}: {score:.3f}" for label, score in p.top_k) + flag
+        if role == Qt.ItemDataRole.TextAlignmentRole and DECODE <= column <= BYTES or \
+                role == Qt.ItemDataRole.TextAlignmentRole and column == SCORE:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.ForegroundRole and p is not None and p.error and column == 2:
-            from PySide6.QtGui import QColor
-            return QColor("#b3261e")
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if column == LABEL and row.status == "failed":
+                return QColor("#b3261e")
+            if column == LABEL and row.status == "cancelled" or DECODE <= column <= NETWORK and self.text(row, column) \
+                    in ("—", "in graph", "on server"):
+                return QColor("#80868b")
+            if column == SCORE and row.low(self.threshold):
+                return QColor("#b06000")
+            if column == LABEL and row.truth and row.status == "ok":
+                return QColor("#188038") if p.label == row.truth else QColor("#b3261e")
         if role != Qt.ItemDataRole.DisplayRole:
             return None
-        if column == 1:
+        return self.text(row, column)
+
+    def text(self, row: Row, column: int) -> str | None:
+        p = row.prediction
+        if column == FILE:
             return row.name
-        if column == 10:
+        if column == TRUTH:
+            return row.truth or ""
+        if column == BACKEND:
             return row.backend
+        if column == MODEL:
+            return row.model
         if p is None:
-            return "…" if column == 2 else ""
+            return "…" if column == LABEL else ""
+        if p.error == CANCELLED:
+            return CANCELLED if column == LABEL else ""
         if p.error:
-            return f"error: {p.error}" if column == 2 else ""
-        if column == 2:
+            return f"error: {p.error}" if column == LABEL else ""
+        if column == LABEL:
             return p.label
-        if column == 3:
-            return f"{p.score:.3f}"
-        if 4 <= column <= 8:
-            return f"{getattr(p.timings, TIMING_FIELDS[column - 4]):.2f}"
-        if column == 9:
+        if column == SCORE:
+            return f"{p.score:.3f}" + (" low" if row.low(self.threshold) else "")
+        if DECODE <= column <= TOTAL:
+            name = TIMING_FIELDS[column - DECODE]
+            return NOT_APPLICABLE.get(row.kind, {}).get(name) or f"{getattr(p.timings, name):.2f}"
+        if column == BYTES:
             return f"{p.request_bytes:,}"
         return None
+
+    def sort_key(self, row: Row, column: int):
+        """Numbers sort as numbers; stages that do not apply and errors sort last."""
+        p = row.prediction
+        if column in (SCORE, BYTES) or DECODE <= column <= TOTAL:
+            if row.status != "ok":
+                return float("inf")
+            if column == SCORE:
+                return p.score
+            if column == BYTES:
+                return float(p.request_bytes)
+            name = TIMING_FIELDS[column - DECODE]
+            return float("inf") if name in NOT_APPLICABLE.get(row.kind, {}) else getattr(p.timings, name)
+        return (self.text(row, column) or "").lower()
 
     def add(self, rows: list[Row]) -> int:
         first = len(self.rows)
@@ -117,63 +200,89 @@ class ResultsModel(QAbstractTableModel):
     def update(self, index: int) -> None:
         self.dataChanged.emit(self.index(index, 0), self.index(index, len(COLUMNS) - 1))
 
+    def set_threshold(self, value: float) -> None:
+        self.threshold = value
+        if self.rows:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self.rows) - 1, len(COLUMNS) - 1))
+
     def clear(self) -> None:
         self.beginResetModel()
         self.rows.clear()
         self.endResetModel()
 
 
-class _BatchSignals(QObject):
-    result = Signal(int, object, QImage)
-    finished = Signal(float)
-    failed = Signal(object)
+class ResultsFilter(QSortFilterProxyModel):
+    """Sorting by number where a column holds numbers, and the Show filter (all, errors, low confidence, a label)."""
+
+    def __init__(self, model: ResultsModel, parent=None):
+        super().__init__(parent)
+        self.setSourceModel(model)
+        self.setSortRole(ResultsModel.SORT_ROLE)
+        self.setDynamicSortFilter(True)
+        self.mode = "all"
+
+    def set_mode(self, mode: str | None = None) -> None:
+        """Show only errors, low-confidence rows or one label (``None``: the same mode, a new threshold)."""
+        self.beginFilterChange()
+        self.mode = mode or self.mode
+        self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+
+    def filterAcceptsRow(self, source_row, source_parent):
+        model: ResultsModel = self.sourceModel()
+        row = model.rows[source_row]
+        if self.mode == "errors":
+            return row.status in ("failed", "cancelled")
+        if self.mode == "low":
+            return row.low(model.threshold)
+        if self.mode.startswith("label:"):
+            return row.status == "ok" and row.prediction.label == self.mode[len("label:"):]
+        return True
 
 
-class BatchWorker(QRunnable):
-    """Classifies rows one by one on the thread pool; ``cancel()`` stops between images."""
+def batch_job(rows: list[tuple[int, Row]], top_k: int = 5):
+    """The work one batch does on the model's owner thread: one image at a time, cancellable between images."""
 
-    def __init__(self, classifier, jobs: list[tuple[int, Row]], top_k: int = 5):
-        super().__init__()
-        self.classifier, self.jobs, self.top_k = classifier, jobs, top_k
-        self.signals = _BatchSignals()
-        self._cancelled = threading.Event()
-
-    def cancel(self) -> None:
-        self._cancelled.set()
-
-    def run(self) -> None:
+    def run(classifier, job):
         start = time.perf_counter()
-        try:
-            for index, row in self.jobs:
-                if self._cancelled.is_set():
-                    break
-                try:
-                    data = row.payload()
-                except OSError as exc:
-                    self.signals.result.emit(index, Prediction(error=f"cannot be read ({exc.strerror})"), QImage())
-                    continue
-                prediction = self.classifier.classify([data], top_k=self.top_k)[0]
-                self.signals.result.emit(index, prediction, thumbnail(data, THUMB))
-        except Exception as exc:  # a server that went away mid-batch: one sentence, rows so far kept
-            self.signals.failed.emit(exc)
-        self.signals.finished.emit(time.perf_counter() - start)
+        job.progress(("started", model_label(classifier)))
+        done = 0
+        for index, row in rows:
+            if job.cancelled.is_set():
+                break
+            try:
+                data = row.payload()
+            except OSError as exc:
+                job.progress(("result", (index, Prediction(error=f"cannot be read ({exc.strerror})"), QImage())))
+                continue
+            prediction = classifier.classify([data], top_k=top_k)[0]
+            done += 1
+            job.progress(("result", (index, prediction, thumbnail(data, THUMB))))
+        return time.perf_counter() - start, done
+
+    return run
 
 
 class ClassifyView(QWidget):
     message = Signal(str, str)
     busy = Signal(bool)
+    train_requested = Signal()
 
     def __init__(self, backend: BackendBar, parent=None):
         super().__init__(parent)
         self.backend = backend
-        self.worker: BatchWorker | None = None
+        self.job = None
+        self.batch: list[int] = []
+        self.batch_model = ""
         self.model = ResultsModel(self)
+        self.model.threshold = setting("classify/low_confidence", 0.5, float)
+        self.proxy = ResultsFilter(self.model, self)
         self.setAcceptDrops(True)
 
         self.open_button = QPushButton(icon("mdi6.image-multiple"), "Open images…")
         self.open_folder_button = QPushButton(icon("mdi6.folder-image"), "Open folder…")
         self.paste_button = QPushButton(icon("mdi6.content-paste"), "Paste")
         self.compare_button = QPushButton(icon("mdi6.chart-bar"), "Compare backends…")
+        self.compare_button.setAccessibleName("Compare backends")
         self.export_button = QPushButton(icon("mdi6.file-delimited"), "Export CSV…")
         self.clear_button = QPushButton(icon("mdi6.broom"), "Clear")
         self.cancel_button = QPushButton(icon("mdi6.stop"), "Cancel")
@@ -186,26 +295,59 @@ class ClassifyView(QWidget):
             tools.addWidget(button)
         tools.addStretch(1)
 
+        self.show_filter = QComboBox()
+        self.show_filter.setAccessibleName("Show")
+        self.show_filter.addItem("All images", "all")
+        self.show_filter.addItem("Errors and cancelled", "errors")
+        self.show_filter.addItem("Low confidence", "low")
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setAccessibleName("Low-confidence threshold")
+        self.threshold.setPrefix("Low confidence below ")
+        self.threshold.setRange(0.0, 1.0)
+        self.threshold.setSingleStep(0.05)
+        self.threshold.setDecimals(2)
+        self.threshold.setValue(self.model.threshold)
+        self.rerun_button = QPushButton(icon("mdi6.refresh"), "Re-run")
+        self.rerun_button.setAccessibleName("Re-run with the current backend")
+        self.rerun_button.hide()
+        filters = QHBoxLayout()
+        filters.addWidget(QLabel("Show:"))
+        filters.addWidget(self.show_filter)
+        filters.addWidget(self.threshold)
+        filters.addStretch(1)
+        filters.addWidget(self.rerun_button)
+
         self.table = QTableView()
-        self.table.setModel(self.model)
+        self.table.setAccessibleName("Results")
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(-1, Qt.SortOrder.AscendingOrder)  # arrival order until a header is clicked
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setAlternatingRowColors(True)
         self.table.verticalHeader().setDefaultSectionSize(THUMB + 6)
         self.table.verticalHeader().hide()
         self.table.setIconSize(QSize(THUMB, THUMB))
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # keep a file name's number and extension
         header = self.table.horizontalHeader()
         # fixed widths: ResizeToContents re-measures every row on every update, O(rows) per image
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        header.setStretchLastSection(True)
-        for column, width in enumerate([THUMB + 8, 140, 120, 52, 58, 76, 70, 66, 66, 60, 90]):
+        header.setSectionResizeMode(FILE, QHeaderView.ResizeMode.Stretch)  # the file name gives way first
+        header.setMinimumSectionSize(40)
+        for column, width in WIDTHS.items():
             self.table.setColumnWidth(column, width)
+        self.table.setColumnHidden(TRUTH, True)
+        self.table.viewport().installEventFilter(self)
 
         self.empty = QLabel("Drop images or folders here\n\nor press Ctrl+O to open files, Ctrl+V to paste an image")
+        self.empty.setAccessibleName("Drop images here")
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty.setStyleSheet("QLabel { color: palette(mid); font-size: 16pt; border: 2px dashed palette(mid); "
                                  "border-radius: 12px; }")
+        self.no_model = self._no_model_panel()
         self.stack = QStackedLayout()
+        self.stack.addWidget(self.no_model)
         self.stack.addWidget(self.empty)
         self.stack.addWidget(self.table)
         table_holder = QWidget()
@@ -213,46 +355,104 @@ class ClassifyView(QWidget):
 
         self.detail_image = QLabel()
         self.detail_image.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.detail_image.setMinimumSize(200, 200)
+        self.detail_image.setMinimumSize(150, 150)
         self.detail_top = QListWidget()
+        self.detail_top.setAccessibleName("Top classes")
         self.detail_top.setWordWrap(True)
         self.detail_name = QLabel("Select a row to see the image, its top classes and timings.")
         self.detail_name.setWordWrap(True)
         detail = QWidget()
+        detail.setMinimumWidth(150)
         detail_layout = QVBoxLayout(detail)
+        detail_layout.setContentsMargins(0, 0, 0, 0)
         detail_layout.addWidget(self.detail_image)
         detail_layout.addWidget(self.detail_name)
         detail_layout.addWidget(QLabel("Top classes"))
         detail_layout.addWidget(self.detail_top, 1)
-        splitter = QSplitter()
-        splitter.addWidget(table_holder)
-        splitter.addWidget(detail)
-        splitter.setStretchFactor(0, 4)
-        splitter.setStretchFactor(1, 1)
+        self.detail = detail
+        self.splitter = QSplitter()
+        self.splitter.addWidget(table_holder)
+        self.splitter.addWidget(detail)
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setStretchFactor(1, 0)
+        self.splitter.setSizes([800, 150])
 
         self.progress = QProgressBar()
+        self.progress.setAccessibleName("Progress")
         self.progress.setMaximumWidth(220)
         self.progress.hide()
-        self.summary = QLabel("No images yet")
+        self.summary = QLabel("")
+        self.summary.setAccessibleName("Summary")
+        self.summary.setWordWrap(True)
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.accuracy = QLabel("")
+        self.accuracy.setAccessibleName("Accuracy")
+        self.accuracy.hide()
+        self.matrix_button = QPushButton(icon("mdi6.grid"), "Confusion matrix…")
+        self.matrix_button.hide()
         bottom = QHBoxLayout()
         bottom.addWidget(self.summary, 1)
+        bottom.addWidget(self.accuracy)
+        bottom.addWidget(self.matrix_button)
         bottom.addWidget(self.progress)
 
         layout = QVBoxLayout(self)
         layout.addLayout(tools)
-        layout.addWidget(splitter, 1)
+        layout.addLayout(filters)
+        layout.addWidget(self.splitter, 1)
         layout.addLayout(bottom)
 
         self.open_button.clicked.connect(self.open_files)
         self.open_folder_button.clicked.connect(self.open_folder)
         self.paste_button.clicked.connect(self.paste)
         self.compare_button.clicked.connect(self.compare)
-        self.export_button.clicked.connect(self.export_csv)
+        self.export_button.clicked.connect(lambda: self.export_csv())
         self.clear_button.clicked.connect(self.clear)
         self.cancel_button.clicked.connect(self.cancel)
+        self.rerun_button.clicked.connect(self.rerun_shown)
+        self.matrix_button.clicked.connect(self.show_confusion_matrix)
+        self.show_filter.currentIndexChanged.connect(lambda: self.proxy.set_mode(self.show_filter.currentData()))
+        self.threshold.valueChanged.connect(self._threshold_changed)
         self.table.selectionModel().currentRowChanged.connect(self._show_detail)
+        self.backend.changed.connect(self._backend_changed)
         QShortcut(QKeySequence.StandardKey.Paste, self, self.paste)
+        self._show_placeholder()
+
+    def _no_model_panel(self) -> QWidget:
+        """What Classify says before any model is chosen: how to get one, with buttons that do it."""
+        panel = QWidget()
+        panel.setObjectName("noModel")
+        title = QLabel("No model to classify with yet")
+        title.setStyleSheet("font-size: 16pt; font-weight: bold;")
+        text = QLabel("Classifying needs a trained model. Train one from a folder of photos, open a model "
+                      "folder you already have, or connect to a TensorFlow Serving server.")
+        text.setWordWrap(True)
+        train = QPushButton(icon("mdi6.school"), "Train a model")
+        open_model = QPushButton(icon("mdi6.folder-open"), "Open a model folder…")
+        server = QPushButton(icon("mdi6.server-network"), "Connect to a server…")
+        train.clicked.connect(self.train_requested)
+        open_model.clicked.connect(self.backend.choose_model_folder)
+        server.clicked.connect(self.backend.connect_to_server)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        for button in (train, open_model, server):
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(panel)
+        layout.addStretch(1)
+        for label in (title, text):
+            label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            layout.addWidget(label)
+        layout.addLayout(buttons)
+        layout.addStretch(2)
+        return panel
+
+    def _show_placeholder(self) -> None:
+        self.detail.setVisible(bool(self.model.rows))  # nothing to detail before the first image
+        if self.model.rows:
+            self.stack.setCurrentWidget(self.table)
+        else:
+            self.stack.setCurrentWidget(self.empty if self.backend.has_model() else self.no_model)
 
     # --- input ------------------------------------------------------------------------
     def dragEnterEvent(self, event):
@@ -305,113 +505,256 @@ class ClassifyView(QWidget):
         if not files:
             self.message.emit("No image files were found there (JPEG, PNG, GIF, BMP or WebP).", "warning")
             return
-        self._classify_rows([Row(p.name, path=p) for p in files])
+        self._classify_rows([Row(p.name, path=p, truth=truth) for p, truth in files])
 
     # --- running ----------------------------------------------------------------------
     def _classify_rows(self, rows: list[Row]) -> None:
-        if self.worker is not None:
-            self.message.emit("Still classifying the last batch; cancel it or wait.", "warning")
+        if not self._ready_to_run():
             return
         first = self.model.add(rows)
-        self.stack.setCurrentWidget(self.table)
-        jobs = list(enumerate(rows, first))
-        self.progress.setRange(0, len(jobs))
-        self.progress.setValue(0)
-        self.progress.show()
-        self._set_running(True)
-        self.backend.with_classifier(lambda c: self._start(c, jobs), lambda exc: self._open_failed(jobs, exc))
+        self.table.setColumnHidden(TRUTH, not any(r.truth for r in self.model.rows))
+        self._fit_columns()
+        self._run(list(range(first, first + len(rows))))
 
-    def _open_failed(self, jobs, exc) -> None:
-        for index, row in jobs:
-            row.prediction = Prediction(error=one_sentence(exc))
-            self.model.update(index)
-        self._set_running(False)
-        self.progress.hide()
+    def _ready_to_run(self) -> bool:
+        if self.job is not None:
+            self.message.emit("Still classifying the last batch; cancel it or wait.", "warning")
+            return False
+        if not self.backend.has_model():
+            self.message.emit("Choose a model first: train one, open a model folder or connect to a server.",
+                              "warning")
+            self._show_placeholder()
+            return False
+        return True
 
-    def _start(self, classifier, jobs) -> None:
+    def _run(self, indices: list[int]) -> None:
+        """Classify these rows (new or re-run) with the current backend, as one job on its owner thread."""
         choice = self.backend.choice()
-        for _, row in jobs:
-            row.backend = choice.label()
-        self.worker = BatchWorker(classifier, jobs)
-        self.worker.signals.result.connect(self._on_result)
-        self.worker.signals.finished.connect(self._on_finished)
-        self.worker.signals.failed.connect(lambda exc: self.message.emit(one_sentence(exc).capitalize(), "error"))
-        self._batch_start = len(self.model.rows) - len(jobs)
-        QThreadPool.globalInstance().start(self.worker)
+        for index in indices:
+            row = self.model.rows[index]
+            row.prediction, row.backend, row.kind, row.choice, row.model = None, choice.label(), choice.kind, choice, ""
+            self.model.update(index)
+        self.batch = indices
+        self._show_placeholder()
+        self._set_running(True)
+        self.progress.setRange(0, 0)  # busy until the model is open and the first image is done
+        self.progress.show()
+        n = len(indices)
+        self.summary.setText(f"Loading {choice.label()} model…" if self.backend.loading() or
+                             self.backend.owner_choice != choice else f"Classifying {n} images…")
+        self.job = self.backend.submit(batch_job([(i, self.model.rows[i]) for i in indices]),
+                                       self._on_finished, self._on_failed, self._on_progress)
 
-    def _on_result(self, index: int, prediction: Prediction, image: QImage) -> None:
+    def _on_progress(self, event) -> None:
+        kind, value = event
+        if kind == "started":
+            self.batch_model = value
+            self.progress.setRange(0, len(self.batch))
+            self.progress.setValue(0)
+            self.summary.setText(f"Classifying {len(self.batch)} images…")
+            return
+        index, prediction, image = value
         row = self.model.rows[index]
         row.prediction = prediction
+        row.model = self.batch_model
+        label = prediction.label
+        if label and self.show_filter.findData(f"label:{label}") < 0:
+            self.show_filter.addItem(f"Label: {label}", f"label:{label}")
         if not image.isNull():
             row.thumb = QPixmap.fromImage(image)
         self.model.update(index)
         self.progress.setValue(self.progress.value() + 1)
-        if self.table.currentIndex().row() == index:
-            self._show_detail(self.table.currentIndex())
+        current = self.table.currentIndex()
+        if current.isValid() and self.proxy.mapToSource(current).row() == index:
+            self._show_detail(current)
 
-    def _on_finished(self, seconds: float) -> None:
-        done = [r for r in self.model.rows[self._batch_start:] if r.prediction is not None]
-        for index in range(self._batch_start, len(self.model.rows)):
-            if self.model.rows[index].prediction is None:  # cancelled before its turn
-                self.model.rows[index].prediction = Prediction(error="cancelled")
+    def _on_failed(self, exc) -> None:
+        """Opening failed or the server went away mid-batch: one sentence, the rows so far are kept."""
+        text = one_sentence(exc)
+        for index in self.batch:
+            if self.model.rows[index].prediction is None:
+                self.model.rows[index].prediction = Prediction(error=text)
                 self.model.update(index)
-        self.worker = None
+        if self.backend.state != "error":  # the backend bar already said why it could not open
+            self.message.emit(text[0].upper() + text[1:], "error")
+        self._finish(None, 0)
+
+    def _on_finished(self, result) -> None:
+        seconds, done = result
+        for index in self.batch:
+            if self.model.rows[index].prediction is None:  # cancelled before its turn
+                self.model.rows[index].prediction = Prediction(error=CANCELLED)
+                self.model.update(index)
+        self._finish(seconds, done)
+
+    def _finish(self, seconds, done) -> None:
+        self.job = None
         self._set_running(False)
         self.progress.hide()
-        self.update_summary(seconds, len(done))
+        self.update_summary(seconds, done)
+        self._update_rerun()
 
     def _set_running(self, running: bool) -> None:
         self.cancel_button.setEnabled(running)
         self.compare_button.setEnabled(not running)
         self.busy.emit(running)
+        if running:
+            self.rerun_button.hide()
 
     def cancel(self) -> None:
-        if self.worker is not None:
-            self.worker.cancel()
+        if self.job is not None:
+            self.job.cancel()
             self.message.emit("Cancelled; the images classified so far are kept.", "info")
 
     def clear(self) -> None:
-        if self.worker is not None:
+        if self.job is not None:
             self.cancel()
             return
         self.model.clear()
-        self.stack.setCurrentWidget(self.empty)
-        self.summary.setText("No images yet")
+        self.show_filter.setCurrentIndex(0)
+        while self.show_filter.count() > 3:  # the label items of the cleared rows
+            self.show_filter.removeItem(3)
+        self.summary.setText("")
+        self.accuracy.hide()
+        self.matrix_button.hide()
+        self.rerun_button.hide()
+        self.table.setColumnHidden(TRUTH, True)
         self.detail_image.clear()
         self.detail_top.clear()
         self.detail_name.clear()
+        self._show_placeholder()
+
+    def _threshold_changed(self, value: float) -> None:
+        remember("classify/low_confidence", value)
+        self.model.set_threshold(value)
+        self.proxy.set_mode()
+        if self.job is None:
+            self.update_summary()
+
+    def _backend_changed(self) -> None:
+        self._show_placeholder()
+        self._update_rerun()
+
+    def _update_rerun(self) -> None:
+        """Offer one click to run the shown images again when the backend differs from theirs."""
+        choice = self.backend.choice()
+        stale = self.job is None and self.backend.has_model() and any(
+            r.choice is not None and r.choice != choice for r in self.model.rows)
+        self.rerun_button.setText(f"Re-run with {choice.label()}")
+        self.rerun_button.setVisible(stale)
+
+    def rerun_shown(self) -> None:
+        """Classify the rows the filter shows again with the current backend."""
+        indices = sorted(self.proxy.mapToSource(self.proxy.index(r, 0)).row() for r in range(self.proxy.rowCount()))
+        if indices and self._ready_to_run():
+            self._run(indices)
 
     def update_summary(self, seconds: float | None = None, batch: int | None = None) -> None:
-        ok = [r.prediction for r in self.model.rows if r.prediction is not None and r.prediction.error is None]
-        failed = sum(1 for r in self.model.rows if r.prediction is not None and r.prediction.error)
-        if not ok:
-            self.summary.setText(f"{failed} failed" if failed else "No images yet")
-            return
-        stats = summary([p.timings.total_ms for p in ok])
-        rate = f" · {batch / seconds:.1f} images/s" if seconds and batch else ""
-        self.summary.setText(
-            f"{len(ok)} classified{f', {failed} failed' if failed else ''} · total ms mean {stats['mean']:.1f}, "
-            f"median {stats['median']:.1f}, p95 {stats['p95']:.1f}{rate} · {self.backend.choice().label()}")
+        """Counts (classified / failed / cancelled), per-backend timing stats, low confidence, accuracy."""
+        rows = self.model.rows
+        counts = {s: sum(1 for r in rows if r.status == s) for s in ("ok", "failed", "cancelled")}
+        parts = [f"{counts['ok']} classified"] + [f"{counts[s]} {s}" for s in ("failed", "cancelled") if counts[s]]
+        low = sum(1 for r in rows if r.low(self.model.threshold))
+        if low:
+            parts.append(f"{low} below {self.model.threshold:.2f} confidence")
+        by_backend: dict[str, list[float]] = {}
+        for r in rows:
+            if r.status == "ok":
+                by_backend.setdefault(r.backend, []).append(r.prediction.timings.total_ms)
+        text = ", ".join(parts)
+        for name, totals in by_backend.items():
+            stats = summary(totals)
+            prefix = f"{name}: {len(totals)} image{'s' if len(totals) != 1 else ''}, " if len(by_backend) > 1 else ""
+            text += (f" · {prefix}total ms mean {stats['mean']:.1f}, median {stats['median']:.1f}, "
+                     f"p95 {stats['p95']:.1f}" + (f" ({name})" if len(by_backend) == 1 else ""))
+        if seconds and batch:
+            text += f" · last batch {batch / seconds:.1f} images/s"
+        self.summary.setText(text if rows else "")
+        self._update_accuracy()
+
+    def _labelled(self) -> list[Row]:
+        return [r for r in self.model.rows if r.truth and r.status == "ok"]
+
+    def _update_accuracy(self) -> None:
+        labelled = self._labelled()
+        self.accuracy.setVisible(bool(labelled))
+        self.matrix_button.setVisible(bool(labelled))
+        if labelled:
+            correct = sum(1 for r in labelled if r.prediction.label == r.truth)
+            self.accuracy.setText(f"Accuracy {correct / len(labelled):.1%} ({correct} of {len(labelled)} "
+                                  "with a class folder)")
+
+    def confusion(self) -> tuple[list[str], dict[tuple[str, str], int]]:
+        """Classes and (true, predicted) counts over rows whose folder named their class."""
+        cells: dict[tuple[str, str], int] = {}
+        for r in self._labelled():
+            cells[(r.truth, r.prediction.label)] = cells.get((r.truth, r.prediction.label), 0) + 1
+        classes = sorted({c for pair in cells for c in pair})
+        return classes, cells
+
+    def show_confusion_matrix(self) -> None:
+        classes, cells = self.confusion()
+        dialog = QDialog(self)
+        dialog.setWindowTitle("Confusion matrix")
+        table = read_only_table(classes)
+        table.setAccessibleName("Confusion matrix")
+        table.setRowCount(len(classes))
+        table.setVerticalHeaderLabels(classes)
+        table.verticalHeader().show()
+        for i, truth in enumerate(classes):
+            for j, predicted in enumerate(classes):
+                item = QTableWidgetItem(str(cells.get((truth, predicted), 0)))
+                item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+                if i == j:
+                    item.setBackground(QColor("#d2e3fc"))
+                table.setItem(i, j, item)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(dialog.reject)
+        layout = QVBoxLayout(dialog)
+        layout.addWidget(QLabel("Rows: the class folder (truth); columns: the predicted class."))
+        layout.addWidget(table)
+        layout.addWidget(buttons)
+        dialog.resize(520, 360)
+        dialog.exec()
+
+    def eventFilter(self, watched, event) -> bool:
+        if watched is self.table.viewport() and event.type() == QEvent.Type.Resize:
+            self._fit_columns()
+        return super().eventFilter(watched, event)
+
+    def _fit_columns(self) -> None:
+        """Hide the per-stage columns (still in the detail pane) when the essential ones would not fit."""
+        available = self.table.viewport().width()
+        needed = sum(WIDTHS[c] for c in range(len(COLUMNS)) if c != FILE and not
+                     (c == TRUTH and self.table.isColumnHidden(TRUTH))) + WIDTHS[FILE]
+        for column in OPTIONAL:
+            fits = needed <= available
+            self.table.setColumnHidden(column, not fits)
+            if not fits:
+                needed -= WIDTHS[column]
 
     def _show_detail(self, current, _previous=None) -> None:
-        if not current.isValid() or current.row() >= len(self.model.rows):
+        if not current.isValid():
             return
-        row = self.model.rows[current.row()]
+        source = self.proxy.mapToSource(current).row()
+        if source < 0 or source >= len(self.model.rows):
+            return
+        row = self.model.rows[source]
         try:
             image = thumbnail(row.payload(), 240)
         except OSError:
             image = QImage()
         self.detail_image.setPixmap(QPixmap.fromImage(image) if not image.isNull() else QPixmap())
-        self.detail_name.setText(str(row.path or row.name))
+        self.detail_name.setText(str(row.path or row.name) + (f"\nclass folder: {row.truth}" if row.truth else ""))
         self.detail_top.clear()
         p = row.prediction
         if p is not None and p.error:
-            self.detail_top.addItem(f"error: {p.error}")
+            self.detail_top.addItem(CANCELLED if p.error == CANCELLED else f"error: {p.error}")
         elif p is not None:
             self.detail_top.addItems([f"{label}  {score:.3f}" for label, score in p.top_k])
-            t = p.timings
-            self.detail_top.addItem(f"decode {t.decode_ms:.2f} · preprocess {t.preprocess_ms:.2f} · inference "
-                                    f"{t.inference_ms:.2f} · network {t.network_ms:.2f} · total {t.total_ms:.2f} ms")
+            stages = [("decode", DECODE), ("preprocess", PREPROCESS), ("inference", INFERENCE),
+                      ("network", NETWORK), ("total", TOTAL)]
+            self.detail_top.addItem(" · ".join(f"{name} {self.model.text(row, c)}" for name, c in stages) + " ms")
 
     # --- output -----------------------------------------------------------------------
     def export_csv(self, path: str | None = None) -> None:
@@ -425,56 +768,72 @@ class ClassifyView(QWidget):
             return
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["file", "label", "score", "top_k", *TIMING_FIELDS, "request_bytes", "backend", "error"])
+        writer.writerow(["file", "truth", "label", "score", "top_k", *TIMING_FIELDS, "request_bytes", "backend",
+                         "model", "error"])
         for row in self.model.rows:
             p = row.prediction or Prediction(error="not classified")
-            writer.writerow([str(row.path or row.name), p.label or "", f"{p.score:.6f}" if p.score is not None else "",
+            writer.writerow([str(row.path or row.name), row.truth or "", p.label or "",
+                             f"{p.score:.6f}" if p.score is not None else "",
                              "; ".join(f"{label}={score:.4f}" for label, score in p.top_k),
                              *[f"{getattr(p.timings, f):.3f}" for f in TIMING_FIELDS], p.request_bytes,
-                             row.backend, p.error or ""])
+                             row.backend, row.model, p.error or ""])
         from app.core.atomic import write_bytes
         write_bytes(path, buffer.getvalue().encode("utf-8"))
         self.message.emit(f"Results saved to {path}.", "info")
 
     def compare(self) -> None:
-        files = [r for r in self.model.rows if r.path is not None or r.data is not None]
+        files = [r for r in self.model.rows if r.path is not None]
         if not files:
-            self.message.emit("Classify some images first; Compare runs the same images through several backends.",
-                              "warning")
+            self.message.emit("Classify some image files first; Compare runs the same images through several "
+                              "backends.", "warning")
             return
-        CompareDialog(self.backend, files, self).exec()
+        self.compare_dialog = CompareDialog(self.backend, files, self)
+        self.compare_dialog.exec()
 
 
 class CompareDialog(QDialog):
-    """The same images through two or more backends, timings side by side with a small chart."""
+    """The same images through each ticked backend, one backend at a time, each in its own owner thread.
+
+    Statistics come from ``app.inference.bench`` (the CLI's ``bench``), so GUI and CLI agree.
+    """
 
     def __init__(self, backend: BackendBar, rows: list[Row], parent=None):
         super().__init__(parent)
         self.setWindowTitle("Compare backends")
-        self.rows = rows[:200]
-        self.resize(760, 560)
+        self.files = [r.path for r in rows if r.path is not None][:200]
+        self.labelled = bool(self.files) and all(r.truth for r in rows[:200] if r.path is not None)
+        self.resize(800, 580)
         form = QFormLayout()
-        self.choices = {}
-        local = setting("backend/recent_local", "").split("\n")[0]
-        if backend.choice().kind in ("tflite", "savedmodel"):
-            local = backend.choice().location or local
+        self.choices: dict[str, tuple[QCheckBox, QLineEdit]] = {}
+        current = backend.choice()
+        local = current.location if not current.remote else \
+            (setting("backend/recent_local", "") or "").split("\n")[0]
         for key, label in BACKENDS:
-            recent = setting(f"backend/recent_{key}", "") if key in ("grpc", "rest") else local
+            if key in DEFAULT_PORTS:
+                recent = (setting(f"backend/recent_{key}", "") or "").split("\n")[0]
+                address = current.location if current.kind == key else \
+                    recent or complete_address(key, f"localhost:{DEFAULT_PORTS[key]}")
+            else:
+                address = local
             box = QCheckBox(label)
-            edit = QLineEdit((recent or "").split("\n")[0])
-            box.setChecked(key in ("tflite", "savedmodel") and bool(local) or
-                           (backend.choice().kind == key))
-            row = QHBoxLayout()
-            row.addWidget(box)
-            row.addWidget(edit, 1)
-            form.addRow(row)
+            edit = QLineEdit(address)
+            edit.setAccessibleName(f"{label} address")
+            box.setChecked(key in ("tflite", "savedmodel") and bool(local) or current.kind == key)
+            line = QHBoxLayout()
+            line.addWidget(box)
+            line.addWidget(edit, 1)
+            form.addRow(line)
             self.choices[key] = (box, edit)
-        self.table = read_only_table(["Backend", "Images", "Median ms", "P95 ms", "Mean ms", "Images/s"])
+        self.table = read_only_table(["Backend", "Images", "Errors", "Accuracy", "Median ms", "P95 ms", "Mean ms",
+                                      "Images/s"])
+        self.table.setAccessibleName("Comparison")
         import pyqtgraph as pg
         self.chart = pg.PlotWidget(background=None)
-        self.chart.setMinimumHeight(180)
+        self.chart.setMinimumHeight(160)
         self.chart.setLabel("left", "total ms per image")
-        self.status = QLabel(f"{len(self.rows)} images")
+        self.status = QLabel(f"{len(self.files)} images")
+        self.status.setAccessibleName("Compare status")
+        self.status.setWordWrap(True)
         self.run_button = QPushButton(icon("mdi6.play"), "Run")
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
@@ -487,62 +846,76 @@ class CompareDialog(QDialog):
         layout.addWidget(buttons)
         self.run_button.clicked.connect(self.run)
         self.results: dict[str, dict] = {}
+        self.owners: list[ModelOwner] = []
+        self.queue: list[BackendChoice] = []
 
     def run(self) -> None:
-        picked = [BackendChoice(k, e.text().strip()) for k, (b, e) in self.choices.items() if b.isChecked()]
-        if len(picked) < 1:
+        picked = [BackendChoice(k, complete_address(k, e.text())) for k, (b, e) in self.choices.items()
+                  if b.isChecked()]
+        if not picked:
             self.status.setText("Tick at least one backend.")
             return
         self.run_button.setEnabled(False)
-        self.status.setText("Running…")
-        payloads = []
-        for row in self.rows:
-            try:
-                payloads.append(row.payload())
-            except OSError:
-                pass
-        from .qt_common import run_in_background
+        self.results = {}
+        self.table.setRowCount(0)
+        self.queue = picked
+        self._next()
 
-        def work():
-            results = {}
-            for choice in picked:
-                try:
-                    classifier = open_choice(choice)
-                except Exception as exc:
-                    results[choice.label()] = {"error": one_sentence(exc)}
-                    continue
-                start = time.perf_counter()
-                out = [classifier.classify([data], top_k=1)[0] for data in payloads]
-                wall = time.perf_counter() - start
-                totals = [p.timings.total_ms for p in out if p.error is None]
-                results[choice.label()] = {**summary(totals), "images": len(totals), "rate": len(out) / wall}
-            return results
+    def _next(self) -> None:
+        """Start the next backend: open it on a fresh owner thread, bench it there, close the owner."""
+        if not self.queue:
+            self.run_button.setEnabled(True)
+            self._show_chart()
+            return
+        choice = self.queue.pop(0)
+        self.status.setText(f"Running {choice.label()}… ({len(self.files)} images)")
+        owner = ModelOwner(lambda: open_choice(choice), f"compare {choice.label()}")
+        self.owners.append(owner)
+        files = self.files
 
-        run_in_background(work, self._show, lambda exc: self.status.setText(one_sentence(exc)), self)
+        def done(result):
+            owner.close()
+            self._add(choice.label(), result)
 
-    def _show(self, results: dict) -> None:
+        def failed(exc):
+            owner.close()
+            self._add(choice.label(), {"error": one_sentence(exc)})
+
+        owner.submit(lambda classifier, _job: bench(classifier, files, choice.label()),
+                     lambda result: (done(result), self._next()), lambda exc: (failed(exc), self._next()))
+
+    def _add(self, name: str, stats: dict) -> None:
+        self.results[name] = stats
+        row = self.table.rowCount()
+        self.table.setRowCount(row + 1)
+        if "error" in stats:
+            cells = [name, stats["error"], "", "", "", "", "", ""]
+        else:
+            total = stats["total_ms"]
+            accuracy = f"{stats['accuracy']:.1%}" if self.labelled and stats["accuracy"] is not None else "—"
+            cells = [name, str(stats["images"]), str(stats["errors"]), accuracy,
+                     *(f"{total[k]:.2f}" if total[k] is not None else "—" for k in ("median", "p95", "mean")),
+                     f"{stats['images_per_s']:.1f}" if stats["images_per_s"] else "—"]
+        for c, text in enumerate(cells):
+            self.table.setItem(row, c, QTableWidgetItem(text))
+
+    def _show_chart(self) -> None:
         import pyqtgraph as pg
 
-        self.results = results
-        self.run_button.setEnabled(True)
-        self.table.setRowCount(len(results))
-        names, medians, p95s = [], [], []
-        for r, (name, stats) in enumerate(results.items()):
-            if "error" in stats:
-                cells = [name, stats["error"], "", "", "", ""]
-            else:
-                cells = [name, str(stats["images"]), f"{stats['median']:.2f}", f"{stats['p95']:.2f}",
-                         f"{stats['mean']:.2f}", f"{stats['rate']:.1f}"]
-                names.append(name)
-                medians.append(stats["median"])
-                p95s.append(stats["p95"])
-            for c, text in enumerate(cells):
-                self.table.setItem(r, c, QTableWidgetItem(text))
+        ok = [(n, s["total_ms"]) for n, s in self.results.items() if "error" not in s and s["total_ms"]["median"]]
         self.chart.clear()
-        xs = list(range(len(names)))
-        self.chart.addItem(pg.BarGraphItem(x=[x - 0.2 for x in xs], height=medians, width=0.38, brush="#1a73e8",
-                                           name="median"))
-        self.chart.addItem(pg.BarGraphItem(x=[x + 0.2 for x in xs], height=p95s, width=0.38, brush="#f9ab00",
-                                           name="p95"))
-        self.chart.getAxis("bottom").setTicks([[(x, n) for x, n in zip(xs, names)]])
-        self.status.setText("Blue: median, amber: 95th percentile (ms per image, lower is better).")
+        xs = list(range(len(ok)))
+        self.chart.addItem(pg.BarGraphItem(x=[x - 0.2 for x in xs], height=[t["median"] for _, t in ok], width=0.38,
+                                           brush="#1a73e8", name="median"))
+        self.chart.addItem(pg.BarGraphItem(x=[x + 0.2 for x in xs], height=[t["p95"] for _, t in ok], width=0.38,
+                                           brush="#f9ab00", name="p95"))
+        self.chart.getAxis("bottom").setTicks([[(x, n) for x, (n, _) in zip(xs, ok)]])
+        self.status.setText(f"Done: {len(self.results)} backends. Blue: median, amber: 95th percentile "
+                            "(ms per image, lower is better).")
+
+    def done(self, result) -> None:
+        """Closing stops listening; a backend still running finishes on its own thread and is released there."""
+        for owner in self.owners:
+            owner.close(discard=True)
+        self.queue = []
+        super().done(result)
