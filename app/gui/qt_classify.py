@@ -21,7 +21,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog,
 
 from app.inference.base import Prediction
 from app.inference.bench import bench, summary
-from app.inference.preprocess import IMAGE_EXTENSIONS
+from app.imaging import find_images, printable, read_image_file, walk
+from app.inference.preprocess import IMAGE_EXTENSIONS, ImageError
 
 from .qt_backend import (BACKENDS, DEFAULT_PORTS, BackendBar, BackendChoice, complete_address, model_label,
                          open_choice)
@@ -45,24 +46,27 @@ CANCELLED = "cancelled"
 THUMB = 48
 
 
-def expand(paths) -> list[tuple[Path, str | None]]:
-    """(file, ground truth) for files as given and folders searched recursively, in a stable order.
+def expand(paths) -> list[tuple[Path, str | None, str | None]]:
+    """(file, ground truth, skip reason) for files as given and folders searched, in a stable order.
 
+    Folders are searched by ``app.imaging``'s one rule (as training and ``classify`` do), so hidden
+    names, other file types, FIFOs and broken links come back with a reason instead of vanishing.
     A dropped folder with class sub-folders (two or more sub-folders holding images) gives its
     files their sub-folder's name as ground truth, as ``bench`` does.
     """
     out = []
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            classes = {p.relative_to(path).parts[0] for p in files if len(p.relative_to(path).parts) > 1}
-            labelled = len(classes) >= 2
-            out += [(p, p.relative_to(path).parts[0] if labelled and len(p.relative_to(path).parts) > 1 else None)
-                    for p in files]
-        elif path.is_file():
-            out.append((path, None))
+        if not path.is_dir():
+            out += [(f.path, None, f.reason) for f in find_images([path])] if path.exists() or path.is_symlink() \
+                else [(path, None, "no such file")]
+            continue
+        found = walk(path)
+        parts = {f.path: f.path.relative_to(path).parts for f in found}
+        classes = {parts[f.path][0] for f in found if f.reason is None and len(parts[f.path]) > 1}
+        labelled = len(classes) >= 2
+        out += [(f.path, parts[f.path][0] if labelled and len(parts[f.path]) > 1 else None, f.reason)
+                for f in found]
     return out
 
 
@@ -81,7 +85,8 @@ class Row:
     extra: dict = field(default_factory=dict)
 
     def payload(self) -> bytes:
-        return self.data if self.data is not None else self.path.read_bytes()
+        """The image's bytes; ImageError (one sentence) for a file that is not a readable regular image file."""
+        return self.data if self.data is not None else read_image_file(self.path)
 
     @property
     def status(self) -> str:
@@ -251,8 +256,8 @@ def batch_job(rows: list[tuple[int, Row]], top_k: int = 5):
                 break
             try:
                 data = row.payload()
-            except OSError as exc:
-                job.progress(("result", (index, Prediction(error=f"cannot be read ({exc.strerror})"), QImage())))
+            except ImageError as exc:
+                job.progress(("result", (index, Prediction(error=str(exc)), QImage())))
                 continue
             prediction = classifier.classify([data], top_k=top_k)[0]
             done += 1
@@ -501,11 +506,18 @@ class ClassifyView(QWidget):
         self._classify_rows([Row(f"{name} {len(self.model.rows) + 1}", data=bytes(buffer.data()))])
 
     def classify_paths(self, paths) -> None:
-        files = expand(paths)
+        found = expand(paths)
+        files = [(p, truth) for p, truth, reason in found if reason is None]
+        skipped = [(p, reason) for p, _truth, reason in found if reason is not None]
+        if skipped:
+            examples = "; ".join(f"{printable(p.name)}: {reason}" for p, reason in skipped[:5])
+            self.message.emit(f"Skipped {len(skipped)} file{'s' if len(skipped) != 1 else ''} that cannot be "
+                              f"classified ({examples}{'; …' if len(skipped) > 5 else ''}).", "warning")
         if not files:
-            self.message.emit("No image files were found there (JPEG, PNG, GIF, BMP or WebP).", "warning")
+            if not skipped:
+                self.message.emit("No image files were found there (JPEG, PNG, GIF, BMP or WebP).", "warning")
             return
-        self._classify_rows([Row(p.name, path=p, truth=truth) for p, truth in files])
+        self._classify_rows([Row(printable(p.name), path=p, truth=truth) for p, truth in files])
 
     # --- running ----------------------------------------------------------------------
     def _classify_rows(self, rows: list[Row]) -> None:
@@ -742,7 +754,7 @@ class ClassifyView(QWidget):
         row = self.model.rows[source]
         try:
             image = thumbnail(row.payload(), 240)
-        except OSError:
+        except ImageError:
             image = QImage()
         self.detail_image.setPixmap(QPixmap.fromImage(image) if not image.isNull() else QPixmap())
         self.detail_name.setText(str(row.path or row.name) + (f"\nclass folder: {row.truth}" if row.truth else ""))

@@ -4,6 +4,7 @@ Widgets are found by visible text or accessible name and driven with QTest click
 calls a method whose name starts with ``_``.
 """
 import csv
+import os
 import subprocess
 import sys
 import textwrap
@@ -563,6 +564,11 @@ def test_hostile_files_become_error_rows_not_a_failed_run(window, qtbot, trained
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "text.png").write_bytes(b"this is not an image\n" * 10)
     (folder / "header only.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 20)
+    os.mkfifo(folder / "pipe.jpg")  # read naively, this hangs the batch for ever
+    (folder / "zeros.jpg").symlink_to("/dev/zero")  # read naively, this fills memory
+    (folder / "notes.txt").write_text("not an image")
+    (folder / ".hidden").mkdir()
+    (folder / ".hidden" / "secret.png").write_bytes(good)
     page = open_page(window, "Classify")
     choose_backend(window, "Local TFLite", trained["models"] / "clothes")
     drop(page, [folder])
@@ -571,6 +577,9 @@ def test_hostile_files_become_error_rows_not_a_failed_run(window, qtbot, trained
     assert rows.pop("good.png") == "bag"
     assert all(label.startswith("error: ") for label in rows.values()), rows
     assert summary(page).startswith("1 classified, 4 failed")
+    shown = " ".join(label.text() for label in window.findChildren(QLabel) if label.isVisible())
+    for name in ("pipe.jpg", "zeros.jpg", "notes.txt", ".hidden"):  # said, not silently dropped
+        assert name in shown, (name, shown)
     show = find(page, QComboBox, "Show")
     show.setFocus()
     QTest.keyClick(show, Qt.Key.Key_Home)
