@@ -94,6 +94,8 @@ def _class_folders(root: Path) -> tuple[list[Path], list[Skipped]]:
         if not path.is_dir():
             if path.suffix.lower() in IMAGE_EXTENSIONS:
                 skipped.append(Skipped(path, "not inside a class folder"))
+        elif path.name == EXCLUDED_FILE.parts[0]:
+            continue  # the app's own notes about this data set (the user's exclusions), not images
         elif is_hidden(path.name):
             skipped.append(Skipped(path, "hidden folder (not searched)"))
         elif problem := class_name_problem(path.name):
@@ -201,7 +203,7 @@ _QUICK_LOOK = 2000  # directory entries read per class folder by check_root: nev
 def class_names(root: str | Path) -> list[str]:
     """The class names a scan of ``root`` would use (its sub-folder names), without reading any image."""
     root = Path(root).expanduser().resolve()
-    return [f.name for f in _class_folders(root)] if root.is_dir() else []
+    return [f.name for f in _class_folders(root)[0]] if root.is_dir() else []
 
 
 def loose_images(root: str | Path) -> list[Path]:
@@ -244,7 +246,7 @@ def check_root(root: str | Path) -> None:
     if root == Path(root.anchor):
         raise DatasetError(f"{root} is the whole disk; choose the folder that holds one sub-folder of images per class")
     with_images = 0
-    for folder in _class_folders(root):
+    for folder in _class_folders(root)[0]:
         with_images += _has_images_near(folder)
         if with_images == 2:
             return

@@ -444,7 +444,10 @@ def newest_classes(models_dir: str | Path, name: str) -> list[str] | None:
     """The class names of MODELS_DIR/NAME's newest version, or None when there is none (or it cannot be read)."""
     import json
 
-    versions = export.version_folders(Path(models_dir).expanduser() / name)
+    try:
+        versions = export.version_folders(Path(models_dir).expanduser() / name)
+    except OSError:  # an unusable MODELS_DIR is said by check_output, in its own words
+        return None
     if not versions:
         return None
     folder = versions[-1][1]
@@ -452,7 +455,7 @@ def newest_classes(models_dir: str | Path, name: str) -> list[str] | None:
         return list(json.loads((folder / "metadata.json").read_text(encoding="utf-8"))["labels"])
     except (OSError, ValueError, KeyError, TypeError):
         try:
-            return (folder / "assets" / "labels.txt").read_text(encoding="utf-8").split()
+            return (folder / "assets" / "labels.txt").read_text(encoding="utf-8").splitlines()
         except OSError:
             return None
 
