@@ -98,6 +98,8 @@ class ModelsView(QWidget):
     def refresh(self) -> None:
         root = Path(self.folder.text()).expanduser()
         remember("train/models_dir", str(root))
+        current = self.tree.currentItem()
+        keep = (current.data(0, VERSION_ROLE) or current.text(0)) if current else None  # selected before
         self.tree.clear()
         models = sorted(p for p in root.iterdir() if p.is_dir() and version_folders(p)) if root.is_dir() else []
         for model in models:
@@ -108,7 +110,11 @@ class ModelsView(QWidget):
                 item = QTreeWidgetItem(version_cells(read_version(version)))
                 item.setData(0, VERSION_ROLE, str(version))
                 parent.addChild(item)
+                if keep == str(version):
+                    self.tree.setCurrentItem(item)
             parent.setExpanded(True)
+            if keep == model.name and self.tree.currentItem() is None:
+                self.tree.setCurrentItem(parent)
         self.empty.setText("" if models else f"No models in {root} yet: train one, or choose another folder.")
         self._update_buttons()
 
