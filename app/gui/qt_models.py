@@ -162,8 +162,9 @@ class ModelsView(QWidget):
         if version is None:
             return
         info = read_version(version)
-        what = (f"Model: {info.model}\nVersion: {info.version}\nClasses: {info.classes if info.classes is not None else '?'}"
-                f"\nTest accuracy: {info.accuracy_text()}\nSize: {human_size(info.size)}\nFolder: {version}")
+        classes = info.classes if info.classes is not None else "?"
+        what = (f"Model: {info.model}\nVersion: {info.version}\nClasses: {classes}\nTest accuracy: "
+                f"{info.accuracy_text()}\nSize: {human_size(info.size)}\nFolder: {version}")
         box = QMessageBox(QMessageBox.Icon.Question, "Delete version",
                           f"Move {info.model} version {info.version} to the trash?", parent=self)
         box.setInformativeText(what + "\n\nTF Serving stops serving this version. You can restore it from the trash.")
