@@ -22,7 +22,7 @@ VERSION_ROLE = 256  # Qt.UserRole: a version row's folder
 def version_cells(info: VersionInfo) -> list[str]:
     """The cells of one version's row."""
     saved = info.size - sum(info.tflite.values())
-    accuracy = info.accuracy_text() + (f" of {info.test_images}" if info.test_images else "")
+    accuracy = info.accuracy_text() + (f" on {info.test_images} images" if info.test_images else "")
     return [f"version {info.version}", str(info.classes) if info.classes is not None else "?", accuracy,
             info.created, info.backbone, human_size(saved),
             ", ".join(f"{name} {human_size(size)}" for name, size in info.tflite.items()) or "—"]

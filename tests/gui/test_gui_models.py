@@ -2,6 +2,7 @@
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,10 @@ def answer_boxes(seen: list, *answers: str):
 
     Returns a function that stops waiting (for a box that must not appear).
     """
-    answered, stopped = [], []
+    answered, stopped, deadline = [], [], time.monotonic() + 30  # a stray watcher must not answer a later test
 
     def poll():
-        if stopped:
+        if stopped or time.monotonic() > deadline:
             return
         box = QApplication.activeModalWidget()
         if not isinstance(box, QMessageBox) or box in answered:
@@ -119,7 +120,7 @@ def test_models_page_lists_versions_with_readable_sizes(window, qtbot, trained, 
     assert clothes.text(0) == "clothes" and clothes.childCount() == 2
     row = clothes.child(0)
     assert row.text(0) == "version 2" and row.text(1) == "5"
-    assert row.text(2).endswith(f"% of {trained['done']['metrics']['test_images']}")
+    assert row.text(2).endswith(f"% on {trained['done']['metrics']['test_images']} images")
     assert "model.tflite" in row.text(6) and row.text(5).endswith(" MB")
     assert re.fullmatch(r"\d\.\d KB", tiny.child(0).text(5))  # a few KB: never "0.0 MB"
     assert tiny.child(0).text(6) == "model.tflite 700 B"

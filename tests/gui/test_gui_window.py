@@ -128,7 +128,6 @@ def _geometry(window):
 
 def test_messages_keep_the_layout_still_and_stay_on_their_page(window, qtbot, trained, tmp_path):
     shortcut(window, "Ctrl+2")
-    window.backend.set_choice("tflite", "")
     QApplication.processEvents()
     before = _geometry(window)
     assert window.messages.text.text() == ""
