@@ -134,6 +134,7 @@ class ResultsView(QWidget):
                 item.setData(Qt.ItemDataRole.DisplayRole, value)
                 table.setItem(r, c, item)
         table.setSortingEnabled(True)
+        table.sortItems(0, Qt.SortOrder.AscendingOrder)  # class order; a header click sorts by recall etc.
 
     def _fill_matrix(self) -> None:
         classes, matrix = self.results.classes, self.results.confusion
