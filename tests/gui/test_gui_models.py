@@ -295,3 +295,26 @@ def test_cancel_on_the_results_page_keeps_them_reopenable(window, qtbot, tmp_pat
     dialog = open_results(qtbot, view)
     assert dialog.findChild(QLabel, "resultsAccuracy").text() == shown
     dialog.close()
+
+
+@pytest.mark.parametrize("damage", ["older version", "truncated", "not numpy"])
+def test_results_that_cannot_be_read_are_one_sentence(window, qtbot, tmp_path, damage):
+    from PySide6.QtWidgets import QLabel
+
+    models = tmp_path / "models"
+    version = fabricated_version(models, "odd", ["a", "b"], 4)
+    results = version / RESULTS_FILE
+    if damage == "older version":
+        results.unlink()
+    elif damage == "truncated":
+        results.write_bytes(results.read_bytes()[:300])
+    else:
+        results.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    view = open_models(window, qtbot, models)
+    click_row(qtbot, view.tree, view.tree.topLevelItem(0))  # a model row opens its newest version's results
+    dialog = open_results(qtbot, view)
+    assert dialog.findChild(QLabel, "resultsAccuracy").text() == "Test accuracy 100.0%"  # from metadata.json
+    detail = dialog.findChild(QLabel, "resultsDetail").text()
+    assert ("older version" in detail) if damage == "older version" else ("cannot be read" in detail)
+    assert detail.count(".") >= 1 and "\n" not in detail
+    dialog.close()

@@ -211,3 +211,18 @@ def test_dark_theme_renders(qtbot, screenshots):
         window.close()
     finally:
         apply_theme(app, "light")
+
+
+def test_a_success_replaces_its_own_sources_error_but_not_anothers(window, qtbot):
+    """The message line's rule, from the sources' side: each view's next message replaces its last one."""
+    bar = window.messages
+    shortcut(window, "Ctrl+2")
+    window.classify.message.emit("Could not read the folder.", "error")
+    window.backend.message.emit("Connected: clothes version 1", "info")
+    assert bar.text.text() == "Connected: clothes version 1"  # the newest on this page
+    qtbot.mouseClick(bar.close_button, Qt.MouseButton.LeftButton)
+    assert bar.text.text() == "Could not read the folder."  # Classify's error waits for its cause
+    window.classify.message.emit("Results saved to /tmp/x.csv.", "info")  # Classify's next success
+    assert bar.text.text() == "Results saved to /tmp/x.csv."
+    qtbot.mouseClick(bar.close_button, Qt.MouseButton.LeftButton)
+    assert bar.text.text() == ""
