@@ -7,12 +7,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 from .atomic import temp_folder
+from .export import version_folders
+
+
+def model_folders(models_dir: str | Path) -> list[Path]:
+    """The models in a models folder: sub-folders holding at least one complete version, by name."""
+    root = Path(models_dir).expanduser()
+    return sorted(p for p in root.iterdir() if p.is_dir() and version_folders(p)) if root.is_dir() else []
 
 
 def human_size(n: int) -> str:
@@ -39,7 +47,7 @@ def folder_size(path: Path) -> int:
                 st = os.lstat(os.path.join(root, name))
             except OSError:
                 continue
-            total += st.st_size if not os.path.islink(os.path.join(root, name)) else 0
+            total += st.st_size if stat.S_ISREG(st.st_mode) else 0
     return total
 
 

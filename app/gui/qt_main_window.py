@@ -10,7 +10,7 @@ from PySide6.QtWidgets import (QApplication, QHBoxLayout, QListWidget, QListWidg
                                QStackedWidget, QVBoxLayout, QWidget)
 
 from app import __version__, classify_only
-from app.core.export import version_folders
+from app.core.store import model_folders
 from app.paths import resources_dir
 
 from .qt_backend import BackendBar
@@ -23,11 +23,6 @@ PAGES = [("Train", "mdi6.school"), ("Classify", "mdi6.image-search"), ("Models",
 TRAIN, CLASSIFY, MODELS = range(3)
 START_HINT = ("Start here: choose a folder of photos with one sub-folder per class, or click “Use sample data”, "
               "then press Next.")
-
-
-def has_models(models_dir: str | Path) -> bool:
-    root = Path(models_dir).expanduser()
-    return root.is_dir() and any(p.is_dir() and version_folders(p) for p in root.iterdir())
 
 
 class MainWindow(QMainWindow):
@@ -83,7 +78,7 @@ class MainWindow(QMainWindow):
         self.messages.changed.connect(self._mark_pages)
         self.sidebar.currentRowChanged.connect(self.show_page)
         if not classify_only():
-            self.wizard.currentIdChanged.connect(lambda _id: self.messages.clear("start"))
+            self.wizard.currentIdChanged.connect(lambda page_id: page_id > 0 and self.messages.clear("start"))
             self.wizard.open_in_classify.connect(self.open_model_in_classify)
             self.wizard.trained.connect(lambda path: self.models.set_folder(str(Path(path).parent.parent)))
         self.models.open_in_classify.connect(self.open_model_in_classify)
@@ -175,7 +170,7 @@ class MainWindow(QMainWindow):
         else:
             self.resize(1200, 780)
         page = store.value("window/page")
-        if page is None and not classify_only() and not has_models(default_models_dir()):
+        if page is None and not classify_only() and not model_folders(default_models_dir()):
             self.show_page(TRAIN)  # first launch, nothing to classify with yet: start with training
             self.messages.post("start", START_HINT, "info", TRAIN)
             return

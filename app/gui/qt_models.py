@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHea
                                QMessageBox, QPushButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from app.core.export import version_folders
-from app.core.store import DeleteError, VersionInfo, delete_version, human_size, read_version
+from app.core.store import DeleteError, VersionInfo, delete_version, human_size, model_folders, read_version
 
 from .qt_common import icon, remember
 from .qt_results import ResultsDialog
@@ -101,7 +101,7 @@ class ModelsView(QWidget):
         current = self.tree.currentItem()
         keep = (current.data(0, VERSION_ROLE) or current.text(0)) if current else None  # selected before
         self.tree.clear()
-        models = sorted(p for p in root.iterdir() if p.is_dir() and version_folders(p)) if root.is_dir() else []
+        models = model_folders(root)
         for model in models:
             parent = QTreeWidgetItem([model.name])
             parent.setIcon(0, icon("mdi6.brain"))
