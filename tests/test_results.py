@@ -50,6 +50,15 @@ def test_2000_classes_keep_metadata_and_done_small_and_the_side_file_complete(tm
     assert count == report["confusion_matrix"][true][predicted] and predicted == (true + 1) % 2000
 
 
+def test_odd_file_names_survive_the_round_trip(tmp_path):
+    import os
+
+    names = [os.fsdecode(b"/photos/caf\xe9/1.jpg"), "/photos/日本/2.jpg", "/photos/tab\there/3.jpg"]
+    save_results(tmp_path / RESULTS_FILE, np.eye(3)[[0, 1, 1]], [0, 1, 2], ["a", "b", "c"], names)
+    results = load_results(tmp_path)
+    assert results.paths == names and results.correct == 2 and results.rows(mistakes=True)[0]["path"] == names[2]
+
+
 def test_small_label_sets_keep_the_per_class_table_in_metadata():
     probabilities, truth, classes, paths = _fabricated(4, 3)
     metrics = summary(evaluate(probabilities, truth, classes, paths))

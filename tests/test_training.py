@@ -30,6 +30,7 @@ def test_trains_to_the_stated_accuracy(trained):
     assert len(results.rows(mistakes=True)) == confusion.sum() - np.trace(confusion)
     assert results.accuracy == done["metrics"]["test_accuracy"] and results.classes == done["classes"]
     assert all(Path(p).is_file() for p in results.paths)
+    assert not {"confusion_matrix", "predictions", "mistakes"} & set(done["metrics"])  # small: see test_results
     kinds = {e["event"] for e in trained["events"]}
     assert {"stage", "progress", "dataset", "epoch", "done"} <= kinds
 
@@ -46,6 +47,7 @@ def test_version_folder_has_everything_tf_serving_needs(trained):
     assert meta["input"]["height"] == 224 and meta["backbone"]["id"] == "efficientnet_lite0"
     assert meta["metrics"]["test_accuracy"] == trained["done"]["metrics"]["test_accuracy"]
     assert meta["files"]["results"] == meta["metrics"]["results_file"] == "results.npz"
+    assert "confusion_matrix" not in meta["metrics"] and len(meta["metrics"]["per_class"]) == 5
     assert sum(meta["split_sizes"].values()) == 200
     assert not [p for p in version.parent.iterdir() if p.name.startswith(".tmp")]
 
