@@ -191,11 +191,30 @@ class _Call(QRunnable):
             self.signals.done.emit(result)
 
 
+_IN_FLIGHT: set[_CallSignals] = set()
+
+
 def run_in_background(fn: Callable, on_done: Callable, on_error: Callable, owner: QObject) -> _CallSignals:
-    """Call ``fn()`` on the thread pool; ``on_done(result)`` / ``on_error(exc)`` run on the GUI thread."""
-    signals = _CallSignals(owner)
-    signals.done.connect(on_done)
-    signals.failed.connect(on_error)
+    """Call ``fn()`` on the thread pool; ``on_done(result)`` / ``on_error(exc)`` run on the GUI thread.
+
+    The answer is dropped if ``owner`` was deleted meanwhile (a closed dialog): the signals object is
+    not the owner's child, so closing a window never deletes it under a running call.
+    """
+    import shiboken6
+
+    signals = _CallSignals()
+    _IN_FLIGHT.add(signals)
+
+    def deliver(handler: Callable) -> Callable:
+        def call(value) -> None:
+            _IN_FLIGHT.discard(signals)
+            signals.deleteLater()
+            if shiboken6.isValid(owner):
+                handler(value)
+        return call
+
+    signals.done.connect(deliver(on_done))
+    signals.failed.connect(deliver(on_error))
     QThreadPool.globalInstance().start(_Call(fn, signals))
     return signals
 

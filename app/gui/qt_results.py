@@ -187,7 +187,8 @@ class ResultsView(QWidget):
     def show_mistakes(self) -> None:
         mistakes = self.results.rows(mistakes=True) if self.results else []
         self.cell_title.setText(f"Misclassified test images ({len(mistakes)})" if mistakes else
-                                "No test image was misclassified.")
+                                "No test image was misclassified." if self.results and self.results.images else
+                                "No test images were set aside.")
         self._show_images(mistakes)
 
     def _show_images(self, rows: list[dict]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import QEvent, Qt, QTimer
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QDialog, QMessageBox, QPushButton, QWizard
 
@@ -195,8 +195,7 @@ def test_without_a_trash_it_asks_again_before_deleting_for_good(window, qtbot, t
 
 def open_results(qtbot, view) -> QDialog:
     qtbot.mouseClick(button(view, "Open results"), Qt.MouseButton.LeftButton)
-    dialog = view.findChild(QDialog, "resultsDialog")
-    assert dialog is not None and dialog.isVisible()
+    dialog = next(d for d in view.findChildren(QDialog, "resultsDialog") if d.isVisible())
     qtbot.waitExposed(dialog)
     return dialog
 
@@ -318,3 +317,26 @@ def test_results_that_cannot_be_read_are_one_sentence(window, qtbot, tmp_path, d
     assert ("older version" in detail) if damage == "older version" else ("cannot be read" in detail)
     assert detail.count(".") >= 1 and "\n" not in detail
     dialog.close()
+
+
+def test_closing_results_while_thumbnails_load_is_harmless(window, qtbot, tmp_path, capfd):
+    """The thumbnails of a closed results window arrive to nobody, without an error on any thread."""
+    from PySide6.QtCore import QThreadPool
+
+    models = tmp_path / "models"
+    version = fabricated_version(models, "slow", ["a", "b", "c"], 20, wrong=0.5)
+    big = tmp_path / "big.png"
+    Image.new("RGB", (1500, 1500), (200, 30, 30)).save(big)  # slow to decode: the job outlives the window
+    for path in {Path(p) for p in np.load(version / RESULTS_FILE)["paths"]}:
+        path.unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.hardlink_to(big)
+    view = open_models(window, qtbot, models)
+    click_row(qtbot, view.tree, view.tree.topLevelItem(0).child(0))
+    for _ in range(3):
+        open_results(qtbot, view).close()
+        QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)  # deleted now, its thumbnails still loading
+    assert QThreadPool.globalInstance().waitForDone(60_000)
+    QTest.qWait(100)  # answers delivered (to nobody)
+    assert not [d for d in view.findChildren(QDialog, "resultsDialog") if d.isVisible()]
+    assert "Error" not in capfd.readouterr().err
