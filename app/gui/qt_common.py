@@ -240,7 +240,7 @@ def apply_theme(app, scheme: str | None = None) -> str:
     _icon_color("#3c4043" if scheme != "dark" else "#e8eaed")
     if scheme != "dark":
         palette = app.style().standardPalette()
-        # Fusion's #308cc6 under white text is 3.6:1; this blue is 6.9:1 (WCAG AA asks 4.5:1)
+        # Fusion's #308cc6 under white text is 3.6:1; this blue is 6.4:1 (WCAG AA asks 4.5:1)
         palette.setColor(QPalette.ColorRole.Highlight, QColor("#0b57d0"))
         palette.setColor(QPalette.ColorRole.HighlightedText, QColor("#ffffff"))
         app.setPalette(palette)
