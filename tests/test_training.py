@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.core.evaluation import load_results
 from app.core.export import version_folders
 from app.inference.preprocess import load_image
 from images import encode
@@ -23,9 +24,13 @@ def test_trains_to_the_stated_accuracy(trained):
     assert done["metrics"]["test_accuracy"] >= STATED_TEST_ACCURACY
     assert done["metrics"]["test_images"] >= 30
     assert sorted(done["classes"]) == done["classes"] and len(done["classes"]) == 5
-    confusion = np.array(done["metrics"]["confusion_matrix"])
-    assert confusion.sum() == done["metrics"]["test_images"]
-    assert len(done["metrics"]["mistakes"]) == confusion.sum() - np.trace(confusion)
+    results = load_results(trained["version_dir"])  # the side file written with the version
+    confusion = results.confusion
+    assert confusion.sum() == done["metrics"]["test_images"] == len(results.paths)
+    assert len(results.rows(mistakes=True)) == confusion.sum() - np.trace(confusion)
+    assert results.accuracy == done["metrics"]["test_accuracy"] and results.classes == done["classes"]
+    assert all(Path(p).is_file() for p in results.paths)
+    assert not {"confusion_matrix", "predictions", "mistakes"} & set(done["metrics"])  # small: see test_results
     kinds = {e["event"] for e in trained["events"]}
     assert {"stage", "progress", "dataset", "epoch", "done"} <= kinds
 
@@ -34,13 +39,15 @@ def test_version_folder_has_everything_tf_serving_needs(trained):
     version = trained["version_dir"]
     assert version.parent.name == "clothes" and version.name == "1"
     for name in ("saved_model.pb", "variables/variables.index", "assets/labels.txt", "model.tflite",
-                 "assets.extra/tf_serving_warmup_requests", "metadata.json"):
+                 "assets.extra/tf_serving_warmup_requests", "metadata.json", "results.npz"):
         assert (version / name).is_file(), name
     assert (version / "assets/labels.txt").read_text().split() == trained["done"]["classes"]
     meta = json.loads((version / "metadata.json").read_text())
     assert meta["labels"] == trained["done"]["classes"] and meta["version"] == 1
     assert meta["input"]["height"] == 224 and meta["backbone"]["id"] == "efficientnet_lite0"
     assert meta["metrics"]["test_accuracy"] == trained["done"]["metrics"]["test_accuracy"]
+    assert meta["files"]["results"] == meta["metrics"]["results_file"] == "results.npz"
+    assert "confusion_matrix" not in meta["metrics"] and len(meta["metrics"]["per_class"]) == 5
     assert sum(meta["split_sizes"].values()) == 200
     assert not [p for p in version.parent.iterdir() if p.name.startswith(".tmp")]
 

@@ -32,6 +32,13 @@ def error(message: str) -> dict:
     return {"event": "error", "message": message}
 
 
+def done(model_dir: str, models_config: str | None, metrics: dict, classes: list[str], seconds: dict) -> dict:
+    """The last event of a training run. Kept small (one line for the GUI to read): ``metrics`` are the
+    headline numbers (``evaluation.summary``); the full results are in the version's ``results.npz``."""
+    return {"event": "done", "model_dir": model_dir, "models_config": models_config, "metrics": metrics,
+            "classes": classes, "seconds": seconds}
+
+
 def ignore(_event: dict) -> None:
     """An EventSink that drops everything."""
 

@@ -13,7 +13,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -97,6 +97,15 @@ def version_folders(base: str | Path) -> list[tuple[int, Path]]:
     return sorted((int(p.name), p) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
 
 
+
+
+def _write_side_files(folder: Path, side_files: Mapping[str, Callable[[Path], None]]) -> dict[str, str]:
+    """Write each extra file into ``folder``; returns metadata's ``files`` entries ({stem: name})."""
+    written = {}
+    for name, write in side_files.items():
+        write(folder / name)
+        written[Path(name).stem] = name
+    return written
 
 
 def build_module(backbone, head_kernel: np.ndarray, head_bias: np.ndarray, labels: Sequence[str],
@@ -189,8 +198,13 @@ def example_jpeg(image: np.ndarray) -> bytes:
 def export(models_dir: str | Path, name: str, *, backbone, head: tuple[np.ndarray, np.ndarray],
            labels: Sequence[str], image_size: int, metadata: dict, tflite: Sequence[str] = ("float",),
            warmup_image: bytes | None = None, representative: Callable[[], np.ndarray] | None = None,
-           on_stage: Callable[[str], None] = lambda s: None) -> Path:
-    """Write a complete new version and return its folder ``MODELS_DIR/NAME/VERSION``."""
+           on_stage: Callable[[str], None] = lambda s: None,
+           side_files: Mapping[str, Callable[[Path], None]] | None = None) -> Path:
+    """Write a complete new version and return its folder ``MODELS_DIR/NAME/VERSION``.
+
+    ``side_files`` maps a file name to a function writing that file (given its path), e.g. the test
+    results: written into the hidden folder like the rest, so a version never appears without them.
+    """
     import tensorflow as tf
 
     base = Path(models_dir).expanduser() / check_name(name)
@@ -217,6 +231,7 @@ def export(models_dir: str | Path, name: str, *, backbone, head: tuple[np.ndarra
             with tf.io.TFRecordWriter(str(tmp / "assets.extra" / "tf_serving_warmup_requests")) as writer:
                 writer.write(_warmup_record(name, warmup_image))
             files["warmup"] = "assets.extra/tf_serving_warmup_requests"
+        files.update(_write_side_files(tmp, side_files or {}))
         version = max([v for v, _ in version_folders(base)], default=0) + 1
         while True:
             write_json(tmp / "metadata.json", {**metadata, "name": name, "version": version, "files": files})

@@ -24,10 +24,7 @@ from app.inference.preprocess import load_image
 
 from . import backbones, events, export, features, serving_config
 from .dataset import Dataset, Skipped, scan
-from .evaluation import evaluate
-
-
-MAX_LISTED = 5000  # test predictions carried in the done event (the GUI's confusion-matrix drill-down)
+from .evaluation import RESULTS_FILE, evaluate, save_results, summary
 
 
 @dataclass
@@ -383,9 +380,7 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
         "backbone": info.to_dict(),
         "split_sizes": {name: len(items) for name, items in splits.items()},
         "skipped_files": len(data.skipped),
-        "metrics": {"test_accuracy": report["accuracy"], "validation_accuracy": val_accuracy,
-                    "per_class": report["per_class"], "confusion_matrix": report["confusion_matrix"],
-                    "test_images": report["images"]},
+        "metrics": {**summary(report), "validation_accuracy": val_accuracy},  # the rest: results.npz
         "training": {**{k2: v for k2, v in asdict(s).items() if k2 not in ("image_dir", "models_dir", "cache_dir")},
                      "epochs_run": epochs_run, "image_dir": str(data.root)},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -398,7 +393,9 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
         metadata=metadata, tflite=() if s.tflite == "none" else (s.tflite,) if s.tflite == "float" else ("float", s.tflite),
         warmup_image=export.example_jpeg(example_pixels),
         representative=lambda: (load_image(i.path.read_bytes(), (size, size)) for i in train_items[:100]),
-        on_stage=lambda m: on_event(events.stage("export", m)))
+        on_stage=lambda m: on_event(events.stage("export", m)),
+        side_files={RESULTS_FILE: lambda path: save_results(path, probabilities, labels["test"], data.classes,
+                                                            [i.path for i in splits["test"]])})
     try:
         config = serving_config.write_models_config(s.models_dir)
     except (OSError, ValueError) as exc:  # the version is complete and published: this is only a warning
@@ -407,13 +404,9 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
                                 f"be updated ({getattr(exc, 'strerror', None) or exc}); run serve-config later"))
     clock.lap("export", t)
     clock.seconds["total"] = clock.total()
-    done = {"event": "done", "model_dir": str(model_dir), "models_config": config and str(config),
-            "metrics": {"test_accuracy": report["accuracy"], "validation_accuracy": val_accuracy,
-                        "test_images": report["images"], "epochs_run": epochs_run,
-                        "per_class": report["per_class"], "confusion_matrix": report["confusion_matrix"],
-                        "mistakes": report["mistakes"][:MAX_LISTED],
-                        "predictions": report["predictions"][:MAX_LISTED]},
-            "classes": data.classes, "seconds": clock.seconds}
+    done = events.done(str(model_dir), config and str(config),
+                       {**summary(report), "validation_accuracy": val_accuracy, "epochs_run": epochs_run},
+                       data.classes, clock.seconds)
     on_event(done)
     return done
 

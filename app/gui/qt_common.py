@@ -4,19 +4,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QObject, QRunnable, QSettings, Qt, QThreadPool, QTimer, Signal
+from PySide6.QtCore import QObject, QRunnable, QSettings, Qt, QThreadPool, Signal
 from PySide6.QtGui import QIcon, QImage, QImageReader
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QToolButton, QWidget
 
 ORGANIZATION, APPLICATION = "RetrainStudio", "Retrain Studio"
 
 
-def icon(name: str, color: str | None = None) -> QIcon:
-    """A vector icon from qtawesome (scales at any DPI); an empty icon if fonts are unavailable."""
+def icon(name: str, color: str | None = None, selected: str | None = None) -> QIcon:
+    """A vector icon from qtawesome (scales at any DPI); an empty icon if fonts are unavailable.
+
+    ``selected``: its colour on a selected item (the palette's highlighted text, for contrast).
+    """
     try:
         import qtawesome
 
-        return qtawesome.icon(name, color=color) if color else qtawesome.icon(name)
+        options = {k: v for k, v in (("color", color), ("color_selected", selected)) if v}
+        return qtawesome.icon(name, **options)
     except Exception:  # a missing icon font must never stop the app
         return QIcon()
 
@@ -70,41 +74,102 @@ def thumbnail(path_or_bytes: str | Path | bytes, size: int = 64) -> QImage:
 
 
 class MessageBar(QWidget):
-    """One readable sentence at the top of the window: errors stay, information fades."""
+    """A fixed-height message line: showing, replacing or clearing a message never moves the layout.
+
+    Every message has a source (a view) and the page it belongs to. A page shows its newest
+    message only, so an error raised on Classify is hidden on Models and shown again on return.
+    A source's next message replaces its last one (a success clears its error); ``post(source, "")``
+    just clears it. Messages stay until replaced or dismissed (×); nothing fades away unread.
+    """
 
     COLORS = {"error": ("#b3261e", "#fdecea"), "warning": ("#7a5200", "#fff4d6"), "info": ("#0b5394", "#e8f0fe")}
+    changed = Signal()
 
     def __init__(self, parent=None):
         super().__init__(parent)
+        self.setObjectName("messageBar")
+        self.setAccessibleName("Messages")
         layout = QHBoxLayout(self)
-        layout.setContentsMargins(10, 6, 6, 6)
+        layout.setContentsMargins(10, 4, 6, 4)
         self.icon_label = QLabel()
+        self.icon_label.setFixedWidth(20)
         self.text = QLabel()
+        self.text.setObjectName("messageText")
         self.text.setWordWrap(True)
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        close = QToolButton()
-        close.setIcon(icon("mdi6.close"))
-        close.setAutoRaise(True)
-        close.setToolTip("Dismiss")
-        close.clicked.connect(self.hide)
+        self.close_button = QToolButton()
+        self.close_button.setIcon(icon("mdi6.close"))
+        self.close_button.setAutoRaise(True)
+        self.close_button.setToolTip("Dismiss")
+        self.close_button.setAccessibleName("Dismiss message")
+        self.close_button.clicked.connect(self.dismiss)
+        keep = self.close_button.sizePolicy()
+        keep.setRetainSizeWhenHidden(True)  # the text never reflows when the × comes and goes
+        self.close_button.setSizePolicy(keep)
         layout.addWidget(self.icon_label)
         layout.addWidget(self.text, 1)
-        layout.addWidget(close)
-        self._timer = QTimer(self, singleShot=True, timeout=self.hide)
+        layout.addWidget(self.close_button)
+        self.setFixedHeight(2 * self.fontMetrics().lineSpacing() + 14)  # two lines, always reserved
         self.setAutoFillBackground(True)
-        self.hide()
+        self.page: int | None = None
+        self._messages: dict[str, tuple[int | None, str, str, int]] = {}  # source -> (page, text, level, order)
+        self._order = 0
+        self._render()
+
+    def post(self, source: str, text: str, level: str = "info", page: int | None = None) -> None:
+        """Show ``text`` from ``source`` on ``page`` (None: every page), replacing that source's last message."""
+        self._messages.pop(source, None)
+        if text:
+            for other, (where, _, old_level, _) in list(self._messages.items()):
+                if where == page and old_level == "info":
+                    del self._messages[other]  # information is superseded; errors wait for their cause
+            self._order += 1
+            self._messages[source] = (page, text, level if level in self.COLORS else "info", self._order)
+        self._render()
 
     def show_message(self, text: str, level: str = "info") -> None:
-        fg, bg = self.COLORS.get(level, self.COLORS["info"])
-        self.setStyleSheet(f"MessageBar {{ background: {bg}; border-radius: 6px; }} QLabel {{ color: {fg}; }}")
-        glyph = {"error": "mdi6.alert-circle", "warning": "mdi6.alert", "info": "mdi6.information"}[level]
-        self.icon_label.setPixmap(icon(glyph, fg).pixmap(18, 18))
-        self.text.setText(text)
-        self.show()
-        if level == "info":
-            self._timer.start(8000)
+        """A message from the window itself, on the current page."""
+        self.post("window", text, level, self.page)
+
+    def clear(self, source: str) -> None:
+        self.post(source, "")
+
+    def set_page(self, page: int) -> None:
+        self.page = page
+        self._render()
+
+    def dismiss(self) -> None:
+        shown = self._shown()
+        if shown:
+            del self._messages[shown]
+        self._render()
+
+    def errors_on(self, page: int) -> bool:
+        return any(where == page and level == "error" for where, _, level, _ in self._messages.values())
+
+    def _shown(self) -> str | None:
+        here = [(order, source) for source, (where, _, _, order) in self._messages.items()
+                if where is None or where == self.page]
+        return max(here)[1] if here else None
+
+    def _render(self) -> None:
+        source = self._shown()
+        if source is None:
+            self.setStyleSheet("MessageBar { background: transparent; }")
+            self.icon_label.clear()
+            self.text.clear()
+            self.text.setToolTip("")
+            self.close_button.setVisible(False)
         else:
-            self._timer.stop()
+            _, text, level, _ = self._messages[source]
+            fg, bg = self.COLORS[level]
+            self.setStyleSheet(f"MessageBar {{ background: {bg}; border-radius: 6px; }} QLabel {{ color: {fg}; }}")
+            glyph = {"error": "mdi6.alert-circle", "warning": "mdi6.alert", "info": "mdi6.information"}[level]
+            self.icon_label.setPixmap(icon(glyph, fg).pixmap(18, 18))
+            self.text.setText(text)
+            self.text.setToolTip(text)  # the whole text, should it need more than two lines
+            self.close_button.setVisible(True)
+        self.changed.emit()
 
 
 class _CallSignals(QObject):
@@ -126,11 +191,30 @@ class _Call(QRunnable):
             self.signals.done.emit(result)
 
 
+_IN_FLIGHT: set[_CallSignals] = set()
+
+
 def run_in_background(fn: Callable, on_done: Callable, on_error: Callable, owner: QObject) -> _CallSignals:
-    """Call ``fn()`` on the thread pool; ``on_done(result)`` / ``on_error(exc)`` run on the GUI thread."""
-    signals = _CallSignals(owner)
-    signals.done.connect(on_done)
-    signals.failed.connect(on_error)
+    """Call ``fn()`` on the thread pool; ``on_done(result)`` / ``on_error(exc)`` run on the GUI thread.
+
+    The answer is dropped if ``owner`` was deleted meanwhile (a closed dialog): the signals object is
+    not the owner's child, so closing a window never deletes it under a running call.
+    """
+    import shiboken6
+
+    signals = _CallSignals()
+    _IN_FLIGHT.add(signals)
+
+    def deliver(handler: Callable) -> Callable:
+        def call(value) -> None:
+            _IN_FLIGHT.discard(signals)
+            signals.deleteLater()
+            if shiboken6.isValid(owner):
+                handler(value)
+        return call
+
+    signals.done.connect(deliver(on_done))
+    signals.failed.connect(deliver(on_error))
     QThreadPool.globalInstance().start(_Call(fn, signals))
     return signals
 
@@ -155,7 +239,11 @@ def apply_theme(app, scheme: str | None = None) -> str:
         scheme = "dark" if app.styleHints().colorScheme() == Qt.ColorScheme.Dark else "light"
     _icon_color("#3c4043" if scheme != "dark" else "#e8eaed")
     if scheme != "dark":
-        app.setPalette(app.style().standardPalette())
+        palette = app.style().standardPalette()
+        # Fusion's #308cc6 under white text is 3.6:1; this blue is 6.4:1 (WCAG AA asks 4.5:1)
+        palette.setColor(QPalette.ColorRole.Highlight, QColor("#0b57d0"))
+        palette.setColor(QPalette.ColorRole.HighlightedText, QColor("#ffffff"))
+        app.setPalette(palette)
         return "light"
     palette = QPalette()
     role = QPalette.ColorRole

@@ -5,21 +5,24 @@ import os
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSize, Qt
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QKeySequence, QPalette
 from PySide6.QtWidgets import (QApplication, QHBoxLayout, QListWidget, QListWidgetItem, QMainWindow, QMessageBox,
                                QStackedWidget, QVBoxLayout, QWidget)
 
 from app import __version__, classify_only
+from app.core.store import model_folders
 from app.paths import resources_dir
 
 from .qt_backend import BackendBar
 from .qt_classify import ClassifyView
 from .qt_common import MessageBar, apply_theme, icon, remember, settings
 from .qt_models import ModelsView
-from .qt_train_wizard import TrainWizard
+from .qt_train_wizard import TrainWizard, default_models_dir
 
 PAGES = [("Train", "mdi6.school"), ("Classify", "mdi6.image-search"), ("Models", "mdi6.package-variant-closed")]
 TRAIN, CLASSIFY, MODELS = range(3)
+START_HINT = ("Start here: choose a folder of photos with one sub-folder per class, or click “Use sample data”, "
+              "then press Next.")
 
 
 class MainWindow(QMainWindow):
@@ -48,7 +51,7 @@ class MainWindow(QMainWindow):
             "QListWidget::item { padding: 10px 8px; border-radius: 6px; color: palette(text); } "
             "QListWidget::item:selected { background: palette(highlight); color: palette(highlighted-text); }")
         for name, glyph in PAGES:
-            self.sidebar.addItem(QListWidgetItem(icon(glyph), name))
+            self.sidebar.addItem(QListWidgetItem(self._page_icon(glyph), name))
         self.pages = QStackedWidget()
         for page in (self.wizard, self.classify, self.models):
             self.pages.addWidget(page)
@@ -66,10 +69,16 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Ready")
 
         self._build_menus()
-        for source in (self.backend, self.classify, self.models, self.wizard):
-            source.message.connect(self.messages.show_message)
+        # each message belongs to its page; the backend bar serves every page: its messages stay where raised
+        for name, source, page in (("classify", self.classify, CLASSIFY), ("models", self.models, MODELS),
+                                   ("train", self.wizard, TRAIN), ("backend", self.backend, None)):
+            source.message.connect(lambda text, level, name=name, page=page: self.messages.post(
+                name, text, level, self.pages.currentIndex() if page is None else page))
+        self.backend.changed.connect(lambda: self.messages.clear("backend"))  # its error was about another choice
+        self.messages.changed.connect(self._mark_pages)
         self.sidebar.currentRowChanged.connect(self.show_page)
         if not classify_only():
+            self.wizard.currentIdChanged.connect(lambda page_id: page_id > 0 and self.messages.clear("start"))
             self.wizard.open_in_classify.connect(self.open_model_in_classify)
             self.wizard.trained.connect(lambda path: self.models.set_folder(str(Path(path).parent.parent)))
             self.wizard.progress.connect(self._training_progress)
@@ -106,8 +115,21 @@ class MainWindow(QMainWindow):
         help_menu = self.menuBar().addMenu("&Help")
         action("&About Retrain Studio", None, self.about, "mdi6.information", help_menu)
 
+    def _page_icon(self, glyph: str, color: str | None = None):
+        selected = QApplication.palette().color(QPalette.ColorRole.HighlightedText).name()
+        return icon(glyph, color, selected)
+
+    def _mark_pages(self) -> None:
+        """A page with an error the user is not looking at gets a red mark in the side bar."""
+        for index, (name, glyph) in enumerate(PAGES):
+            flagged = index != self.pages.currentIndex() and self.messages.errors_on(index)
+            item = self.sidebar.item(index)
+            item.setIcon(self._page_icon("mdi6.alert-circle", "#d93025") if flagged else self._page_icon(glyph))
+            item.setToolTip(f"{name} has an error: open it to read it" if flagged else "")
+
     def show_page(self, index: int) -> None:
         self.pages.setCurrentIndex(index)
+        self.messages.set_page(index)
         if self.sidebar.currentRow() != index:
             self.sidebar.setCurrentRow(index)
         remember("window/page", index)
@@ -142,7 +164,7 @@ class MainWindow(QMainWindow):
         kind = self.backend.choice().kind
         self.backend.set_choice(kind if kind in ("tflite", "savedmodel") else "tflite", version_dir)
         self.show_page(CLASSIFY)
-        self.messages.show_message(f"Classifying with {version_dir}. Drop images to try it.", "info")
+        self.messages.post("classify", f"Classifying with {version_dir}. Drop images to try it.", "info", CLASSIFY)
 
     def about(self) -> None:
         QMessageBox.about(self, "About Retrain Studio", (
@@ -161,8 +183,12 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(QByteArray(geometry))
         else:
             self.resize(1200, 780)
-        page = store.value("window/page", CLASSIFY)
-        self.show_page(int(page) if str(page).isdigit() else CLASSIFY)
+        page = store.value("window/page")
+        if page is None and not classify_only() and not model_folders(default_models_dir()):
+            self.show_page(TRAIN)  # first launch, nothing to classify with yet: start with training
+            self.messages.post("start", START_HINT, "info", TRAIN)
+            return
+        self.show_page(int(page) if str(page).isdigit() and int(page) < len(PAGES) else CLASSIFY)
 
     def closeEvent(self, event) -> None:
         if not self.wizard.confirm_abandon():  # a running training is stopped only if the user says so

@@ -1,47 +1,37 @@
 """Models view: every exported model and version in the models folder, with what it is and weighs."""
 from __future__ import annotations
 
-import json
-import shutil
-from datetime import datetime
 from pathlib import Path
 
-from PySide6.QtCore import QUrl, Signal
+from PySide6.QtCore import QFile, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QMessageBox, QPushButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
-from app.core.atomic import temp_folder
 from app.core.export import version_folders
+from app.core.store import DeleteError, VersionInfo, delete_version, human_size, model_folders, read_version
 
 from .qt_common import icon, remember
+from .qt_results import ResultsDialog
 from .qt_train_wizard import default_models_dir
 
 COLUMNS = ["Model / version", "Classes", "Test accuracy", "Created", "Backbone", "SavedModel", "TFLite"]
+VERSION_ROLE = 256  # Qt.UserRole: a version row's folder
 
 
-def folder_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def describe_version(version: Path) -> list[str]:
+def version_cells(info: VersionInfo) -> list[str]:
     """The cells of one version's row."""
-    try:
-        meta = json.loads((version / "metadata.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        meta = {}
-    acc = (meta.get("metrics") or {}).get("test_accuracy")
-    created = meta.get("created", "")
-    try:
-        created = datetime.fromisoformat(created).astimezone().strftime("%Y-%m-%d %H:%M")
-    except ValueError:
-        pass
-    tflite = [p for p in version.glob("*.tflite")]
-    saved = folder_size(version) - sum(p.stat().st_size for p in tflite)
-    return [f"version {version.name}", str(len(meta.get("labels", []))) if meta else "?",
-            f"{acc:.1%}" if isinstance(acc, (int, float)) else "—", created,
-            (meta.get("backbone") or {}).get("id", "?").split("/")[-1],
-            f"{saved / 1e6:.1f} MB", ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in tflite) or "—"]
+    saved = info.size - sum(info.tflite.values())
+    accuracy = info.accuracy_text() + (f" on {info.test_images} images" if info.test_images else "")
+    return [f"version {info.version}", str(info.classes) if info.classes is not None else "?", accuracy,
+            info.created, info.backbone, human_size(saved),
+            ", ".join(f"{name} {human_size(size)}" for name, size in info.tflite.items()) or "—"]
+
+
+def move_to_trash(path: Path) -> bool:
+    """The system trash (freedesktop.org, macOS, Windows) through Qt; False where there is none."""
+    result = QFile.moveToTrash(str(path))
+    return bool(result[0] if isinstance(result, tuple) else result)
 
 
 class ModelsView(QWidget):
@@ -51,8 +41,10 @@ class ModelsView(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.folder = QLineEdit(default_models_dir())
+        self.folder.setAccessibleName("Models folder")
         browse = QPushButton(icon("mdi6.folder-open"), "")
         browse.setToolTip("Choose the models folder")
+        browse.setAccessibleName("Choose the models folder")
         refresh = QPushButton(icon("mdi6.refresh"), "Refresh")
         top = QHBoxLayout()
         top.addWidget(QLabel("Models folder:"))
@@ -60,6 +52,7 @@ class ModelsView(QWidget):
         top.addWidget(browse)
         top.addWidget(refresh)
         self.tree = QTreeWidget()
+        self.tree.setAccessibleName("Models")
         self.tree.setHeaderLabels(COLUMNS)
         self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.tree.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
@@ -67,10 +60,12 @@ class ModelsView(QWidget):
         self.tree.setStyleSheet("QTreeWidget::item { padding: 3px 0; }")
         self.empty = QLabel()
         self.open_button = QPushButton(icon("mdi6.image-search"), "Open in Classify")
+        self.results_button = QPushButton(icon("mdi6.chart-box-outline"), "Open results")
+        self.results_button.setToolTip("Accuracy, per-class table, confusion matrix and mistakes of this version")
         self.reveal_button = QPushButton(icon("mdi6.folder-eye"), "Show in file manager")
         self.delete_button = QPushButton(icon("mdi6.delete"), "Delete version…")
         actions = QHBoxLayout()
-        for button in (self.open_button, self.reveal_button, self.delete_button):
+        for button in (self.open_button, self.results_button, self.reveal_button, self.delete_button):
             actions.addWidget(button)
         actions.addStretch(1)
         layout = QVBoxLayout(self)
@@ -81,10 +76,12 @@ class ModelsView(QWidget):
         browse.clicked.connect(self._browse)
         refresh.clicked.connect(self.refresh)
         self.folder.editingFinished.connect(self.refresh)
-        self.open_button.clicked.connect(self._open)
-        self.reveal_button.clicked.connect(self._reveal)
-        self.delete_button.clicked.connect(self._delete)
-        self.tree.itemDoubleClicked.connect(lambda *_: self._open())
+        # lambdas: clicked(bool) must never land in a parameter
+        self.open_button.clicked.connect(lambda: self.open_selected())
+        self.results_button.clicked.connect(lambda: self.open_results())
+        self.reveal_button.clicked.connect(lambda: self.reveal_selected())
+        self.delete_button.clicked.connect(lambda: self.delete_selected())
+        self.tree.itemDoubleClicked.connect(lambda *_: self.open_selected())
         self.tree.currentItemChanged.connect(lambda *_: self._update_buttons())
         self.refresh()
 
@@ -101,54 +98,99 @@ class ModelsView(QWidget):
     def refresh(self) -> None:
         root = Path(self.folder.text()).expanduser()
         remember("train/models_dir", str(root))
+        current = self.tree.currentItem()
+        keep = (current.data(0, VERSION_ROLE) or current.text(0)) if current else None  # selected before
         self.tree.clear()
-        models = sorted(p for p in root.iterdir() if p.is_dir() and version_folders(p)) if root.is_dir() else []
+        models = model_folders(root)
         for model in models:
             parent = QTreeWidgetItem([model.name])
             parent.setIcon(0, icon("mdi6.brain"))
             self.tree.addTopLevelItem(parent)
             for _, version in reversed(version_folders(model)):
-                item = QTreeWidgetItem(describe_version(version))
-                item.setData(0, 256, str(version))
+                item = QTreeWidgetItem(version_cells(read_version(version)))
+                item.setData(0, VERSION_ROLE, str(version))
                 parent.addChild(item)
+                if keep == str(version):
+                    self.tree.setCurrentItem(item)
             parent.setExpanded(True)
+            if keep == model.name and self.tree.currentItem() is None:
+                self.tree.setCurrentItem(parent)
         self.empty.setText("" if models else f"No models in {root} yet: train one, or choose another folder.")
         self._update_buttons()
 
-    def _selected_version(self) -> Path | None:
+    def selected_version(self, newest_of_model: bool = True) -> Path | None:
+        """The selected version row's folder; for a model row its newest version, unless told not to."""
         item = self.tree.currentItem()
         if item is None:
             return None
-        if item.data(0, 256) is None and item.childCount():
-            item = item.child(0)  # a model: its newest version
-        value = item.data(0, 256)
+        if item.data(0, VERSION_ROLE) is None and item.childCount() and newest_of_model:
+            item = item.child(0)
+        value = item.data(0, VERSION_ROLE)
         return Path(value) if value else None
 
     def _update_buttons(self) -> None:
-        selected = self._selected_version() is not None
-        for button in (self.open_button, self.reveal_button, self.delete_button):
-            button.setEnabled(selected)
+        any_selected = self.selected_version() is not None
+        version_row = self.selected_version(newest_of_model=False) is not None
+        for button in (self.open_button, self.results_button, self.reveal_button):
+            button.setEnabled(any_selected)
+        self.delete_button.setEnabled(version_row)  # never silently the newest of a model row
+        self.delete_button.setToolTip("Move this version to the trash (asks first)" if version_row
+                                      else "Select a version (not a model) to delete it")
 
-    def _open(self) -> None:
-        version = self._selected_version()
+    def open_selected(self) -> None:
+        version = self.selected_version()
         if version:
             self.open_in_classify.emit(str(version))
 
-    def _reveal(self) -> None:
-        version = self._selected_version()
+    def open_results(self) -> ResultsDialog | None:
+        """Reopen the results stored with the selected version in their own window."""
+        version = self.selected_version()
+        if version is None:
+            return None
+        dialog = ResultsDialog(version, self)
+        dialog.show()
+        return dialog
+
+    def reveal_selected(self) -> None:
+        version = self.selected_version()
         if version:
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(version)))
 
-    def _delete(self, confirm: bool = True) -> None:
-        version = self._selected_version()
+    def delete_selected(self) -> None:
+        """Ask, naming exactly what goes, then move the selected version to the trash."""
+        version = self.selected_version(newest_of_model=False)
         if version is None:
             return
-        if confirm and QMessageBox.question(
-                self, "Delete version", f"Delete {version.parent.name} version {version.name}?\n\n{version}\n\n"
-                "This cannot be undone.") != QMessageBox.StandardButton.Yes:
+        info = read_version(version)
+        classes = info.classes if info.classes is not None else "?"
+        what = (f"Model: {info.model}\nVersion: {info.version}\nClasses: {classes}\nTest accuracy: "
+                f"{info.accuracy_text()}\nSize: {human_size(info.size)}\nFolder: {version}")
+        box = QMessageBox(QMessageBox.Icon.Question, "Delete version",
+                          f"Move {info.model} version {info.version} to the trash?", parent=self)
+        box.setInformativeText(what + "\n\nTF Serving stops serving this version. You can restore it from the trash.")
+        trash = box.addButton("Move to trash", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        if box.clickedButton() is not trash:
             return
-        hidden = temp_folder(version.parent)  # hide it from TF Serving first, then remove
-        version.rename(hidden)
-        shutil.rmtree(hidden, ignore_errors=True)
-        self.message.emit(f"Deleted {version.parent.name} version {version.name}.", "info")
+        try:
+            if delete_version(version, move_to_trash):
+                self.message.emit(f"Moved {info.model} version {info.version} to the trash. To undo, restore "
+                                  f"“{version.name}” from the trash (it goes back to {version.parent}).", "info")
+            elif self._confirm_permanent(info):
+                delete_version(version, None)
+                self.message.emit(f"Deleted {info.model} version {info.version} permanently.", "info")
+        except DeleteError as exc:
+            self.message.emit(str(exc)[0].upper() + str(exc)[1:] + ".", "error")
         self.refresh()
+
+    def _confirm_permanent(self, info: VersionInfo) -> bool:
+        box = QMessageBox(QMessageBox.Icon.Warning, "No trash",
+                          f"There is no trash for {info.path}. Delete {info.model} version {info.version} "
+                          "permanently? This cannot be undone.", parent=self)
+        delete = box.addButton("Delete permanently", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return box.clickedButton() is delete

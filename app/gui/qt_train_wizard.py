@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Qt, QUrl, Signal
-from PySide6.QtGui import QColor, QDesktopServices, QGuiApplication, QImage, QPixmap
+from PySide6.QtGui import QDesktopServices, QGuiApplication, QPixmap
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
                                QFormLayout, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QListWidgetItem,
                                QMessageBox, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QSplitter,
@@ -835,97 +835,25 @@ class TrainingPage(QWizardPage):
 
 
 class ResultsPage(QWizardPage):
+    """The stored results of the run just finished (the same view as Models → Open results).
+
+    They are saved with the version, so Cancel or Train another discards nothing.
+    """
+
     def __init__(self):
         super().__init__()
         self.setTitle("Results on the test split")
         self.setSubTitle("Images the model never saw while training. Click a cell of the confusion matrix to see "
                          "its images.")
-        self.accuracy = QLabel()
-        self.accuracy.setStyleSheet("font-size: 20pt; font-weight: bold;")
-        self.per_class = read_only_table(["Class", "Precision", "Recall", "F1", "Images"])
-        self.matrix = read_only_table([])
-        self.matrix.verticalHeader().show()
-        self.matrix.setToolTip("Rows: true class; columns: predicted class")
-        self.cell_title = QLabel("Mistakes")
-        self.images = thumbnail_grid(64, 150, 100)
-        left = QVBoxLayout()
-        left.addWidget(self.accuracy)
-        left.addWidget(self.per_class)
-        right = QVBoxLayout()
-        right.addWidget(QLabel("Confusion matrix (rows: true, columns: predicted)"))
-        right.addWidget(self.matrix)
-        grid = QHBoxLayout()
-        grid.addLayout(left, 1)
-        grid.addLayout(right, 1)
-        layout = QVBoxLayout(self)
-        layout.addLayout(grid, 2)
-        layout.addWidget(self.cell_title)
-        layout.addWidget(self.images, 1)
-        self.matrix.cellClicked.connect(self.show_cell)
-        self.done_event = None
+        from .qt_results import ResultsView
+        self.view = ResultsView(self)
+        # the view's parts, under the names this page always had
+        self.accuracy, self.matrix, self.images, self.cell_title = (
+            self.view.accuracy, self.view.matrix, self.view.images, self.view.cell_title)
+        QVBoxLayout(self).addWidget(self.view)
 
     def initializePage(self):
-        done = self.wizard().page(3).done_event
-        self.done_event = done
-        metrics, classes = done["metrics"], done["classes"]
-        acc = metrics["test_accuracy"]
-        self.accuracy.setText(f"Test accuracy {acc:.1%}" if acc is not None else "No test images")
-        self.per_class.setRowCount(len(classes))
-        for r, name in enumerate(classes):
-            row = metrics["per_class"].get(name, {})
-            cells = [name, *(f"{row.get(k, 0):.2f}" for k in ("precision", "recall", "f1")), str(row.get("support", 0))]
-            for c, text in enumerate(cells):
-                self.per_class.setItem(r, c, QTableWidgetItem(text))
-        matrix = metrics["confusion_matrix"]
-        self.matrix.setRowCount(len(classes))
-        self.matrix.setColumnCount(len(classes))
-        self.matrix.setHorizontalHeaderLabels(classes)
-        self.matrix.setVerticalHeaderLabels(classes)
-        peak = max([max(r) for r in matrix] + [1])
-        for r, row in enumerate(matrix):
-            for c, count in enumerate(row):
-                item = QTableWidgetItem(str(count))
-                item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
-                strength = count / peak
-                base = (26, 115, 232) if r == c else (217, 48, 37)
-                item.setBackground(QColor(*base, int(30 + 200 * strength) if count else 0))
-                if count and strength > 0.6:
-                    item.setForeground(QColor("white"))
-                self.matrix.setItem(r, c, item)
-        self.show_mistakes()
-
-    def _fill(self, rows: list[dict]) -> None:
-        """Captions at once; thumbnails decoded on the thread pool (photos can be large)."""
-        self.images.clear()
-        rows = rows[:200]
-        for row in rows:
-            item = QListWidgetItem(f"{row['true']} → {row['predicted']}\n{row['score']:.2f}")
-            item.setToolTip(row.get("path") or "")
-            self.images.addItem(item)
-        generation = self._generation = getattr(self, "_generation", 0) + 1
-
-        def show(images):
-            if generation != self._generation:
-                return  # another cell was clicked meanwhile
-            for index, image in enumerate(images):
-                if not image.isNull():
-                    self.images.item(index).setIcon(QPixmap.fromImage(image))
-
-        run_in_background(lambda: [thumbnail(r["path"], 64) if r.get("path") else QImage() for r in rows],
-                          show, lambda exc: None, self)
-
-    def show_mistakes(self) -> None:
-        mistakes = self.done_event["metrics"]["mistakes"]
-        self.cell_title.setText(f"Misclassified test images ({len(mistakes)})" if mistakes else
-                                "No test image was misclassified.")
-        self._fill(mistakes)
-
-    def show_cell(self, r: int, c: int) -> None:
-        classes = self.done_event["classes"]
-        rows = [p for p in self.done_event["metrics"]["predictions"]
-                if p["true"] == classes[r] and p["predicted"] == classes[c]]
-        self.cell_title.setText(f"True {classes[r]}, predicted {classes[c]}: {len(rows)} image(s)")
-        self._fill(rows)
+        self.view.load(self.wizard().page(3).done_event["model_dir"])
 
 
 class ExportPage(QWizardPage):

@@ -1,11 +1,39 @@
-"""The main window: starts without TensorFlow, remembers settings, lists models, keyboard shortcuts."""
+"""The main window as a user meets it: first launch, remembered settings, shortcuts, messages, themes.
+
+Everything is driven with mouse clicks, key presses and typed text; no test calls a `_`-method.
+"""
 import subprocess
 import sys
 import textwrap
 
-from PySide6.QtGui import QKeySequence
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QKeySequence, QPalette
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication, QComboBox, QPushButton
 
 from conftest import save_shot
+
+WCAG_AA = 4.5
+
+
+def button(parent, text: str) -> QPushButton:
+    return next(b for b in parent.findChildren(QPushButton) if b.text().replace("&", "") == text and b.isVisible())
+
+
+def type_location(window, qtbot, text: str) -> None:
+    """Select the backend location's text and type over it, as a user does."""
+    edit = window.backend.location.lineEdit()
+    qtbot.mouseClick(edit, Qt.MouseButton.LeftButton)
+    QTest.keyClick(edit, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    QTest.keyClicks(edit, text)
+
+
+def shortcut(window, keys: str) -> None:
+    """Press a key sequence in the (active) window, as a user does."""
+    if QApplication.activeWindow() is not window:
+        window.activateWindow()
+        QTest.qWaitForWindowActive(window)
+    QTest.keySequence(window, QKeySequence(keys))
 
 
 def test_window_opens_without_importing_tensorflow(isolated_settings):
@@ -30,48 +58,53 @@ def test_window_opens_without_importing_tensorflow(isolated_settings):
     assert tf_loaded == "False"
 
 
-def test_settings_persist_across_a_restart(qtbot, trained):
+def _new_window(qtbot):
     from app.gui.qt_main_window import MainWindow
 
-    first = MainWindow()
-    qtbot.addWidget(first)
-    first.show()
-    qtbot.waitExposed(first)
-    first.backend.set_choice("rest", "http://127.0.0.1:8501/v1/models/clothes")
-    first.backend._remember_location()
-    first.resize(1111, 777)
-    first.show_page(2)
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    return window
+
+
+def test_first_launch_without_models_starts_on_train_then_remembers_the_page(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/RetrainStudio/models: a new user
+    first = _new_window(qtbot)
+    assert first.pages.currentWidget() is first.wizard
+    assert first.sidebar.currentItem().text() == "Train"
+    assert first.messages.text.text().startswith("Start here:") and "Use sample data" in first.messages.text.text()
+    shortcut(first, "Ctrl+3")
+    assert first.pages.currentWidget() is first.models
+    assert first.messages.text.text() == ""  # the hint belongs to Train
     first.close()
-    second = MainWindow()
-    qtbot.addWidget(second)
-    second.show()
-    qtbot.waitExposed(second)
-    assert second.backend.choice().kind == "rest"
-    assert second.backend.choice().location == "http://127.0.0.1:8501/v1/models/clothes"
-    assert second.size().width() == 1111 and second.pages.currentIndex() == 2
-    second.backend.kind.setCurrentIndex(0)  # back to local: its own recent list
-    assert second.backend.choice().kind == "tflite"
+    second = _new_window(qtbot)
+    assert second.pages.currentWidget() is second.models and second.messages.text.text() == ""
 
 
-def test_models_view_lists_and_deletes(window, qtbot, trained, tmp_path, screenshots):
-    import shutil
+def test_settings_persist_across_a_restart(qtbot, trained):
+    from serving.double import TFServingDouble
 
-    models = tmp_path / "models"
-    shutil.copytree(trained["models"] / "clothes", models / "clothes")
-    shutil.copytree(trained["models"] / "clothes" / "1", models / "clothes" / "2")
-    window.show_page(2)
-    window.models.set_folder(str(models))
-    top = window.models.tree.topLevelItem(0)
-    assert top.text(0) == "clothes" and top.childCount() == 2
-    assert top.child(0).text(0) == "version 2" and top.child(0).text(1) == "5"
-    assert top.child(0).text(2).endswith("%") and "model.tflite" in top.child(0).text(6)
-    save_shot(window, screenshots, "models")
-    window.models.tree.setCurrentItem(top.child(0))
-    window.models._delete(confirm=False)
-    assert [p.name for p in (models / "clothes").iterdir()] == ["1"]
-    window.models.tree.setCurrentItem(window.models.tree.topLevelItem(0).child(0))
-    window.models._open()
-    assert window.backend.choice().location == str(models / "clothes" / "1")
+    first = _new_window(qtbot)
+    backend = next(c for c in first.findChildren(QComboBox) if c.accessibleName() == "Backend")
+    with TFServingDouble({"clothes": trained["models"] / "clothes"}) as server:
+        backend.setFocus()
+        while backend.currentText() != "Remote REST":
+            QTest.keyClick(backend, Qt.Key.Key_Down)
+        type_location(first, qtbot, server.rest_url("clothes"))
+        qtbot.mouseClick(button(first, "Check connection"), Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: first.backend.state == "ok", timeout=60_000)
+        url = server.rest_url("clothes")
+    first.resize(1111, 777)
+    shortcut(first, "Ctrl+3")
+    first.close()
+    second = _new_window(qtbot)
+    assert second.backend.choice().kind == "rest" and second.backend.choice().location == url
+    assert second.size().width() == 1111 and second.pages.currentWidget() is second.models
+    backend = next(c for c in second.findChildren(QComboBox) if c.accessibleName() == "Backend")
+    backend.setFocus()
+    QTest.keyClick(backend, Qt.Key.Key_Home)  # back to local: its own recent list
+    assert second.backend.choice().kind == "tflite" and second.backend.choice().location != url
 
 
 def test_keyboard_shortcuts(window):
@@ -81,21 +114,115 @@ def test_keyboard_shortcuts(window):
     assert shortcuts["Quit"] == QKeySequence("Ctrl+Q")
     assert shortcuts["Train a new model"] == QKeySequence("Ctrl+T")
     assert shortcuts["Classify"] == QKeySequence("Ctrl+2")
+    for keys, page in (("Ctrl+2", window.classify), ("Ctrl+3", window.models), ("Ctrl+1", window.wizard)):
+        shortcut(window, keys)
+        assert window.pages.currentWidget() is page
 
 
-def test_dark_theme_renders(window, qtbot, screenshots):
-    from PySide6.QtWidgets import QApplication
+def _geometry(window):
+    """Where the things a user aims at are, in window coordinates."""
+    widgets = [window.backend, window.pages, window.messages, button(window, "Check connection")]
+    widgets += [button(window, "Open images…")] if window.pages.currentWidget() is window.classify else []
+    return [(w.mapTo(window, w.rect().topLeft()), w.size()) for w in widgets]
 
+
+def test_messages_keep_the_layout_still_and_stay_on_their_page(window, qtbot, trained, tmp_path):
+    shortcut(window, "Ctrl+2")
+    QApplication.processEvents()
+    before = _geometry(window)
+    assert window.messages.text.text() == ""
+    type_location(window, qtbot, str(tmp_path / "no-such-model"))
+    shortcut(window, "Ctrl+K")  # check connection: an error raised on Classify
+    qtbot.waitUntil(lambda: window.backend.state == "error", timeout=30_000)
+    error = window.messages.text.text()
+    assert error and window.messages.isVisible()
+    QApplication.processEvents()
+    assert _geometry(window) == before  # nothing moved: the message line is always there
+
+    shortcut(window, "Ctrl+3")
+    assert window.messages.text.text() == ""  # Classify's error is not Models' business
+    assert "error" in window.sidebar.item(1).toolTip()  # but the side bar says Classify has one
+    shortcut(window, "Ctrl+2")
+    assert window.messages.text.text() == error  # shown again on return
+
+    type_location(window, qtbot, str(trained["version_dir"]))
+    shortcut(window, "Ctrl+K")
+    qtbot.waitUntil(lambda: window.backend.state == "ok", timeout=60_000)
+    assert window.messages.text.text().startswith("Connected:")  # the success replaced the error
+    assert window.sidebar.item(1).toolTip() == ""
+    QApplication.processEvents()
+    assert _geometry(window) == before
+    qtbot.mouseClick(window.messages.close_button, Qt.MouseButton.LeftButton)
+    assert window.messages.text.text() == "" and _geometry(window) == before
+
+
+def contrast(a: QColor, b: QColor) -> float:
+    """WCAG 2 contrast ratio of two colours."""
+    def luminance(c: QColor) -> float:
+        def channel(v: float) -> float:
+            return v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
+        return 0.2126 * channel(c.redF()) + 0.7152 * channel(c.greenF()) + 0.0722 * channel(c.blueF())
+    high, low = sorted((luminance(a), luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_selected_sidebar_item_is_readable_in_both_themes(qtbot, screenshots):
+    from app.gui.qt_common import apply_theme
+
+    app = QApplication.instance()
+    try:
+        for scheme in ("light", "dark"):
+            apply_theme(app, scheme)
+            palette = app.palette()
+            colours = contrast(palette.color(QPalette.ColorRole.Highlight),
+                               palette.color(QPalette.ColorRole.HighlightedText))
+            window = _new_window(qtbot)
+            shortcut(window, "Ctrl+2")
+            QApplication.processEvents()
+            sidebar = window.sidebar
+            image = sidebar.grab(sidebar.visualItemRect(sidebar.currentItem())).toImage()
+            background = QColor(image.pixelColor(image.width() - 8, image.height() // 2))
+            rows = range(image.height() // 5, image.height() * 4 // 5)  # inside the rounded corners
+            icon_part = [image.pixelColor(x, y) for x in range(6, 38) for y in rows]
+            text_part = [image.pixelColor(x, y) for x in range(42, image.width() - 8) for y in rows]
+            icon_ratio = max(contrast(background, c) for c in icon_part)
+            text_ratio = max(contrast(background, c) for c in text_part)
+            print(f"{scheme}: palette {colours:.1f}:1, rendered icon {icon_ratio:.1f}:1, text {text_ratio:.1f}:1")
+            assert colours >= WCAG_AA and icon_ratio >= WCAG_AA and text_ratio >= WCAG_AA, scheme
+            if scheme == "dark":
+                save_shot(window, screenshots, "classify-dark")
+            window.close()
+    finally:
+        apply_theme(app, "light")
+
+
+def test_dark_theme_renders(qtbot, screenshots):
     from app.gui.qt_common import apply_theme
 
     app = QApplication.instance()
     try:
         assert apply_theme(app, "dark") == "dark"
-        window.show_page(1)
+        window = _new_window(qtbot)
+        shortcut(window, "Ctrl+2")
         app.processEvents()
         image = window.grab().toImage()
         background = image.pixelColor(image.width() // 2, image.height() - 5)
         assert background.lightness() < 80  # the window really is dark
-        save_shot(window, screenshots, "classify-dark")
+        window.close()
     finally:
         apply_theme(app, "light")
+
+
+def test_a_success_replaces_its_own_sources_error_but_not_anothers(window, qtbot):
+    """The message line's rule, from the sources' side: each view's next message replaces its last one."""
+    bar = window.messages
+    shortcut(window, "Ctrl+2")
+    window.classify.message.emit("Could not read the folder.", "error")
+    window.backend.message.emit("Connected: clothes version 1", "info")
+    assert bar.text.text() == "Connected: clothes version 1"  # the newest on this page
+    qtbot.mouseClick(bar.close_button, Qt.MouseButton.LeftButton)
+    assert bar.text.text() == "Could not read the folder."  # Classify's error waits for its cause
+    window.classify.message.emit("Results saved to /tmp/x.csv.", "info")  # Classify's next success
+    assert bar.text.text() == "Results saved to /tmp/x.csv."
+    qtbot.mouseClick(bar.close_button, Qt.MouseButton.LeftButton)
+    assert bar.text.text() == ""
