@@ -337,6 +337,18 @@ class BackendBar(QWidget):
         self.submit(lambda classifier, _job: None,
                     lambda _: self.message.emit(f"Connected: {self.description}", "info"))
 
+    def forget_version(self, version_dir: str) -> None:
+        """A version was deleted: close a classifier opened from it (or from its model's base folder, which
+        resolved to it), so nothing keeps answering with a model that is gone; the next use reopens."""
+        choice = self.owner_choice
+        if choice is None or choice.remote:
+            return
+        version = Path(version_dir).resolve()
+        if Path(choice.location).expanduser().resolve() in (version, version.parent):
+            self.close_owner()
+            self._set_status("unknown", "Not checked")
+            self.changed.emit()
+
     def close_owner(self) -> None:
         """Let the open classifier's thread finish and end (the window is closing)."""
         if self.owner is not None:

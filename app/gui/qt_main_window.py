@@ -83,6 +83,7 @@ class MainWindow(QMainWindow):
             self.wizard.trained.connect(lambda path: self.models.set_folder(str(Path(path).parent.parent)))
             self.wizard.progress.connect(self._training_progress)
         self.models.open_in_classify.connect(self.open_model_in_classify)
+        self.models.version_deleted.connect(self.backend.forget_version)
         self.classify.train_requested.connect(self._train)
         self.classify.busy.connect(lambda busy: self.statusBar().showMessage("Classifying…" if busy else "Ready"))
         self._restore()

@@ -36,6 +36,7 @@ def move_to_trash(path: Path) -> bool:
 
 class ModelsView(QWidget):
     open_in_classify = Signal(str)
+    version_deleted = Signal(str)  # the folder that went: an open classifier may still be reading it
     message = Signal(str, str)
 
     def __init__(self, parent=None):
@@ -175,11 +176,14 @@ class ModelsView(QWidget):
         if box.clickedButton() is not trash:
             return
         try:
-            if delete_version(version, move_to_trash):
+            trashed = delete_version(version, move_to_trash)
+            if trashed:
+                self.version_deleted.emit(str(version))
                 self.message.emit(f"Moved {info.model} version {info.version} to the trash. To undo, restore "
                                   f"“{version.name}” from the trash (it goes back to {version.parent}).", "info")
             elif self._confirm_permanent(info):
                 delete_version(version, None)
+                self.version_deleted.emit(str(version))
                 self.message.emit(f"Deleted {info.model} version {info.version} permanently.", "info")
         except DeleteError as exc:
             self.message.emit(str(exc)[0].upper() + str(exc)[1:] + ".", "error")

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 from app.core.atomic import remove_stale_temps
 from app.core.dataset import DatasetError, check_root, excluded_files, loose_images, scan, set_excluded
 from app.core.serving_config import docker_command, models_config
+from app.core.store import human_size
 from app.core.training import TrainSettings, free_name, newest_classes
 from app.paths import sample_data_dir
 
@@ -58,14 +59,6 @@ def sentence(text: str) -> str:
     """``text`` as a sentence: capital first letter, final full stop."""
     text = text.strip()
     return (text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")) if text else text
-
-
-def size_text(size: int) -> str:
-    """A file size a person reads at a glance: '812 bytes', '4.1 KB', '13.4 MB' (never '0.00 MB')."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} byte{'s' if size != 1 else ''}"
 
 
 def train_command(settings: TrainSettings, allow_new_classes: bool = False) -> list[str]:
@@ -910,7 +903,7 @@ class ExportPage(QWizardPage):
         self.files.setRowCount(len(files))
         for r, path in enumerate(files):
             self.files.setItem(r, 0, QTableWidgetItem(str(path.relative_to(version))))
-            size = QTableWidgetItem(size_text(path.stat().st_size))
+            size = QTableWidgetItem(human_size(path.stat().st_size))
             size.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.files.setItem(r, 1, size)
         self.docker.setPlainText(docker_command(models_dir, name))

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from PySide6.QtCore import QEvent, Qt, QTimer
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication, QDialog, QMessageBox, QPushButton, QWizard
+from PySide6.QtWidgets import QApplication, QDialog, QLabel, QMessageBox, QPushButton, QWizard
 
 from app.core.evaluation import RESULTS_FILE, evaluate, save_results, summary
 from conftest import save_shot
@@ -133,6 +133,12 @@ def test_delete_asks_naming_the_version_and_moves_it_to_the_trash(window, qtbot,
     shutil.copytree(trained["models"] / "clothes" / "1", models / "clothes" / "2")
     view = open_models(window, qtbot, models)
     click_row(qtbot, view.tree, view.tree.topLevelItem(0).child(0))  # version 2
+    qtbot.mouseClick(button(view, "Open in Classify"), Qt.MouseButton.LeftButton)
+    status = next(label for label in window.findChildren(QLabel) if label.accessibleName() == "Backend status")
+    QTest.keyClick(window, Qt.Key.Key_K, Qt.KeyboardModifier.ControlModifier)  # Check connection: opens it
+    qtbot.waitUntil(lambda: "version 2" in status.text(), timeout=30_000)  # opened and in use
+    view = open_models(window, qtbot, models)
+    click_row(qtbot, view.tree, view.tree.topLevelItem(0).child(0))
     delete = button(view, "Delete version…")
     version = models / "clothes" / "2"
 
@@ -155,6 +161,7 @@ def test_delete_asks_naming_the_version_and_moves_it_to_the_trash(window, qtbot,
     assert window.messages.text.text().startswith("Moved clothes version 2 to the trash") and "restore" in \
         window.messages.text.text()
     assert view.tree.topLevelItem(0).childCount() == 1
+    assert "version 2" not in status.text()  # the deleted version is no longer shown as the open model
 
 
 def test_with_a_model_row_selected_nothing_is_deleted(window, qtbot, trained, tmp_path, trash):

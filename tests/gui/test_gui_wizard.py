@@ -172,7 +172,7 @@ def test_wizard_trains_the_sample_end_to_end(window, qtbot, tmp_path, cache_dir,
     assert "tensorflow/serving" in export.docker.toPlainText() and "-e MODEL_NAME=sample" in export.docker.toPlainText()
     assert 'name: "sample"' in export.config.toPlainText()
     sizes = {export.files.item(r, 0).text(): export.files.item(r, 1).text() for r in range(export.files.rowCount())}
-    assert sizes["assets/labels.txt"] == "26 bytes" and sizes["model.tflite"].endswith(" MB")
+    assert sizes["assets/labels.txt"] == "26 B" and sizes["model.tflite"].endswith(" MB")
     save_shot(window, screenshots, "train-6-export")
     click(qtbot, button(export, "Show in folder"))
     assert opened == [str(version)]
