@@ -201,7 +201,7 @@ _QUICK_LOOK = 2000  # directory entries read per class folder by check_root: nev
 def class_names(root: str | Path) -> list[str]:
     """The class names a scan of ``root`` would use (its sub-folder names), without reading any image."""
     root = Path(root).expanduser().resolve()
-    return [f.name for f in _class_folders(root)] if root.is_dir() else []
+    return [f.name for f in _class_folders(root)[0]] if root.is_dir() else []
 
 
 def loose_images(root: str | Path) -> list[Path]:

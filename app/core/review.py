@@ -66,9 +66,7 @@ def out_of_sample_probabilities(x: np.ndarray, labels: np.ndarray, k: int, folds
     are spread over the folds so every fold's head knows every class.
     """
     n = len(labels)
-    centred = x - x.mean(axis=0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    z = centred @ vt[:_DIMS].T
+    z = _components(x - x.mean(axis=0), _DIMS)
     z = np.hstack([z / max(float(z.std()), 1e-12), np.ones((n, 1))])
     targets = np.eye(k)[labels]
     fold_of = np.empty(n, np.int64)
@@ -86,6 +84,18 @@ def out_of_sample_probabilities(x: np.ndarray, labels: np.ndarray, k: int, folds
         weights = np.linalg.solve(gram - zh.T @ zh + _RIDGE * np.eye(z.shape[1]), cross - zh.T @ targets[held])
         scores[held] = zh @ weights
     return _softmax(scores * _temperature(scores, labels))
+
+
+def _components(centred: np.ndarray, dims: int) -> np.ndarray:
+    """The rows projected on their top ``dims`` principal components, from the eigenvectors of the smaller Gram
+    matrix (much faster than an SVD of a wide matrix)."""
+    n, d = centred.shape
+    if n <= d:
+        w, u = np.linalg.eigh(centred @ centred.T)
+        top = np.argsort(w)[::-1][:dims]
+        return u[:, top] * np.sqrt(np.maximum(w[top], 0.0))
+    w, v = np.linalg.eigh(centred.T @ centred)
+    return centred @ v[:, np.argsort(w)[::-1][:dims]]
 
 
 def _temperature(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -289,3 +299,24 @@ def review_folder(image_dir: str | Path, backbone: str | None = None, cache_dir:
     event["images"] = len(items)
     on_event(event)
     return event
+
+
+def held_out_leaks(event: dict) -> set[str]:
+    """Paths to leave out of evaluation: in each leaking group, every member in a later split than the group's
+    earliest (train < validation < test) -- a near-copy of a training image would only measure memory."""
+    order = {"train": 0, "validation": 1, "test": 2}
+    out = set()
+    for group in event["duplicates"]:
+        if group["leak"]:
+            first = min(order[s] for s in group["splits"])
+            out |= {p for p, s in zip(group["paths"], group["splits"]) if order[s] > first}
+    return out
+
+
+def summary(event: dict, left_out: int | None) -> dict:
+    """The few numbers metadata.json keeps about the review (the full lists are in the ``review`` event)."""
+    return {"label_issues": len(event["label_issues"]), "duplicate_groups": len(event["duplicates"]),
+            "leaks": sum(g["leak"] for g in event["duplicates"]), "outliers": len(event["outliers"]),
+            "left_out_of_evaluation": left_out,
+            "top_label_issues": [{k: row[k] for k in ("path", "given", "suggested")}
+                                 for row in event["label_issues"][:10]]}
