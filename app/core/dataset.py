@@ -244,7 +244,7 @@ def check_root(root: str | Path) -> None:
     if root == Path(root.anchor):
         raise DatasetError(f"{root} is the whole disk; choose the folder that holds one sub-folder of images per class")
     with_images = 0
-    for folder in _class_folders(root):
+    for folder in _class_folders(root)[0]:
         with_images += _has_images_near(folder)
         if with_images == 2:
             return

@@ -22,6 +22,7 @@ backbone runs and no TensorFlow is imported.  The checks are plain numpy:
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -325,3 +326,46 @@ def summary(event: dict, left_out: int | None) -> dict:
             "left_out_of_evaluation": left_out,
             "top_label_issues": [{k: row[k] for k in ("path", "given", "suggested")}
                                  for row in event["label_issues"][:10]]}
+
+
+# --- acting on a finding: only ever on the user's click (the GUI's review step) ------------------------------------
+
+def move_to_class(root: str | Path, path: str | Path, class_name: str) -> Path:
+    """Move one image of IMAGE_DIR into IMAGE_DIR/<class_name>/ under a free name; returns where it went.
+
+    Never overwrites: a taken name becomes ``name (2).ext``, ``name (3).ext`` …  Refuses (DatasetError, one
+    sentence) a file outside IMAGE_DIR or a class that is not one of its class folders.
+    """
+    from .dataset import DatasetError, class_names
+
+    root = Path(root).expanduser().resolve()
+    source = Path(path)
+    if not source.resolve().is_relative_to(root) or not source.is_file():
+        raise DatasetError(f"{source} is not an image inside {root}")
+    if class_name not in class_names(root):
+        raise DatasetError(f"'{class_name}' is not a class folder of {root}")
+    return _move_free(source, root / class_name, source.name)
+
+
+def move_back(moved: str | Path, original: str | Path) -> Path:
+    """Undo ``move_to_class``: the file goes back to its folder, under its old name if still free."""
+    original = Path(original)
+    return _move_free(Path(moved), original.parent, original.name)
+
+
+def _move_free(source: Path, folder: Path, name: str) -> Path:
+    stem, suffix = Path(name).stem, Path(name).suffix
+    for n in range(1, 1000):
+        target = folder / (name if n == 1 else f"{stem} ({n}){suffix}")
+        try:
+            os.link(source, target)  # fails when the name is taken: nothing is ever overwritten
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here (FAT, another device): rename, but only onto a free name
+            if target.exists() or target.is_symlink():
+                continue
+            os.rename(source, target)
+            return target
+        source.unlink()
+        return target
+    raise OSError(f"no free name for {name} in {folder}")
