@@ -125,6 +125,12 @@ def test_tiny_and_degenerate_inputs_do_not_fail():
     same = np.ones((4, 8), np.float32)  # every vector identical (a backbone that outputs constants)
     report = review.find_problems(same, [0, 0, 1, 1], ["train"] * 4, list("abcd"), list("abcd"), ["a", "b"])
     assert all(np.isfinite(row["score"]) for row in report["label_issues"])
+    odd = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
+    odd[2] = np.nan  # a backbone that broke on one batch: that image's error, never the run's
+    odd[3, 0] = np.inf
+    report = review.find_problems(odd, [0, 0, 0, 1, 1, 1], ["train"] * 6, list("abcdef"), list("abcdef"), ["a", "b"],
+                                  np.eye(6, 8))
+    assert report["event"] == "review" and all(np.isfinite(r["score"]) for r in report["outliers"])
 
 
 def test_class_names_lists_the_class_folders(tmp_path):

@@ -46,7 +46,7 @@ _BLOCK = 1024
 
 def _prepared(vectors: np.ndarray) -> np.ndarray:
     """Unit-length, centred, unit-length again: cosine similarity becomes a dot product."""
-    x = np.asarray(vectors, np.float64)
+    x = np.nan_to_num(np.asarray(vectors, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     x = x - x.mean(axis=0)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -157,10 +157,10 @@ def _neighbours(x: np.ndarray, raw: np.ndarray, thumbs: np.ndarray | None, k: in
         sims = xf[start:start + _BLOCK] @ xf.T
         sims[rows, start + rows] = -np.inf
         if thumbs is not None:
-            close = sims >= SAME_CONTENT
-            for i, j in zip(*np.nonzero(close)):
-                if start + i < j and float(thumbs[start + i] @ thumbs[j]) >= SAME_PIXELS:
-                    pairs.append((int(start + i), int(j), float(sims[i, j])))
+            i, j = np.nonzero(sims >= SAME_CONTENT)
+            i, j = i[start + i < j], j[start + i < j]
+            same = np.einsum("ij,ij->i", thumbs[start + i], thumbs[j]) >= SAME_PIXELS if len(i) else i > 0
+            pairs += [(int(start + a), int(b), float(sims[a, b])) for a, b in zip(i[same], j[same])]
     return nearest, pairs
 
 
@@ -220,7 +220,7 @@ def find_problems(vectors: np.ndarray, labels: Sequence[int], splits: Sequence[s
         seconds["labels"] = round(time.perf_counter() - t, 3)
 
         t = time.perf_counter()
-        raw = np.asarray(vectors, np.float64)
+        raw = np.nan_to_num(np.asarray(vectors, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         raw = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
         nearest, pairs = _neighbours(x, raw, thumbs, OUTLIER_NEIGHBOURS)
         by_digest: dict[str, list[int]] = {}
