@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     review = sub.add_parser("review", help="find likely wrong labels, duplicates, leaks between splits and outliers")
     review.add_argument("image_dir", help="folder with one sub-folder of images per class")
-    review.add_argument("--backbone", default=None, help="efficientnet_lite0|1|2, a TF Hub handle, or a SavedModel folder")
+    review.add_argument("--backbone", default=None,
+                        help="efficientnet_lite0|1|2, a TF Hub handle, or a SavedModel folder")
     review.add_argument("--trust-backbone", action="store_true",
                         help="use a SavedModel folder backbone even if its graph reads or writes files or runs code")
     review.add_argument("--validation-percent", type=float, default=_default("validation_percent"))

@@ -62,7 +62,8 @@ def main(argv=None) -> dict:
               "copies_planted": len(truth["copies"]), "leaks": sum(g["leak"] for g in report["duplicates"]),
               "duplicate_groups": len(report["duplicates"]), "outliers": len(report["outliers"]),
               "clean_label_issues": len(clean_report["label_issues"]),
-              "clean_duplicate_groups": len(clean_report["duplicates"]), "clean_outliers": len(clean_report["outliers"]),
+              "clean_duplicate_groups": len(clean_report["duplicates"]),
+              "clean_outliers": len(clean_report["outliers"]),
               "cold_clean_wall_s": cold_s, "warm_wall_s": warm_s, "warm_seconds": report["seconds"]}
     shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
