@@ -194,3 +194,27 @@ def test_training_leaves_leaking_copies_out_of_the_test_split(tmp_path, cache_di
     run(TrainSettings(str(root), str(tmp_path / "models"), cache_dir=str(cache_dir), tflite="none", review=False),
         on_event=quiet.append)
     assert not any(e["event"] == "review" for e in quiet)
+
+
+def test_moves_stay_inside_the_folder_and_never_overwrite(tmp_path):
+    from app.core.dataset import DatasetError
+
+    root = tmp_path / "data"
+    for name in ("cats", "dogs"):
+        (root / name).mkdir(parents=True)
+    image = root / "cats" / "a.png"
+    image.write_bytes(b"mine")
+    (root / "dogs" / "a.png").write_bytes(b"theirs")
+    outside = tmp_path / "elsewhere.png"
+    outside.write_bytes(b"x")
+    for path, class_name in ((outside, "dogs"), (image, ".."), (image, "../.."), (image, "birds"),
+                             (root / "cats" / "missing.png", "dogs")):
+        with pytest.raises(DatasetError):
+            review.move_to_class(root, path, class_name)
+    moved = review.move_to_class(root, image, "dogs")
+    assert moved == root / "dogs" / "a (2).png" and moved.read_bytes() == b"mine"
+    assert (root / "dogs" / "a.png").read_bytes() == b"theirs" and not image.exists()
+    image.write_bytes(b"new one with the old name")  # the old name is taken meanwhile: undo picks a free one
+    back = review.move_back(moved, image)
+    assert back == root / "cats" / "a (2).png" and back.read_bytes() == b"mine"
+    assert image.read_bytes() == b"new one with the old name"

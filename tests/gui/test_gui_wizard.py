@@ -602,3 +602,21 @@ def test_find_problems_shows_wrong_labels_and_duplicates_and_acts_only_on_clicks
     qtbot.waitUntil(review.isComplete, timeout=30_000)  # a change means a new scan: the exclusion is honoured
     assert "121 images in 4 classes" in review.findChild(QLabel, "review_summary").text()
     assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*.png")) == before  # nothing deleted
+
+
+def test_a_failing_review_is_one_sentence_and_changes_nothing(window, qtbot, tmp_path):
+    folder = tmp_path / "clothes"
+    shutil.copytree(sample_data_dir(), folder)
+    review = to_review(window, qtbot, folder)
+    shutil.rmtree(folder / "dress")
+    shutil.rmtree(folder / "bag")
+    shutil.rmtree(folder / "sneaker")  # one class left since the scan: the review cannot run
+    click(qtbot, button(review, "Find problems…"))
+    dialog = window.findChild(QDialog, "data_review")
+    status = dialog.findChild(QLabel, "review_status")
+    qtbot.waitUntil(lambda: status.text().startswith(("Found", "The review failed")), timeout=60_000)
+    assert status.text() == (f"The review failed: {folder} has 1 class folder; put the images in at least 2 "
+                             "sub-folders, one per class")
+    assert not button(dialog, "Exclude").isEnabled() and not button(dialog, "Undo").isEnabled()
+    click(qtbot, button(dialog, "Close"))
+    assert not (folder / ".retrain-studio").exists()
