@@ -194,6 +194,7 @@ def test_training_leaves_leaking_copies_out_of_the_test_split(tmp_path, cache_di
     run(TrainSettings(str(root), str(tmp_path / "models"), cache_dir=str(cache_dir), tflite="none", review=False),
         on_event=quiet.append)
     assert not any(e["event"] == "review" for e in quiet)
+    assert any(e["event"] == "warning" and "review is off" in e["message"] for e in quiet)  # says it did not
 
 
 def test_moves_stay_inside_the_folder_and_never_overwrite(tmp_path):

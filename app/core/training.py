@@ -338,6 +338,9 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
         t = time.perf_counter()
         review_summary = _review(data, splits, vectors, copies, s.cache_dir, on_event)
         clock.lap("review", t)
+    else:
+        on_event(events.warning("the data review is off: copies shared between the splits were not looked for, "
+                                "so the test accuracy may be inflated"))
     labels = {name: np.array([i.label for i in items], dtype=np.int64) for name, items in splits.items()}
     train_labels = np.repeat(labels["train"], copies + 1)
 
