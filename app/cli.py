@@ -59,6 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true", help="print one JSON event per line")
     train.add_argument("--allow-new-classes", action="store_true",
                        help="add a version to NAME even if its newest version has other classes")
+    train.add_argument("--no-review", action="store_true",
+                       help="skip the data review (wrong labels, duplicates, leaks, outliers)")
+
+    review = sub.add_parser("review", help="find likely wrong labels, duplicates, leaks between splits and outliers")
+    review.add_argument("image_dir", help="folder with one sub-folder of images per class")
+    review.add_argument("--backbone", default=None,
+                        help="efficientnet_lite0|1|2, a TF Hub handle, or a SavedModel folder")
+    review.add_argument("--trust-backbone", action="store_true",
+                        help="use a SavedModel folder backbone even if its graph reads or writes files or runs code")
+    review.add_argument("--validation-percent", type=float, default=_default("validation_percent"))
+    review.add_argument("--test-percent", type=float, default=_default("test_percent"))
+    review.add_argument("--cache-dir", help="where backbones and image features are cached")
+    review.add_argument("--json", action="store_true", help="print one JSON event per line; the review last")
 
     sub.add_parser("backbones", help="list the feature extractors and whether they work offline") \
         .add_argument("--json", action="store_true")
@@ -152,7 +165,7 @@ def cmd_train(args) -> int:
         learning_rate=args.learning_rate, validation_percent=args.validation_percent,
         test_percent=args.test_percent, augment=args.augment, fine_tune=args.fine_tune,
         fine_tune_epochs=args.fine_tune_epochs, seed=args.seed, cache_dir=args.cache_dir, tflite=args.tflite,
-        trust_backbone=args.trust_backbone)
+        trust_backbone=args.trust_backbone, review=not args.no_review)
     try:  # before any work: nothing scanned, nothing imported, nothing written
         settings.check()
         if args.name is not None:
@@ -184,6 +197,66 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_review(args) -> int:
+    if classify_only():
+        raise UsageError("this build classifies only; install the full Retrain Studio to review data")
+    if os.environ.get("RETRAIN_STUDIO_NICE", "").isdigit():  # the GUI's child: yield the CPU to the window
+        os.nice(int(os.environ["RETRAIN_STUDIO_NICE"]))
+    from app.core import events
+    from app.core.review import review_folder
+
+    if not 0 <= args.validation_percent < 100 or not 0 <= args.test_percent < 100 \
+            or args.validation_percent + args.test_percent >= 100:
+        raise UsageError("--validation-percent and --test-percent must be between 0 and 100 and add up to less "
+                         "than 100")
+    sink = events.json_lines() if args.json else _human_events()
+    try:
+        report = review_folder(args.image_dir, args.backbone, args.cache_dir,
+                               validation_percent=args.validation_percent, test_percent=args.test_percent,
+                               trust_backbone=args.trust_backbone, on_event=sink)
+    except BaseException as exc:
+        if args.json and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            sink(events.error(_one_line(exc)))
+        raise
+    if not args.json:
+        print_review(report, Path(args.image_dir).expanduser().resolve())
+    return 0
+
+
+def print_review(report: dict, root: Path, limit: int = 15) -> None:
+    """The review as a short ranked report: the most suspicious of each kind, with counts."""
+    def rel(path: str) -> str:
+        try:
+            return printable(Path(path).relative_to(root))
+        except ValueError:
+            return printable(path)
+
+    issues, groups, outliers = report["label_issues"], report["duplicates"], report["outliers"]
+    leaks = sum(g["leak"] for g in groups)
+    print(f"Reviewed {report.get('images', '?')} images in {report['seconds'].get('total', 0):.1f} s: "
+          f"{len(issues)} likely wrong label{'s' * (len(issues) != 1)}, {len(groups)} duplicate "
+          f"group{'s' * (len(groups) != 1)} ({leaks} leak{'s' * (leaks != 1)} between splits), "
+          f"{len(outliers)} outlier{'s' * (len(outliers) != 1)}.")
+    if issues:
+        print("\nLikely wrong labels (most suspicious first):")
+        for row in issues[:limit]:
+            print(f"  {row['score']:.2f}  {rel(row['path'])}  is '{printable(row['given'])}', "
+                  f"looks like '{printable(row['suggested'])}'")
+    if groups:
+        print("\nDuplicates (leaks first):")
+        for group in groups[:limit]:
+            kind = "identical" if group.get("exact") else f"similarity {group['similarity']:.2f}"
+            print(f"  {'LEAK ' if group['leak'] else ''}{kind}: " + ", ".join(
+                f"{rel(p)} ({s})" for p, s in zip(group["paths"], group["splits"])))
+    if outliers:
+        print("\nOutliers (far from every other image):")
+        for row in outliers[:limit]:
+            print(f"  {row['score']:.1f}  {rel(row['path'])}")
+    hidden = sum(max(0, len(rows) - limit) for rows in (issues, groups, outliers))
+    if hidden:
+        print(f"\n... and {hidden} more (review --json lists all)")
+
+
 def _human_events():
     """Readable progress on stderr for people (the --json form is for programs)."""
     last = {}
@@ -205,6 +278,10 @@ def _human_events():
                 print(f"  skipped {printable(item['path'])}: {printable(item['reason'])}", file=sys.stderr)
             if len(event["skipped"]) > 20:
                 print(f"  ... and {len(event['skipped']) - 20} more skipped (train --json lists all)", file=sys.stderr)
+        elif kind == "review":  # one line; `review` then prints the ranked list on stdout
+            print(f"  review: {len(event['label_issues'])} likely wrong labels, {len(event['duplicates'])} duplicate "
+                  f"groups ({sum(g['leak'] for g in event['duplicates'])} leaks), {len(event['outliers'])} outliers; "
+                  "run `retrain-studio review` for the list", file=sys.stderr)
         elif kind == "warning":
             print(f"  warning: {printable(event['message'])}", file=sys.stderr)
         elif kind == "epoch" and event["epoch"] % 10 == 0:
@@ -348,7 +425,7 @@ def main(argv: list[str]) -> int:
         return run(sys.argv[:1])
     _quiet_tensorflow()
     handlers = {"train": cmd_train, "backbones": cmd_backbones, "classify": cmd_classify, "bench": cmd_bench,
-                "serve-config": cmd_serve_config}
+                "serve-config": cmd_serve_config, "review": cmd_review}
     from app.core.backbones import BackboneError
     from app.core.dataset import DatasetError
     from app.inference.base import ModelError

@@ -34,3 +34,33 @@ def write_folders(out: Path, per_class: int, classes: list[int] | None = None, s
         for n, i in enumerate(np.flatnonzero(labels == c)[start:start + per_class]):
             Image.fromarray(images[i]).save(folder / f"{split}_{i:05d}.png")
     return out
+
+
+def plant_noise(root: Path, wrong_fraction: float = 0.05, copies: int = 20, seed: int = 0) -> dict:
+    """Corrupt a folder written by ``write_folders`` the way real data sets are corrupted.
+
+    ``wrong_fraction`` of the images are moved into another (random) class folder under their own name,
+    and ``copies`` images get a re-encoded, resized copy (JPEG, 1.5x larger) under a new name in their
+    own class folder.  Returns {"wrong": {moved path: true class}, "copies": [(original, copy), ...]}.
+    """
+    rng = np.random.default_rng(seed)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    files = sorted(root.glob("*/*.png"))
+    picked = rng.permutation(len(files))
+    wrong_count = round(len(files) * wrong_fraction)
+    wrong = {}
+    for i in picked[:wrong_count]:
+        source = files[i]
+        others = [c for c in classes if c != source.parent.name]
+        target = root / others[rng.integers(len(others))] / source.name
+        source.rename(target)
+        wrong[target] = source.parent.name
+    pairs = []
+    for i in picked[wrong_count:wrong_count + copies]:
+        source = files[i]
+        image = Image.open(source).convert("L")
+        size = round(image.width * 1.5)
+        copy = source.parent / f"copy_of_{source.stem}_x.jpg"
+        image.resize((size, size), Image.Resampling.BICUBIC).save(copy, quality=85)
+        pairs.append((source, copy))
+    return {"wrong": wrong, "copies": pairs}

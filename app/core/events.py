@@ -39,6 +39,12 @@ def done(model_dir: str, models_config: str | None, metrics: dict, classes: list
             "classes": classes, "seconds": seconds}
 
 
+def review(label_issues: list, duplicates: list, outliers: list, seconds: dict, **extra) -> dict:
+    """The data review: likely wrong labels, duplicate groups (with leaks) and outliers, each list ranked."""
+    return {"event": "review", "label_issues": label_issues, "duplicates": duplicates, "outliers": outliers,
+            "seconds": {k: float(v) for k, v in seconds.items()}, **extra}
+
+
 def ignore(_event: dict) -> None:
     """An EventSink that drops everything."""
 

@@ -22,7 +22,7 @@ import numpy as np
 from app import __version__
 from app.inference.preprocess import load_image
 
-from . import backbones, events, export, features, serving_config
+from . import backbones, events, export, features, review, serving_config
 from .dataset import Dataset, Skipped, scan
 from .evaluation import RESULTS_FILE, evaluate, save_results, summary
 
@@ -50,6 +50,7 @@ class TrainSettings:
     cache_dir: str | None = None
     tflite: str = "float"  # float | dynamic | int8 | none
     trust_backbone: bool = False  # run a local SavedModel backbone even if its graph touches files or code
+    review: bool = True  # look for wrong labels, duplicates, leaks and outliers; leaks leave the held-out splits
 
     def model_name(self) -> str:
         """The given name if safe (else OutputError), or one made from the image folder's name."""
@@ -329,6 +330,14 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
         _leave_out(data, failed, on_event)
         splits = {name: data.split(name) for name in splits}
     clock.lap("embed", t)
+    review_summary = None
+    if s.review:
+        t = time.perf_counter()
+        review_summary = _review(data, splits, vectors, copies, s.cache_dir, on_event)
+        clock.lap("review", t)
+    else:
+        on_event(events.warning("the data review is off: copies shared between the splits were not looked for, "
+                                "so the test accuracy may be inflated"))
     labels = {name: np.array([i.label for i in items], dtype=np.int64) for name, items in splits.items()}
     train_labels = np.repeat(labels["train"], copies + 1)
 
@@ -380,6 +389,7 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
         "backbone": info.to_dict(),
         "split_sizes": {name: len(items) for name, items in splits.items()},
         "skipped_files": len(data.skipped),
+        "review": review_summary,
         "metrics": {**summary(report), "validation_accuracy": val_accuracy},  # the rest: results.npz
         "training": {**{k2: v for k2, v in asdict(s).items() if k2 not in ("image_dir", "models_dir", "cache_dir")},
                      "epochs_run": epochs_run, "image_dir": str(data.root)},
@@ -409,6 +419,33 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
                        data.classes, clock.seconds)
     on_event(done)
     return done
+
+
+def _review(data: Dataset, splits: dict, vectors: dict, copies: int, cache_dir, on_event) -> dict:
+    """Review the data on the features just computed, emit the ``review`` event, and take leaking near-copies out
+    of the validation and test splits (``splits`` and ``vectors`` are changed in place); returns the summary."""
+    on_event(events.stage("review", "Looking for wrong labels, duplicates and outliers"))
+    items = [item for name in ("train", "validation", "test") for item in splits[name]]
+    parts = [part for part in (vectors["train"][::copies + 1], vectors["validation"], vectors["test"]) if len(part)]
+    rows = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+    failed: dict = {}
+    thumbs = review.thumbnail_vectors([i.path for i in items], [i.digest for i in items], cache_dir, on_event,
+                                      on_error=failed.setdefault)
+    event = review.find_problems(rows, [i.label for i in items], [i.split for i in items], [i.digest for i in items],
+                                 [i.path for i in items], data.classes, None if failed else thumbs)
+    event["images"] = len(items)
+    on_event(event)
+    leaked = review.held_out_leaks(event)
+    for name in ("validation", "test"):
+        keep = [n for n, item in enumerate(splits[name]) if str(item.path) not in leaked]
+        if len(keep) < len(splits[name]):
+            splits[name] = [splits[name][n] for n in keep]
+            vectors[name] = vectors[name][keep]
+    if leaked:
+        on_event(events.warning(f"{len(leaked)} validation or test image{'s have' if len(leaked) != 1 else ' has'} "
+                                "a near-copy in an earlier split; left out of evaluation so the accuracy is not "
+                                "inflated"))
+    return review.summary(event, len(leaked))
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -41,7 +41,7 @@ STAGE_NAMES = {"start": "Starting", "scan": "Scanning images", "backbone": "Load
                "embed": "Computing features", "embed_train": "Computing features (train)",
                "embed_validation": "Computing features (validation)", "embed_test": "Computing features (test)",
                "train": "Training the classifier", "fine_tune": "Fine-tuning the backbone", "evaluate": "Evaluating",
-               "export": "Exporting"}
+               "export": "Exporting", "review": "Reviewing the data", "thumbnails": "Making thumbnails"}
 # Expected share of a run's time per stage (measured on the sample: the backbone load and the TFLite export
 # dominate small sets, features large ones); features are shared among the splits by their sizes.
 STAGE_WEIGHTS = {"start": 6, "scan": 4, "backbone": 18, "embed": 36, "train": 8, "fine_tune": 0, "evaluate": 1,
@@ -189,6 +189,11 @@ class ReviewPage(QWizardPage):
         self.browse_class.setAccessibleName("Class to browse")
         self.browse_button = QPushButton(icon("mdi6.image-multiple"), "Browse images…")
         self.browse_button.setToolTip("See every image of a class and leave out the ones that do not belong")
+        self.problems_button = QPushButton(icon("mdi6.magnify-scan"), "Find problems…")
+        self.problems_button.setObjectName("find_problems")
+        self.problems_button.setAccessibleName("Find problems")
+        self.problems_button.setToolTip("Look for likely wrong labels, duplicates (and leaks between the splits) and "
+                                        "outliers; you decide what to exclude or move")
         import pyqtgraph as pg
         self.chart = pg.PlotWidget(background=None)
         self.chart.setMinimumHeight(160)
@@ -209,6 +214,7 @@ class ReviewPage(QWizardPage):
         browse_row.addWidget(QLabel("Look through a class:"))
         browse_row.addWidget(self.browse_class)
         browse_row.addWidget(self.browse_button)
+        browse_row.addWidget(self.problems_button)
         browse_row.addStretch(1)
         layout = QVBoxLayout(self)
         layout.addWidget(self.summary)
@@ -219,6 +225,7 @@ class ReviewPage(QWizardPage):
         layout.addWidget(splitter, 1)
         self.scan_button.clicked.connect(self._scan_button_clicked)
         self.browse_button.clicked.connect(self.browse_images)
+        self.problems_button.clicked.connect(self.find_problems)
         self.thumbs.itemDoubleClicked.connect(lambda item: self.browse_images(item.text()))
 
     def initializePage(self):
@@ -244,6 +251,7 @@ class ReviewPage(QWizardPage):
         self.chart.clear()
         self.browse_class.clear()
         self.browse_button.setEnabled(False)
+        self.problems_button.setEnabled(False)
         self.scan_progress.setRange(0, 0)
         self.scan_progress.setFormat("looking for images…")
         self.scan_progress.show()
@@ -323,6 +331,7 @@ class ReviewPage(QWizardPage):
             self.thumbs.addItem(item)
         self.browse_class.addItems(data.classes)
         self.browse_button.setEnabled(True)
+        self.problems_button.setEnabled(True)
         self.skipped.setRowCount(len(data.skipped))
         for r, skipped in enumerate(data.skipped):
             self.skipped.setItem(r, 0, QTableWidgetItem(str(skipped.path.relative_to(data.root))))
@@ -352,6 +361,17 @@ class ReviewPage(QWizardPage):
         paths = [i.path for i in data.items if i.label == label]
         paths += [s.path for s in data.skipped if s.reason == "excluded by you" and s.path.is_relative_to(folder)]
         dialog = ClassBrowser(self, data.root, name, sorted(paths, key=lambda p: str(p).lower()))
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.finished.connect(lambda _result: dialog.changed and self.start_scan())
+        dialog.open()
+
+    def find_problems(self) -> None:
+        """The data review (wrong labels, duplicates, leaks, outliers) in a dialog; a change means a new scan."""
+        from .qt_review import ReviewDialog
+
+        if self.dataset is None:
+            return
+        dialog = ReviewDialog(self, self.dataset.root, setting("train/backbone", BACKBONE_CHOICES[0]))
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.finished.connect(lambda _result: dialog.changed and self.start_scan())
         dialog.open()
@@ -764,6 +784,11 @@ class TrainingPage(QWizardPage):
                 self._split_share = {k: v / sum(sizes.values()) for k, v in sizes.items()}
             self.log.appendPlainText(f"{event['images']} images, {len(event['classes'])} classes, "
                                      f"{event['skipped_count']} skipped")
+        elif kind == "review":
+            leaks = sum(g["leak"] for g in event["duplicates"])
+            self.log.appendPlainText(f"review: {len(event['label_issues'])} likely wrong labels, "
+                                     f"{len(event['duplicates'])} duplicate groups ({leaks} leaks), "
+                                     f"{len(event['outliers'])} outliers (Back to the review step: Find problems…)")
         elif kind == "warning":
             self.log.appendPlainText("warning: " + event["message"])
         elif kind == "error":

@@ -16,3 +16,12 @@ def test_inference_benchmark():
 
     result = main(["--images", "100"])
     assert result["images"] == 100 and set(result["median_total_ms"]) == {"tflite", "savedmodel", "grpc", "rest"}
+
+
+@pytest.mark.slow
+def test_review_benchmark():
+    from benchmarks.bench_review import main
+
+    result = main([])  # 10 classes x 150: 1,500 images (+20 copies)
+    assert result["images"] == 1520 and result["warm_wall_s"] < 5
+    assert result["copies_found"] >= 18 and result["recall"] >= 0.8

@@ -539,3 +539,84 @@ def test_backbones_have_human_names_and_the_advanced_arrow_points_the_right_way(
     assert shows("mdi6.chevron-right") and augment.visibleRegion().isEmpty()  # folded away
     open_advanced(qtbot, options)
     assert shows("mdi6.chevron-down") and not augment.visibleRegion().isEmpty()
+
+
+# --- issue 12: the data review step ---------------------------------------------------------------------------------
+def test_find_problems_shows_wrong_labels_and_duplicates_and_acts_only_on_clicks(window, qtbot, tmp_path, cache_dir,
+                                                                                 screenshots):
+    from app.core.dataset import split_of
+
+    folder = tmp_path / "clothes"
+    shutil.copytree(sample_data_dir(), folder)
+    stray = sorted((folder / "bag").glob("*.png"))[0]
+    wrong = folder / "trouser" / stray.name
+    stray.rename(wrong)  # a bag filed under trouser
+    other_bag = sorted((folder / "bag").glob("*.png"))[1]
+    (folder / "bag" / stray.name).write_bytes(other_bag.read_bytes())  # the name is taken: a move must not overwrite
+    sneaker = sorted((folder / "sneaker").glob("*.png"))[0]
+    copy_name = next(f"again_{n}.png" for n in range(200)
+                     if split_of(f"again_{n}.png", 10, 10) != split_of(sneaker.name, 10, 10))
+    shutil.copy(sneaker, folder / "sneaker" / copy_name)  # an identical copy in another split: a leak
+    before = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.png"))
+
+    review = to_review(window, qtbot, folder)
+    click(qtbot, button(review, "Find problems…"))
+    dialog = window.findChild(QDialog, "data_review")
+    qtbot.waitUntil(dialog.isVisible, timeout=5_000)
+    status = dialog.findChild(QLabel, "review_status")
+    qtbot.waitUntil(lambda: status.text().startswith(("Found", "The review failed")), timeout=TRAIN_TIMEOUT_MS)
+    assert status.text().startswith("Found"), status.text()
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*.png")) == before  # nothing moved by itself
+
+    labels = dialog.findChild(QListWidget, "label_issues")
+    captions = [labels.item(i).text() for i in range(labels.count())]
+    row = next(i for i, c in enumerate(captions) if c.startswith(wrong.name + "\n"))
+    assert "trouser → bag" in captions[row]
+    duplicates = dialog.findChild(QListWidget, "duplicates")
+    dup_captions = [duplicates.item(i).text() for i in range(duplicates.count())]
+    assert any(c.startswith(copy_name) and "LEAK" in c for c in dup_captions)
+    save_shot(dialog, screenshots, "wizard_find_problems")
+
+    def select(grid, index):
+        grid.scrollToItem(grid.item(index))
+        qtbot.mouseClick(grid.viewport(), Qt.MouseButton.LeftButton, pos=grid.visualItemRect(grid.item(index)).center())
+        assert grid.item(index).isSelected()
+
+    select(labels, row)
+    click(qtbot, button(dialog, "Move to suggested class"))
+    moved = folder / "bag" / f"{wrong.stem} (2).png"  # the old name was taken: a free one, nothing overwritten
+    assert moved.exists() and not wrong.exists() and (folder / "bag" / stray.name).exists()
+    click(qtbot, button(dialog, "Undo"))
+    assert wrong.exists() and not moved.exists()
+
+    assert labels.item(row).isSelected()
+    click(qtbot, button(dialog, "Exclude"))
+    listed = folder / ".retrain-studio" / "excluded.txt"
+    assert listed.read_text().splitlines() == [f"trouser/{wrong.name}"]
+    assert labels.item(row).text().endswith("(excluded)") and labels.item(row).isSelected()
+    click(qtbot, button(dialog, "Include again"))
+    assert listed.read_text() == ""
+    click(qtbot, button(dialog, "Undo"))  # undoes the inclusion: excluded again
+    assert listed.read_text().splitlines() == [f"trouser/{wrong.name}"]
+    click(qtbot, button(dialog, "Close"))
+    qtbot.waitUntil(review.isComplete, timeout=30_000)  # a change means a new scan: the exclusion is honoured
+    assert "121 images in 4 classes" in review.findChild(QLabel, "review_summary").text()
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*.png")) == before  # nothing deleted
+
+
+def test_a_failing_review_is_one_sentence_and_changes_nothing(window, qtbot, tmp_path):
+    folder = tmp_path / "clothes"
+    shutil.copytree(sample_data_dir(), folder)
+    review = to_review(window, qtbot, folder)
+    shutil.rmtree(folder / "dress")
+    shutil.rmtree(folder / "bag")
+    shutil.rmtree(folder / "sneaker")  # one class left since the scan: the review cannot run
+    click(qtbot, button(review, "Find problems…"))
+    dialog = window.findChild(QDialog, "data_review")
+    status = dialog.findChild(QLabel, "review_status")
+    qtbot.waitUntil(lambda: status.text().startswith(("Found", "The review failed")), timeout=60_000)
+    assert status.text() == (f"The review failed: {folder} has 1 class folder; put the images in at least 2 "
+                             "sub-folders, one per class")
+    assert not button(dialog, "Exclude").isEnabled() and not button(dialog, "Undo").isEnabled()
+    click(qtbot, button(dialog, "Close"))
+    assert not (folder / ".retrain-studio").exists()
