@@ -168,7 +168,9 @@ class ReviewPage(QWizardPage):
         self.dataset = None
         self.generation = 0
         self.stop_flag = threading.Event()
-        self.signals = _ScanSignals(self)
+        # No parent: a scanning thread may still emit after the page is gone; the worker's reference keeps this
+        # object alive until then (a child of the page would be deleted under it).
+        self.signals = _ScanSignals()
         self.signals.progress.connect(self._progress)
         self.summary = QLabel("Scanning…")
         self.summary.setObjectName("review_summary")
