@@ -575,7 +575,7 @@ def test_find_problems_shows_wrong_labels_and_duplicates_and_acts_only_on_clicks
     duplicates = dialog.findChild(QListWidget, "duplicates")
     dup_captions = [duplicates.item(i).text() for i in range(duplicates.count())]
     assert any(c.startswith(copy_name) and "LEAK" in c for c in dup_captions)
-    save_shot(dialog, screenshots, "wizard_find_problems")
+    save_shot(dialog, screenshots, "train-2-find-problems")
 
     def select(grid, index):
         grid.scrollToItem(grid.item(index))
