@@ -47,3 +47,13 @@ def trained(tmp_path_factory, fm_dir, cache_dir) -> dict:
     done = run(TrainSettings(str(fm_dir), str(models), name="clothes", cache_dir=str(cache_dir),
                              validation_percent=15, test_percent=25, tflite="dynamic"), on_event=seen.append)
     return {"done": done, "events": seen, "models": models, "version_dir": Path(done["model_dir"])}
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    """A TF Serving double (tests/serving/double.py) serving the shared model as "clothes"; one per test
+    module, because some modules switch it into misbehaving modes."""
+    from serving.double import TFServingDouble
+
+    with TFServingDouble({"clothes": trained["models"] / "clothes"}) as double:
+        yield double

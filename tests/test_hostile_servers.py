@@ -21,12 +21,6 @@ from serving.double import TFServingDouble
 
 
 @pytest.fixture(scope="module")
-def server(trained):
-    with TFServingDouble({"clothes": trained["models"] / "clothes"}) as double:
-        yield double
-
-
-@pytest.fixture(scope="module")
 def images(trained, fm_dir):
     classes = trained["done"]["classes"]
     return [sorted((fm_dir / classes[i]).glob("*.png"))[0].read_bytes() for i in (0, 1)]

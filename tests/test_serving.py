@@ -14,12 +14,6 @@ REMOTE_VS_SAVEDMODEL = 1e-5  # the server runs the same SavedModel on the same b
 
 
 @pytest.fixture(scope="module")
-def server(trained):
-    with TFServingDouble({"clothes": trained["models"] / "clothes"}) as double:
-        yield double
-
-
-@pytest.fixture(scope="module")
 def sample(trained, fm_dir):
     files = [p for c in trained["done"]["classes"] for p in sorted((fm_dir / c).glob("*.png"))[:3]]
     return [p.read_bytes() for p in files], [p.parent.name for p in files]

@@ -261,19 +261,23 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
     # --- Classify a folder through the file dialog, export the table ------------------
     images = sorted(p for p in BAG.iterdir() if p.suffix.lower() == ".png")
 
-    def classify_folder():
-        x.key("ctrl+2")
-        j.settle()
-        x.key("ctrl+shift+o")
-        dialog = j.wait("the folder dialog", kind="window", window=r"(?i)folder", modal=True)
+    def answer_file_dialog(shortcut: str, what: str, title: str, path: Path) -> None:
+        """Open a file dialog by its shortcut, type ``path`` into it, press Enter, wait for it to close."""
+        x.key(shortcut)
+        dialog = j.wait(f"the {what} dialog", kind="window", window=title, modal=True)
         j.settle(0.5)
         x.key("ctrl+a")
-        x.type(str(BAG))
+        x.type(str(path))
         j.settle()
         j.shot("dialog")
         x.key("Return")
-        wait_for(j.app, "the folder dialog closing",
+        wait_for(j.app, f"the {what} dialog closing",
                  lambda: not j.ui.find("window", window=re.escape(dialog["window"])))
+
+    def classify_folder():
+        x.key("ctrl+2")
+        j.settle()
+        answer_file_dialog("ctrl+shift+o", "folder", r"(?i)folder", BAG)
         j.wait(f"{len(images)} images classified", 60, kind="label",
                text=rf"(?i)\b{len(images)}\b[^·]*classified|classified\D{{0,12}}\b{len(images)}\b")
         j.settle()
@@ -281,16 +285,7 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
 
     def export_csv():
         target = tmp_path / "results.csv"
-        x.key("ctrl+e")
-        dialog = j.wait("the export dialog", kind="window", window=r"(?i)export", modal=True)
-        j.settle(0.5)
-        x.key("ctrl+a")
-        x.type(str(target))
-        j.settle()
-        j.shot("dialog")
-        x.key("Return")
-        wait_for(j.app, "the export dialog closing",
-                 lambda: not j.ui.find("window", window=re.escape(dialog["window"])))
+        answer_file_dialog("ctrl+e", "export", r"(?i)export", target)
         wait_for(j.app, "the CSV file", target.exists, 10)
         rows = list(csv.DictReader(target.open(encoding="utf-8")))
         if len(rows) != len(images):
