@@ -217,7 +217,8 @@ class ResultsModel(QAbstractTableModel):
 
 
 class ResultsFilter(QSortFilterProxyModel):
-    """Sorting by number where a column holds numbers, and the Show filter (all, errors, low confidence, a label)."""
+    """Sorting by number where a column holds numbers, and the Show filter (all, errors, low confidence,
+    misclassified against the class folder, a label)."""
 
     def __init__(self, model: ResultsModel, parent=None):
         super().__init__(parent)
@@ -227,7 +228,7 @@ class ResultsFilter(QSortFilterProxyModel):
         self.mode = "all"
 
     def set_mode(self, mode: str | None = None) -> None:
-        """Show only errors, low-confidence rows or one label (``None``: the same mode, a new threshold)."""
+        """Show only errors, low-confidence, misclassified rows or one label (``None``: same mode, new threshold)."""
         self.beginFilterChange()
         self.mode = mode or self.mode
         self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
@@ -239,6 +240,8 @@ class ResultsFilter(QSortFilterProxyModel):
             return row.status in ("failed", "cancelled")
         if self.mode == "low":
             return row.low(model.threshold)
+        if self.mode == "wrong":  # a labelled folder's errors are wrong classes, not failed files
+            return row.status == "ok" and bool(row.truth) and row.prediction.label != row.truth
         if self.mode.startswith("label:"):
             return row.status == "ok" and row.prediction.label == self.mode[len("label:"):]
         return True
@@ -305,6 +308,7 @@ class ClassifyView(QWidget):
         self.show_filter.addItem("All images", "all")
         self.show_filter.addItem("Errors and cancelled", "errors")
         self.show_filter.addItem("Low confidence", "low")
+        self.show_filter.addItem("Misclassified (not its class folder)", "wrong")
         self.threshold = QDoubleSpinBox()
         self.threshold.setAccessibleName("Low-confidence threshold")
         self.threshold.setPrefix("Low confidence below ")
@@ -624,8 +628,9 @@ class ClassifyView(QWidget):
             return
         self.model.clear()
         self.show_filter.setCurrentIndex(0)
-        while self.show_filter.count() > 3:  # the label items of the cleared rows
-            self.show_filter.removeItem(3)
+        for index in reversed(range(self.show_filter.count())):  # the label items of the cleared rows
+            if str(self.show_filter.itemData(index)).startswith("label:"):
+                self.show_filter.removeItem(index)
         self.summary.setText("")
         self.accuracy.hide()
         self.matrix_button.hide()

@@ -5,6 +5,7 @@ calls a method whose name starts with ``_``.
 """
 import csv
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -492,6 +493,35 @@ def test_table_sorts_filters_flags_and_scores_a_labelled_folder(window, qtbot, t
     assert set(column(page, "Label")) == {"bag"} and len(column(page, "Label")) == labels.count("bag")
     QTest.keyClick(show, Qt.Key.Key_Home)
     assert len(column(page, "Label")) == 200
+
+
+def test_misclassified_filter_shows_the_wrong_classes_of_a_labelled_folder(window, qtbot, trained, fm_dir, tmp_path):
+    """Found under X: with class folders, "Errors and cancelled" showed only unreadable files, never the images
+    the model put in the wrong class; "Misclassified" shows exactly those (and survives Clear)."""
+    folder = tmp_path / "labelled"
+    for name in ("bag", "dress"):
+        (folder / name).mkdir(parents=True)
+        for path in class_files(fm_dir, name, 3):
+            shutil.copy(path, folder / name / path.name)
+    for path in class_files(fm_dir, "bag", 2, start=3):  # filed under the wrong class folder
+        shutil.copy(path, folder / "dress" / f"misfiled_{path.name}")
+    (folder / "dress" / "broken.png").write_bytes(b"not an image")
+    page = open_page(window, "Classify")
+    choose_backend(window, "Local TFLite", trained["models"] / "clothes")
+    drop(page, [folder])
+    wait_done(qtbot, page, 9)
+    rows = list(zip(column(page, "File"), column(page, "Truth"), column(page, "Label")))
+    wrong = sorted(f for f, truth, label in rows if not label.startswith("error") and label != truth)
+    assert {"misfiled_" + p.name for p in class_files(fm_dir, "bag", 2, start=3)} <= set(wrong)
+    show = find(page, QComboBox, "Show")
+    show.setFocus()
+    QTest.keyClick(show, Qt.Key.Key_Home)
+    for _ in range(show.findText("Misclassified (not its class folder)")):
+        QTest.keyClick(show, Qt.Key.Key_Down)
+    assert show.currentText() == "Misclassified (not its class folder)"
+    assert sorted(column(page, "File")) == wrong
+    click(find(page, QAbstractButton, "Clear"))
+    assert show.findText("Misclassified (not its class folder)") >= 0 and show.findText("Label: bag") < 0
 
 
 def test_rerun_with_another_backend_in_one_click(window, qtbot, trained, fm_dir):
