@@ -915,6 +915,10 @@ class CompareDialog(QDialog):
                      f"{stats['images_per_s']:.1f}" if stats["images_per_s"] else "—"]
         for c, text in enumerate(cells):
             self.table.setItem(row, c, QTableWidgetItem(text))
+        if "error" in stats:  # the one sentence across the number columns, wrapped, instead of "127.0.0.1:41…"
+            self.table.setSpan(row, 1, 1, self.table.columnCount() - 1)
+            self.table.item(row, 1).setToolTip(stats["error"])
+            self.table.resizeRowToContents(row)
 
     def _show_chart(self) -> None:
         import pyqtgraph as pg
@@ -927,8 +931,11 @@ class CompareDialog(QDialog):
         self.chart.addItem(pg.BarGraphItem(x=[x + 0.2 for x in xs], height=[t["p95"] for _, t in ok], width=0.38,
                                            brush="#f9ab00", name="p95"))
         self.chart.getAxis("bottom").setTicks([[(x, n) for x, (n, _) in zip(xs, ok)]])
-        self.status.setText(f"Done: {len(self.results)} backends. Blue: median, amber: 95th percentile "
-                            "(ms per image, lower is better).")
+        failed = [n for n, s in self.results.items() if "error" in s]
+        ran = f"{len(self.results)} backends"
+        if failed:
+            ran = f"{len(self.results) - len(failed)} of {ran} ran; {', '.join(failed)} failed (see its row)"
+        self.status.setText(f"Done: {ran}. Blue: median, amber: 95th percentile (ms per image, lower is better).")
 
     def done(self, result) -> None:
         """Closing stops listening; a backend still running finishes on its own thread and is released there."""

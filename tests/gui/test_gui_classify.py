@@ -12,7 +12,7 @@ import textwrap
 import threading
 
 import pytest
-from PySide6.QtCore import QPoint, Qt, QTimer
+from PySide6.QtCore import QPoint, QRect, Qt, QTimer
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import (QAbstractButton, QApplication, QCheckBox, QComboBox, QDoubleSpinBox, QLabel,
                                QLineEdit, QListWidget, QProgressBar, QTableView, QTableWidget)
@@ -283,6 +283,37 @@ def test_compare_runs_all_four_backends(window, qtbot, trained, fm_dir, screensh
     for name, cells in shown.items():
         assert cells[1] == "4" and cells[2] == "0", (name, cells)
         assert float(cells[4]) > 0 and float(cells[7]) > 0, (name, cells)
+
+
+def test_compare_shows_a_failed_backend_s_sentence_whole(window, qtbot, trained, fm_dir):
+    """Found under X: REST pointed at the gRPC port put its one-sentence reason in the narrow Images column
+    ("127.0.0.1:41… answered in …") and the status said "Done: 4 backends" as if all had run."""
+    page = open_page(window, "Classify")
+    choose_backend(window, "Local TFLite", trained["models"] / "clothes")
+    drop(page, class_files(fm_dir, "bag", 2))
+    wait_done(qtbot, page, 2)
+    seen = {}
+    with TFServingDouble({"clothes": trained["models"] / "clothes"}) as server:
+        def drive(dialog):
+            click(find(dialog, QCheckBox, "Local SavedModel"))  # untick: TFLite and the broken REST are enough
+            click(find(dialog, QCheckBox, "Remote REST"))
+            type_into(find(dialog, QLineEdit, "Remote REST address"), f"127.0.0.1:{server.grpc_port}", enter=False)
+            click(find(dialog, QAbstractButton, "Run"))
+            status = find(dialog, QLabel, "Compare status")
+            qtbot.waitUntil(lambda: status.text().startswith("Done"), timeout=120_000)
+            table = find(dialog, QTableWidget, "Comparison")
+            row = next(r for r in range(table.rowCount()) if table.item(r, 0).text() == "Remote REST")
+            text = table.item(row, 1).text()
+            cell = table.visualRect(table.model().index(row, 1))
+            needed = table.fontMetrics().boundingRect(QRect(0, 0, cell.width() - 8, 10_000),
+                                                      Qt.TextFlag.TextWordWrap, text)
+            seen.update(text=text, status=status.text(), fits=needed.height() <= cell.height(),
+                        wide=cell.width() >= table.viewport().width() // 2)
+
+        with_dialog(qtbot, lambda: click(find(page, QAbstractButton, "Compare backends")), drive)
+    assert "speaks gRPC" in seen["text"]
+    assert seen["wide"] and seen["fits"], seen
+    assert seen["status"].startswith("Done: 1 of 2 backends ran; Remote REST failed"), seen["status"]
 
 
 class Recorder:
