@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QObject, QRunnable, QSettings, Qt, QThreadPool, Signal
-from PySide6.QtGui import QIcon, QImage, QImageReader
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QToolButton, QWidget
+from PySide6.QtCore import QObject, QRunnable, QSettings, Qt, QThreadPool, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QIcon, QImage, QImageReader
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QToolButton, QWidget
 
 ORGANIZATION, APPLICATION = "RetrainStudio", "Retrain Studio"
 
@@ -217,6 +217,16 @@ def run_in_background(fn: Callable, on_done: Callable, on_error: Callable, owner
     signals.failed.connect(deliver(on_error))
     QThreadPool.globalInstance().start(_Call(fn, signals))
     return signals
+
+
+def open_in_file_manager(path: str | Path, parent: QWidget) -> None:
+    """Open a file or folder with the desktop's handler; where there is none (a bare X session, a server), say so
+    and give the path to copy, rather than a button that silently does nothing."""
+    if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))):
+        box = QMessageBox(QMessageBox.Icon.Information, "No file manager",
+                          f"No file manager could be started here; the location is {path}", parent=parent)
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        box.exec()
 
 
 def one_sentence(exc: BaseException) -> str:

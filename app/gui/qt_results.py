@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QUrl
-from PySide6.QtGui import QColor, QDesktopServices, QImage, QPixmap
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QImage, QPixmap
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QListWidgetItem, QTableWidgetItem,
                                QVBoxLayout, QWidget)
 
 from app.core.evaluation import Results, ResultsError, load_results, wilson_interval
 from app.core.store import read_version
 
-from .qt_common import read_only_table, run_in_background, thumbnail, thumbnail_grid
+from .qt_common import open_in_file_manager, read_only_table, run_in_background, thumbnail, thumbnail_grid
 
 SMALL_SAMPLE = 30  # fewer test images than this: the accuracy comes with a warning
 MATRIX_LIMIT = 30  # more classes than this: the most confused pairs instead of a K x K grid
@@ -86,7 +86,7 @@ class ResultsView(QWidget):
         layout.addWidget(self.images, 1)
         self.matrix.cellClicked.connect(self.show_cell)
         self.images.itemDoubleClicked.connect(
-            lambda item: item.toolTip() and QDesktopServices.openUrl(QUrl.fromLocalFile(item.toolTip())))
+            lambda item: item.toolTip() and open_in_file_manager(item.toolTip(), self))
         self._pairs: list[tuple[int, int, int]] = []
         self._generation = 0
 

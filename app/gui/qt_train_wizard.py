@@ -14,8 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QGuiApplication, QPixmap
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Qt, Signal
+from PySide6.QtGui import QGuiApplication, QPixmap
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
                                QFormLayout, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QListWidgetItem,
                                QMessageBox, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QSplitter,
@@ -28,8 +28,8 @@ from app.core.store import human_size
 from app.core.training import TrainSettings, free_name, newest_classes
 from app.paths import sample_data_dir
 
-from .qt_common import (icon, one_sentence, read_only_table, remember, run_in_background, setting, thumbnail,
-                        thumbnail_grid)
+from .qt_common import (icon, one_sentence, open_in_file_manager, read_only_table, remember, run_in_background,
+                        setting, thumbnail, thumbnail_grid)
 
 BACKBONES = {  # CLI id -> what a person choosing one needs to know (ImageNet top-1 from the EfficientNet-Lite release)
     "efficientnet_lite0": "EfficientNet-Lite0 — fastest, 224 px, 4.7 M params, 75 % ImageNet (recommended)",
@@ -892,7 +892,7 @@ class ExportPage(QWizardPage):
         copy_docker.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.docker.toPlainText()))
         copy_config.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.config.toPlainText()))
         self.open_button.clicked.connect(lambda: self.wizard().open_in_classify.emit(self.version_dir))
-        self.show_button.clicked.connect(lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(self.version_dir)))
+        self.show_button.clicked.connect(lambda: open_in_file_manager(self.version_dir, self))
 
     def initializePage(self):
         version = Path(self.wizard().training_page.done_event["model_dir"])

@@ -249,6 +249,21 @@ def test_nine_test_images_come_with_their_uncertainty(window, qtbot, tmp_path):
     dialog.close()
 
 
+def test_show_in_file_manager_without_one_says_where_the_folder_is(window, qtbot, tmp_path):
+    """Found under X: with no file manager (a bare session; offscreen Qt has none either) "Show in file manager"
+    and the Export page's "Show in folder" did nothing at all; now a message gives the folder's path."""
+    models = tmp_path / "models"
+    version = fabricated_version(models, "shown", ["cat", "dog"], 3)
+    view = open_models(window, qtbot, models)
+    click_row(qtbot, view.tree, view.tree.topLevelItem(0).child(0))
+    seen: list[str] = []
+    stop = answer_boxes(seen, "OK")
+    qtbot.mouseClick(button(view, "Show in file manager"), Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(seen), timeout=5_000)
+    stop()
+    assert f"the location is {version}" in seen[0] and "No file manager" in seen[0]
+
+
 def test_2000_classes_open_as_the_most_confused_pairs(window, qtbot, tmp_path):
     from PySide6.QtWidgets import QListWidget, QTableWidget
 
