@@ -512,6 +512,9 @@ class OptionsPage(QWizardPage):
         self.name.textChanged.connect(self.check_name)
         self.models_dir.textChanged.connect(self.check_name)
         self.use_new_name.clicked.connect(lambda: self.name.setText(self.use_new_name.property("name")))
+        self.reported = False  # this page's error is on show
+        for changed in (self.name.textChanged, self.models_dir.textChanged, self.keep_name.toggled):
+            changed.connect(self._clear_solved_problem)
 
     def folder(self) -> Path:
         return Path(self.field("folder").strip()).expanduser().resolve()
@@ -572,16 +575,28 @@ class OptionsPage(QWizardPage):
             test_percent=self.test.value(), augment=self.augment.isChecked(), fine_tune=self.fine_tune.isChecked(),
             seed=self.seed.value(), tflite=self.tflite.currentText())
 
-    def validatePage(self) -> bool:
+    def problem(self) -> str | None:
+        """Why Train cannot start yet, as one sentence; None when it can."""
         name = self.name.text().strip()
-        problem = ("Choose where to save the model." if not self.models_dir.text().strip() else
-                   "Use letters, digits, '.', '-' and '_' in the model name." if name and not MODEL_NAME.fullmatch(
-                       name) else
-                   f"Use the new name or tick “{self.keep_name.text()}”." if self.has_conflict()
-                   and not self.keep_name.isChecked() else None)
+        return ("Choose where to save the model." if not self.models_dir.text().strip() else
+                "Use letters, digits, '.', '-' and '_' in the model name." if name and not MODEL_NAME.fullmatch(
+                    name) else
+                f"Use the new name or tick “{self.keep_name.text()}”." if self.has_conflict()
+                and not self.keep_name.isChecked() else None)
+
+    def _clear_solved_problem(self) -> None:
+        """The error this page raised goes once its cause is gone (a new name, the box ticked), not at Train."""
+        if self.reported and self.wizard() and not self.problem():
+            self.reported = False
+            self.wizard().message.emit("", "error")
+
+    def validatePage(self) -> bool:
+        problem = self.problem()
         if problem:
+            self.reported = True
             self.wizard().message.emit(problem, "error")
             return False
+        self._clear_solved_problem()
         remember("train/models_dir", self.models_dir.text().strip())
         remember("train/backbone", self.backbone_id())
         return True
