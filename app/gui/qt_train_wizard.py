@@ -310,8 +310,9 @@ class ReviewPage(QWizardPage):
         self.warnings.setText("\n".join(f"⚠ {w}" for w in data.warnings))
         self.warnings.setVisible(bool(data.warnings))
         if loose:
-            self.loose.setText(f"⚠ {loose} image{'s' if loose != 1 else ''} directly in the folder "
-                               f"{'are' if loose != 1 else 'is'} not used: put them in a class folder.")
+            many = loose != 1
+            self.loose.setText(f"⚠ {loose} image{'s' if many else ''} directly in the folder {'are' if many else 'is'}"
+                               f" not used: put {'them' if many else 'it'} in a class folder.")
             self.loose.show()
         self.chart.addItem(pg.BarGraphItem(x=list(range(len(counts))), height=counts, width=0.6, brush="#1a73e8"))
         self.chart.getAxis("bottom").setTicks([[(i, c) for i, c in enumerate(data.classes)]])

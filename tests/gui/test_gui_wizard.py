@@ -475,6 +475,15 @@ def test_one_progress_bar_with_total_eta_sidebar_and_overfitting_warning(window,
 
 
 # --- defect 13: review, exclusions, backbones, the Advanced arrow ---------------------------------------------------
+def test_one_loose_image_is_named_in_the_singular(window, qtbot, tmp_path):
+    """Found under X: "1 image directly in the folder is not used: put them in a class folder"."""
+    folder = tmp_path / "clothes"
+    shutil.copytree(sample_data_dir(), folder)
+    shutil.copy(next((sample_data_dir() / "bag").iterdir()), folder / "stray.png")
+    loose = to_review(window, qtbot, folder).findChild(QLabel, "loose_images")
+    assert loose.text() == "⚠ 1 image directly in the folder is not used: put it in a class folder."
+
+
 def test_loose_images_are_reported_and_an_image_can_be_excluded(window, qtbot, tmp_path):
     folder = tmp_path / "clothes"
     shutil.copytree(sample_data_dir(), folder)
