@@ -26,7 +26,7 @@ from app.inference.preprocess import IMAGE_EXTENSIONS, ImageError
 
 from .qt_backend import (BACKENDS, DEFAULT_PORTS, BackendBar, BackendChoice, complete_address, model_label,
                          open_choice)
-from .qt_common import icon, one_sentence, read_only_table, remember, setting, thumbnail
+from .qt_common import icon, one_sentence, read_only_table, remember, setting, thumbnail, tone
 from .qt_owner import ModelOwner
 
 COLUMNS = ["", "File", "Truth", "Label", "Score", "Decode", "Preprocess", "Inference", "Network", "Total ms",
@@ -142,14 +142,14 @@ class ResultsModel(QAbstractTableModel):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ForegroundRole:
             if column == LABEL and row.status == "failed":
-                return QColor("#b3261e")
+                return QColor(tone("bad"))
             if column == LABEL and row.status == "cancelled" or DECODE <= column <= NETWORK and self.text(row, column) \
                     in ("—", "in graph", "on server"):
-                return QColor("#80868b")
+                return QColor(tone("muted"))
             if column == SCORE and row.low(self.threshold):
-                return QColor("#b06000")
+                return QColor(tone("low"))
             if column == LABEL and row.truth and row.status == "ok":
-                return QColor("#188038") if p.label == row.truth else QColor("#b3261e")
+                return QColor(tone("good" if p.label == row.truth else "bad"))
         if role != Qt.ItemDataRole.DisplayRole:
             return None
         return self.text(row, column)

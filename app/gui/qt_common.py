@@ -234,6 +234,19 @@ def one_sentence(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+TONES = {"good": ("#188038", "#81c995"), "bad": ("#b3261e", "#f28b82"), "low": ("#b06000", "#fcad70"),
+         "muted": ("#80868b", "#9aa0a6")}  # (light, dark): each >= 4.5:1 on its theme's base, "muted" aside
+
+
+def tone(kind: str) -> str:
+    """The colour for good / bad / low / muted text that stays readable on the current theme's background
+    (the light theme's #b3261e red is 2.2:1 on the dark base)."""
+    from PySide6.QtGui import QGuiApplication, QPalette
+
+    dark = QGuiApplication.palette().color(QPalette.ColorRole.Base).lightness() < 128
+    return TONES[kind][dark]
+
+
 def apply_theme(app, scheme: str | None = None) -> str:
     """Follow the system's light or dark scheme (Fusion + a matching palette); ``scheme`` forces one.
 

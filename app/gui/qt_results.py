@@ -15,7 +15,8 @@ from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QLabel, Q
 from app.core.evaluation import Results, ResultsError, load_results, wilson_interval
 from app.core.store import read_version
 
-from .qt_common import open_in_file_manager, read_only_table, run_in_background, thumbnail, thumbnail_grid
+from .qt_common import (open_in_file_manager, read_only_table, run_in_background, thumbnail, thumbnail_grid,
+                        tone)
 
 SMALL_SAMPLE = 30  # fewer test images than this: the accuracy comes with a warning
 MATRIX_LIMIT = 30  # more classes than this: the most confused pairs instead of a K x K grid
@@ -49,7 +50,7 @@ class ResultsView(QWidget):
         self.warning = QLabel()
         self.warning.setObjectName("resultsWarning")
         self.warning.setWordWrap(True)
-        self.warning.setStyleSheet("color: #b06000; font-weight: bold;")
+        self.warning.setStyleSheet(f"color: {tone('low')}; font-weight: bold;")
         self.where = QLabel()
         self.where.setObjectName("resultsWhere")
         self.where.setWordWrap(True)

@@ -29,7 +29,7 @@ from app.core.training import TrainSettings, free_name, newest_classes
 from app.paths import sample_data_dir
 
 from .qt_common import (icon, one_sentence, open_in_file_manager, read_only_table, remember, run_in_background,
-                        setting, thumbnail, thumbnail_grid)
+                        setting, thumbnail, thumbnail_grid, tone)
 
 BACKBONES = {  # CLI id -> what a person choosing one needs to know (ImageNet top-1 from the EfficientNet-Lite release)
     "efficientnet_lite0": "EfficientNet-Lite0 — fastest, 224 px, 4.7 M params, 75 % ImageNet (recommended)",
@@ -93,7 +93,7 @@ class FolderPage(QWizardPage):
         self.error = QLabel()
         self.error.setObjectName("folder_error")
         self.error.setWordWrap(True)
-        self.error.setStyleSheet("color: #b3261e; font-weight: bold;")
+        self.error.setStyleSheet(f"color: {tone('bad')}; font-weight: bold;")
         self.error.hide()
         browse = QPushButton(icon("mdi6.folder-open"), "Browse…")
         sample = QPushButton(icon("mdi6.tshirt-crew"), "Use sample data")
@@ -338,7 +338,7 @@ class ReviewPage(QWizardPage):
         self.scan_button.hide()
         text = one_sentence(exc)
         self.summary.setText(sentence(text))
-        self.summary.setStyleSheet("color: #b3261e; font-weight: bold;")
+        self.summary.setStyleSheet(f"color: {tone('bad')}; font-weight: bold;")
         if not isinstance(exc, DatasetError):
             self.wizard().message.emit(sentence(text), "error")
         self.completeChanged.emit()
@@ -412,7 +412,7 @@ class ClassBrowser(QDialog):
         except (OSError, ValueError) as exc:  # a read-only folder, a name with a line break
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_sentence(exc)
             self.note.setText(sentence(f"could not save the exclusions: {reason}"))
-            self.note.setStyleSheet("color: #b3261e;")
+            self.note.setStyleSheet(f"color: {tone('bad')};")
             return
         self.changed = True
         self.note.setText(f"{len(self.paths) - len(unticked)} of {len(self.paths)} images used for training.")

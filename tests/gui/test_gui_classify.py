@@ -555,6 +555,53 @@ def test_misclassified_filter_shows_the_wrong_classes_of_a_labelled_folder(windo
     assert show.findText("Misclassified (not its class folder)") >= 0 and show.findText("Label: bag") < 0
 
 
+def test_right_wrong_and_low_marks_are_readable_in_both_themes(qtbot, trained, fm_dir, tmp_path):
+    """Found under X with RETRAIN_STUDIO_THEME=dark: the green / red labels and orange "low" scores, tuned for
+    white, were 2.2-3.1:1 on the dark table (WCAG AA asks 4.5:1)."""
+    from PySide6.QtGui import QPalette
+
+    from app.gui.qt_common import apply_theme
+    from app.gui.qt_main_window import MainWindow
+
+    def luminance(c):
+        def channel(v):
+            return v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
+        return 0.2126 * channel(c.redF()) + 0.7152 * channel(c.greenF()) + 0.0722 * channel(c.blueF())
+
+    folder = tmp_path / "labelled"
+    for name in ("bag", "trouser"):
+        (folder / name).mkdir(parents=True)
+        for path in class_files(fm_dir, name, 3):
+            shutil.copy(path, folder / name / path.name)
+    shutil.copy(class_files(fm_dir, "bag", 1, start=3)[0], folder / "trouser" / "misfiled.png")
+    app = QApplication.instance()
+    try:
+        for scheme in ("light", "dark"):
+            apply_theme(app, scheme)
+            window = MainWindow()
+            qtbot.addWidget(window)
+            window.show()
+            page = open_page(window, "Classify")
+            choose_backend(window, "Local TFLite", trained["models"] / "clothes")
+            drop(page, [folder])
+            wait_done(qtbot, page, 7)
+            type_into(find(page, QDoubleSpinBox, "Low-confidence threshold").lineEdit(), "0.99")  # most are low
+            model = results(page).model()
+            names = [model.headerData(c, Qt.Orientation.Horizontal) for c in range(model.columnCount())]
+            base = app.palette().color(QPalette.ColorRole.Base)
+            marked = [model.index(r, names.index("Label")) for r in range(model.rowCount())]
+            marked += [model.index(r, names.index("Score")) for r in range(model.rowCount())
+                       if model.index(r, names.index("Score")).data().endswith(" low")]
+            assert len(marked) > 7 and any(t != label for t, label in zip(column(page, "Truth"), column(page, "Label")))
+            for index in marked:
+                colour = index.data(Qt.ItemDataRole.ForegroundRole)
+                high, low = sorted((luminance(colour), luminance(base)), reverse=True)
+                assert (high + 0.05) / (low + 0.05) >= 4.5, (scheme, index.data(), colour.name(), base.name())
+            window.close()
+    finally:
+        apply_theme(app, "light")
+
+
 def test_rerun_with_another_backend_in_one_click(window, qtbot, trained, fm_dir):
     """Defect 12: after switching backend, one click runs the shown images again with it."""
     page = open_page(window, "Classify")
