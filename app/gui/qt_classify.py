@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog,
                                QVBoxLayout, QWidget)
 
 from app.inference.base import Prediction
+from app.core.store import model_folders
 from app.inference.bench import bench, summary
 from app.imaging import find_images, printable, read_image_file, walk
 from app.inference.preprocess import IMAGE_EXTENSIONS, ImageError
@@ -28,6 +29,7 @@ from .qt_backend import (BACKENDS, DEFAULT_PORTS, BackendBar, BackendChoice, com
                          open_choice)
 from .qt_common import icon, one_sentence, read_only_table, remember, setting, thumbnail, tone
 from .qt_owner import ModelOwner
+from .qt_train_wizard import default_models_dir
 
 COLUMNS = ["", "File", "Truth", "Label", "Score", "Decode", "Preprocess", "Inference", "Network", "Total ms",
            "Bytes", "Backend", "Model"]
@@ -274,6 +276,7 @@ class ClassifyView(QWidget):
     message = Signal(str, str)
     busy = Signal(bool)
     train_requested = Signal()
+    models_requested = Signal()  # "Pick a trained model": the Models page
 
     def __init__(self, backend: BackendBar, parent=None):
         super().__init__(parent)
@@ -431,11 +434,12 @@ class ClassifyView(QWidget):
         """What Classify says before any model is chosen: how to get one, with buttons that do it."""
         panel = QWidget()
         panel.setObjectName("noModel")
-        title = QLabel("No model to classify with yet")
+        self.no_model_title = title = QLabel()
         title.setStyleSheet("font-size: 16pt; font-weight: bold;")
-        text = QLabel("Classifying needs a trained model. Train one from a folder of photos, open a model "
-                      "folder you already have, or connect to a TensorFlow Serving server.")
+        self.no_model_text = text = QLabel()
         text.setWordWrap(True)
+        self.pick_model = QPushButton(icon("mdi6.package-variant-closed"), "Pick a trained model")
+        self.pick_model.clicked.connect(self.models_requested)
         train = QPushButton(icon("mdi6.school"), "Train a model")
         open_model = QPushButton(icon("mdi6.folder-open"), "Open a model folder…")
         server = QPushButton(icon("mdi6.server-network"), "Connect to a server…")
@@ -444,7 +448,7 @@ class ClassifyView(QWidget):
         server.clicked.connect(self.backend.connect_to_server)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
-        for button in (train, open_model, server):
+        for button in (self.pick_model, train, open_model, server):
             buttons.addWidget(button)
         buttons.addStretch(1)
         layout = QVBoxLayout(panel)
@@ -460,8 +464,32 @@ class ClassifyView(QWidget):
         self.detail.setVisible(bool(self.model.rows))  # nothing to detail before the first image
         if self.model.rows:
             self.stack.setCurrentWidget(self.table)
+        elif self.backend.has_model():
+            self.stack.setCurrentWidget(self.empty)
         else:
-            self.stack.setCurrentWidget(self.empty if self.backend.has_model() else self.no_model)
+            self._say_how_to_get_a_model()
+            self.stack.setCurrentWidget(self.no_model)
+
+    def showEvent(self, event):
+        super().showEvent(event)
+        self._show_placeholder()  # models may have been trained, or the models folder changed, meanwhile
+
+    def _say_how_to_get_a_model(self) -> None:
+        """Models already trained (after a restart, nothing is open yet) are offered first; else how to get one."""
+        folder = default_models_dir()
+        try:
+            trained = len(model_folders(folder))
+        except OSError:
+            trained = 0
+        self.pick_model.setVisible(bool(trained))
+        if trained:
+            self.no_model_title.setText("Choose a model to classify with")
+            self.no_model_text.setText(f"{trained} trained model{'s are' if trained > 1 else ' is'} in {folder}: "
+                                       "pick one, train another, open a model folder, or connect to a server.")
+        else:
+            self.no_model_title.setText("No model to classify with yet")
+            self.no_model_text.setText("Classifying needs a trained model. Train one from a folder of photos, open "
+                                       "a model folder you already have, or connect to a TensorFlow Serving server.")
 
     # --- input ------------------------------------------------------------------------
     def dragEnterEvent(self, event):

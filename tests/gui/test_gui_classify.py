@@ -205,9 +205,18 @@ def test_server_addresses_are_completed_and_named_after_the_open_model(window, q
         assert column(page, "Label")[-1] == "trouser" and column(page, "Backend")[-1] == "Remote REST"
 
 
+def use_models_folder(window, folder):
+    """Models page: type the models folder, Enter (as a user points the app at where models live)."""
+    view = open_page(window, "Models")
+    type_into(find(view, QLineEdit, "Models folder"), str(folder))
+
+
 def test_no_model_says_how_to_get_one(window, qtbot, trained, fm_dir, tmp_path):
     """Defect 8: with nothing chosen, Classify explains and offers train / open a model folder / connect."""
+    (tmp_path / "no models yet").mkdir()
+    use_models_folder(window, tmp_path / "no models yet")  # not the home folder's, which may hold some
     page = open_page(window, "Classify")
+    assert not find(page, QAbstractButton, "Pick a trained model", visible=False).isVisible()
     assert location_text(window) == ""
     assert find(page, QLabel, "No model to classify with yet").isVisible()
     drop(page, class_files(fm_dir, "bag", 2))
@@ -232,6 +241,21 @@ def test_no_model_says_how_to_get_one(window, qtbot, trained, fm_dir, tmp_path):
     choose_backend(window, "Local TFLite", "")
     click(find(page, QAbstractButton, "Train a model"))
     assert window.sidebar.currentItem().text() == "Train"
+
+
+def test_after_a_restart_classify_offers_the_models_already_trained(window, qtbot, tmp_path):
+    """Found under X: after a restart with two trained models, Classify said "No model to classify with yet"
+    and "Train one", as if there were none; it now offers them (and says how many)."""
+    models = tmp_path / "models"
+    for name in ("flowers", "shoes"):
+        (models / name / "1").mkdir(parents=True)
+    use_models_folder(window, models)
+    page = open_page(window, "Classify")
+    assert find(page, QLabel, "Choose a model to classify with").isVisible()
+    text = next(label.text() for label in page.findChildren(QLabel) if label.isVisible() and "trained" in label.text())
+    assert text.startswith(f"2 trained models are in {models}")
+    click(find(page, QAbstractButton, "Pick a trained model"))
+    assert window.sidebar.currentItem().text() == "Models"
 
 
 def test_mixed_backends_loading_state_and_stages_that_do_not_apply(window, qtbot, trained, fm_dir):
