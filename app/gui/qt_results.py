@@ -38,8 +38,9 @@ def accuracy_lines(correct: int, images: int) -> tuple[str, str, str]:
 class ResultsView(QWidget):
     """Accuracy with its uncertainty, per-class table, confusion matrix (cells open their images), mistakes."""
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, reopen_hint: bool = True):
         super().__init__(parent)
+        self.reopen_hint = reopen_hint  # the wizard says how to come back; the reopened window need not
         self.results: Results | None = None
         self.version: Path | None = None
         self.accuracy = QLabel()
@@ -95,8 +96,9 @@ class ResultsView(QWidget):
         """Show the results stored with ``version``; False (and one sentence in the view) when there are none."""
         self.version = Path(version)
         info = read_version(self.version)
-        self.where.setText(f"Saved with model <b>{info.model}</b> version {info.version} ({self.version}). "
-                           "Reopen them any time: Models → select the version → Open results.")
+        self.where.setText(f"Saved with model <b>{info.model}</b> version {info.version} ({self.version})."
+                           + (" Reopen them any time: Models → select the version → Open results."
+                              if self.reopen_hint else ""))
         try:
             self.results = load_results(self.version)
         except ResultsError as exc:
@@ -227,7 +229,7 @@ class ResultsDialog(QDialog):
         self.setWindowTitle(f"Results — {version.parent.name} version {version.name}")
         self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self.resize(1000, 720)
-        self.view = ResultsView(self)
+        self.view = ResultsView(self, reopen_hint=False)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.close)
         layout = QVBoxLayout(self)

@@ -221,6 +221,8 @@ def test_open_results_reopens_what_the_results_page_showed(window, qtbot, traine
     low, high = metrics["test_accuracy_95"]
     assert f"of {metrics['test_images']} test images" in detail and f"{low:.0%} to {high:.0%}" in detail
     assert dialog.findChild(QTableWidget, "resultsPerClass").rowCount() == 5
+    where = dialog.findChild(QLabel, "resultsWhere").text()  # found under X: it said how to reopen what is open
+    assert str(models / "clothes" / "1") in where and "Reopen them" not in where
     matrix = dialog.findChild(QTableWidget, "resultsMatrix")
     assert matrix.rowCount() == matrix.columnCount() == 5
     images = dialog.findChild(QListWidget, "resultsImages")
