@@ -20,14 +20,16 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog,
                                QVBoxLayout, QWidget)
 
 from app.inference.base import Prediction
+from app.core.store import model_folders
 from app.inference.bench import bench, summary
 from app.imaging import find_images, printable, read_image_file, walk
 from app.inference.preprocess import IMAGE_EXTENSIONS, ImageError
 
 from .qt_backend import (BACKENDS, DEFAULT_PORTS, BackendBar, BackendChoice, complete_address, model_label,
                          open_choice)
-from .qt_common import icon, one_sentence, read_only_table, remember, setting, thumbnail
+from .qt_common import icon, one_sentence, read_only_table, remember, setting, thumbnail, tone
 from .qt_owner import ModelOwner
+from .qt_train_wizard import default_models_dir
 
 COLUMNS = ["", "File", "Truth", "Label", "Score", "Decode", "Preprocess", "Inference", "Network", "Total ms",
            "Bytes", "Backend", "Model"]
@@ -142,14 +144,14 @@ class ResultsModel(QAbstractTableModel):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ForegroundRole:
             if column == LABEL and row.status == "failed":
-                return QColor("#b3261e")
+                return QColor(tone("bad"))
             if column == LABEL and row.status == "cancelled" or DECODE <= column <= NETWORK and self.text(row, column) \
                     in ("—", "in graph", "on server"):
-                return QColor("#80868b")
+                return QColor(tone("muted"))
             if column == SCORE and row.low(self.threshold):
-                return QColor("#b06000")
+                return QColor(tone("low"))
             if column == LABEL and row.truth and row.status == "ok":
-                return QColor("#188038") if p.label == row.truth else QColor("#b3261e")
+                return QColor(tone("good" if p.label == row.truth else "bad"))
         if role != Qt.ItemDataRole.DisplayRole:
             return None
         return self.text(row, column)
@@ -217,7 +219,8 @@ class ResultsModel(QAbstractTableModel):
 
 
 class ResultsFilter(QSortFilterProxyModel):
-    """Sorting by number where a column holds numbers, and the Show filter (all, errors, low confidence, a label)."""
+    """Sorting by number where a column holds numbers, and the Show filter (all, errors, low confidence,
+    misclassified against the class folder, a label)."""
 
     def __init__(self, model: ResultsModel, parent=None):
         super().__init__(parent)
@@ -227,7 +230,7 @@ class ResultsFilter(QSortFilterProxyModel):
         self.mode = "all"
 
     def set_mode(self, mode: str | None = None) -> None:
-        """Show only errors, low-confidence rows or one label (``None``: the same mode, a new threshold)."""
+        """Show only errors, low-confidence, misclassified rows or one label (``None``: same mode, new threshold)."""
         self.beginFilterChange()
         self.mode = mode or self.mode
         self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
@@ -239,6 +242,8 @@ class ResultsFilter(QSortFilterProxyModel):
             return row.status in ("failed", "cancelled")
         if self.mode == "low":
             return row.low(model.threshold)
+        if self.mode == "wrong":  # a labelled folder's errors are wrong classes, not failed files
+            return row.status == "ok" and bool(row.truth) and row.prediction.label != row.truth
         if self.mode.startswith("label:"):
             return row.status == "ok" and row.prediction.label == self.mode[len("label:"):]
         return True
@@ -271,6 +276,7 @@ class ClassifyView(QWidget):
     message = Signal(str, str)
     busy = Signal(bool)
     train_requested = Signal()
+    models_requested = Signal()  # "Pick a trained model": the Models page
 
     def __init__(self, backend: BackendBar, parent=None):
         super().__init__(parent)
@@ -305,6 +311,7 @@ class ClassifyView(QWidget):
         self.show_filter.addItem("All images", "all")
         self.show_filter.addItem("Errors and cancelled", "errors")
         self.show_filter.addItem("Low confidence", "low")
+        self.show_filter.addItem("Misclassified (not its class folder)", "wrong")
         self.threshold = QDoubleSpinBox()
         self.threshold.setAccessibleName("Low-confidence threshold")
         self.threshold.setPrefix("Low confidence below ")
@@ -427,11 +434,12 @@ class ClassifyView(QWidget):
         """What Classify says before any model is chosen: how to get one, with buttons that do it."""
         panel = QWidget()
         panel.setObjectName("noModel")
-        title = QLabel("No model to classify with yet")
+        self.no_model_title = title = QLabel()
         title.setStyleSheet("font-size: 16pt; font-weight: bold;")
-        text = QLabel("Classifying needs a trained model. Train one from a folder of photos, open a model "
-                      "folder you already have, or connect to a TensorFlow Serving server.")
+        self.no_model_text = text = QLabel()
         text.setWordWrap(True)
+        self.pick_model = QPushButton(icon("mdi6.package-variant-closed"), "Pick a trained model")
+        self.pick_model.clicked.connect(self.models_requested)
         train = QPushButton(icon("mdi6.school"), "Train a model")
         open_model = QPushButton(icon("mdi6.folder-open"), "Open a model folder…")
         server = QPushButton(icon("mdi6.server-network"), "Connect to a server…")
@@ -440,7 +448,7 @@ class ClassifyView(QWidget):
         server.clicked.connect(self.backend.connect_to_server)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
-        for button in (train, open_model, server):
+        for button in (self.pick_model, train, open_model, server):
             buttons.addWidget(button)
         buttons.addStretch(1)
         layout = QVBoxLayout(panel)
@@ -456,8 +464,32 @@ class ClassifyView(QWidget):
         self.detail.setVisible(bool(self.model.rows))  # nothing to detail before the first image
         if self.model.rows:
             self.stack.setCurrentWidget(self.table)
+        elif self.backend.has_model():
+            self.stack.setCurrentWidget(self.empty)
         else:
-            self.stack.setCurrentWidget(self.empty if self.backend.has_model() else self.no_model)
+            self._say_how_to_get_a_model()
+            self.stack.setCurrentWidget(self.no_model)
+
+    def showEvent(self, event):
+        super().showEvent(event)
+        self._show_placeholder()  # models may have been trained, or the models folder changed, meanwhile
+
+    def _say_how_to_get_a_model(self) -> None:
+        """Models already trained (after a restart, nothing is open yet) are offered first; else how to get one."""
+        folder = default_models_dir()
+        try:
+            trained = len(model_folders(folder))
+        except OSError:
+            trained = 0
+        self.pick_model.setVisible(bool(trained))
+        if trained:
+            self.no_model_title.setText("Choose a model to classify with")
+            self.no_model_text.setText(f"{trained} trained model{'s are' if trained > 1 else ' is'} in {folder}: "
+                                       "pick one, train another, open a model folder, or connect to a server.")
+        else:
+            self.no_model_title.setText("No model to classify with yet")
+            self.no_model_text.setText("Classifying needs a trained model. Train one from a folder of photos, open "
+                                       "a model folder you already have, or connect to a TensorFlow Serving server.")
 
     # --- input ------------------------------------------------------------------------
     def dragEnterEvent(self, event):
@@ -624,8 +656,9 @@ class ClassifyView(QWidget):
             return
         self.model.clear()
         self.show_filter.setCurrentIndex(0)
-        while self.show_filter.count() > 3:  # the label items of the cleared rows
-            self.show_filter.removeItem(3)
+        for index in reversed(range(self.show_filter.count())):  # the label items of the cleared rows
+            if str(self.show_filter.itemData(index)).startswith("label:"):
+                self.show_filter.removeItem(index)
         self.summary.setText("")
         self.accuracy.hide()
         self.matrix_button.hide()
@@ -910,6 +943,10 @@ class CompareDialog(QDialog):
                      f"{stats['images_per_s']:.1f}" if stats["images_per_s"] else "—"]
         for c, text in enumerate(cells):
             self.table.setItem(row, c, QTableWidgetItem(text))
+        if "error" in stats:  # the one sentence across the number columns, wrapped, instead of "127.0.0.1:41…"
+            self.table.setSpan(row, 1, 1, self.table.columnCount() - 1)
+            self.table.item(row, 1).setToolTip(stats["error"])
+            self.table.resizeRowToContents(row)
 
     def _show_chart(self) -> None:
         import pyqtgraph as pg
@@ -922,8 +959,11 @@ class CompareDialog(QDialog):
         self.chart.addItem(pg.BarGraphItem(x=[x + 0.2 for x in xs], height=[t["p95"] for _, t in ok], width=0.38,
                                            brush="#f9ab00", name="p95"))
         self.chart.getAxis("bottom").setTicks([[(x, n) for x, (n, _) in zip(xs, ok)]])
-        self.status.setText(f"Done: {len(self.results)} backends. Blue: median, amber: 95th percentile "
-                            "(ms per image, lower is better).")
+        failed = [n for n, s in self.results.items() if "error" in s]
+        ran = f"{len(self.results)} backends"
+        if failed:
+            ran = f"{len(self.results) - len(failed)} of {ran} ran; {', '.join(failed)} failed (see its row)"
+        self.status.setText(f"Done: {ran}. Blue: median, amber: 95th percentile (ms per image, lower is better).")
 
     def done(self, result) -> None:
         """Closing stops listening; a backend still running finishes on its own thread and is released there."""

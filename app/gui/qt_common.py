@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QObject, QRunnable, QSettings, Qt, QThreadPool, Signal
-from PySide6.QtGui import QIcon, QImage, QImageReader
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QToolButton, QWidget
+from PySide6.QtCore import QObject, QRunnable, QSettings, Qt, QThreadPool, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QIcon, QImage, QImageReader
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QToolButton, QWidget
 
 ORGANIZATION, APPLICATION = "RetrainStudio", "Retrain Studio"
 
@@ -219,9 +219,32 @@ def run_in_background(fn: Callable, on_done: Callable, on_error: Callable, owner
     return signals
 
 
+def open_in_file_manager(path: str | Path, parent: QWidget) -> None:
+    """Open a file or folder with the desktop's handler; where there is none (a bare X session, a server), say so
+    and give the path to copy, rather than a button that silently does nothing."""
+    if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))):
+        box = QMessageBox(QMessageBox.Icon.Information, "No file manager",
+                          f"No file manager could be started here; the location is {path}", parent=parent)
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        box.exec()
+
+
 def one_sentence(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+TONES = {"good": ("#188038", "#81c995"), "bad": ("#b3261e", "#f28b82"), "low": ("#b06000", "#fcad70"),
+         "muted": ("#80868b", "#9aa0a6")}  # (light, dark): each >= 4.5:1 on its theme's base, "muted" aside
+
+
+def tone(kind: str) -> str:
+    """The colour for good / bad / low / muted text that stays readable on the current theme's background
+    (the light theme's #b3261e red is 2.2:1 on the dark base)."""
+    from PySide6.QtGui import QGuiApplication, QPalette
+
+    dark = QGuiApplication.palette().color(QPalette.ColorRole.Base).lightness() < 128
+    return TONES[kind][dark]
 
 
 def apply_theme(app, scheme: str | None = None) -> str:

@@ -85,6 +85,7 @@ class MainWindow(QMainWindow):
         self.models.open_in_classify.connect(self.open_model_in_classify)
         self.models.version_deleted.connect(self.backend.forget_version)
         self.classify.train_requested.connect(self._train)
+        self.classify.models_requested.connect(lambda: self.show_page(MODELS))
         self.classify.busy.connect(lambda busy: self.statusBar().showMessage("Classifying…" if busy else "Ready"))
         self._restore()
 

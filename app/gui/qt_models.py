@@ -3,15 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QFile, QUrl, Signal
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtCore import QFile, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QMessageBox, QPushButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from app.core.export import version_folders
 from app.core.store import DeleteError, VersionInfo, delete_version, human_size, model_folders, read_version
 
-from .qt_common import icon, remember
+from .qt_common import icon, open_in_file_manager, remember
 from .qt_results import ResultsDialog
 from .qt_train_wizard import default_models_dir
 
@@ -155,7 +154,7 @@ class ModelsView(QWidget):
     def reveal_selected(self) -> None:
         version = self.selected_version()
         if version:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(version)))
+            open_in_file_manager(version, self)
 
     def delete_selected(self) -> None:
         """Ask, naming exactly what goes, then move the selected version to the trash."""

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QUrl
-from PySide6.QtGui import QColor, QDesktopServices, QImage, QPixmap
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QImage, QPixmap
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QListWidgetItem, QTableWidgetItem,
                                QVBoxLayout, QWidget)
 
 from app.core.evaluation import Results, ResultsError, load_results, wilson_interval
 from app.core.store import read_version
 
-from .qt_common import read_only_table, run_in_background, thumbnail, thumbnail_grid
+from .qt_common import (open_in_file_manager, read_only_table, run_in_background, thumbnail, thumbnail_grid,
+                        tone)
 
 SMALL_SAMPLE = 30  # fewer test images than this: the accuracy comes with a warning
 MATRIX_LIMIT = 30  # more classes than this: the most confused pairs instead of a K x K grid
@@ -37,8 +38,9 @@ def accuracy_lines(correct: int, images: int) -> tuple[str, str, str]:
 class ResultsView(QWidget):
     """Accuracy with its uncertainty, per-class table, confusion matrix (cells open their images), mistakes."""
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, reopen_hint: bool = True):
         super().__init__(parent)
+        self.reopen_hint = reopen_hint  # the wizard says how to come back; the reopened window need not
         self.results: Results | None = None
         self.version: Path | None = None
         self.accuracy = QLabel()
@@ -49,7 +51,7 @@ class ResultsView(QWidget):
         self.warning = QLabel()
         self.warning.setObjectName("resultsWarning")
         self.warning.setWordWrap(True)
-        self.warning.setStyleSheet("color: #b06000; font-weight: bold;")
+        self.warning.setStyleSheet(f"color: {tone('low')}; font-weight: bold;")
         self.where = QLabel()
         self.where.setObjectName("resultsWhere")
         self.where.setWordWrap(True)
@@ -86,7 +88,7 @@ class ResultsView(QWidget):
         layout.addWidget(self.images, 1)
         self.matrix.cellClicked.connect(self.show_cell)
         self.images.itemDoubleClicked.connect(
-            lambda item: item.toolTip() and QDesktopServices.openUrl(QUrl.fromLocalFile(item.toolTip())))
+            lambda item: item.toolTip() and open_in_file_manager(item.toolTip(), self))
         self._pairs: list[tuple[int, int, int]] = []
         self._generation = 0
 
@@ -94,8 +96,9 @@ class ResultsView(QWidget):
         """Show the results stored with ``version``; False (and one sentence in the view) when there are none."""
         self.version = Path(version)
         info = read_version(self.version)
-        self.where.setText(f"Saved with model <b>{info.model}</b> version {info.version} ({self.version}). "
-                           "Reopen them any time: Models → select the version → Open results.")
+        self.where.setText(f"Saved with model <b>{info.model}</b> version {info.version} ({self.version})."
+                           + (" Reopen them any time: Models → select the version → Open results."
+                              if self.reopen_hint else ""))
         try:
             self.results = load_results(self.version)
         except ResultsError as exc:
@@ -226,7 +229,7 @@ class ResultsDialog(QDialog):
         self.setWindowTitle(f"Results — {version.parent.name} version {version.name}")
         self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self.resize(1000, 720)
-        self.view = ResultsView(self)
+        self.view = ResultsView(self, reopen_hint=False)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.close)
         layout = QVBoxLayout(self)

@@ -14,8 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QGuiApplication, QPixmap
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Qt, Signal
+from PySide6.QtGui import QGuiApplication, QPixmap
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
                                QFormLayout, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QListWidgetItem,
                                QMessageBox, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QSplitter,
@@ -28,8 +28,8 @@ from app.core.store import human_size
 from app.core.training import TrainSettings, free_name, newest_classes
 from app.paths import sample_data_dir
 
-from .qt_common import (icon, one_sentence, read_only_table, remember, run_in_background, setting, thumbnail,
-                        thumbnail_grid)
+from .qt_common import (icon, one_sentence, open_in_file_manager, read_only_table, remember, run_in_background,
+                        setting, thumbnail, thumbnail_grid, tone)
 
 BACKBONES = {  # CLI id -> what a person choosing one needs to know (ImageNet top-1 from the EfficientNet-Lite release)
     "efficientnet_lite0": "EfficientNet-Lite0 — fastest, 224 px, 4.7 M params, 75 % ImageNet (recommended)",
@@ -93,7 +93,7 @@ class FolderPage(QWizardPage):
         self.error = QLabel()
         self.error.setObjectName("folder_error")
         self.error.setWordWrap(True)
-        self.error.setStyleSheet("color: #b3261e; font-weight: bold;")
+        self.error.setStyleSheet(f"color: {tone('bad')}; font-weight: bold;")
         self.error.hide()
         browse = QPushButton(icon("mdi6.folder-open"), "Browse…")
         sample = QPushButton(icon("mdi6.tshirt-crew"), "Use sample data")
@@ -320,8 +320,9 @@ class ReviewPage(QWizardPage):
         self.warnings.setText("\n".join(f"⚠ {w}" for w in data.warnings))
         self.warnings.setVisible(bool(data.warnings))
         if loose:
-            self.loose.setText(f"⚠ {loose} image{'s' if loose != 1 else ''} directly in the folder "
-                               f"{'are' if loose != 1 else 'is'} not used: put them in a class folder.")
+            many = loose != 1
+            self.loose.setText(f"⚠ {loose} image{'s' if many else ''} directly in the folder {'are' if many else 'is'}"
+                               f" not used: put {'them' if many else 'it'} in a class folder.")
             self.loose.show()
         self.chart.addItem(pg.BarGraphItem(x=list(range(len(counts))), height=counts, width=0.6, brush="#1a73e8"))
         self.chart.getAxis("bottom").setTicks([[(i, c) for i, c in enumerate(data.classes)]])
@@ -348,7 +349,7 @@ class ReviewPage(QWizardPage):
         self.scan_button.hide()
         text = one_sentence(exc)
         self.summary.setText(sentence(text))
-        self.summary.setStyleSheet("color: #b3261e; font-weight: bold;")
+        self.summary.setStyleSheet(f"color: {tone('bad')}; font-weight: bold;")
         if not isinstance(exc, DatasetError):
             self.wizard().message.emit(sentence(text), "error")
         self.completeChanged.emit()
@@ -433,7 +434,7 @@ class ClassBrowser(QDialog):
         except (OSError, ValueError) as exc:  # a read-only folder, a name with a line break
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_sentence(exc)
             self.note.setText(sentence(f"could not save the exclusions: {reason}"))
-            self.note.setStyleSheet("color: #b3261e;")
+            self.note.setStyleSheet(f"color: {tone('bad')};")
             return
         self.changed = True
         self.note.setText(f"{len(self.paths) - len(unticked)} of {len(self.paths)} images used for training.")
@@ -534,6 +535,9 @@ class OptionsPage(QWizardPage):
         self.name.textChanged.connect(self.check_name)
         self.models_dir.textChanged.connect(self.check_name)
         self.use_new_name.clicked.connect(lambda: self.name.setText(self.use_new_name.property("name")))
+        self.reported = False  # this page's error is on show
+        for changed in (self.name.textChanged, self.models_dir.textChanged, self.keep_name.toggled):
+            changed.connect(self._clear_solved_problem)
 
     def folder(self) -> Path:
         return Path(self.field("folder").strip()).expanduser().resolve()
@@ -594,16 +598,28 @@ class OptionsPage(QWizardPage):
             test_percent=self.test.value(), augment=self.augment.isChecked(), fine_tune=self.fine_tune.isChecked(),
             seed=self.seed.value(), tflite=self.tflite.currentText())
 
-    def validatePage(self) -> bool:
+    def problem(self) -> str | None:
+        """Why Train cannot start yet, as one sentence; None when it can."""
         name = self.name.text().strip()
-        problem = ("Choose where to save the model." if not self.models_dir.text().strip() else
-                   "Use letters, digits, '.', '-' and '_' in the model name." if name and not MODEL_NAME.fullmatch(
-                       name) else
-                   f"Use the new name or tick “{self.keep_name.text()}”." if self.has_conflict()
-                   and not self.keep_name.isChecked() else None)
+        return ("Choose where to save the model." if not self.models_dir.text().strip() else
+                "Use letters, digits, '.', '-' and '_' in the model name." if name and not MODEL_NAME.fullmatch(
+                    name) else
+                f"Use the new name or tick “{self.keep_name.text()}”." if self.has_conflict()
+                and not self.keep_name.isChecked() else None)
+
+    def _clear_solved_problem(self) -> None:
+        """The error this page raised goes once its cause is gone (a new name, the box ticked), not at Train."""
+        if self.reported and self.wizard() and not self.problem():
+            self.reported = False
+            self.wizard().message.emit("", "error")
+
+    def validatePage(self) -> bool:
+        problem = self.problem()
         if problem:
+            self.reported = True
             self.wizard().message.emit(problem, "error")
             return False
+        self._clear_solved_problem()
         remember("train/models_dir", self.models_dir.text().strip())
         remember("train/backbone", self.backbone_id())
         return True
@@ -919,7 +935,7 @@ class ExportPage(QWizardPage):
         copy_docker.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.docker.toPlainText()))
         copy_config.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.config.toPlainText()))
         self.open_button.clicked.connect(lambda: self.wizard().open_in_classify.emit(self.version_dir))
-        self.show_button.clicked.connect(lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(self.version_dir)))
+        self.show_button.clicked.connect(lambda: open_in_file_manager(self.version_dir, self))
 
     def initializePage(self):
         version = Path(self.wizard().training_page.done_event["model_dir"])

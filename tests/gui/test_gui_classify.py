@@ -5,13 +5,14 @@ calls a method whose name starts with ``_``.
 """
 import csv
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import threading
 
 import pytest
-from PySide6.QtCore import QPoint, Qt, QTimer
+from PySide6.QtCore import QPoint, QRect, Qt, QTimer
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import (QAbstractButton, QApplication, QCheckBox, QComboBox, QDoubleSpinBox, QLabel,
                                QLineEdit, QListWidget, QProgressBar, QTableView, QTableWidget)
@@ -204,9 +205,18 @@ def test_server_addresses_are_completed_and_named_after_the_open_model(window, q
         assert column(page, "Label")[-1] == "trouser" and column(page, "Backend")[-1] == "Remote REST"
 
 
+def use_models_folder(window, folder):
+    """Models page: type the models folder, Enter (as a user points the app at where models live)."""
+    view = open_page(window, "Models")
+    type_into(find(view, QLineEdit, "Models folder"), str(folder))
+
+
 def test_no_model_says_how_to_get_one(window, qtbot, trained, fm_dir, tmp_path):
     """Defect 8: with nothing chosen, Classify explains and offers train / open a model folder / connect."""
+    (tmp_path / "no models yet").mkdir()
+    use_models_folder(window, tmp_path / "no models yet")  # not the home folder's, which may hold some
     page = open_page(window, "Classify")
+    assert not find(page, QAbstractButton, "Pick a trained model", visible=False).isVisible()
     assert location_text(window) == ""
     assert find(page, QLabel, "No model to classify with yet").isVisible()
     drop(page, class_files(fm_dir, "bag", 2))
@@ -231,6 +241,21 @@ def test_no_model_says_how_to_get_one(window, qtbot, trained, fm_dir, tmp_path):
     choose_backend(window, "Local TFLite", "")
     click(find(page, QAbstractButton, "Train a model"))
     assert window.sidebar.currentItem().text() == "Train"
+
+
+def test_after_a_restart_classify_offers_the_models_already_trained(window, qtbot, tmp_path):
+    """Found under X: after a restart with two trained models, Classify said "No model to classify with yet"
+    and "Train one", as if there were none; it now offers them (and says how many)."""
+    models = tmp_path / "models"
+    for name in ("flowers", "shoes"):
+        (models / name / "1").mkdir(parents=True)
+    use_models_folder(window, models)
+    page = open_page(window, "Classify")
+    assert find(page, QLabel, "Choose a model to classify with").isVisible()
+    text = next(label.text() for label in page.findChildren(QLabel) if label.isVisible() and "trained" in label.text())
+    assert text.startswith(f"2 trained models are in {models}")
+    click(find(page, QAbstractButton, "Pick a trained model"))
+    assert window.sidebar.currentItem().text() == "Models"
 
 
 def test_mixed_backends_loading_state_and_stages_that_do_not_apply(window, qtbot, trained, fm_dir):
@@ -282,6 +307,37 @@ def test_compare_runs_all_four_backends(window, qtbot, trained, fm_dir, screensh
     for name, cells in shown.items():
         assert cells[1] == "4" and cells[2] == "0", (name, cells)
         assert float(cells[4]) > 0 and float(cells[7]) > 0, (name, cells)
+
+
+def test_compare_shows_a_failed_backend_s_sentence_whole(window, qtbot, trained, fm_dir):
+    """Found under X: REST pointed at the gRPC port put its one-sentence reason in the narrow Images column
+    ("127.0.0.1:41… answered in …") and the status said "Done: 4 backends" as if all had run."""
+    page = open_page(window, "Classify")
+    choose_backend(window, "Local TFLite", trained["models"] / "clothes")
+    drop(page, class_files(fm_dir, "bag", 2))
+    wait_done(qtbot, page, 2)
+    seen = {}
+    with TFServingDouble({"clothes": trained["models"] / "clothes"}) as server:
+        def drive(dialog):
+            click(find(dialog, QCheckBox, "Local SavedModel"))  # untick: TFLite and the broken REST are enough
+            click(find(dialog, QCheckBox, "Remote REST"))
+            type_into(find(dialog, QLineEdit, "Remote REST address"), f"127.0.0.1:{server.grpc_port}", enter=False)
+            click(find(dialog, QAbstractButton, "Run"))
+            status = find(dialog, QLabel, "Compare status")
+            qtbot.waitUntil(lambda: status.text().startswith("Done"), timeout=120_000)
+            table = find(dialog, QTableWidget, "Comparison")
+            row = next(r for r in range(table.rowCount()) if table.item(r, 0).text() == "Remote REST")
+            text = table.item(row, 1).text()
+            cell = table.visualRect(table.model().index(row, 1))
+            needed = table.fontMetrics().boundingRect(QRect(0, 0, cell.width() - 8, 10_000),
+                                                      Qt.TextFlag.TextWordWrap, text)
+            seen.update(text=text, status=status.text(), fits=needed.height() <= cell.height(),
+                        wide=cell.width() >= table.viewport().width() // 2)
+
+        with_dialog(qtbot, lambda: click(find(page, QAbstractButton, "Compare backends")), drive)
+    assert "speaks gRPC" in seen["text"]
+    assert seen["wide"] and seen["fits"], seen
+    assert seen["status"].startswith("Done: 1 of 2 backends ran; Remote REST failed"), seen["status"]
 
 
 class Recorder:
@@ -492,6 +548,82 @@ def test_table_sorts_filters_flags_and_scores_a_labelled_folder(window, qtbot, t
     assert set(column(page, "Label")) == {"bag"} and len(column(page, "Label")) == labels.count("bag")
     QTest.keyClick(show, Qt.Key.Key_Home)
     assert len(column(page, "Label")) == 200
+
+
+def test_misclassified_filter_shows_the_wrong_classes_of_a_labelled_folder(window, qtbot, trained, fm_dir, tmp_path):
+    """Found under X: with class folders, "Errors and cancelled" showed only unreadable files, never the images
+    the model put in the wrong class; "Misclassified" shows exactly those (and survives Clear)."""
+    folder = tmp_path / "labelled"
+    for name in ("bag", "dress"):
+        (folder / name).mkdir(parents=True)
+        for path in class_files(fm_dir, name, 3):
+            shutil.copy(path, folder / name / path.name)
+    for path in class_files(fm_dir, "bag", 2, start=3):  # filed under the wrong class folder
+        shutil.copy(path, folder / "dress" / f"misfiled_{path.name}")
+    (folder / "dress" / "broken.png").write_bytes(b"not an image")
+    page = open_page(window, "Classify")
+    choose_backend(window, "Local TFLite", trained["models"] / "clothes")
+    drop(page, [folder])
+    wait_done(qtbot, page, 9)
+    rows = list(zip(column(page, "File"), column(page, "Truth"), column(page, "Label")))
+    wrong = sorted(f for f, truth, label in rows if not label.startswith("error") and label != truth)
+    assert {"misfiled_" + p.name for p in class_files(fm_dir, "bag", 2, start=3)} <= set(wrong)
+    show = find(page, QComboBox, "Show")
+    show.setFocus()
+    QTest.keyClick(show, Qt.Key.Key_Home)
+    for _ in range(show.findText("Misclassified (not its class folder)")):
+        QTest.keyClick(show, Qt.Key.Key_Down)
+    assert show.currentText() == "Misclassified (not its class folder)"
+    assert sorted(column(page, "File")) == wrong
+    click(find(page, QAbstractButton, "Clear"))
+    assert show.findText("Misclassified (not its class folder)") >= 0 and show.findText("Label: bag") < 0
+
+
+def test_right_wrong_and_low_marks_are_readable_in_both_themes(qtbot, trained, fm_dir, tmp_path):
+    """Found under X with RETRAIN_STUDIO_THEME=dark: the green / red labels and orange "low" scores, tuned for
+    white, were 2.2-3.1:1 on the dark table (WCAG AA asks 4.5:1)."""
+    from PySide6.QtGui import QPalette
+
+    from app.gui.qt_common import apply_theme
+    from app.gui.qt_main_window import MainWindow
+
+    def luminance(c):
+        def channel(v):
+            return v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
+        return 0.2126 * channel(c.redF()) + 0.7152 * channel(c.greenF()) + 0.0722 * channel(c.blueF())
+
+    folder = tmp_path / "labelled"
+    for name in ("bag", "trouser"):
+        (folder / name).mkdir(parents=True)
+        for path in class_files(fm_dir, name, 3):
+            shutil.copy(path, folder / name / path.name)
+    shutil.copy(class_files(fm_dir, "bag", 1, start=3)[0], folder / "trouser" / "misfiled.png")
+    app = QApplication.instance()
+    try:
+        for scheme in ("light", "dark"):
+            apply_theme(app, scheme)
+            window = MainWindow()
+            qtbot.addWidget(window)
+            window.show()
+            page = open_page(window, "Classify")
+            choose_backend(window, "Local TFLite", trained["models"] / "clothes")
+            drop(page, [folder])
+            wait_done(qtbot, page, 7)
+            type_into(find(page, QDoubleSpinBox, "Low-confidence threshold").lineEdit(), "0.99")  # most are low
+            model = results(page).model()
+            names = [model.headerData(c, Qt.Orientation.Horizontal) for c in range(model.columnCount())]
+            base = app.palette().color(QPalette.ColorRole.Base)
+            marked = [model.index(r, names.index("Label")) for r in range(model.rowCount())]
+            marked += [model.index(r, names.index("Score")) for r in range(model.rowCount())
+                       if model.index(r, names.index("Score")).data().endswith(" low")]
+            assert len(marked) > 7 and any(t != label for t, label in zip(column(page, "Truth"), column(page, "Label")))
+            for index in marked:
+                colour = index.data(Qt.ItemDataRole.ForegroundRole)
+                high, low = sorted((luminance(colour), luminance(base)), reverse=True)
+                assert (high + 0.05) / (low + 0.05) >= 4.5, (scheme, index.data(), colour.name(), base.name())
+            window.close()
+    finally:
+        apply_theme(app, "light")
 
 
 def test_rerun_with_another_backend_in_one_click(window, qtbot, trained, fm_dir):

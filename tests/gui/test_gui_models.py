@@ -221,6 +221,8 @@ def test_open_results_reopens_what_the_results_page_showed(window, qtbot, traine
     low, high = metrics["test_accuracy_95"]
     assert f"of {metrics['test_images']} test images" in detail and f"{low:.0%} to {high:.0%}" in detail
     assert dialog.findChild(QTableWidget, "resultsPerClass").rowCount() == 5
+    where = dialog.findChild(QLabel, "resultsWhere").text()  # found under X: it said how to reopen what is open
+    assert str(models / "clothes" / "1") in where and "Reopen them" not in where
     matrix = dialog.findChild(QTableWidget, "resultsMatrix")
     assert matrix.rowCount() == matrix.columnCount() == 5
     images = dialog.findChild(QListWidget, "resultsImages")
@@ -247,6 +249,21 @@ def test_nine_test_images_come_with_their_uncertainty(window, qtbot, tmp_path):
     warning = dialog.findChild(QLabel, "resultsWarning")
     assert warning.isVisible() and "Only 9 test images" in warning.text() and "70%" in warning.text()
     dialog.close()
+
+
+def test_show_in_file_manager_without_one_says_where_the_folder_is(window, qtbot, tmp_path):
+    """Found under X: with no file manager (a bare session; offscreen Qt has none either) "Show in file manager"
+    and the Export page's "Show in folder" did nothing at all; now a message gives the folder's path."""
+    models = tmp_path / "models"
+    version = fabricated_version(models, "shown", ["cat", "dog"], 3)
+    view = open_models(window, qtbot, models)
+    click_row(qtbot, view.tree, view.tree.topLevelItem(0).child(0))
+    seen: list[str] = []
+    stop = answer_boxes(seen, "OK")
+    qtbot.mouseClick(button(view, "Show in file manager"), Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(seen), timeout=5_000)
+    stop()
+    assert f"the location is {version}" in seen[0] and "No file manager" in seen[0]
 
 
 def test_2000_classes_open_as_the_most_confused_pairs(window, qtbot, tmp_path):

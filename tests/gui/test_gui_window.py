@@ -148,7 +148,8 @@ def test_messages_keep_the_layout_still_and_stay_on_their_page(window, qtbot, tr
     type_location(window, qtbot, str(trained["version_dir"]))
     shortcut(window, "Ctrl+K")
     qtbot.waitUntil(lambda: window.backend.state == "ok", timeout=60_000)
-    assert window.messages.text.text().startswith("Connected:")  # the success replaced the error
+    # the success replaces the error (it arrives just after the status: the check runs a job after opening)
+    qtbot.waitUntil(lambda: window.messages.text.text().startswith("Connected:"), timeout=10_000)
     assert window.sidebar.item(1).toolTip() == ""
     QApplication.processEvents()
     assert _geometry(window) == before
