@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QToolButton,
                                QWidget)
 
-from .qt_common import icon, one_sentence, remember, setting
+from .qt_common import ElidedLabel, icon, one_sentence, remember, setting
 from .qt_owner import Job, ModelOwner
 
 BACKENDS = [("tflite", "Local TFLite"), ("savedmodel", "Local SavedModel"),
@@ -178,9 +178,8 @@ class BackendBar(QWidget):
         self.browse.setAccessibleName("Choose a model folder")
         self.check = QPushButton(icon("mdi6.lan-check"), "Check connection")
         self.dot = QLabel()
-        self.status = QLabel("Not checked")
+        self.status = ElidedLabel("Not checked")
         self.status.setAccessibleName("Backend status")
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.status.setMinimumWidth(160)
 
         layout = QHBoxLayout(self)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QObject, QRunnable, QSettings, Qt, QThreadPool, QUrl, Signal
+from PySide6.QtCore import QObject, QRunnable, QSettings, QSize, Qt, QThreadPool, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QIcon, QImage, QImageReader
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QToolButton, QWidget
 
@@ -83,6 +83,7 @@ class MessageBar(QWidget):
     """
 
     COLORS = {"error": ("#b3261e", "#fdecea"), "warning": ("#7a5200", "#fff4d6"), "info": ("#0b5394", "#e8f0fe")}
+    DARK_COLORS = {"error": ("#f28b82", "#3c1e1d"), "warning": ("#fdd663", "#3a2e0a"), "info": ("#a8c7fa", "#1b2a40")}
     changed = Signal()
 
     def __init__(self, parent=None):
@@ -162,7 +163,7 @@ class MessageBar(QWidget):
             self.close_button.setVisible(False)
         else:
             _, text, level, _ = self._messages[source]
-            fg, bg = self.COLORS[level]
+            fg, bg = (self.DARK_COLORS if is_dark() else self.COLORS)[level]  # each pair >= 4.5:1
             self.setStyleSheet(f"MessageBar {{ background: {bg}; border-radius: 6px; }} QLabel {{ color: {fg}; }}")
             glyph = {"error": "mdi6.alert-circle", "warning": "mdi6.alert", "info": "mdi6.information"}[level]
             self.icon_label.setPixmap(icon(glyph, fg).pixmap(18, 18))
@@ -238,13 +239,32 @@ TONES = {"good": ("#188038", "#81c995"), "bad": ("#b3261e", "#f28b82"), "low": (
          "muted": ("#80868b", "#9aa0a6")}  # (light, dark): each >= 4.5:1 on its theme's base, "muted" aside
 
 
+class ElidedLabel(QLabel):
+    """One line that ends in "…" when the window is too narrow for it, instead of running off the edge;
+    ``text()`` and the tooltip keep the whole sentence."""
+
+    def paintEvent(self, _event) -> None:
+        from PySide6.QtGui import QPainter
+
+        rect = self.contentsRect()
+        elided = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight, rect.width())
+        QPainter(self).drawText(rect, int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), elided)
+
+    def minimumSizeHint(self):
+        return QSize(self.minimumWidth(), super().minimumSizeHint().height())
+
+
+def is_dark() -> bool:
+    """True when the current palette is a dark theme (its base colour is dark)."""
+    from PySide6.QtGui import QGuiApplication, QPalette
+
+    return QGuiApplication.palette().color(QPalette.ColorRole.Base).lightness() < 128
+
+
 def tone(kind: str) -> str:
     """The colour for good / bad / low / muted text that stays readable on the current theme's background
     (the light theme's #b3261e red is 2.2:1 on the dark base)."""
-    from PySide6.QtGui import QGuiApplication, QPalette
-
-    dark = QGuiApplication.palette().color(QPalette.ColorRole.Base).lightness() < 128
-    return TONES[kind][dark]
+    return TONES[kind][is_dark()]
 
 
 def apply_theme(app, scheme: str | None = None) -> str:

@@ -227,3 +227,57 @@ def test_a_success_replaces_its_own_sources_error_but_not_anothers(window, qtbot
     assert bar.text.text() == "Results saved to /tmp/x.csv."
     qtbot.mouseClick(bar.close_button, Qt.MouseButton.LeftButton)
     assert bar.text.text() == ""
+
+
+def test_messages_match_the_theme_and_stay_readable(qtbot):
+    """A dark window shows dark message boxes (a pale pink box was glaring there), each >= 4.5:1."""
+    from app.gui.qt_common import apply_theme
+
+    app = QApplication.instance()
+    try:
+        for scheme in ("light", "dark"):
+            apply_theme(app, scheme)
+            window = _new_window(qtbot)
+            for level in ("error", "warning", "info"):
+                window.messages.show_message(f"A {level} to read.", level)
+                QApplication.processEvents()
+                image = window.messages.grab().toImage()
+                background = QColor(image.pixelColor(image.width() // 2, 3))
+                text = window.messages.text
+                glyphs = text.grab().toImage()
+                ink = [glyphs.pixelColor(x, y) for x in range(glyphs.width()) for y in range(glyphs.height())]
+                assert (background.lightness() < 100) == (scheme == "dark"), (scheme, level, background.name())
+                assert max(contrast(background, c) for c in ink) >= WCAG_AA, (scheme, level)
+            window.close()
+    finally:
+        apply_theme(app, "light")
+
+
+def test_a_long_backend_status_ends_in_an_ellipsis_inside_the_window(window, qtbot):
+    """A failed connection's long sentence must not run off the window's edge: it ends in "…" on screen and is
+    kept whole in the label's text and tooltip."""
+    from PySide6.QtWidgets import QComboBox, QLabel
+
+    window.resize(1024, 700)
+    kind = next(c for c in window.findChildren(QComboBox) if c.accessibleName() == "Backend")
+    kind.setFocus()
+    QTest.keyClick(kind, Qt.Key.Key_Home)
+    for _ in range(kind.findText("Remote REST")):
+        QTest.keyClick(kind, Qt.Key.Key_Down)
+    location = next(c for c in window.findChildren(QComboBox) if c.accessibleName() == "Model or server")
+    location.lineEdit().selectAll()
+    QTest.keyClicks(location.lineEdit(), "127.0.0.1:9/" + "a_model_with_a_very_long_name_" * 3)
+    QTest.keyClick(location.lineEdit(), Qt.Key.Key_Return)
+    QTest.keyClick(window, Qt.Key.Key_K, Qt.KeyboardModifier.ControlModifier)  # Check connection
+    status = next(label for label in window.findChildren(QLabel) if label.accessibleName() == "Backend status")
+    qtbot.waitUntil(lambda: "a_model_with_a_very_long_name_" * 3 in status.text()
+                    or "127.0.0.1:9" in status.text() and len(status.text()) > 60, timeout=20_000)
+    QApplication.processEvents()
+    assert status.fontMetrics().horizontalAdvance(status.text()) > status.width()  # really too long to fit
+    assert window.width() <= 1024 and window.minimumSizeHint().width() <= 1024  # the window did not have to grow
+    assert status.mapTo(window, status.rect().topRight()).x() <= window.width()
+    image = status.grab().toImage()  # what is on screen: the text ends with "…" before the edge, not cut mid-letter
+    background = image.pixelColor(image.width() - 1, 0)
+    ink = [x for x in range(image.width()) for y in range(image.height()) if image.pixelColor(x, y) != background]
+    assert ink and max(ink) < image.width() - 2
+    assert status.toolTip() == status.text()
