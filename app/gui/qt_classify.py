@@ -27,7 +27,7 @@ from app.inference.preprocess import IMAGE_EXTENSIONS, ImageError
 
 from .qt_backend import (BACKENDS, DEFAULT_PORTS, BackendBar, BackendChoice, complete_address, model_label,
                          open_choice)
-from .qt_common import icon, one_sentence, read_only_table, remember, setting, thumbnail, tone
+from .qt_common import icon, one_sentence, read_only_table, remember, run_in_background, setting, thumbnail, tone
 from .qt_owner import ModelOwner
 from .qt_train_wizard import default_models_dir
 
@@ -538,7 +538,19 @@ class ClassifyView(QWidget):
         self._classify_rows([Row(f"{name} {len(self.model.rows) + 1}", data=bytes(buffer.data()))])
 
     def classify_paths(self, paths) -> None:
-        found = expand(paths)
+        """Search what was dropped or opened off the GUI thread (a folder of thousands of files took half a second
+        to walk), then classify the images found."""
+        if not self._ready_to_run():  # said at once: no walk through a folder that cannot be classified
+            return
+        paths = [str(p) for p in paths]
+        if not any(Path(p).is_dir() for p in paths):  # files named one by one: nothing to walk
+            self._classify_found(expand(paths))
+            return
+        self.summary.setText("Looking for images…")
+        run_in_background(lambda: expand(paths), self._classify_found,
+                          lambda exc: self.message.emit(one_sentence(exc), "error"), self)
+
+    def _classify_found(self, found) -> None:
         files = [(p, truth) for p, truth, reason in found if reason is None]
         skipped = [(p, reason) for p, _truth, reason in found if reason is not None]
         if skipped:
