@@ -358,12 +358,12 @@ def main(argv: list[str]) -> int:
     except UsageError as exc:
         print(f"retrain-studio: {printable(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like (an OSError: caught before those)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (DatasetError, BackboneError, ModelError, ValueError, OSError) as exc:
         print(f"retrain-studio: {_one_line(exc)}", file=sys.stderr)
         return 1
-    except BrokenPipeError:  # output piped into `head` and the like
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     except KeyboardInterrupt:
         print("retrain-studio: cancelled; nothing half-written was kept", file=sys.stderr)
         return 1
