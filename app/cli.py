@@ -19,8 +19,10 @@ class UsageError(Exception):
 
 
 def _quiet_tensorflow() -> None:
+    """Library logs would add lines to the one-line error (gRPC logs a failed TLS handshake at INFO)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 def _default(name: str):

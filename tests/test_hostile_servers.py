@@ -161,6 +161,18 @@ def test_the_wrong_protocol_is_named(server):
         f"this port speaks REST; use http://127.0.0.1:{server.rest_port}/v1/models/clothes or the gRPC port (8500)")
 
 
+def test_grpcs_at_a_plain_port_is_one_line_without_grpc_logs(server, images, tmp_path):
+    """TLS spoken to a plain port: gRPC's own INFO log of the failed handshake must not reach the terminal."""
+    (tmp_path / "a.png").write_bytes(images[0])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRPC_")}
+    result = subprocess.run([sys.executable, "-m", "app", "classify", "--server",
+                             f"grpcs://127.0.0.1:{server.rest_port}/clothes", "--timeout", "3", str(tmp_path / "a.png")],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 1
+    assert "TLS handshake" in result.stderr.splitlines()[-1]
+    assert "ssl_transport_security" not in result.stderr and "Handshake failed" not in result.stderr
+
+
 @pytest.mark.parametrize("kind", ["grpc", "rest"])
 def test_a_token_over_plain_text_is_warned_about_once(server, kind):
     seen = []
