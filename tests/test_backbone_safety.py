@@ -169,3 +169,10 @@ def test_a_write_hidden_in_a_tf1_restore_op_is_refused(tmp_path):
     with pytest.raises(UnsafeGraphError, match="uses SaveV2 "):
         check_savedmodel(_tf1_saved_model(tmp_path / "evil", write_to=target))
     assert not target.parent.exists()
+
+
+def test_a_backbone_that_cannot_be_called_is_one_sentence(tmp_path, cache_dir):
+    """A TF1 SavedModel loads but is not callable: a plain BackboneError, not a TypeError at the first image."""
+    info = backbones.resolve(str(_tf1_saved_model(tmp_path / "tf1_224")))
+    with pytest.raises(BackboneError, match="cannot be called on images"):
+        backbones.load(info, cache_dir)

@@ -177,8 +177,12 @@ def load(info: BackboneInfo, cache_dir: str | Path | None = None):
     import tensorflow_hub as hub
 
     try:
-        return hub.load(location)
+        model = hub.load(location)
     except Exception as exc:  # network, missing files, TF1 hub format...
         if info.source == "hub":
             raise BackboneError(f"could not download {info.id} (no internet?): {str(exc).splitlines()[0][:200]}") from None
         raise BackboneError(f"could not load backbone {info.id}: {str(exc).splitlines()[0][:200]}") from None
+    if not callable(model):  # a TF1 SavedModel or a model without __call__: it would fail at the first image
+        raise BackboneError(f"the backbone {info.id} cannot be called on images (a TF1 SavedModel, or one saved "
+                            "without __call__); use a TF2 feature-vector SavedModel")
+    return model
