@@ -258,6 +258,20 @@ def test_stale_temp_clean_up_removes_only_dead_or_old_work(tmp_path):
         alive.wait()
 
 
+
+def test_stale_temp_clean_up_sees_work_deep_inside_an_old_folder(tmp_path):
+    """Another machine's export whose top levels are a day old but whose file three folders down is being written."""
+    base = tmp_path / "models" / "clothes"
+    work = base / ".tmp-otherhost.1-4242-aaaa0001"
+    (work / "variables" / "shard").mkdir(parents=True)
+    (work / "variables" / "shard" / "live.data").write_bytes(b"being written now")
+    old = time.time() - 25 * 3600
+    for path in (work / "variables" / "shard", work / "variables", work):
+        os.utime(path, (old, old))
+    assert remove_stale_temps(base) == [] and (work / "variables" / "shard" / "live.data").exists()
+    os.utime(work / "variables" / "shard" / "live.data", (old, old))
+    assert remove_stale_temps(base) == [work] and not work.exists()  # untouched everywhere: abandoned
+
 # --- numeric flags ----------------------------------------------------------------------------------------
 
 
