@@ -287,7 +287,11 @@ def cmd_serve_config(args) -> int:
     if args.stdout:
         print(models_config({n: f"{args.container_root}/{n}" for n in names}), end="")
     else:
-        path = write_models_config(args.models_dir, args.container_root)
+        try:
+            path = write_models_config(args.models_dir, args.container_root)
+        except OSError as exc:  # a folder named models.config, a read-only or full disk
+            raise ValueError(f"cannot write {printable(Path(args.models_dir) / 'models.config')} "
+                             f"({exc.strerror or type(exc).__name__})") from None
         print(f"{path}: {len(names)} model{'s' if len(names) != 1 else ''} ({', '.join(names)})")
     return 0
 
