@@ -105,8 +105,10 @@ def _backend_flags(parser: argparse.ArgumentParser) -> None:
 def _token(args) -> str | None:
     """--token-file, else --token, else $RETRAIN_STUDIO_TOKEN (the file and the variable keep it out of `ps`)."""
     if args.token_file:
-        try:
-            with open(Path(args.token_file).expanduser(), encoding="utf-8") as handle:
+        try:  # opened non-blocking: a FIFO nobody writes to reads as empty instead of hanging `open`
+            fd = os.open(Path(args.token_file).expanduser(), os.O_RDONLY | os.O_NONBLOCK)
+            os.set_blocking(fd, True)  # a pipe with a writer (`--token-file <(pass show x)`) is waited for
+            with open(fd, encoding="utf-8") as handle:
                 token = handle.readline(4096).strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read --token-file {args.token_file} "

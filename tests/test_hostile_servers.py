@@ -204,3 +204,24 @@ def test_cli_token_from_a_file_or_the_environment(server, images, tmp_path):
     assert missing.returncode == 2 and "cannot read --token-file" in missing.stderr
     endless = subprocess.run(base + ["--timeout", "nan"], capture_output=True, text=True, timeout=120)
     assert endless.returncode == 2 and "--timeout must be a positive number" in endless.stderr
+
+
+def test_cli_token_from_a_pipe_is_waited_for_and_an_unwritten_fifo_does_not_hang(server, images, tmp_path):
+    """`--token-file <(pass show x)` (a pipe with a writer) works; a FIFO nobody writes to is 'empty', not a hang."""
+    image = tmp_path / "a.png"
+    image.write_bytes(images[0])
+    base = [sys.executable, "-m", "app", "classify", "--server", server.rest_url("clothes"), str(image)]
+    fifo = tmp_path / "token.fifo"
+    os.mkfifo(fifo)
+    silent = subprocess.run(base + ["--token-file", str(fifo)], capture_output=True, text=True, timeout=60)
+    assert silent.returncode == 2 and f"--token-file {fifo} is empty" in silent.stderr
+    read, write = os.pipe()
+    process = subprocess.Popen(base + ["--token-file", f"/dev/fd/{read}"], pass_fds=(read,),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    os.close(read)
+    time.sleep(1)  # the CLI is already waiting for the writer
+    os.write(write, b"from-pipe\n")
+    os.close(write)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert server.last_authorization == "Bearer from-pipe"
