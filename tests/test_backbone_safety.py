@@ -121,6 +121,8 @@ def test_train_refuses_a_stealing_backbone_before_any_work(tmp_path):
     ("https://tfhub.dev:8443/google/x/5", "may come only from"),
     ("https://storage.googleapis.com/someone-elses-bucket/model.tar.gz", "may come only from"),
     ("https://www.kaggle.com/datasets/x", "may come only from"),
+    ("https://www.kaggle.com/models/../datasets/x", "may come only from"),  # dot segments leave the prefix
+    ("https://www.kaggle.com/models/%2e%2e/datasets/x", "may come only from"),
 ])
 def test_hub_handles_are_https_from_allowed_hosts_only(handle, message):
     with pytest.raises(BackboneError, match=message):

@@ -97,7 +97,8 @@ def check_hub_handle(handle: str) -> None:
     except ValueError:
         port = -1
     host = (parsed.hostname or "").lower()
-    if parsed.username or parsed.password or port not in (None, 443) or not any(
+    dots = any(part in (".", "..") or part.lower().startswith("%2e") for part in parsed.path.split("/"))
+    if parsed.username or parsed.password or port not in (None, 443) or dots or not any(  # /models/../x leaves /models/
             host == allowed and parsed.path.startswith(prefix) for allowed, prefix in HUB_HOSTS):
         raise BackboneError(f"refusing {handle}: hub handles may come only from "
                             + ", ".join(f"https://{h}{p}" for h, p in HUB_HOSTS))
