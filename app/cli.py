@@ -19,8 +19,10 @@ class UsageError(Exception):
 
 
 def _quiet_tensorflow() -> None:
+    """Library logs would add lines to the one-line error (gRPC logs a failed TLS handshake at INFO)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 def _default(name: str):
@@ -116,8 +118,10 @@ def _backend_flags(parser: argparse.ArgumentParser) -> None:
 def _token(args) -> str | None:
     """--token-file, else --token, else $RETRAIN_STUDIO_TOKEN (the file and the variable keep it out of `ps`)."""
     if args.token_file:
-        try:
-            with open(Path(args.token_file).expanduser(), encoding="utf-8") as handle:
+        try:  # opened non-blocking: a FIFO nobody writes to reads as empty instead of hanging `open`
+            fd = os.open(Path(args.token_file).expanduser(), os.O_RDONLY | os.O_NONBLOCK)
+            os.set_blocking(fd, True)  # a pipe with a writer (`--token-file <(pass show x)`) is waited for
+            with open(fd, encoding="utf-8") as handle:
                 token = handle.readline(4096).strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read --token-file {args.token_file} "
@@ -362,7 +366,11 @@ def cmd_serve_config(args) -> int:
     if args.stdout:
         print(models_config({n: f"{args.container_root}/{n}" for n in names}), end="")
     else:
-        path = write_models_config(args.models_dir, args.container_root)
+        try:
+            path = write_models_config(args.models_dir, args.container_root)
+        except OSError as exc:  # a folder named models.config, a read-only or full disk
+            raise ValueError(f"cannot write {printable(Path(args.models_dir) / 'models.config')} "
+                             f"({exc.strerror or type(exc).__name__})") from None
         print(f"{path}: {len(names)} model{'s' if len(names) != 1 else ''} ({', '.join(names)})")
     return 0
 
@@ -435,12 +443,12 @@ def main(argv: list[str]) -> int:
     except UsageError as exc:
         print(f"retrain-studio: {printable(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like (an OSError: caught before those)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (DatasetError, BackboneError, ModelError, ValueError, OSError) as exc:
         print(f"retrain-studio: {_one_line(exc)}", file=sys.stderr)
         return 1
-    except BrokenPipeError:  # output piped into `head` and the like
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     except KeyboardInterrupt:
         print("retrain-studio: cancelled; nothing half-written was kept", file=sys.stderr)
         return 1

@@ -121,6 +121,8 @@ def test_train_refuses_a_stealing_backbone_before_any_work(tmp_path):
     ("https://tfhub.dev:8443/google/x/5", "may come only from"),
     ("https://storage.googleapis.com/someone-elses-bucket/model.tar.gz", "may come only from"),
     ("https://www.kaggle.com/datasets/x", "may come only from"),
+    ("https://www.kaggle.com/models/../datasets/x", "may come only from"),  # dot segments leave the prefix
+    ("https://www.kaggle.com/models/%2e%2e/datasets/x", "may come only from"),
 ])
 def test_hub_handles_are_https_from_allowed_hosts_only(handle, message):
     with pytest.raises(BackboneError, match=message):
@@ -131,3 +133,48 @@ def test_allowed_hub_handles_still_resolve():
     for handle in backbones.HUB_EXAMPLES:
         assert backbones.resolve(handle).source == "hub"
     assert backbones.resolve("https://storage.googleapis.com/tfhub-modules/google/x/5.tar.gz").source == "hub"
+
+
+def _tf1_saved_model(folder, write_to=None):
+    """A TF1 SavedModel (graph + Saver); with ``write_to``, its restore op also runs a SaveV2 writing there.
+
+    Loading a TF1 model runs ``saver_def.restore_op_name``: a write hidden in that chain ran at load time.
+    """
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf1.placeholder(tf.float32, [None, 224, 224, 3], name="images")
+        weights = tf1.get_variable("w", initializer=tf.ones([3, 8]))
+        features = tf.matmul(tf.reduce_mean(images, [1, 2]), weights)
+        saver = tf1.train.Saver()
+        if write_to:
+            evil = tf.raw_ops.SaveV2(prefix=tf.constant(str(write_to)), tensor_names=tf.constant(["stolen"]),
+                                     shape_and_slices=tf.constant([""]), tensors=[tf.constant([42.0])])
+            restore = tf.group(graph.get_operation_by_name(saver.saver_def.restore_op_name), evil)
+            saver.saver_def.restore_op_name = restore.name
+        signature = tf1.saved_model.predict_signature_def({"images": images}, {"default": features})
+        builder = tf1.saved_model.Builder(str(folder))
+        with tf1.Session(graph=graph) as session:
+            session.run(tf1.global_variables_initializer())
+            builder.add_meta_graph_and_variables(session, ["serve"], signature_def_map={"default": signature},
+                                                 saver=saver)
+        builder.save()
+    return folder
+
+
+def test_a_write_hidden_in_a_tf1_restore_op_is_refused(tmp_path):
+    from app.core.backbone_safety import UnsafeGraphError, check_savedmodel
+
+    check_savedmodel(_tf1_saved_model(tmp_path / "clean"))  # a plain TF1 saver only reads its variables
+    target = tmp_path / "written" / "ckpt"
+    with pytest.raises(UnsafeGraphError, match="uses SaveV2 "):
+        check_savedmodel(_tf1_saved_model(tmp_path / "evil", write_to=target))
+    assert not target.parent.exists()
+
+
+def test_a_backbone_that_cannot_be_called_is_one_sentence(tmp_path, cache_dir):
+    """A TF1 SavedModel loads but is not callable: a plain BackboneError, not a TypeError at the first image."""
+    info = backbones.resolve(str(_tf1_saved_model(tmp_path / "tf1_224")))
+    with pytest.raises(BackboneError, match="cannot be called on images"):
+        backbones.load(info, cache_dir)

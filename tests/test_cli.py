@@ -83,3 +83,14 @@ def test_train_refuses_a_new_class_set_under_an_old_name(tmp_path):
     allowed = cli("train", one_class, "-o", tmp_path / "models", "--name", "clothes", "--allow-new-classes", timeout=60)
     assert allowed.returncode == 1 and "1 class folder" in allowed.stderr  # got past the check, to the scan
     assert [p.name for p in (tmp_path / "models" / "clothes").iterdir()] == ["1"]
+
+
+def test_output_piped_into_head_ends_quietly(trained, fm_dir):
+    """`classify DIR | head -1`: the reader goes away mid-run; exit 0 with nothing on stderr, not 'Broken pipe'."""
+    process = subprocess.Popen([sys.executable, "-m", "app", "classify", "--model", str(trained["models"] / "clothes"),
+                                str(fm_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = process.stdout.readline()  # output is block-buffered: more than one buffer is still to come
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=300) == 0, stderr[-500:]
+    assert first.strip() and "Broken pipe" not in stderr and "retrain-studio:" not in stderr

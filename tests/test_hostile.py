@@ -220,6 +220,23 @@ def test_bench_completes_and_counts_errors(trained, fm_dir, tmp_path):
     assert lost == 0
 
 
+def test_bench_truth_is_the_class_folder_however_deep(trained, fm_dir, tmp_path):
+    """`cat/2019/a.jpg` is a cat, as in training (not a '2019'); a file loose in the root is skipped, named."""
+    root = tmp_path / "labeled"
+    for name, sub in (("trouser", "2019/summer"), ("sneaker", "")):
+        (root / name / sub).mkdir(parents=True)
+        for path in sorted((fm_dir / name).iterdir())[:6]:
+            shutil.copy(path, root / name / sub)
+    shutil.copy(sorted((fm_dir / "sneaker").iterdir())[0], root / "loose.png")
+    result = cli("bench", root, "--model", trained["models"] / "clothes", "--backends", "tflite", "--json")
+    assert result.returncode == 0, result.stderr[-1000:]
+    row = json.loads(result.stdout.decode().splitlines()[-1])
+    assert row["images"] == 12 and row["errors"] == 0 and row["skipped_files"] == 1
+    assert row["accuracy"] >= 0.75  # the trained model knows trousers from sneakers; '2019' would score 0.5
+    human = cli("bench", root, "--model", trained["models"] / "clothes", "--backends", "tflite").stdout.decode()
+    assert f"skipped {root / 'loose.png'}: not inside a class folder" in human
+
+
 def test_bench_reads_each_file_only_when_it_is_used(trained, tmp_path):
     """Peak memory must not grow with the folder: 24 x 8 MB files would add 192 MB if read up front."""
     def peak_rss_mb(folder: Path) -> float:

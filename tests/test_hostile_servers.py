@@ -155,6 +155,18 @@ def test_the_wrong_protocol_is_named(server):
         f"this port speaks REST; use http://127.0.0.1:{server.rest_port}/v1/models/clothes or the gRPC port (8500)")
 
 
+def test_grpcs_at_a_plain_port_is_one_line_without_grpc_logs(server, images, tmp_path):
+    """TLS spoken to a plain port: gRPC's own INFO log of the failed handshake must not reach the terminal."""
+    (tmp_path / "a.png").write_bytes(images[0])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRPC_")}
+    result = subprocess.run([sys.executable, "-m", "app", "classify", "--server",
+                             f"grpcs://127.0.0.1:{server.rest_port}/clothes", "--timeout", "3", str(tmp_path / "a.png")],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 1
+    assert "TLS handshake" in result.stderr.splitlines()[-1]
+    assert "ssl_transport_security" not in result.stderr and "Handshake failed" not in result.stderr
+
+
 @pytest.mark.parametrize("kind", ["grpc", "rest"])
 def test_a_token_over_plain_text_is_warned_about_once(server, kind):
     seen = []
@@ -186,3 +198,24 @@ def test_cli_token_from_a_file_or_the_environment(server, images, tmp_path):
     assert missing.returncode == 2 and "cannot read --token-file" in missing.stderr
     endless = subprocess.run(base + ["--timeout", "nan"], capture_output=True, text=True, timeout=120)
     assert endless.returncode == 2 and "--timeout must be a positive number" in endless.stderr
+
+
+def test_cli_token_from_a_pipe_is_waited_for_and_an_unwritten_fifo_does_not_hang(server, images, tmp_path):
+    """`--token-file <(pass show x)` (a pipe with a writer) works; a FIFO nobody writes to is 'empty', not a hang."""
+    image = tmp_path / "a.png"
+    image.write_bytes(images[0])
+    base = [sys.executable, "-m", "app", "classify", "--server", server.rest_url("clothes"), str(image)]
+    fifo = tmp_path / "token.fifo"
+    os.mkfifo(fifo)
+    silent = subprocess.run(base + ["--token-file", str(fifo)], capture_output=True, text=True, timeout=60)
+    assert silent.returncode == 2 and f"--token-file {fifo} is empty" in silent.stderr
+    read, write = os.pipe()
+    process = subprocess.Popen(base + ["--token-file", f"/dev/fd/{read}"], pass_fds=(read,),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    os.close(read)
+    time.sleep(1)  # the CLI is already waiting for the writer
+    os.write(write, b"from-pipe\n")
+    os.close(write)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert server.last_authorization == "Bearer from-pipe"

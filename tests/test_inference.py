@@ -1,4 +1,7 @@
 """Local backends behind one interface: same answers, per-image timings, bad images isolated."""
+import json
+import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -110,3 +113,40 @@ def test_thread_count_is_honoured(trained, sample):
 
     one = TFLiteClassifier(trained["models"] / "clothes", threads=1)
     assert one.classify(sample[0][:1])[0].label == sample[1][0]
+
+
+@pytest.mark.parametrize("backend", ["tflite", "savedmodel"])
+@pytest.mark.parametrize("damage, message", [
+    (lambda m: {**m, "labels": m["labels"][:1]}, "probabilities but has 1 class names"),
+    (lambda m: [1, 2], "is not a model's metadata"),
+    (lambda m: {**m, "labels": [1, None]}, "is not a model's metadata"),
+    (None, "cannot be read (JSONDecodeError)"),
+    ("fifo", "is not a regular file"),
+])
+def test_a_damaged_model_folder_is_one_sentence(trained, tmp_path, backend, damage, message):
+    """metadata.json that is not JSON, not an object, labels that are not names or do not match the output:
+    a ModelError naming the problem (was IndexError / AttributeError / a raw JSON message; a FIFO hung)."""
+    import shutil
+
+    version = shutil.copytree(trained["version_dir"], tmp_path / "1")
+    meta_file = version / "metadata.json"
+    if damage == "fifo":
+        meta_file.unlink()
+        os.mkfifo(meta_file)
+    elif damage is None:
+        meta_file.write_text("{not json")
+    else:
+        meta_file.write_text(json.dumps(damage(json.loads(meta_file.read_text()))))
+    with pytest.raises(ModelError, match=re.escape(message)) as info:
+        open_classifier(version, backend)
+    assert "\n" not in str(info.value)
+
+
+def test_probabilities_that_are_not_finite_are_refused():
+    """A damaged .tflite answered NaN and `classify` printed 'cat nan' as a result."""
+    from app.inference.base import ranked
+
+    assert ranked([0.25, 0.75], ["a", "b"], 1) == [("b", 0.75)]
+    for bad in ([float("nan"), 0.5], [float("inf"), 0.0]):
+        with pytest.raises(ModelError, match="not finite"):
+            ranked(bad, ["a", "b"], 1)

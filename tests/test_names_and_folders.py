@@ -258,6 +258,20 @@ def test_stale_temp_clean_up_removes_only_dead_or_old_work(tmp_path):
         alive.wait()
 
 
+
+def test_stale_temp_clean_up_sees_work_deep_inside_an_old_folder(tmp_path):
+    """Another machine's export whose top levels are a day old but whose file three folders down is being written."""
+    base = tmp_path / "models" / "clothes"
+    work = base / ".tmp-otherhost.1-4242-aaaa0001"
+    (work / "variables" / "shard").mkdir(parents=True)
+    (work / "variables" / "shard" / "live.data").write_bytes(b"being written now")
+    old = time.time() - 25 * 3600
+    for path in (work / "variables" / "shard", work / "variables", work):
+        os.utime(path, (old, old))
+    assert remove_stale_temps(base) == [] and (work / "variables" / "shard" / "live.data").exists()
+    os.utime(work / "variables" / "shard" / "live.data", (old, old))
+    assert remove_stale_temps(base) == [work] and not work.exists()  # untouched everywhere: abandoned
+
 # --- numeric flags ----------------------------------------------------------------------------------------
 
 
@@ -332,3 +346,33 @@ def test_bad_cache_shards_are_dropped_with_a_warning_and_training_goes_on(tmp_pa
     features.EmbeddingCache(backbones.cache_root(cache_dir), backbones.fingerprint(info), info.image_size,
                             on_event=again.append)
     assert again == []
+
+
+@pytest.mark.timeout(60)  # a FIFO named .npz, read by mistake, would hang
+def test_cache_entries_that_are_not_files_are_left_alone_and_do_not_stop_training(tmp_path):
+    """A folder, a FIFO or a link named *.npz in the cache: ignored with a warning, never read or deleted."""
+    cache = features.EmbeddingCache(tmp_path, "backbone", 224)
+    cache.folder.mkdir(parents=True)
+    (cache.folder / "folder.npz").mkdir()
+    os.mkfifo(cache.folder / "pipe.npz")
+    os.symlink("/dev/zero", cache.folder / "zero.npz")
+    (cache.folder / "empty.npz").write_bytes(b"")
+    seen = []
+    features.EmbeddingCache(tmp_path, "backbone", 224, on_event=seen.append)
+    warnings = [e["message"] for e in seen if e["event"] == "warning"]
+    assert len(warnings) == 4 and sum("not a regular file" in w for w in warnings) == 3
+    assert sorted(p.name for p in cache.folder.iterdir()) == ["folder.npz", "pipe.npz", "zero.npz"]
+
+
+def test_a_cache_that_cannot_be_written_is_warned_about_once(tmp_path):
+    """A read-only or full cache costs speed next time, never the run (it used to end training at the first save)."""
+    blocked = tmp_path / "a-file"
+    blocked.write_bytes(b"")  # the cache folder would have to be created under a file: every write fails
+    seen = []
+    cache = features.EmbeddingCache(blocked, "backbone", 224, on_event=seen.append)
+    for batch in range(3):
+        cache.add([f"key{batch}"], np.ones((1, 4), np.float32))
+        cache.flush()
+    assert "key2" in cache
+    warnings = [e["message"] for e in seen if e["event"] == "warning"]
+    assert len(warnings) == 1 and "computed again next time" in warnings[0]

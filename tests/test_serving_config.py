@@ -71,3 +71,15 @@ def test_serve_config_with_an_odd_folder_name_stays_parsable(tmp_path):
     config = parse((tmp_path / "models.config").read_text())
     assert [(c.name, c.base_path) for c in config.model_config_list.config] == [
         ("new\nline", "/models/new\nline"), ("plain", "/models/plain"), ('say"cheese', '/models/say"cheese')]
+
+
+def test_serve_config_that_cannot_be_written_is_one_plain_sentence(tmp_path):
+    """A folder named models.config in the way: the path and the reason, not the temporary file's errno text."""
+    (tmp_path / "plain" / "1").mkdir(parents=True)
+    (tmp_path / "plain" / "1" / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "models.config").mkdir()
+    result = subprocess.run([sys.executable, "-m", "app", "serve-config", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (f"retrain-studio: cannot write {tmp_path / 'models.config'} "
+                                              "(Is a directory)")

@@ -103,6 +103,10 @@ def test_a_crafted_file_that_is_honest_reads_back(tmp_path):
     (-2, (3,), (1,), "negative"),                # a negative offset
     (0, (-1,), (1,), "negative"),
     (0, (2 ** 32, 2 ** 32), (0, 0), "elements"),  # element count that overflows 64-bit arithmetic
+    (0, (1,), (2 ** 62,), "larger than"),         # a size-1 dim's stride never reads, but overflowed numpy
+    (0, (0, 4), (2 ** 70, 1), "larger than"),     # no elements at all: the same OverflowError
+    (0, (2 ** 70, 0), (1, 1), "larger than"),
+    (0, (1,) * 9, (1,) * 9, "9 dimensions"),
     (0, (4,), (1, 1), "sizes but"),
     (0.5, (2,), (1,), "whole number"),
     (0, ("a",), (1,), "whole number"),

@@ -73,11 +73,18 @@ def _owner(folder: Path) -> tuple[str | None, int | None]:
     return None, None
 
 
-def _age_s(folder: Path) -> float:
-    """Seconds since anything directly in ``folder`` (or the folder itself) last changed."""
-    newest = folder.lstat().st_mtime
-    for child in folder.iterdir():
-        newest = max(newest, child.lstat().st_mtime)
+def _age_s(folder: Path, most: int = 10_000) -> float:
+    """Seconds since anything in ``folder``, at any depth, last changed (0 past ``most`` entries: in use).
+
+    Every level counts: a file being written three folders down leaves the top folder's time alone.
+    """
+    newest, seen = folder.lstat().st_mtime, 0
+    for parent, folders, files in os.walk(folder):  # never follows links
+        for name in folders + files:
+            seen += 1
+            if seen > most:
+                return 0.0
+            newest = max(newest, os.lstat(os.path.join(parent, name)).st_mtime)
     return time.time() - newest
 
 

@@ -8,7 +8,8 @@ extractor needs none of them, so the rule is an allow-list: every op in every gr
 and every function of the MetaGraph's FunctionDefLibrary must be pure math, array,
 image, variable or control-flow work.  The one exception is the checkpoint saver, whose
 ``SaveV2``/``RestoreV2`` read the model's own ``variables/``: those ops are allowed only in
-the nodes and functions that ``saver_def`` names and that nothing else calls.
+the nodes and functions that ``saver_def`` names and that nothing else calls, and the restore
+chain (run when a model is loaded) may only read.
 
 The deny patterns only choose the wording of the refusal; the allow-list is the gate.
 """
@@ -50,11 +51,11 @@ StatelessRandomNormalV2 StatelessTruncatedNormalV2 StatelessRandomGetKeyCounter 
 StatelessRandomNormal
 """.split())
 
-# What TF's checkpoint saver needs to write and read the model's own variables/ folder.
-SAVER_OPS = frozenset("""
-SaveV2 RestoreV2 MergeV2Checkpoints ShardedFilename ShardedFilespec StringJoin StaticRegexFullMatch
-Save SaveSlices Restore RestoreSlice
-""".split())
+# What TF's checkpoint saver needs to write and read the model's own variables/ folder.  Loading runs
+# the restore chain (a TF1 model's ``restore_op_name``), so only reading ops may sit there: a write
+# hidden in it ran at load time.
+RESTORE_OPS = frozenset("RestoreV2 Restore RestoreSlice ShardedFilename ShardedFilespec StringJoin".split())
+SAVER_OPS = RESTORE_OPS | frozenset("SaveV2 Save SaveSlices MergeV2Checkpoints StaticRegexFullMatch".split())
 
 _DENY = re.compile(r"File|PyFunc|Print|Dataset|Reader|Summary|Save|Restore|Checkpoint|Rpc|Send|Recv|Debug|"
                    r"Collective|ImmutableConst|DecodeProto|Vocab|Remap|Sql|Bigtable|Gcs|Iterator|Table|Shell|Exec")
@@ -84,10 +85,10 @@ def _closure(roots: set[str], calls: dict[str, set[str]]) -> set[str]:
     return seen
 
 
-def _saver_nodes(graph, saver_def) -> set[str]:
-    """The graph nodes that feed saver_def's save and restore tensors (their ancestors, by input)."""
+def _ancestors(graph, names: list[str]) -> set[str]:
+    """The graph nodes that feed the named tensors or ops (they and their ancestors, by input)."""
     by_name = {node.name: node for node in graph.node}
-    todo = [t.split(":")[0].lstrip("^") for t in (saver_def.save_tensor_name, saver_def.restore_op_name) if t]
+    todo = [t.split(":")[0].lstrip("^") for t in names if t]
     seen: set[str] = set()
     while todo:
         name = todo.pop()
@@ -99,25 +100,34 @@ def _saver_nodes(graph, saver_def) -> set[str]:
 
 
 def unsafe_ops(meta_graph) -> list[tuple[str, str]]:
-    """[(op, where)] for every op outside the allow-list (saver ops count only outside the saver)."""
+    """[(op, where)] for every op outside the allow-list (saver ops count only in the saver: reading ones
+    in its restore chain, writing ones only in its save chain)."""
     graph = meta_graph.graph_def
     functions = {f.signature.name: f for f in graph.library.function}
     library = set(functions)
     calls = {name: set().union(*[_called(n, library) for n in f.node_def]) for name, f in functions.items()}
-    saver_nodes = _saver_nodes(graph, meta_graph.saver_def)
-    saver_roots = set().union(*[_called(n, library) for n in graph.node if n.name in saver_nodes])
-    saver_functions = _closure(saver_roots, calls)
+    restore_nodes = _ancestors(graph, [meta_graph.saver_def.restore_op_name])
+    save_nodes = _ancestors(graph, [meta_graph.saver_def.save_tensor_name]) - restore_nodes
+    saver_nodes = restore_nodes | save_nodes
+
+    def reached(nodes: set[str]) -> set[str]:
+        return _closure(set().union(*[_called(n, library) for n in graph.node if n.name in nodes]), calls)
+
+    restore_functions, save_functions = reached(restore_nodes), reached(save_nodes)
     other_roots = set().union(*[_called(n, library) for n in graph.node if n.name not in saver_nodes])
-    everything_else = _closure(other_roots | (library - saver_functions), calls)  # any function may be an entry
-    saver_only = saver_functions - everything_else
+    everything_else = _closure(other_roots | (library - restore_functions - save_functions), calls)  # any entry
+
+    def allowed(restore: bool, save: bool) -> frozenset:
+        return PURE_OPS | (RESTORE_OPS if restore else SAVER_OPS if save else frozenset())
+
     found = []
     for node in graph.node:
-        allowed = PURE_OPS | SAVER_OPS if node.name in saver_nodes else PURE_OPS
-        if node.op not in allowed and node.op not in library:
+        if node.op not in allowed(node.name in restore_nodes, node.name in save_nodes) and node.op not in library:
             found.append((node.op, f"node {node.name}"))
     for name, function in functions.items():
-        allowed = PURE_OPS | SAVER_OPS if name in saver_only else PURE_OPS
-        found += [(n.op, f"function {name}") for n in function.node_def if n.op not in allowed and n.op not in library]
+        ops = allowed(name in restore_functions and name not in everything_else,
+                      name in save_functions and name not in everything_else)
+        found += [(n.op, f"function {name}") for n in function.node_def if n.op not in ops and n.op not in library]
     return found
 
 

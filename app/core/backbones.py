@@ -97,7 +97,8 @@ def check_hub_handle(handle: str) -> None:
     except ValueError:
         port = -1
     host = (parsed.hostname or "").lower()
-    if parsed.username or parsed.password or port not in (None, 443) or not any(
+    dots = any(part in (".", "..") or part.lower().startswith("%2e") for part in parsed.path.split("/"))
+    if parsed.username or parsed.password or port not in (None, 443) or dots or not any(  # /models/../x leaves /models/
             host == allowed and parsed.path.startswith(prefix) for allowed, prefix in HUB_HOSTS):
         raise BackboneError(f"refusing {handle}: hub handles may come only from "
                             + ", ".join(f"https://{h}{p}" for h, p in HUB_HOSTS))
@@ -177,8 +178,12 @@ def load(info: BackboneInfo, cache_dir: str | Path | None = None):
     import tensorflow_hub as hub
 
     try:
-        return hub.load(location)
+        model = hub.load(location)
     except Exception as exc:  # network, missing files, TF1 hub format...
         if info.source == "hub":
             raise BackboneError(f"could not download {info.id} (no internet?): {str(exc).splitlines()[0][:200]}") from None
         raise BackboneError(f"could not load backbone {info.id}: {str(exc).splitlines()[0][:200]}") from None
+    if not callable(model):  # a TF1 SavedModel or a model without __call__: it would fail at the first image
+        raise BackboneError(f"the backbone {info.id} cannot be called on images (a TF1 SavedModel, or one saved "
+                            "without __call__); use a TF2 feature-vector SavedModel")
+    return model

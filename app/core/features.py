@@ -33,8 +33,13 @@ class EmbeddingCache:
         self.folder = Path(root) / "embeddings" / f"{backbone_key}-{image_size}x{image_size}"
         self.vectors: dict[str, np.ndarray] = {}
         self._pending: dict[str, np.ndarray] = {}
+        self._on_event = on_event
+        self._unwritable = False  # warned once; later batches are not written either
         shards = {}
         for shard in sorted(self.folder.glob("*.npz")):
+            if shard.is_symlink() or not shard.is_file():  # a folder or FIFO is not ours to read or delete
+                on_event(events.warning(f"ignored {shard.name} in the feature cache: not a regular file"))
+                continue
             try:
                 shards[shard] = _read_shard(shard)
             except Exception as exc:  # noqa: BLE001 -- whatever numpy or zipfile raise, the shard is bad
@@ -50,8 +55,12 @@ class EmbeddingCache:
     @staticmethod
     def _drop(shard: Path, reason: str, on_event: events.EventSink) -> None:
         """Delete a shard that cannot be used (its vectors are recomputed) and say so."""
-        shard.unlink(missing_ok=True)
-        on_event(events.warning(f"deleted the unreadable feature cache file {shard.name} ({reason}); "
+        try:
+            shard.unlink(missing_ok=True)
+            done = "deleted"
+        except OSError as exc:  # a read-only cache: still train, just without that file
+            done = f"could not delete ({exc.strerror or exc}) and ignored"
+        on_event(events.warning(f"{done} the unreadable feature cache file {shard.name} ({reason}); "
                                 "its images will be embedded again"))
 
     def __contains__(self, key: str) -> bool:
@@ -70,7 +79,13 @@ class EmbeddingCache:
             return
         buffer = io.BytesIO()
         np.savez(buffer, keys=np.array(list(self._pending)), vectors=np.stack(list(self._pending.values())))
-        write_bytes(self.folder / f"{uuid.uuid4().hex}.npz", buffer.getvalue())
+        try:
+            if not self._unwritable:
+                write_bytes(self.folder / f"{uuid.uuid4().hex}.npz", buffer.getvalue())
+        except OSError as exc:  # a read-only or full cache only costs speed next time: the run goes on
+            self._unwritable = True
+            self._on_event(events.warning(f"could not save image features in the cache {self.folder} "
+                                          f"({exc.strerror or exc}); they will be computed again next time"))
         self._pending.clear()
 
 

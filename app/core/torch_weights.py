@@ -107,8 +107,10 @@ def _check_view(name: str, ref: _TensorRef, length: int) -> None:
     size, stride, offset = ref.size, ref.stride, ref.offset
     if not (_is_int(offset) and all(map(_is_int, size)) and all(map(_is_int, stride))):
         raise UnsafeWeightsError(f"tensor {name!r} has a size, stride or offset that is not a whole number")
-    if len(size) != len(stride) or len(size) > MAX_DIMS:
+    if len(size) != len(stride):
         raise UnsafeWeightsError(f"tensor {name!r} has {len(size)} sizes but {len(stride)} strides")
+    if len(size) > MAX_DIMS:
+        raise UnsafeWeightsError(f"tensor {name!r} has {len(size)} dimensions, more than any real weight")
     if offset < 0 or any(n < 0 for n in size) or any(s < 0 for s in stride):
         raise UnsafeWeightsError(f"tensor {name!r} has a negative size, stride or offset")
     elements = 1
@@ -116,6 +118,8 @@ def _check_view(name: str, ref: _TensorRef, length: int) -> None:
         elements *= n  # Python ints: no overflow
     if elements > MAX_ELEMENTS:
         raise UnsafeWeightsError(f"tensor {name!r} claims {elements} elements, more than any real weight")
+    if any(v > MAX_ELEMENTS for v in (offset, *size, *stride)):  # numpy needs each in a C long (in bytes)
+        raise UnsafeWeightsError(f"tensor {name!r} has a size, stride or offset larger than any real weight")
     last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if elements else offset - 1
     if last >= length or (elements == 0 and offset > length):
         raise UnsafeWeightsError(f"tensor {name!r} reaches past the end of its storage ({length} elements)")

@@ -857,7 +857,7 @@ class CompareDialog(QDialog):
     def __init__(self, backend: BackendBar, rows: list[Row], parent=None):
         super().__init__(parent)
         self.setWindowTitle("Compare backends")
-        self.files = [r.path for r in rows if r.path is not None][:200]
+        self.files = [(r.path, r.truth) for r in rows if r.path is not None][:200]  # truth: the class folder
         self.labelled = bool(self.files) and all(r.truth for r in rows[:200] if r.path is not None)
         self.resize(800, 580)
         form = QFormLayout()

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -69,7 +70,16 @@ def read_metadata(version_dir: Path) -> dict:
     """metadata.json of a version, or what can be said without it (labels from assets/labels.txt)."""
     meta_file = version_dir / "metadata.json"
     if meta_file.exists():
-        return json.loads(meta_file.read_text(encoding="utf-8"))
+        if not meta_file.is_file():  # a FIFO would hang the reader
+            raise ModelError(f"{meta_file} is not a regular file")
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (ValueError, OSError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise ModelError(f"{meta_file} cannot be read ({type(exc).__name__}); the model folder is damaged") from None
+        labels = meta.get("labels", []) if isinstance(meta, dict) else None
+        if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+            raise ModelError(f"{meta_file} is not a model's metadata (it needs a list of class names)")
+        return meta
     labels_file = version_dir / "assets" / "labels.txt"
     if labels_file.exists():
         return {"labels": labels_file.read_text(encoding="utf-8").splitlines()}
@@ -95,6 +105,12 @@ def check_images(images: Sequence[bytes]) -> tuple[list[int], list[Prediction]]:
 
 
 def ranked(probabilities, labels: Sequence[str], k: int) -> list[tuple[str, float]]:
+    """The top ``k`` (label, probability); ModelError when the model's output and its labels disagree."""
+    if len(probabilities) != len(labels):
+        raise ModelError(f"the model gives {len(probabilities)} probabilities but has {len(labels)} class names; "
+                         "its folder is damaged or mixed up")
+    if not all(math.isfinite(float(p)) for p in probabilities):
+        raise ModelError("the model gave probabilities that are not finite numbers; its file may be damaged")
     order = sorted(range(len(probabilities)), key=lambda i: -float(probabilities[i]))[:k]
     return [(labels[i], float(probabilities[i])) for i in order]
 

@@ -3,8 +3,8 @@
     >>> files = labeled_files("test_images/", limit=200)
     >>> bench(open_classifier("models/flowers", "tflite"), files)["total_ms"]["median"]
 
-Ground truth is each file's parent folder.  Images go one at a time so every timing is a
-single image's, as a user dropping files on the window would see them.  Each file is read just
+Ground truth is each file's class folder (the top one under the root, as in training).  Images go
+one at a time so every timing is a single image's, as a user dropping files on the window would see them.  Each file is read just
 before it is classified (never all up front), and a file that cannot be read or decoded is
 counted and listed in ``failures`` while the run goes on.
 """
@@ -16,24 +16,28 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Sequence
 
-from app.imaging import find_images, read_image_file
+from app.imaging import Found, find_images, read_image_file
 
 from .base import Classifier, Prediction
 from .preprocess import ImageError
 
 
-def labeled_files(root: str | Path, limit: int | None = None, skipped: list | None = None) -> list[Path]:
-    """Image files under ``root``, interleaved across class folders so ``limit`` samples every class.
+def labeled_files(root: str | Path, limit: int | None = None, skipped: list | None = None) -> list[tuple[Path, str]]:
+    """(image file, its class) under ``root``, interleaved across class folders so ``limit`` samples every class.
 
-    The same discovery rule as training and ``classify`` (``app.imaging.find_images``); what it
-    skips (hidden, unsupported, links, FIFOs) is appended to ``skipped`` when given.
+    The class is the top-level folder under ``root``, however deep the file sits (as training reads
+    it: ``cat/2019/a.jpg`` is a cat).  The same discovery rule as training and ``classify``
+    (``app.imaging.find_images``); what it skips (hidden, unsupported, links, FIFOs, files directly
+    in ``root``) is appended to ``skipped`` when given.
     """
-    by_class: dict[Path, list[Path]] = {}
+    root = Path(root).expanduser()
+    by_class: dict[str, list[tuple[Path, str]]] = {}
     for found in find_images([root]):
-        if found.reason is None:
-            by_class.setdefault(found.path.parent, []).append(found.path)
+        parts = found.path.relative_to(root).parts
+        if found.reason is None and len(parts) > 1:
+            by_class.setdefault(parts[0], []).append((found.path, parts[0]))
         elif skipped is not None:
-            skipped.append(found)
+            skipped.append(found if found.reason else Found(found.path, "not inside a class folder"))
     interleaved = [p for group in zip_longest(*by_class.values()) for p in group if p is not None]
     return interleaved[:limit] if limit else interleaved
 
@@ -47,13 +51,18 @@ def summary(values: Sequence[float]) -> dict:
             "p95": round(p95, 3), "min": round(ordered[0], 3), "max": round(ordered[-1], 3)}
 
 
-def bench(classifier: Classifier, files: Sequence[Path], backend: str | None = None) -> dict:
-    """One JSON-ready row: accuracy, preprocess/inference/network/total stats, bytes, images/s."""
+def bench(classifier: Classifier, files: Sequence[Path | tuple[Path, str]], backend: str | None = None) -> dict:
+    """One JSON-ready row: accuracy, preprocess/inference/network/total stats, bytes, images/s.
+
+    ``files`` are ``labeled_files``' (path, class) pairs, or bare paths whose folder names the class.
+    """
+    labeled = [(Path(f[0]), f[1]) if isinstance(f, tuple) else (Path(f), Path(f).parent.name) for f in files]
+    files = [path for path, _ in labeled]
     start = time.perf_counter()
-    predictions = [_classify_file(classifier, Path(f)) for f in files]
+    predictions = [_classify_file(classifier, path) for path in files]
     wall = time.perf_counter() - start
-    ok = [(f, p) for f, p in zip(files, predictions) if p.error is None]
-    correct = sum(1 for f, p in ok if p.label == Path(f).parent.name)
+    ok = [(truth, p) for (_, truth), p in zip(labeled, predictions) if p.error is None]
+    correct = sum(1 for truth, p in ok if p.label == truth)
     return {
         "backend": backend or classifier.name,
         "images": len(files),

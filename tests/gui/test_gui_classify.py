@@ -340,6 +340,33 @@ def test_compare_shows_a_failed_backend_s_sentence_whole(window, qtbot, trained,
     assert seen["status"].startswith("Done: 1 of 2 backends ran; Remote REST failed"), seen["status"]
 
 
+def test_compare_scores_files_by_their_class_folder_however_deep(window, qtbot, trained, fm_dir, tmp_path):
+    """`trouser/2019/a.png` is a trouser in the table's Truth column, so Compare's accuracy must say so too."""
+    root = tmp_path / "labelled"
+    for name, sub in (("trouser", "2019"), ("sneaker", "")):
+        (root / name / sub).mkdir(parents=True)
+        for path in class_files(fm_dir, name, 4):
+            shutil.copy(path, root / name / sub)
+    page = open_page(window, "Classify")
+    choose_backend(window, "Local TFLite", trained["models"] / "clothes")
+    drop(page, [root])
+    wait_done(qtbot, page, 8)
+    correct = sum(t == p for t, p in zip(column(page, "Truth"), column(page, "Label")))
+    shown = {}
+
+    def drive(dialog):
+        saved = find(dialog, QCheckBox, "Local SavedModel")
+        if saved.isChecked():
+            click(saved)
+        click(find(dialog, QAbstractButton, "Run"))
+        qtbot.waitUntil(lambda: find(dialog, QLabel, "Compare status").text().startswith("Done"), timeout=120_000)
+        table = find(dialog, QTableWidget, "Comparison")
+        shown.update({table.item(r, 0).text(): table.item(r, 3).text() for r in range(table.rowCount())})
+
+    with_dialog(qtbot, lambda: click(find(page, QAbstractButton, "Compare backends")), drive)
+    assert shown == {"Local TFLite": f"{correct / 8:.1%}"}
+
+
 class Recorder:
     """Wraps a real classifier; records the thread of every call and whether two calls ever overlapped."""
 
