@@ -125,3 +125,50 @@ def test_train_with_a_missing_class_folder_is_one_line_exit_1(tmp_path):
     result = cli("train", sample_data_dir(), "--class", f"shirt={tmp_path / 'nowhere'}", "-o", tmp_path / "models")
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == f"retrain-studio: {tmp_path / 'nowhere'} is not a folder"
+
+
+def test_retrain_after_adding_images_makes_the_next_version_and_embeds_only_the_new_ones(
+        tmp_path, cache_dir, monkeypatch, capsys):
+    import json
+
+    import fashion_mnist
+    from app import cli as app_cli
+    from app.core import features
+
+    a = fashion_mnist.write_folders(tmp_path / "a", 12, [1, 7], start=3000)  # trouser, sneaker
+    usb = fashion_mnist.write_folders(tmp_path / "usb", 12, [8], start=3000) / "bag"
+    models = tmp_path / "models"
+    assert app_cli.main(["train", str(a), "--class", f"handbag={usb}", "-o", str(models), "--name", "m",
+                         "--epochs", "7", "--seed", "5", "--tflite", "none", "--json", "--cache-dir", str(cache_dir)]) == 0
+    first = json.loads((models / "m" / "1" / "metadata.json").read_text())
+    assert first["labels"] == ["handbag", "sneaker", "trouser"]
+    assert first["training"]["sources"] == [
+        {"path": str(a), "kind": "folder", "classes": ["sneaker", "trouser"]},
+        {"path": str(usb), "kind": "class", "name": "handbag", "classes": ["handbag"]}]
+    capsys.readouterr()
+
+    fashion_mnist.write_folders(a, 4, [1, 7], start=3100)  # 8 new images
+    embedded = []  # every vector the backbone computes goes into its cache (not the review's thumbnails): count them
+    add = features.EmbeddingCache.add
+    monkeypatch.setattr(features.EmbeddingCache, "add", lambda self, keys, vectors: (
+        "thumbnail" not in self.folder.name and embedded.append(len(keys)), add(self, keys, vectors)))
+    assert app_cli.main(["retrain", str(models / "m"), "--json", "--cache-dir", str(cache_dir)]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert next(e for e in events if e["event"] == "new_images")["count"] == 8 == sum(embedded)
+    assert kinds.index("new_images") < min(i for i, e in enumerate(events) if e.get("stage", "").startswith("embed_"))
+    assert events[-1]["event"] == "done" and events[-1]["model_dir"] == str(models / "m" / "2")
+    second = json.loads((models / "m" / "2" / "metadata.json").read_text())
+    assert second["training"]["sources"] == first["training"]["sources"] and second["labels"] == first["labels"]
+    assert (second["training"]["epochs"], second["training"]["seed"], second["training"]["tflite"]) == (7, 5, "none")
+    assert sum(second["split_sizes"].values()) == sum(first["split_sizes"].values()) + 8
+
+    fashion_mnist.write_folders(a, 3, [3], start=3000)  # a new class folder appears: said before any work
+    assert app_cli.main(["retrain", str(models / "m"), "--cache-dir", str(cache_dir)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "retrain-studio: model 'm' was trained on handbag, sneaker, trouser but its folders now have dress, handbag, "
+        "sneaker, trouser; pass --allow-new-classes to retrain it anyway")
+    assert sorted(p.name for p in (models / "m").iterdir() if p.name.isdigit()) == ["1", "2"]
+    assert app_cli.main(["retrain", str(tmp_path / "nothing")]) == 1
+    assert capsys.readouterr().err == f"retrain-studio: {tmp_path / 'nothing'} has no model versions to retrain; " \
+                                      "train one first\n"
