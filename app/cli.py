@@ -482,7 +482,8 @@ def main(argv: list[str]) -> int:
         from app.gui import run
         return run(sys.argv[:1])
     _quiet_tensorflow()
-    handlers = {"train": cmd_train, "retrain": cmd_retrain, "backbones": cmd_backbones, "classify": cmd_classify, "bench": cmd_bench,
+    handlers = {"train": cmd_train, "retrain": cmd_retrain, "backbones": cmd_backbones, "classify": cmd_classify,
+                "bench": cmd_bench,
                 "serve-config": cmd_serve_config, "review": cmd_review}
     from app.core.backbones import BackboneError
     from app.core.dataset import DatasetError

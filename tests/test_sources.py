@@ -60,7 +60,8 @@ def test_a_one_class_folder_source_takes_its_name_or_the_folders(three, tmp_path
     data = scan([three[0], Source(str(shirts), CLASS, "shirt")])
     assert data.classes == ["bag", "dress", "shirt"] and data.origins()["shirt"] == {str(shirts): 10}
     merged = scan([three[1], Source(str(shirts), CLASS)])  # named after its folder: merges into 'sneaker'
-    assert merged.classes == ["bag", "sneaker"] and sum(merged.counts()["sneaker"].values()) == 40  # same names and bytes, other files: all kept
+    assert merged.classes == ["bag", "sneaker"]
+    assert sum(merged.counts()["sneaker"].values()) == 40  # the same names and bytes in other files: all kept
     with pytest.raises(DatasetError, match="cannot be a class"):
         scan([three[0], Source(str(shirts), CLASS, "bad\nname")])
     with pytest.raises(DatasetError, match="1 class folder"):
@@ -132,6 +133,7 @@ def test_retrain_after_adding_images_makes_the_next_version_and_embeds_only_the_
     import json
 
     import fashion_mnist
+
     from app import cli as app_cli
     from app.core import features
 
@@ -139,7 +141,8 @@ def test_retrain_after_adding_images_makes_the_next_version_and_embeds_only_the_
     usb = fashion_mnist.write_folders(tmp_path / "usb", 12, [8], start=3000) / "bag"
     models = tmp_path / "models"
     assert app_cli.main(["train", str(a), "--class", f"handbag={usb}", "-o", str(models), "--name", "m",
-                         "--epochs", "7", "--seed", "5", "--tflite", "none", "--json", "--cache-dir", str(cache_dir)]) == 0
+                         "--epochs", "7", "--seed", "5", "--tflite", "none", "--json",
+                         "--cache-dir", str(cache_dir)]) == 0
     first = json.loads((models / "m" / "1" / "metadata.json").read_text())
     assert first["labels"] == ["handbag", "sneaker", "trouser"]
     assert first["training"]["sources"] == [

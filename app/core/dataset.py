@@ -164,7 +164,7 @@ class Source:
         return out
 
     @staticmethod
-    def from_dict(row: dict) -> "Source":
+    def from_dict(row: dict) -> Source:
         if not isinstance(row, dict) or not isinstance(row.get("path"), str) or row.get("kind") not in (FOLDER, CLASS):
             raise DatasetError(f"a recorded source is not understood: {row!r:.100}")
         name = row.get("name") if row["kind"] == CLASS else None

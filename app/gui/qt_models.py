@@ -10,6 +10,7 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QMessageBox, QPushButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
+from app import classify_only
 from app.core.atomic import remove_stale_temps
 from app.core.export import version_folders
 from app.core.store import DeleteError, VersionInfo, delete_version, human_size, model_folders, read_version
@@ -42,6 +43,7 @@ class ModelsView(QWidget):
     version_deleted = Signal(str)  # the folder that went: an open classifier may still be reading it
     message = Signal(str, str)
     retrain_progress = Signal(int, str)  # percent (-1: no retraining running), what is happening
+    retrain_message = Signal(str, str)  # a background retraining's news, for every page (the user may be elsewhere)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -71,11 +73,10 @@ class ModelsView(QWidget):
         self.delete_button = QPushButton(icon("mdi6.delete"), "Delete version…")
         self.retrain_button = QPushButton(icon("mdi6.autorenew"), "Retrain")
         self.retrain_button.setAccessibleName("Retrain")
-        self.retrain_button.setToolTip("Train the next version of this model from its folders and settings, in the "
-                                       "background (only new images are embedded)")
         self.retrain_status = QLabel()
         self.retrain_status.setObjectName("retrain_status")
         self.retrain = Retrain(self)
+        self.retrain_button.setVisible(not classify_only())
         actions = QHBoxLayout()
         for button in (self.open_button, self.results_button, self.reveal_button, self.retrain_button,
                        self.delete_button):
@@ -149,6 +150,9 @@ class ModelsView(QWidget):
         for button in (self.open_button, self.results_button, self.reveal_button):
             button.setEnabled(any_selected)
         self.retrain_button.setEnabled(any_selected and not self.retrain.running())
+        self.retrain_button.setToolTip("A retraining is running" if self.retrain.running() else
+                                       "Train the next version of this model from its folders and settings, in the "
+                                       "background (only new images are embedded)")
         self.delete_button.setEnabled(version_row)  # never silently the newest of a model row
         self.delete_button.setToolTip("Move this version to the trash (asks first)" if version_row
                                       else "Select a version (not a model) to delete it")
@@ -270,8 +274,8 @@ class Retrain:
         self.process.readyReadStandardOutput.connect(self._read)
         self.process.readyReadStandardError.connect(self._read_errors)
         self.process.finished.connect(self._finished)
-        self.process.errorOccurred.connect(lambda error: error == QProcess.ProcessError.FailedToStart and self._finished(
-            -1, None))
+        self.process.errorOccurred.connect(
+            lambda error: error == QProcess.ProcessError.FailedToStart and self._finished(-1, None))
         self._status(0, f"Retraining {model.name}: starting…")
         self.process.start(program[0], args)
 
@@ -307,8 +311,9 @@ class Retrain:
         kind, name = event["event"], self.model.name
         if kind == "new_images":
             count = event["count"]
-            self.view.message.emit(f"Retraining {name} in the background: {count} new image{'s' * (count != 1)} "
-                                    f"of {event['images']}. You can keep classifying.", "info")
+            self.view.retrain_message.emit(f"Retraining {name} in the background: {count} new "
+                                           f"image{'s' * (count != 1)} of {event['images']}. You can keep classifying.",
+                                           "info")
         elif kind in ("stage", "progress"):
             stage = "embed_train" if event["stage"] == "embed" else event["stage"]
             if stage not in RETRAIN_STAGES:
@@ -329,7 +334,7 @@ class Retrain:
         name, done, previous = self.model.name, self.done, self.previous
         if done is not None and code == 0:
             new = read_version(done["model_dir"])
-            self.view.message.emit(
+            self.view.retrain_message.emit(
                 f"Retrained {name}: version {new.version} has test accuracy {new.accuracy_text()} "
                 f"(version {previous.version}: {previous.accuracy_text()}).", "info")
             text = f"Retrained {name}: version {new.version}, test accuracy {new.accuracy_text()}."
@@ -338,7 +343,7 @@ class Retrain:
             text = f"Retraining {name} " + ("was cancelled." if self.error == "cancelled" else "failed: " + sentence(
                 self.error or f"the process stopped unexpectedly (exit code {code})"))
             if self.error != "cancelled":
-                self.view.message.emit(text, "error")
+                self.view.retrain_message.emit(text, "error")
         self.process = None
         self.view.retrain_status.setText(text)
         self.view.retrain_progress.emit(-1, text)
