@@ -74,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="retrain even if the folders now hold other classes than the newest version")
 
     review = sub.add_parser("review", help="find likely wrong labels, duplicates, leaks between splits and outliers")
-    review.add_argument("image_dir", help="folder with one sub-folder of images per class")
+    review.add_argument("image_dirs", nargs="*", metavar="DIR",
+                        help="folder with one sub-folder of images per class; several merge by class name")
+    review.add_argument("--class", dest="class_dirs", action="append", default=[], metavar="NAME=DIR",
+                        help="DIR holds the images of one class, NAME (repeatable; combines with DIRs)")
     review.add_argument("--backbone", default=None,
                         help="efficientnet_lite0|1|2, a TF Hub handle, or a SavedModel folder")
     review.add_argument("--trust-backbone", action="store_true",
@@ -267,9 +270,10 @@ def cmd_review(args) -> int:
             or args.validation_percent + args.test_percent >= 100:
         raise UsageError("--validation-percent and --test-percent must be between 0 and 100 and add up to less "
                          "than 100")
+    sources = _sources(args)
     sink = events.json_lines() if args.json else _human_events()
     try:
-        report = review_folder(args.image_dir, args.backbone, args.cache_dir,
+        report = review_folder(sources, args.backbone, args.cache_dir,
                                validation_percent=args.validation_percent, test_percent=args.test_percent,
                                trust_backbone=args.trust_backbone, on_event=sink)
     except BaseException as exc:
@@ -277,7 +281,7 @@ def cmd_review(args) -> int:
             sink(events.error(_one_line(exc)))
         raise
     if not args.json:
-        print_review(report, Path(args.image_dir).expanduser().resolve())
+        print_review(report, sources[0].root())
     return 0
 
 

@@ -114,12 +114,26 @@ def cli(*args):
     (("--class", "=somewhere"), "--class takes NAME=DIR"),
     (("--class", "shirt="), "--class takes NAME=DIR"),
     (("--class", "bad\nname=somewhere"), "cannot be a class"),
+    (("--class", "../up=somewhere"), "its name is a path"),
+    (("--class", "..=somewhere"), "its name is a path"),
 ])
 def test_train_source_errors_are_one_sentence_and_exit_2(tmp_path, args, words):
     result = cli("train", *args, "-o", tmp_path / "models")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and words in result.stderr and result.stderr.startswith("retrain-studio: ")
     assert not (tmp_path / "models").exists()
+
+
+def test_review_runs_on_the_merged_sources(three, tmp_path, cache_dir):
+    from app.core.review import review_folder
+
+    shirts = _copy({"sneaker": slice(0, 10)}, tmp_path / "usb") / "sneaker"
+    report = review_folder(three + [Source(str(shirts), CLASS, "sneaker")], cache_dir=cache_dir)
+    assert report["images"] == 130
+    copies = [g for g in report["duplicates"] if g.get("exact")]  # the usb copies sit beside their originals
+    assert sum(len(g["paths"]) for g in copies) >= 20 and all(str(shirts) in " ".join(g["paths"]) for g in copies)
+    bad = cli("review", "--class", "x", "--json")
+    assert bad.returncode == 2 and bad.stderr.startswith("retrain-studio: --class takes NAME=DIR")
 
 
 def test_train_with_a_missing_class_folder_is_one_line_exit_1(tmp_path):
