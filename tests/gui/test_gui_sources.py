@@ -72,3 +72,49 @@ def test_training_from_a_folder_a_dropped_folder_and_a_renamed_one_class_folder(
         {"path": str(a), "kind": "folder", "classes": ["bag", "dress"]},
         {"path": str(b), "kind": "folder", "classes": ["bag", "sneaker"]},
         {"path": str(pants), "kind": "class", "name": "trousers", "classes": ["trousers"]}]
+
+
+def test_add_one_class_folder_through_the_file_dialog_then_refuse_a_bad_class_name(window, qtbot, tmp_path):
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QFileDialog, QLabel
+
+    pants = _copy({"trouser": slice(0, 5)}, tmp_path / "usb") / "trouser"
+    open_train(window, qtbot)
+    type_into(qtbot, window.wizard.findChild(QLineEdit, "training_folder"), str(sample_data_dir()))
+    first = page(window, "folder_page")
+    chosen = []
+
+    def fill():
+        dialog = QApplication.activeModalWidget()
+        if not isinstance(dialog, QFileDialog):
+            QTimer.singleShot(20, fill)
+            return
+        QTimer.singleShot(500, lambda: type_path(dialog))  # once its folder view has loaded
+
+    def type_path(dialog):
+        name = dialog.findChild(QLineEdit, "fileNameEdit")
+        name.setFocus()
+        QTest.keyClick(name, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+        QTest.keyClicks(name, str(pants))
+        chosen.append((dialog.windowTitle(), name.text()))
+        QTest.keyClick(name, Qt.Key.Key_Return)
+    QTimer.singleShot(0, fill)
+    click(qtbot, button(first, "Add one-class folder…"))
+    assert chosen == [("Add a folder that is one class", str(pants))]
+    table = first.findChild(QTableWidget, "more_sources")
+    assert [(table.item(0, 0).text(), table.item(0, 1).text()) for _ in [0]] == [("trouser", str(pants))]
+
+    window.activateWindow()  # the closed dialog had the focus
+    QTest.qWaitForWindowActive(window)
+    _cell(qtbot, table, 0, 0, double=True)
+    editor = QApplication.focusWidget()
+    assert isinstance(editor, QLineEdit) and table.isAncestorOf(editor), editor
+    QTest.keyClick(editor, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    QTest.keyClicks(editor, "../up")
+    QTest.keyClick(editor, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: table.item(0, 0).text() == "../up", timeout=2000)
+    click(qtbot, button(window.wizard, "Next"))
+    assert window.wizard.currentPage() is first  # refused, in one sentence, before any scan
+    error = first.findChild(QLabel, "folder_error")
+    assert error.isVisible() and error.text() == "Class name '../up' cannot be a class: its name is a path ('/', " \
+                                                 "'.' or '..')."
