@@ -189,3 +189,26 @@ def test_retrain_after_adding_images_makes_the_next_version_and_embeds_only_the_
     assert app_cli.main(["retrain", str(tmp_path / "nothing")]) == 1
     assert capsys.readouterr().err == f"retrain-studio: {tmp_path / 'nothing'} has no model versions to retrain; " \
                                       "train one first\n"
+
+
+def test_recorded_settings_refuse_what_cannot_be_retrained_and_read_old_versions(tmp_path):
+    import json
+
+    from app.core.training import TrainingError, recorded_settings
+
+    version = tmp_path / "models" / "old" / "3"
+    version.mkdir(parents=True)
+    (version / "metadata.json").write_text(json.dumps({"labels": ["a", "b"]}))
+    with pytest.raises(TrainingError, match=r"does not record how the model was trained; train it again"):
+        recorded_settings(tmp_path / "models" / "old")
+    (version / "metadata.json").write_text(json.dumps({"training": {"image_dir": str(tmp_path), "epochs": 9,
+                                                                     "unknown_future_key": 1}}))
+    settings, _ = recorded_settings(version.parent)  # a version from before sources were recorded
+    assert settings.all_sources() == [Source(str(tmp_path))] and settings.epochs == 9 and settings.name == "old"
+    assert settings.models_dir == str(tmp_path / "models")
+    (version / "metadata.json").write_text(json.dumps({"training": {"sources": [{"path": 3, "kind": "folder"}]}}))
+    with pytest.raises(TrainingError, match="does not record"):
+        recorded_settings(version.parent)
+    (version / "metadata.json").write_text(json.dumps({"training": {"image_dir": str(tmp_path), "epochs": -1}}))
+    with pytest.raises(TrainingError, match="cannot be used: --epochs must be"):
+        recorded_settings(version.parent)
