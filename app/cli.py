@@ -41,9 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
 
     train = sub.add_parser("train", help="train a classifier from IMAGE_DIR/<class>/<image> folders")
-    train.add_argument("image_dir", help="folder with one sub-folder of images per class")
+    train.add_argument("image_dirs", nargs="*", metavar="DIR",
+                       help="folder with one sub-folder of images per class; several merge by class name")
+    train.add_argument("--class", dest="class_dirs", action="append", default=[], metavar="NAME=DIR",
+                       help="DIR holds the images of one class, NAME (repeatable; combines with DIRs)")
     train.add_argument("-o", "--output", required=True, dest="models_dir", help="models folder (MODELS_DIR/NAME/VERSION)")
-    train.add_argument("--name", help="model name (default: the image folder's name)")
+    train.add_argument("--name", help="model name (default: the first image folder's name)")
     train.add_argument("--backbone", default=None, help="efficientnet_lite0|1|2, a TF Hub handle, or a SavedModel folder")
     train.add_argument("--trust-backbone", action="store_true",
                        help="use a SavedModel folder backbone even if its graph reads or writes files or runs code")
@@ -64,8 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-review", action="store_true",
                        help="skip the data review (wrong labels, duplicates, leaks, outliers)")
 
+    retrain = sub.add_parser("retrain", help="train the next version of a model from its newest version's "
+                             "recorded folders and settings (only new images go through the backbone)")
+    retrain.add_argument("model", metavar="MODELS_DIR/NAME", help="the model's folder (holding its versions)")
+    retrain.add_argument("--cache-dir", help="where backbones and image features are cached")
+    retrain.add_argument("--json", action="store_true", help="print one JSON event per line")
+    retrain.add_argument("--allow-new-classes", action="store_true",
+                         help="retrain even if the folders now hold other classes than the newest version")
+
     review = sub.add_parser("review", help="find likely wrong labels, duplicates, leaks between splits and outliers")
-    review.add_argument("image_dir", help="folder with one sub-folder of images per class")
+    review.add_argument("image_dirs", nargs="*", metavar="DIR",
+                        help="folder with one sub-folder of images per class; several merge by class name")
+    review.add_argument("--class", dest="class_dirs", action="append", default=[], metavar="NAME=DIR",
+                        help="DIR holds the images of one class, NAME (repeatable; combines with DIRs)")
     review.add_argument("--backbone", default=None,
                         help="efficientnet_lite0|1|2, a TF Hub handle, or a SavedModel folder")
     review.add_argument("--trust-backbone", action="store_true",
@@ -154,22 +168,68 @@ def _image_files(paths: list[str]) -> list:
         raise UsageError(str(exc)) from None
 
 
+def _sources(args) -> list:
+    """The DIRs (folders of class folders) then each --class NAME=DIR (one class), as dataset sources."""
+    from app.core.dataset import CLASS, Source
+    from app.imaging import class_name_problem
+
+    sources = [Source(path) for path in args.image_dirs]
+    for value in args.class_dirs:
+        name, equals, folder = value.partition("=")
+        if not equals or not name.strip() or not folder:
+            raise UsageError(f"--class takes NAME=DIR (a class name, '=', then its folder), not {printable(value)!r}")
+        if problem := class_name_problem(name):
+            raise UsageError(f"--class name {printable(name)!r} cannot be a class: {problem}")
+        sources.append(Source(folder, CLASS, name))
+    if not sources:
+        raise UsageError("give at least one image folder (DIR) or --class NAME=DIR")
+    return sources
+
+
 def cmd_train(args) -> int:
     if classify_only():
         raise UsageError("this build classifies only; install the full Retrain Studio to train")
-    if os.environ.get("RETRAIN_STUDIO_NICE", "").isdigit():  # the GUI's child: yield the CPU to the window
-        os.nice(int(os.environ["RETRAIN_STUDIO_NICE"]))
-    from app.core import events
-    from app.core.export import OutputError, check_name
-    from app.core.training import SettingsError, TrainSettings, class_change, run
+    from app.core.training import TrainSettings
 
+    sources = _sources(args)
     settings = TrainSettings(
-        image_dir=args.image_dir, models_dir=args.models_dir, name=args.name,
+        image_dir=sources[0].path, models_dir=args.models_dir, name=args.name,
         backbone=args.backbone or "efficientnet_lite0", epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, validation_percent=args.validation_percent,
         test_percent=args.test_percent, augment=args.augment, fine_tune=args.fine_tune,
         fine_tune_epochs=args.fine_tune_epochs, seed=args.seed, cache_dir=args.cache_dir, tflite=args.tflite,
-        trust_backbone=args.trust_backbone, review=not args.no_review)
+        trust_backbone=args.trust_backbone, review=not args.no_review, sources=sources)
+    where = ", ".join(source.path for source in sources)
+    return _train(settings, args, f"{where} {'has' if len(sources) == 1 else 'have'}",
+                  "choose another --name or pass --allow-new-classes")
+
+
+def cmd_retrain(args) -> int:
+    if classify_only():
+        raise UsageError("this build classifies only; install the full Retrain Studio to train")
+    from app.core import events
+    from app.core.training import TrainingError, recorded_settings
+
+    try:
+        settings, previous = recorded_settings(args.model, args.cache_dir)
+    except TrainingError as exc:
+        if args.json:
+            events.json_lines()(events.error(str(exc)))
+        raise
+    args.name = settings.name
+    before = (previous.get("metrics") or {}).get("test_accuracy")
+    return _train(settings, args, "its folders now have", "pass --allow-new-classes to retrain it anyway",
+                  before if isinstance(before, (int, float)) else None)
+
+
+def _train(settings, args, have: str, remedy: str, previous_accuracy: float | None = None) -> int:
+    """Check, refuse a changed class set, run with progress on stderr (or JSON lines), and sum up: train and retrain."""
+    if os.environ.get("RETRAIN_STUDIO_NICE", "").isdigit():  # the GUI's child: yield the CPU to the window
+        os.nice(int(os.environ["RETRAIN_STUDIO_NICE"]))
+    from app.core import events
+    from app.core.export import OutputError, check_name
+    from app.core.training import SettingsError, class_change, run
+
     try:  # before any work: nothing scanned, nothing imported, nothing written
         settings.check()
         if args.name is not None:
@@ -181,7 +241,7 @@ def cmd_train(args) -> int:
     change = None if args.allow_new_classes else class_change(settings)
     if change:  # before any scanning: TF Serving clients of NAME would switch class sets silently
         message = (f"model '{settings.model_name()}' was trained on {', '.join(change[0])} but "
-                   f"{args.image_dir} has {', '.join(change[1])}; choose another --name or pass --allow-new-classes")
+                   f"{have} {', '.join(change[1])}; {remedy}")
         if args.json:
             events.json_lines()(events.error(message))
         raise UsageError(message)
@@ -195,8 +255,9 @@ def cmd_train(args) -> int:
     if not args.json:
         acc = done["metrics"]["test_accuracy"]
         print(f"Model written to {printable(done['model_dir'])}")
-        print(f"Test accuracy: {acc:.3f} on {done['metrics']['test_images']} images" if acc is not None
-              else "No test images: accuracy not measured")
+        print((f"Test accuracy: {acc:.3f} on {done['metrics']['test_images']} images" if acc is not None
+               else "No test images: accuracy not measured")
+              + (f" (previous version: {previous_accuracy:.3f})" if previous_accuracy is not None else ""))
         print("Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in done["seconds"].items()))
     return 0
 
@@ -213,9 +274,10 @@ def cmd_review(args) -> int:
             or args.validation_percent + args.test_percent >= 100:
         raise UsageError("--validation-percent and --test-percent must be between 0 and 100 and add up to less "
                          "than 100")
+    sources = _sources(args)
     sink = events.json_lines() if args.json else _human_events()
     try:
-        report = review_folder(args.image_dir, args.backbone, args.cache_dir,
+        report = review_folder(sources, args.backbone, args.cache_dir,
                                validation_percent=args.validation_percent, test_percent=args.test_percent,
                                trust_backbone=args.trust_backbone, on_event=sink)
     except BaseException as exc:
@@ -223,7 +285,7 @@ def cmd_review(args) -> int:
             sink(events.error(_one_line(exc)))
         raise
     if not args.json:
-        print_review(report, Path(args.image_dir).expanduser().resolve())
+        print_review(report, sources[0].root())
     return 0
 
 
@@ -432,7 +494,8 @@ def main(argv: list[str]) -> int:
         from app.gui import run
         return run(sys.argv[:1])
     _quiet_tensorflow()
-    handlers = {"train": cmd_train, "backbones": cmd_backbones, "classify": cmd_classify, "bench": cmd_bench,
+    handlers = {"train": cmd_train, "retrain": cmd_retrain, "backbones": cmd_backbones, "classify": cmd_classify,
+                "bench": cmd_bench,
                 "serve-config": cmd_serve_config, "review": cmd_review}
     from app.core.backbones import BackboneError
     from app.core.dataset import DatasetError

@@ -143,6 +143,8 @@ def class_name_problem(name: str) -> str | None:
         return "its name is not valid UTF-8"
     if any(unicodedata.category(ch) in _UNSAFE_CATEGORIES for ch in name):
         return "its name contains a line break or control character"
+    if "/" in name or name in (".", ".."):  # never a folder's name; a --class NAME must not be a path either
+        return "its name is a path ('/', '.' or '..')"
     return None
 
 

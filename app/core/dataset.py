@@ -55,6 +55,29 @@ class Dataset:
     items: list[ImageItem]
     skipped: list[Skipped] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    sources: list = field(default_factory=list)  # the Source list scanned (root is the first one's folder)
+
+    def origins(self) -> dict[str, dict[str, int]]:
+        """{class: {source folder: images}}: where each class's images come from."""
+        roots = sorted((s.root() for s in self.sources), key=lambda r: -len(r.parts))  # the deepest match wins
+        table: dict[str, dict[str, int]] = {c: {} for c in self.classes}
+        for item in self.items:
+            where = next((str(r) for r in roots if item.path.is_relative_to(r)), str(item.path.parent))
+            row = table[self.classes[item.label]]
+            row[where] = row.get(where, 0) + 1
+        return table
+
+    def source_records(self) -> list[dict]:
+        """The sources as metadata.json records them, each with the classes it gave."""
+        used = set(self.classes)
+        out = []
+        for source in self.sources:
+            try:
+                names = [n for n, _ in _source_classes(source)[0] if n in used]
+            except (DatasetError, OSError):
+                names = []
+            out.append(source.to_dict(names))
+        return out
 
     def split(self, name: str) -> list[ImageItem]:
         return [item for item in self.items if item.split == name]
@@ -115,32 +138,119 @@ def check_file(path: Path, target: tuple[int, int]) -> tuple[str | None, str | N
     return hashlib.sha256(data).hexdigest(), None
 
 
-def scan(root: str | Path, *, validation_percent: float = 10, test_percent: float = 10,
-         target: tuple[int, int] = (224, 224), on_event: events.EventSink = events.ignore,
-         workers: int | None = None) -> Dataset:
-    """Scan, validate and split a folder of class folders; raise DatasetError if unusable."""
-    root = Path(root).expanduser().resolve()
+FOLDER, CLASS = "folder", "class"  # a folder of class folders; a folder that is one class
+
+
+@dataclass(frozen=True)
+class Source:
+    """One place images come from: a folder of class folders, or one folder that is the class ``name``."""
+    path: str
+    kind: str = FOLDER
+    name: str | None = None  # the class of a CLASS source (default: the folder's name)
+
+    def root(self) -> Path:
+        return Path(self.path).expanduser().resolve()
+
+    def class_name(self) -> str:
+        return self.name if self.name is not None else self.root().name
+
+    def to_dict(self, classes: list[str] | None = None) -> dict:
+        """What metadata.json records: enough to scan it again, and which classes it gave."""
+        out = {"path": str(self.root()), "kind": self.kind}
+        if self.kind == CLASS:
+            out["name"] = self.class_name()
+        if classes is not None:
+            out["classes"] = classes
+        return out
+
+    @staticmethod
+    def from_dict(row: dict) -> Source:
+        if not isinstance(row, dict) or not isinstance(row.get("path"), str) or row.get("kind") not in (FOLDER, CLASS):
+            raise DatasetError(f"a recorded source is not understood: {row!r:.100}")
+        name = row.get("name") if row["kind"] == CLASS else None
+        return Source(row["path"], row["kind"], name if isinstance(name, str) else None)
+
+
+def as_sources(sources) -> list[Source]:
+    """A folder (str or Path: today's single folder of class folders) or a list of sources, as sources."""
+    if isinstance(sources, (str, Path)):
+        return [Source(str(sources))]
+    return [s if isinstance(s, Source) else Source(str(s)) for s in sources]
+
+
+def _source_classes(source: Source) -> tuple[list[tuple[str, Path]], list[Skipped]]:
+    """(class name, folder) pairs a source gives, and what it leaves out; DatasetError if it cannot be read."""
+    root = source.root()
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder")
+    if source.kind == CLASS:
+        name = source.class_name()
+        if problem := class_name_problem(name):
+            raise DatasetError(f"class name {printable(name)!r} {NOT_A_CLASS}: {problem}")
+        if not name.strip():
+            raise DatasetError(f"the class of {root} has an empty name; give it a name")
+        return [(name, root)], []
+    folders, skipped = _class_folders(root)
+    return [(f.name, f) for f in folders], skipped
+
+
+def source_class_names(sources) -> list[str]:
+    """The merged class names a scan of ``sources`` would use, without reading any image ([] if unreadable)."""
+    names = set()
+    for source in as_sources(sources):
+        try:
+            names.update(name for name, _ in _source_classes(source)[0])
+        except (DatasetError, OSError):
+            continue
+    return sorted(names)
+
+
+def scan(root, *, validation_percent: float = 10, test_percent: float = 10,
+         target: tuple[int, int] = (224, 224), on_event: events.EventSink = events.ignore,
+         workers: int | None = None) -> Dataset:
+    """Scan, validate and split one folder of class folders, or a list of sources merged by class name.
+
+    Classes are sorted by name whatever the sources' order.  The split depends on the class's images' file names
+    only, so adding or reordering sources never moves an image between splits; two sources holding the same file
+    name in one class keep both files, in the same split (a copy never straddles train and test).  A file reached
+    through two sources is used once.  Each source folder's own exclusions (``.retrain-studio/excluded.txt``) apply.
+    """
+    sources = as_sources(root)
+    if not sources:
+        raise DatasetError("no image folders were given; add at least one")
     if not 0 <= validation_percent < 100 or not 0 <= test_percent < 100 \
             or validation_percent + test_percent >= 100:
         raise DatasetError("validation and test percentages must be between 0 and 100 and leave images to train on")
-    folders, skipped = _class_folders(root)
+    folders: dict[str, list[tuple[Source, Path]]] = {}
+    skipped: list[Skipped] = []
+    for source in sources:
+        pairs, left_out = _source_classes(source)
+        skipped += left_out
+        for name, folder in pairs:
+            folders.setdefault(name, []).append((source, folder))
     if len(folders) < 2:
         refused = next((s for s in skipped if s.reason.startswith(NOT_A_CLASS)), None)
-        raise DatasetError(f"{root} has {len(folders)} class folder{'s' if len(folders) != 1 else ''}; "
+        where = str(sources[0].root()) if len(sources) == 1 else "the chosen folders"
+        raise DatasetError(f"{where} {'has' if len(sources) == 1 else 'have'} {len(folders)} class "
+                           f"folder{'s' if len(folders) != 1 else ''}; "
                            "put the images in at least 2 sub-folders, one per class"
                            + (f" (folder '{printable(refused.path.name)}' {refused.reason})" if refused else ""))
-    classes = [f.name for f in folders]
-    files = []
-    for label, folder in enumerate(folders):
-        for found in walk(folder):
-            if found.reason:
-                skipped.append(Skipped(found.path, found.reason))
-            else:
-                files.append((label, found.path))
-    files, excluded = without_excluded(root, files)
-    skipped += excluded
+    classes = sorted(folders)
+    files, seen = [], set()
+    for label, name in enumerate(classes):
+        for source, folder in folders[name]:
+            found_here = []
+            for found in walk(folder):
+                if found.path == folder / EXCLUDED_FILE.parts[0]:
+                    continue  # a one-class source's own notes (its exclusions), not images
+                if found.reason:
+                    skipped.append(Skipped(found.path, found.reason))
+                elif (key := found.path.resolve()) not in seen:  # the same file through two sources: once
+                    seen.add(key)
+                    found_here.append((label, found.path))
+            kept, excluded = without_excluded(source.root(), found_here)
+            files += kept
+            skipped += excluded
     items = []
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) + 2)) as pool:
         checks = pool.map(lambda lp: check_file(lp[1], target), files)
@@ -157,7 +267,7 @@ def scan(root: str | Path, *, validation_percent: float = 10, test_percent: floa
             raise DatasetError(f"class '{name}' has {per_class[label]} usable image"
                                f"{'s' if per_class[label] != 1 else ''}; each class needs at least 2")
     items = _ensure_training_examples(items, classes, validation_percent, test_percent)
-    data = Dataset(root, classes, items, skipped)
+    data = Dataset(sources[0].root(), classes, items, skipped, sources=sources)
     data.warnings = [f"folder '{printable(s.path.name)}' was left out: {s.reason}"
                      for s in skipped if s.reason.startswith(NOT_A_CLASS)] + _warnings(data, per_class)
     return data
@@ -168,8 +278,8 @@ def _ensure_training_examples(items, classes, validation_percent, test_percent):
     out = list(items)
     for label in range(len(classes)):
         own = [i for i, item in enumerate(out) if item.label == label]
-        if not any(out[i].split == "train" for i in own):
-            i = own[0]
+        if own and not any(out[i].split == "train" for i in own):
+            i = min(own, key=lambda n: (out[n].path.name, str(out[n].path)))  # not the sources' order
             out[i] = ImageItem(out[i].path, label, "train", out[i].digest)
     return out
 
@@ -200,10 +310,9 @@ EXCLUDED_FILE = Path(".retrain-studio", "excluded.txt")  # one path relative to 
 _QUICK_LOOK = 2000  # directory entries read per class folder by check_root: never a walk of the whole tree
 
 
-def class_names(root: str | Path) -> list[str]:
-    """The class names a scan of ``root`` would use (its sub-folder names), without reading any image."""
-    root = Path(root).expanduser().resolve()
-    return [f.name for f in _class_folders(root)[0]] if root.is_dir() else []
+def class_names(root) -> list[str]:
+    """The class names a scan of ``root`` (a folder or a list of sources) would use, without reading any image."""
+    return source_class_names(root)
 
 
 def loose_images(root: str | Path) -> list[Path]:

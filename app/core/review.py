@@ -263,17 +263,18 @@ class _LazyExtractor:
         return self.model(batch)
 
 
-def review_folder(image_dir: str | Path, backbone: str | None = None, cache_dir: str | Path | None = None, *,
+def review_folder(image_dir, backbone: str | None = None, cache_dir: str | Path | None = None, *,
                   validation_percent: float = 10, test_percent: float = 10, trust_backbone: bool = False,
                   on_event: events.EventSink = events.ignore) -> dict:
-    """Scan IMAGE_DIR (honouring the user's exclusions), embed what the cache lacks, and review; emits ``review``."""
+    """Scan IMAGE_DIR or a list of sources (honouring each one's exclusions), embed what the cache lacks, and
+    review the merged set; emits ``review``."""
     from . import backbones, features
-    from .dataset import scan
+    from .dataset import as_sources, scan
 
     start = time.perf_counter()
     info = backbones.resolve(backbone, trust=trust_backbone)
     size = info.image_size
-    on_event(events.stage("scan", f"Scanning {image_dir}"))
+    on_event(events.stage("scan", f"Scanning {', '.join(s.path for s in as_sources(image_dir))}"))
     data = scan(image_dir, validation_percent=validation_percent, test_percent=test_percent, target=(size, size),
                 on_event=on_event)
     seconds = {"scan": round(time.perf_counter() - start, 3)}

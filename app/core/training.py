@@ -51,6 +51,12 @@ class TrainSettings:
     tflite: str = "float"  # float | dynamic | int8 | none
     trust_backbone: bool = False  # run a local SavedModel backbone even if its graph touches files or code
     review: bool = True  # look for wrong labels, duplicates, leaks and outliers; leaks leave the held-out splits
+    sources: list | None = None  # dataset.Source list; None: image_dir alone, a folder of class folders
+
+    def all_sources(self) -> list:
+        """The sources to scan: ``sources`` if given, else ``image_dir`` as one folder of class folders."""
+        from .dataset import as_sources
+        return as_sources(self.sources if self.sources else self.image_dir)
 
     def model_name(self) -> str:
         """The given name if safe (else OutputError), or one made from the image folder's name."""
@@ -298,12 +304,14 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
     size = info.image_size
 
     t = time.perf_counter()
-    on_event(events.stage("scan", f"Scanning {s.image_dir}"))
-    data = scan(s.image_dir, validation_percent=s.validation_percent, test_percent=s.test_percent,
+    sources = s.all_sources()
+    on_event(events.stage("scan", f"Scanning {', '.join(source.path for source in sources)}"))
+    data = scan(sources, validation_percent=s.validation_percent, test_percent=s.test_percent,
                 target=(size, size), on_event=on_event)
     on_event({"event": "dataset", "root": str(data.root), "classes": data.classes, "counts": data.counts(),
               "skipped": [{"path": str(x.path), "reason": x.reason} for x in data.skipped],
-              "warnings": data.warnings, **data.summary()})
+              "warnings": data.warnings, "sources": data.source_records(), "origins": data.origins(),
+              **data.summary()})
     for note in data.warnings:
         on_event(events.warning(note))
     clock.lap("scan", t)
@@ -315,11 +323,14 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
     clock.lap("load_backbone", t)
 
     t = time.perf_counter()
-    on_event(events.stage("embed", "Computing image features"))
     cache = features.EmbeddingCache(backbones.cache_root(s.cache_dir), backbones.fingerprint(info), size,
                                     on_event=on_event)
     splits = {name: data.split(name) for name in ("train", "validation", "test")}
     copies = s.augment_copies if s.augment else 0
+    new = new_images(data, cache, copies)
+    on_event({"event": "new_images", "count": new, "images": len(data.items)})
+    on_event(events.stage("embed", f"Computing image features: {new} new image{'s' if new != 1 else ''} "
+                                   f"({len(data.items) - new} already cached)"))
     vectors, failed = {}, {}
     for name, items in splits.items():
         vectors[name] = features.embed([i.path for i in items], [i.digest for i in items], extractor, cache, size,
@@ -391,8 +402,9 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
         "skipped_files": len(data.skipped),
         "review": review_summary,
         "metrics": {**summary(report), "validation_accuracy": val_accuracy},  # the rest: results.npz
-        "training": {**{k2: v for k2, v in asdict(s).items() if k2 not in ("image_dir", "models_dir", "cache_dir")},
-                     "epochs_run": epochs_run, "image_dir": str(data.root)},
+        "training": {**{k2: v for k2, v in asdict(s).items()
+                        if k2 not in ("image_dir", "models_dir", "cache_dir", "sources")},
+                     "epochs_run": epochs_run, "image_dir": str(data.root), "sources": data.source_records()},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "app_version": __version__,
         "platform": platform.platform(),
@@ -419,6 +431,13 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
                        data.classes, clock.seconds)
     on_event(done)
     return done
+
+
+def new_images(data: Dataset, cache: features.EmbeddingCache, copies: int = 0) -> int:
+    """Images with at least one vector (the image or an augmented variant) not in the cache yet: the backbone's work."""
+    return sum(1 for item in data.items
+               if any(features.cache_key(item.digest, v) not in cache
+                      for v in range(copies + 1 if item.split == "train" else 1)))
 
 
 def _review(data: Dataset, splits: dict, vectors: dict, copies: int, cache_dir, on_event) -> dict:
@@ -494,12 +513,12 @@ def class_change(s: TrainSettings) -> tuple[list[str], list[str]] | None:
     """(old, new) when this run would add a version of NAME with other classes than its newest version.
 
     A TF Serving client of NAME would switch class sets silently, so callers refuse unless told otherwise.
-    Cheap: reads one metadata file and lists IMAGE_DIR's sub-folders (no image is opened).
+    Cheap: reads one metadata file and lists the sources' sub-folders (no image is opened).
     """
     from .dataset import class_names
 
     old = newest_classes(s.models_dir, s.model_name())
-    new = class_names(s.image_dir)
+    new = class_names(s.all_sources())
     return (old, new) if old is not None and new and sorted(old) != sorted(new) else None
 
 
@@ -512,3 +531,39 @@ def free_name(models_dir: str | Path, name: str, classes: list[str]) -> str:
                 old is not None and sorted(old) == sorted(classes):
             return candidate
     return f"{name}-{datetime.now(timezone.utc):%Y%m%d%H%M%S}"
+
+
+def recorded_settings(model: str | Path, cache_dir: str | None = None) -> tuple[TrainSettings, dict]:
+    """(settings, newest metadata): MODELS_DIR/NAME's newest version's sources and settings, to train the next one.
+
+    ``model`` may also be a version folder (its model is meant).  Raises TrainingError in one sentence when there
+    is nothing to retrain from; versions made before sources were recorded retrain from their ``image_dir``.
+    """
+    import json
+    from dataclasses import fields
+
+    from .dataset import DatasetError, Source
+
+    base = Path(model).expanduser().resolve()
+    if base.name.isdigit() and (base / "saved_model.pb").exists():
+        base = base.parent
+    versions = export.version_folders(base)
+    if not versions:
+        raise TrainingError(f"{base} has no model versions to retrain; train one first")
+    newest = versions[-1][1]
+    try:
+        metadata = json.loads((newest / "metadata.json").read_text(encoding="utf-8"))
+        recorded = metadata["training"]
+        rows = recorded.get("sources") or [{"path": recorded["image_dir"], "kind": "folder"}]
+        sources = [Source.from_dict(row) for row in rows]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, DatasetError):
+        raise TrainingError(f"{newest / 'metadata.json'} does not record how the model was trained; "
+                            "train it again with `retrain-studio train`") from None
+    known = {f.name for f in fields(TrainSettings)} - {"image_dir", "models_dir", "name", "cache_dir", "sources"}
+    settings = TrainSettings(sources[0].path, str(base.parent), name=base.name, cache_dir=cache_dir, sources=sources,
+                             **{k: v for k, v in recorded.items() if k in known})
+    try:
+        settings.check()
+    except SettingsError as exc:
+        raise TrainingError(f"the recorded settings of {newest} cannot be used: {exc}") from None
+    return settings, metadata

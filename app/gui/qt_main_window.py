@@ -83,6 +83,8 @@ class MainWindow(QMainWindow):
             self.wizard.trained.connect(lambda path: self.models.set_folder(str(Path(path).parent.parent)))
             self.wizard.progress.connect(self._training_progress)
         self.models.open_in_classify.connect(self.open_model_in_classify)
+        self.models.retrain_message.connect(lambda text, level: self.messages.post("retrain", text, level, None))
+        self.models.retrain_progress.connect(lambda percent, text: self._training_progress(percent, text, MODELS))
         self.models.version_deleted.connect(self.backend.forget_version)
         self.classify.train_requested.connect(self._train)
         self.classify.models_requested.connect(lambda: self.show_page(MODELS))
@@ -143,10 +145,10 @@ class MainWindow(QMainWindow):
         if not (self.pages.currentWidget() is self.wizard and self.wizard.cancel_training()):
             self.classify.cancel()
 
-    def _training_progress(self, percent: int, text: str) -> None:
-        """A running training shows on the sidebar's Train item, so it is visible from every page."""
-        item = self.sidebar.item(TRAIN)
-        item.setText(PAGES[TRAIN][0] if percent < 0 else f"{PAGES[TRAIN][0]}  {percent}%")
+    def _training_progress(self, percent: int, text: str, page: int = TRAIN) -> None:
+        """A running training shows on the sidebar's Train item (a retraining on Models), visible from every page."""
+        item = self.sidebar.item(page)
+        item.setText(PAGES[page][0] if percent < 0 else f"{PAGES[page][0]}  {percent}%")
         item.setToolTip(text)
 
     def _open_images(self):
@@ -196,7 +198,13 @@ class MainWindow(QMainWindow):
         if not self.wizard.confirm_abandon():  # a running training is stopped only if the user says so
             event.ignore()
             return
+        if self.models.retrain.running() and QMessageBox.question(
+                self, "Retraining", "A model is still retraining. Stop it and quit?") \
+                != QMessageBox.StandardButton.Yes:
+            event.ignore()
+            return
         self.wizard.page(3).cancel()  # never leave a training child running
+        self.models.retrain.cancel()
         self.classify.cancel()
         remember("window/geometry", self.saveGeometry())
         super().closeEvent(event)

@@ -16,13 +16,15 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QPixmap
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
-                               QFormLayout, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QListWidgetItem,
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox,
+                               QFileDialog, QFormLayout, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QListWidgetItem,
                                QMessageBox, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QSplitter,
                                QTableWidgetItem, QVBoxLayout, QWidget, QWizard, QWizardPage)
 
 from app.core.atomic import remove_stale_temps
-from app.core.dataset import DatasetError, check_root, excluded_files, loose_images, scan, set_excluded
+from app.imaging import class_name_problem
+from app.core.dataset import (CLASS, FOLDER, DatasetError, Source, check_root, excluded_files, loose_images, scan,
+                              set_excluded)
 from app.core.serving_config import docker_command, models_config
 from app.core.store import human_size
 from app.core.training import TrainSettings, free_name, newest_classes
@@ -64,7 +66,10 @@ def sentence(text: str) -> str:
 def train_command(settings: TrainSettings, allow_new_classes: bool = False) -> list[str]:
     """The child process: this interpreter running the CLI (or the frozen app itself)."""
     program = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "app"]
-    args = ["train", settings.image_dir, "-o", settings.models_dir, "--name", settings.model_name(),
+    sources = settings.all_sources()
+    args = ["train", *[s.path for s in sources if s.kind == FOLDER],
+            *[f"--class={s.class_name()}={s.path}" for s in sources if s.kind == CLASS],
+            "-o", settings.models_dir, "--name", settings.model_name(),
             "--backbone", settings.backbone, "--epochs", str(settings.epochs),
             "--learning-rate", str(settings.learning_rate),
             "--validation-percent", str(settings.validation_percent), "--test-percent", str(settings.test_percent),
@@ -107,7 +112,26 @@ class FolderPage(QWizardPage):
         layout.addLayout(row)
         layout.addWidget(self.error)
         layout.addWidget(sample, 0, Qt.AlignmentFlag.AlignLeft)
-        layout.addStretch(1)
+        self.extra = read_only_table(["Class", "More images from"])
+        self.extra.setObjectName("more_sources")
+        self.extra.setAccessibleName("More folders")
+        self.extra.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked
+                                   | QAbstractItemView.EditTrigger.EditKeyPressed)  # only a class name is editable
+        self.extra.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.extra.setToolTip("Classes of the same name merge. Double-click a one-class folder's class to rename it.")
+        add_classes = QPushButton(icon("mdi6.folder-multiple-plus"), "Add folder of classes…")
+        add_classes.setToolTip("Another folder with one sub-folder per class; its classes merge with the others")
+        add_one = QPushButton(icon("mdi6.folder-plus"), "Add one-class folder…")
+        add_one.setToolTip("A folder whose images are all one class (named after the folder; you can rename it)")
+        self.remove_source = QPushButton(icon("mdi6.folder-remove"), "Remove folder")
+        self.remove_source.setEnabled(False)
+        more = QHBoxLayout()
+        for widget in (add_classes, add_one, self.remove_source):
+            more.addWidget(widget)
+        more.addStretch(1)
+        layout.addWidget(QLabel("More folders (optional): photos elsewhere, merged by class name."))
+        layout.addWidget(self.extra, 1)
+        layout.addLayout(more)
         layout.addWidget(hint)
         # not a mandatory field: Qt counts those complete only once they differ from their first value,
         # which kept Next disabled for a remembered folder
@@ -115,6 +139,45 @@ class FolderPage(QWizardPage):
         self.folder.textChanged.connect(self._edited)
         browse.clicked.connect(self._browse)
         sample.clicked.connect(lambda: self.folder.setText(str(sample_data_dir())))
+        add_classes.clicked.connect(lambda: self._browse_source(FOLDER))
+        add_one.clicked.connect(lambda: self._browse_source(CLASS))
+        self.remove_source.clicked.connect(self._remove_source)
+        self.extra.itemSelectionChanged.connect(
+            lambda: self.remove_source.setEnabled(bool(self.extra.selectionModel().selectedRows())))
+        self.extra.itemChanged.connect(lambda _item: self._edited())
+
+    def add_source(self, source: Source) -> None:
+        """A row of the "More folders" table; a one-class folder's class name is editable there."""
+        row = self.extra.rowCount()
+        self.extra.insertRow(row)
+        name = QTableWidgetItem(source.class_name() if source.kind == CLASS else "(its sub-folders)")
+        folder = QTableWidgetItem(source.path)
+        folder.setFlags(folder.flags() & ~Qt.ItemFlag.ItemIsEditable)
+        if source.kind != CLASS:
+            name.setFlags(name.flags() & ~Qt.ItemFlag.ItemIsEditable)
+        folder.setData(Qt.ItemDataRole.UserRole, source.kind)
+        self.extra.setItem(row, 0, name)
+        self.extra.setItem(row, 1, folder)
+        self._edited()
+
+    def sources(self) -> list[Source]:
+        """The training folder, then the extra folders as listed."""
+        out = [Source(str(Path(self.folder.text().strip()).expanduser()))] if self.folder.text().strip() else []
+        for row in range(self.extra.rowCount()):
+            kind, path = self.extra.item(row, 1).data(Qt.ItemDataRole.UserRole), self.extra.item(row, 1).text()
+            out.append(Source(path, kind, self.extra.item(row, 0).text().strip() if kind == CLASS else None))
+        return out
+
+    def _browse_source(self, kind: str) -> None:
+        title = "Add a folder of class folders" if kind == FOLDER else "Add a folder that is one class"
+        folder = QFileDialog.getExistingDirectory(self, title, self.folder.text())
+        if folder:
+            self.add_source(Source(folder, kind))
+
+    def _remove_source(self) -> None:
+        for index in sorted(self.extra.selectionModel().selectedRows(), key=lambda i: -i.row()):
+            self.extra.removeRow(index.row())
+        self._edited()
 
     def _edited(self):
         self.error.hide()
@@ -130,9 +193,18 @@ class FolderPage(QWizardPage):
             event.acceptProposedAction()
 
     def dropEvent(self, event):
+        """The first folder dropped on an empty page is the training folder; others are added to "More folders"
+        (a folder with class folders as one, else as a one-class folder)."""
         folders = [u.toLocalFile() for u in event.mimeData().urls() if Path(u.toLocalFile()).is_dir()]
-        if folders:
-            self.folder.setText(folders[0])
+        if folders and not self.folder.text().strip():
+            self.folder.setText(folders.pop(0))
+        for folder in folders:
+            try:
+                check_root(folder)
+                self.add_source(Source(folder, FOLDER))
+            except DatasetError:
+                self.add_source(Source(folder, CLASS))
+        if folders or self.folder.text().strip():
             event.acceptProposedAction()
 
     def isComplete(self) -> bool:
@@ -143,6 +215,15 @@ class FolderPage(QWizardPage):
         path = Path(self.folder.text().strip()).expanduser()
         try:
             check_root(path)
+            for source in self.sources()[1:]:
+                if source.kind == FOLDER:
+                    check_root(source.path)
+                elif not source.class_name():
+                    raise DatasetError(f"the one-class folder {source.path} needs a class name")
+                elif problem := class_name_problem(source.class_name()):
+                    raise DatasetError(f"class name {source.class_name()!r} cannot be a class: {problem}")
+                elif not source.root().is_dir():
+                    raise DatasetError(f"{source.path} is not a folder")
         except DatasetError as exc:
             self.error.setText(sentence(one_sentence(exc)))
             self.error.show()
@@ -260,7 +341,7 @@ class ReviewPage(QWizardPage):
         self.scan_button.setText("Cancel scan")
         self.scan_button.setIcon(icon("mdi6.stop"))
         self.scan_button.show()
-        folder, signals = self.field("folder").strip(), self.signals
+        folder, signals = self.wizard().folder_page.sources(), self.signals
 
         def on_event(event: dict) -> None:
             if stop.is_set():
@@ -296,7 +377,7 @@ class ReviewPage(QWizardPage):
         for label, name in enumerate(data.classes):
             for item in [i for i in data.items if i.label == label][:5]:
                 examples.append((name, thumbnail(item.path, 56)))
-        return data, examples, len(loose_images(folder))
+        return data, examples, len(loose_images(data.root))
 
     def _progress(self, generation: int, done: int, total: int):
         if generation == self.generation:
@@ -317,6 +398,11 @@ class ReviewPage(QWizardPage):
         s = data.summary()
         self.summary.setText(f"<b>{s['images']} images in {len(data.classes)} classes</b> — train {s['train']}, "
                              f"validation {s['validation']}, test {s['test']}; {s['skipped_count']} skipped.")
+        if len(data.sources) > 1:  # where each class's images come from
+            origins = data.origins()
+            self.summary.setText(self.summary.text() + "<br>" + "; ".join(
+                f"{c}: " + ", ".join(f"{n} from {Path(where).name}" for where, n in origins[c].items())
+                for c in data.classes))
         self.warnings.setText("\n".join(f"⚠ {w}" for w in data.warnings))
         self.warnings.setVisible(bool(data.warnings))
         if loose:
@@ -337,7 +423,8 @@ class ReviewPage(QWizardPage):
         self.problems_button.setEnabled(True)
         self.skipped.setRowCount(len(data.skipped))
         for r, skipped in enumerate(data.skipped):
-            self.skipped.setItem(r, 0, QTableWidgetItem(str(skipped.path.relative_to(data.root))))
+            shown = skipped.path.relative_to(data.root) if skipped.path.is_relative_to(data.root) else skipped.path
+            self.skipped.setItem(r, 0, QTableWidgetItem(str(shown)))
             self.skipped.setItem(r, 1, QTableWidgetItem(skipped.reason))
         self.skipped.setVisible(bool(data.skipped))
         self.completeChanged.emit()
@@ -361,7 +448,7 @@ class ReviewPage(QWizardPage):
         if data is None or name not in data.classes:
             return
         label, folder = data.classes.index(name), data.root / name
-        paths = [i.path for i in data.items if i.label == label]
+        paths = [i.path for i in data.items if i.label == label and i.path.is_relative_to(folder)]  # this folder's
         paths += [s.path for s in data.skipped if s.reason == "excluded by you" and s.path.is_relative_to(folder)]
         dialog = ClassBrowser(self, data.root, name, sorted(paths, key=lambda p: str(p).lower()))
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
@@ -591,7 +678,7 @@ class OptionsPage(QWizardPage):
 
     def settings(self) -> TrainSettings:
         return TrainSettings(
-            image_dir=str(self.folder()),
+            image_dir=str(self.folder()), sources=self.wizard().folder_page.sources(),
             models_dir=str(Path(self.models_dir.text()).expanduser()), name=self.name.text().strip() or None,
             backbone=self.backbone_id(), epochs=self.epochs.value(),
             learning_rate=self.learning_rate.value(), validation_percent=self.validation.value(),
