@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import functools
 import io
+import shutil
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import skimage.data
@@ -69,3 +71,14 @@ def bad_images() -> dict[str, tuple[bytes, str]]:
         "bomb.png": (png_header_only(40000, 40000), "too large"),
         "document.tiff": (encode(skimage.data.camera(), "TIFF"), "supported"),
     }
+
+
+def copy_sample(classes: dict[str, slice], to: Path) -> Path:
+    """``to/<class>/`` holding the given slice of the bundled sample data's sorted images of that class."""
+    from app.paths import sample_data_dir
+
+    for name, part in classes.items():
+        (to / name).mkdir(parents=True)
+        for image in sorted((sample_data_dir() / name).iterdir())[part]:
+            shutil.copy(image, to / name / image.name)
+    return to

@@ -1,6 +1,5 @@
 """Training from several folders: sources merged by class name, a stable split, and the CLI that names them."""
 import itertools
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,23 +9,15 @@ import pytest
 from app.core.dataset import CLASS, DatasetError, Source, excluded_files, scan, set_excluded
 from app.core.training import TrainSettings, class_change
 from app.paths import sample_data_dir
-
-
-def _copy(classes: dict[str, slice], to: Path) -> Path:
-    """``to/<class>/`` holding the given slice of the sample data's sorted images of that class."""
-    for name, part in classes.items():
-        (to / name).mkdir(parents=True)
-        for image in sorted((sample_data_dir() / name).iterdir())[part]:
-            shutil.copy(image, to / name / image.name)
-    return to
+from images import copy_sample
 
 
 @pytest.fixture
 def three(tmp_path) -> list[Source]:
     """Three folders of class folders; 'bag' and 'dress' each come from two of them."""
-    a = _copy({"bag": slice(0, 15), "dress": slice(0, 30)}, tmp_path / "a")
-    b = _copy({"bag": slice(15, 30), "sneaker": slice(0, 30)}, tmp_path / "b")
-    c = _copy({"trouser": slice(0, 30), "dress": slice(0, 0)}, tmp_path / "c")  # an empty 'dress' folder
+    a = copy_sample({"bag": slice(0, 15), "dress": slice(0, 30)}, tmp_path / "a")
+    b = copy_sample({"bag": slice(15, 30), "sneaker": slice(0, 30)}, tmp_path / "b")
+    c = copy_sample({"trouser": slice(0, 30), "dress": slice(0, 0)}, tmp_path / "c")  # an empty 'dress' folder
     return [Source(str(a)), Source(str(b)), Source(str(c))]
 
 
@@ -56,7 +47,7 @@ def test_three_sources_merge_and_reordering_them_never_moves_an_image(three):
 
 
 def test_a_one_class_folder_source_takes_its_name_or_the_folders(three, tmp_path):
-    shirts = _copy({"sneaker": slice(0, 10)}, tmp_path / "usb") / "sneaker"
+    shirts = copy_sample({"sneaker": slice(0, 10)}, tmp_path / "usb") / "sneaker"
     data = scan([three[0], Source(str(shirts), CLASS, "shirt")])
     assert data.classes == ["bag", "dress", "shirt"] and data.origins()["shirt"] == {str(shirts): 10}
     merged = scan([three[1], Source(str(shirts), CLASS)])  # named after its folder: merges into 'sneaker'
@@ -70,7 +61,7 @@ def test_a_one_class_folder_source_takes_its_name_or_the_folders(three, tmp_path
 
 def test_the_same_file_name_in_one_class_from_two_sources_keeps_both_in_one_split(three, tmp_path):
     """The rule: the split comes from the class and file name, so two files of one name share a split."""
-    twin = _copy({"bag": slice(0, 15)}, tmp_path / "twin")  # the names (and bytes) of a/bag, as other files
+    twin = copy_sample({"bag": slice(0, 15)}, tmp_path / "twin")  # the names (and bytes) of a/bag, as other files
     data = scan(three + [Source(str(twin))], validation_percent=30, test_percent=30)
     bags = [i for i in data.items if data.classes[i.label] == "bag"]
     assert len(bags) == 45
@@ -82,7 +73,7 @@ def test_the_same_file_name_in_one_class_from_two_sources_keeps_both_in_one_spli
 
 
 def test_each_source_keeps_its_own_exclusions(three, tmp_path):
-    shirts = _copy({"sneaker": slice(0, 10)}, tmp_path / "usb") / "sneaker"
+    shirts = copy_sample({"sneaker": slice(0, 10)}, tmp_path / "usb") / "sneaker"
     set_excluded(three[1].path, [next((Path(three[1].path) / "bag").iterdir())])
     set_excluded(shirts, sorted(shirts.iterdir())[:3])
     data = scan(three + [Source(str(shirts), CLASS, "shirt")])
@@ -127,7 +118,7 @@ def test_train_source_errors_are_one_sentence_and_exit_2(tmp_path, args, words):
 def test_review_runs_on_the_merged_sources(three, tmp_path, cache_dir):
     from app.core.review import review_folder
 
-    shirts = _copy({"sneaker": slice(0, 10)}, tmp_path / "usb") / "sneaker"
+    shirts = copy_sample({"sneaker": slice(0, 10)}, tmp_path / "usb") / "sneaker"
     report = review_folder(three + [Source(str(shirts), CLASS, "sneaker")], cache_dir=cache_dir)
     assert report["images"] == 130
     copies = [g for g in report["duplicates"] if g.get("exact")]  # the usb copies sit beside their originals

@@ -1,7 +1,5 @@
 """The wizard's first page takes several folders: dropped, renamed, removed, merged by class, trained on."""
 import json
-import shutil
-from pathlib import Path
 
 from conftest import drop
 from PySide6.QtCore import Qt
@@ -10,14 +8,7 @@ from PySide6.QtWidgets import QApplication, QLineEdit, QTableWidget
 from test_gui_wizard import TRAIN_TIMEOUT_MS, button, click, open_train, page, type_into
 
 from app.paths import sample_data_dir
-
-
-def _copy(classes: dict[str, slice], to: Path) -> Path:
-    for name, part in classes.items():
-        (to / name).mkdir(parents=True)
-        for image in sorted((sample_data_dir() / name).iterdir())[part]:
-            shutil.copy(image, to / name / image.name)
-    return to
+from images import copy_sample
 
 
 def _cell(qtbot, table: QTableWidget, row: int, column: int, double: bool = False) -> None:
@@ -29,10 +20,10 @@ def _cell(qtbot, table: QTableWidget, row: int, column: int, double: bool = Fals
 
 
 def test_training_from_a_folder_a_dropped_folder_and_a_renamed_one_class_folder(window, qtbot, tmp_path):
-    a = _copy({"bag": slice(0, 15), "dress": slice(0, 30)}, tmp_path / "a")
-    b = _copy({"bag": slice(15, 30), "sneaker": slice(0, 30)}, tmp_path / "b")
-    pants = _copy({"trouser": slice(0, 30)}, tmp_path / "usb") / "trouser"
-    stray = _copy({"dress": slice(0, 3)}, tmp_path / "stray") / "dress"
+    a = copy_sample({"bag": slice(0, 15), "dress": slice(0, 30)}, tmp_path / "a")
+    b = copy_sample({"bag": slice(15, 30), "sneaker": slice(0, 30)}, tmp_path / "b")
+    pants = copy_sample({"trouser": slice(0, 30)}, tmp_path / "usb") / "trouser"
+    stray = copy_sample({"dress": slice(0, 3)}, tmp_path / "stray") / "dress"
     open_train(window, qtbot)
     type_into(qtbot, window.wizard.findChild(QLineEdit, "training_folder"), str(a))
     first = page(window, "folder_page")
@@ -78,7 +69,7 @@ def test_add_one_class_folder_through_the_file_dialog_then_refuse_a_bad_class_na
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QFileDialog, QLabel
 
-    pants = _copy({"trouser": slice(0, 5)}, tmp_path / "usb") / "trouser"
+    pants = copy_sample({"trouser": slice(0, 5)}, tmp_path / "usb") / "trouser"
     open_train(window, qtbot)
     type_into(qtbot, window.wizard.findChild(QLineEdit, "training_folder"), str(sample_data_dir()))
     first = page(window, "folder_page")
