@@ -20,9 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import skimage.data
-from PIL import Image
-
 from images import encode, png_header_only, with_orientation
+from PIL import Image
 
 HOSTILE_CLASS = "hostile"
 BAD_CLASS_NAMES = [os.fsdecode(b"classe_\xff\xfe"), "two\nlines", "esc\x1b[2Jape"]

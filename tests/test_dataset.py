@@ -2,9 +2,9 @@
 import shutil
 
 import pytest
+from images import bad_images, good_images
 
 from app.core.dataset import DatasetError, scan, split_of
-from images import bad_images, good_images
 
 
 def _fill(root, per_class=6, classes=("cats", "dogs")):

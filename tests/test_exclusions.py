@@ -5,7 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from app.core.dataset import DatasetError, check_root, excluded_files, loose_images, scan, set_excluded
+from app.core.dataset import (
+    DatasetError,
+    check_root,
+    excluded_files,
+    loose_images,
+    scan,
+    set_excluded,
+)
 from app.paths import sample_data_dir
 
 

@@ -12,12 +12,12 @@ import sys
 import time
 
 import pytest
+from images import good_images
+from serving.double import TFServingDouble
 
 from app.inference.base import ModelError
 from app.inference.factory import open_classifier
 from app.inference.remote import RemoteError
-from images import good_images
-from serving.double import TFServingDouble
 
 
 @pytest.fixture(scope="module")

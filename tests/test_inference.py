@@ -8,10 +8,10 @@ import textwrap
 
 import numpy as np
 import pytest
+from images import bad_images
 
 from app.inference.base import ModelError
 from app.inference.factory import open_classifier
-from images import bad_images
 
 TFLITE_VS_SAVEDMODEL = 1e-5  # float TFLite, same host/graph preprocessing (see test_preprocess)
 DYNAMIC_VS_SAVEDMODEL = 0.05  # dynamic-range quantized weights: probabilities move by a few hundredths
@@ -95,6 +95,7 @@ def test_falls_back_to_tflite_runtime(monkeypatch, trained):
     import types
 
     from ai_edge_litert.interpreter import Interpreter
+
     from app.inference import tflite
 
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # as if LiteRT were not installed

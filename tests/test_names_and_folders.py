@@ -9,10 +9,10 @@ import time
 import zipfile
 from pathlib import Path
 
+import fashion_mnist
 import numpy as np
 import pytest
 
-import fashion_mnist
 from app.cli import main
 from app.core import backbones, features
 from app.core.atomic import host_key, remove_stale_temps, temp_folder

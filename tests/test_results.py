@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 
 from app.core import events
-from app.core.evaluation import (RESULTS_FILE, ResultsError, evaluate, load_results, save_results, summary,
-                                 wilson_interval)
+from app.core.evaluation import (
+    RESULTS_FILE,
+    ResultsError,
+    evaluate,
+    load_results,
+    save_results,
+    summary,
+    wilson_interval,
+)
 
 SMALL_BYTES = 200_000
 

@@ -6,14 +6,14 @@ import shutil
 import subprocess
 import sys
 
+import fashion_mnist
 import numpy as np
 import pytest
+from images import bad_images
 from PIL import Image
 
-import fashion_mnist
 from app.core import review
 from app.core.dataset import class_names, set_excluded
-from images import bad_images
 
 CLASSES = [1, 3, 7, 8, 9]  # trouser, dress, sneaker, bag, ankle boot
 PER_CLASS = 60  # 300 images: 15 wrong labels, 20 copies; about 20 s with a cold cache, under 1 s warm

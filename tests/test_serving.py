@@ -4,11 +4,11 @@ import subprocess
 
 import numpy as np
 import pytest
+from images import bad_images, good_images
+from serving.double import TFServingDouble
 
 from app.inference.factory import open_classifier
 from app.inference.remote import RemoteError, parse_target
-from images import bad_images, good_images
-from serving.double import TFServingDouble
 
 REMOTE_VS_SAVEDMODEL = 1e-5  # the server runs the same SavedModel on the same bytes
 

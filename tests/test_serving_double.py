@@ -5,7 +5,6 @@ import json
 
 import grpc
 import pytest
-
 from serving.double import TFServingDouble
 
 

@@ -5,11 +5,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from images import copy_sample
 
-from app.core.dataset import CLASS, DatasetError, Source, excluded_files, scan, set_excluded
+from app.core.dataset import (
+    CLASS,
+    DatasetError,
+    Source,
+    excluded_files,
+    scan,
+    set_excluded,
+)
 from app.core.training import TrainSettings, class_change
 from app.paths import sample_data_dir
-from images import copy_sample
 
 
 @pytest.fixture

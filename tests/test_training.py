@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from images import encode
 from PIL import Image
 
 from app.core.evaluation import load_results
 from app.core.export import version_folders
 from app.inference.preprocess import load_image
-from images import encode
 
 STATED_TEST_ACCURACY = 0.85  # 5 Fashion-MNIST classes, 40 images each, frozen EfficientNet-Lite0
 TFLITE_TOLERANCE = 1e-5
@@ -152,6 +152,7 @@ def test_killed_run_leaves_no_version(fm_dir, cache_dir, tmp_path):
 
 def test_augment_and_fine_tune_run(tmp_path, cache_dir):
     import fashion_mnist
+
     from app.core.training import TrainSettings, run
 
     data = fashion_mnist.write_folders(tmp_path / "two", 10, [1, 8])
@@ -175,6 +176,7 @@ def test_augment_and_fine_tune_run(tmp_path, cache_dir):
 
 def test_local_savedmodel_folder_as_backbone(tmp_path, cache_dir):
     import fashion_mnist
+
     from app.core import backbones
     from app.core.training import TrainSettings, run
 
@@ -211,6 +213,7 @@ def test_nan_validation_loss_keeps_the_first_epochs_weights():
 
 def test_diverging_training_keeps_finite_weights_or_says_so():
     import tensorflow as tf
+
     from app.core.training import TrainingError, TrainSettings, train_head
 
     x, y = _features()
@@ -244,9 +247,9 @@ def test_diverging_cli_run_is_one_sentence_and_writes_no_version(tmp_path, cache
 
 
 def test_diverging_fine_tune_exports_the_frozen_model(tmp_path, cache_dir):
+    import fashion_mnist
     import tensorflow as tf
 
-    import fashion_mnist
     from app.core.training import TrainSettings, run
 
     data = fashion_mnist.write_folders(tmp_path / "two", 5, [1, 8], start=400)

@@ -12,22 +12,72 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractTableModel, QEvent, QModelIndex, QSize, QSortFilterProxyModel, Qt, Signal
-from PySide6.QtGui import QColor, QGuiApplication, QImage, QKeySequence, QPixmap, QShortcut
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox,
-                               QFileDialog, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget,
-                               QProgressBar, QPushButton, QSplitter, QStackedLayout, QTableView, QTableWidgetItem,
-                               QVBoxLayout, QWidget)
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QEvent,
+    QModelIndex,
+    QSize,
+    QSortFilterProxyModel,
+    Qt,
+    Signal,
+)
+from PySide6.QtGui import (
+    QColor,
+    QGuiApplication,
+    QImage,
+    QKeySequence,
+    QPixmap,
+    QShortcut,
+)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QStackedLayout,
+    QTableView,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
-from app.inference.base import Prediction
 from app.core.store import model_folders
-from app.inference.bench import bench, summary
 from app.imaging import find_images, printable, read_image_file, walk
+from app.inference.base import Prediction
+from app.inference.bench import bench, summary
 from app.inference.preprocess import IMAGE_EXTENSIONS, ImageError
 
-from .qt_backend import (BACKENDS, DEFAULT_PORTS, BackendBar, BackendChoice, complete_address, model_label,
-                         open_choice)
-from .qt_common import icon, one_sentence, read_only_table, remember, run_in_background, setting, thumbnail, tone
+from .qt_backend import (
+    BACKENDS,
+    DEFAULT_PORTS,
+    BackendBar,
+    BackendChoice,
+    complete_address,
+    model_label,
+    open_choice,
+)
+from .qt_common import (
+    icon,
+    one_sentence,
+    read_only_table,
+    remember,
+    run_in_background,
+    setting,
+    thumbnail,
+    tone,
+)
 from .qt_owner import ModelOwner
 from .qt_train_wizard import default_models_dir
 

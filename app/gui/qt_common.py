@@ -4,7 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QObject, QRunnable, QSettings, QSize, Qt, QThreadPool, QUrl, Signal
+from PySide6.QtCore import (
+    QObject,
+    QRunnable,
+    QSettings,
+    QSize,
+    Qt,
+    QThreadPool,
+    QUrl,
+    Signal,
+)
 from PySide6.QtGui import QDesktopServices, QIcon, QImage, QImageReader
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QToolButton, QWidget
 
@@ -252,6 +261,18 @@ class ElidedLabel(QLabel):
 
     def minimumSizeHint(self):
         return QSize(self.minimumWidth(), super().minimumSizeHint().height())
+
+
+def ask(parent, icon: QMessageBox.Icon, title: str, text: str, action: str, details: str = "") -> bool:
+    """A question whose safe answer, Cancel, is the default: True only when the user clicks ``action``."""
+    box = QMessageBox(icon, title, text, parent=parent)
+    if details:
+        box.setInformativeText(details)
+    button = box.addButton(action, QMessageBox.ButtonRole.DestructiveRole)
+    box.addButton(QMessageBox.StandardButton.Cancel)
+    box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+    box.exec()
+    return box.clickedButton() is button
 
 
 def is_dark() -> bool:

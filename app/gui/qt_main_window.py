@@ -6,8 +6,17 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSize, Qt
 from PySide6.QtGui import QAction, QKeySequence, QPalette
-from PySide6.QtWidgets import (QApplication, QHBoxLayout, QListWidget, QListWidgetItem, QMainWindow, QMessageBox,
-                               QStackedWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QApplication,
+    QHBoxLayout,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app import __version__, classify_only
 from app.core.store import model_folders
@@ -262,7 +271,9 @@ def run(argv: list[str]) -> int:
     app.setWindowIcon(app_icon())
     window = MainWindow()
     window.show()
-    from . import qt_probe; qt_probe.install(app)  # noqa: E702  off unless RETRAIN_STUDIO_UI_LOG / _WATCHDOG
+    from . import qt_probe
+
+    qt_probe.install(app)  # off unless RETRAIN_STUDIO_UI_LOG / RETRAIN_STUDIO_WATCHDOG
     if os.environ.get("RETRAIN_STUDIO_QUIT_AFTER_SHOW"):  # smoke test of a built bundle
         from PySide6.QtCore import QTimer
         QTimer.singleShot(300, lambda: (print("window shown:", window.windowTitle(), flush=True), app.quit()))

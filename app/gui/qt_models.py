@@ -6,15 +6,34 @@ import sys
 from pathlib import Path
 
 from PySide6.QtCore import QFile, QProcess, QProcessEnvironment, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                               QMessageBox, QPushButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app import classify_only
 from app.core.atomic import remove_stale_temps
 from app.core.export import version_folders
-from app.core.store import DeleteError, VersionInfo, delete_version, human_size, model_folders, read_version
+from app.core.store import (
+    DeleteError,
+    VersionInfo,
+    delete_version,
+    human_size,
+    model_folders,
+    read_version,
+)
 
-from .qt_common import icon, open_in_file_manager, remember
+from .qt_common import ask, icon, open_in_file_manager, remember
 from .qt_results import ResultsDialog
 from .qt_train_wizard import STAGE_NAMES, STAGE_WEIGHTS, default_models_dir, sentence
 
@@ -189,15 +208,10 @@ class ModelsView(QWidget):
             return
         change = class_change(settings)
         if change:  # the same rule as a new training under an existing name, said before anything starts
-            box = QMessageBox(QMessageBox.Icon.Warning, "Classes changed",
-                              f"{settings.name} was trained on {', '.join(change[0])}; its folders now have "
-                              f"{', '.join(change[1])}. Clients of {settings.name} would switch class sets.",
-                              parent=self)
-            anyway = box.addButton("Retrain anyway", QMessageBox.ButtonRole.AcceptRole)
-            box.addButton(QMessageBox.StandardButton.Cancel)
-            box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-            box.exec()
-            if box.clickedButton() is not anyway:
+            if not ask(self, QMessageBox.Icon.Warning, "Classes changed",
+                       f"{settings.name} was trained on {', '.join(change[0])}; its folders now have "
+                       f"{', '.join(change[1])}. Clients of {settings.name} would switch class sets.",
+                       "Retrain anyway"):
                 return
         self.retrain.start(version.parent, allow_new_classes=bool(change))
         self._update_buttons()
@@ -211,14 +225,9 @@ class ModelsView(QWidget):
         classes = info.classes if info.classes is not None else "?"
         what = (f"Model: {info.model}\nVersion: {info.version}\nClasses: {classes}\nTest accuracy: "
                 f"{info.accuracy_text()}\nSize: {human_size(info.size)}\nFolder: {version}")
-        box = QMessageBox(QMessageBox.Icon.Question, "Delete version",
-                          f"Move {info.model} version {info.version} to the trash?", parent=self)
-        box.setInformativeText(what + "\n\nTF Serving stops serving this version. You can restore it from the trash.")
-        trash = box.addButton("Move to trash", QMessageBox.ButtonRole.DestructiveRole)
-        box.addButton(QMessageBox.StandardButton.Cancel)
-        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-        box.exec()
-        if box.clickedButton() is not trash:
+        if not ask(self, QMessageBox.Icon.Question, "Delete version",
+                   f"Move {info.model} version {info.version} to the trash?", "Move to trash",
+                   what + "\n\nTF Serving stops serving this version. You can restore it from the trash."):
             return
         try:
             trashed = delete_version(version, move_to_trash)
@@ -235,14 +244,9 @@ class ModelsView(QWidget):
         self.refresh()
 
     def _confirm_permanent(self, info: VersionInfo) -> bool:
-        box = QMessageBox(QMessageBox.Icon.Warning, "No trash",
-                          f"There is no trash for {info.path}. Delete {info.model} version {info.version} "
-                          "permanently? This cannot be undone.", parent=self)
-        delete = box.addButton("Delete permanently", QMessageBox.ButtonRole.DestructiveRole)
-        box.addButton(QMessageBox.StandardButton.Cancel)
-        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-        box.exec()
-        return box.clickedButton() is delete
+        return ask(self, QMessageBox.Icon.Warning, "No trash",
+                   f"There is no trash for {info.path}. Delete {info.model} version {info.version} "
+                   "permanently? This cannot be undone.", "Delete permanently")
 
 
 RETRAIN_STAGES = ["scan", "backbone", "embed_train", "embed_validation", "embed_test", "train", "evaluate", "export"]

@@ -20,7 +20,6 @@ from typing import Callable
 
 from PySide6.QtCore import QObject, Signal
 
-
 _LIVE: "weakref.WeakSet[ModelOwner]" = weakref.WeakSet()
 
 

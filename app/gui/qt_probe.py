@@ -16,8 +16,18 @@ import time
 
 import shiboken6
 from PySide6.QtCore import QObject, QTimer
-from PySide6.QtWidgets import (QAbstractButton, QApplication, QCheckBox, QLabel, QLineEdit, QStatusBar,
-                               QTableWidget, QTreeWidget, QWidget, QWizard)
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QApplication,
+    QCheckBox,
+    QLabel,
+    QLineEdit,
+    QStatusBar,
+    QTableWidget,
+    QTreeWidget,
+    QWidget,
+    QWizard,
+)
 
 STALL_MS = 100  # every gap over this is logged (the smoke test calls those over 250 ms stalls)
 SMALL_VIEW = 60  # tables and trees up to this many rows are read cell by cell

@@ -9,14 +9,28 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QImage, QPixmap
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QListWidgetItem, QTableWidgetItem,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidgetItem,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.core.evaluation import Results, ResultsError, load_results, wilson_interval
 from app.core.store import read_version
 
-from .qt_common import (open_in_file_manager, read_only_table, run_in_background, thumbnail, thumbnail_grid,
-                        tone)
+from .qt_common import (
+    open_in_file_manager,
+    read_only_table,
+    run_in_background,
+    thumbnail,
+    thumbnail_grid,
+    tone,
+)
 
 SMALL_SAMPLE = 30  # fewer test images than this: the accuracy comes with a warning
 MATRIX_LIMIT = 30  # more classes than this: the most confused pairs instead of a K x K grid

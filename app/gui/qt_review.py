@@ -13,13 +13,30 @@ from pathlib import Path
 
 from PySide6.QtCore import QProcess, QProcessEnvironment, Qt
 from PySide6.QtGui import QColor, QPixmap
-from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QHBoxLayout, QLabel,
-                               QListWidgetItem, QProgressBar, QPushButton, QTabWidget, QVBoxLayout)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDialog,
+    QDialogButtonBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QTabWidget,
+    QVBoxLayout,
+)
 
 from app.core import review
 from app.core.dataset import excluded_files, set_excluded
 
-from .qt_common import icon, one_sentence, run_in_background, thumbnail, thumbnail_grid
+from .qt_common import (
+    icon,
+    one_sentence,
+    run_in_background,
+    thumbnail,
+    thumbnail_grid,
+    tone,
+)
 
 LEAK_COLOUR = "#f6c7c3"
 STAGES = {"scan": "Scanning images", "backbone": "Loading the backbone", "embed": "Computing features",
@@ -143,7 +160,7 @@ class ReviewDialog(QDialog):
         if code != 0 or self.report is None:
             text = self.error or f"the review stopped unexpectedly (exit code {code})"
             self.status.setText("The review failed: " + text)
-            self.status.setStyleSheet("color: #b3261e; font-weight: bold;")
+            self.status.setStyleSheet(f"color: {tone('bad')}; font-weight: bold;")
             return
         self.show_report(self.report)
 
@@ -219,7 +236,7 @@ class ReviewDialog(QDialog):
 
     def _say(self, text: str, error: bool = False) -> None:
         self.note.setText(text)
-        self.note.setStyleSheet("color: #b3261e;" if error else "")
+        self.note.setStyleSheet(f"color: {tone('bad')};" if error else "")
 
     # --- actions (each one click, each reversible) ------------------------------------------------------------
     def _set_exclusions(self, add: set[str], remove: set[str]) -> bool:

@@ -16,22 +16,63 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QPixmap
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox,
-                               QFileDialog, QFormLayout, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QListWidgetItem,
-                               QMessageBox, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QSplitter,
-                               QTableWidgetItem, QVBoxLayout, QWidget, QWizard, QWizardPage)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidgetItem,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+    QWizard,
+    QWizardPage,
+)
 
 from app.core.atomic import remove_stale_temps
-from app.imaging import class_name_problem
-from app.core.dataset import (CLASS, FOLDER, DatasetError, Source, check_root, excluded_files, loose_images, scan,
-                              set_excluded)
+from app.core.dataset import (
+    CLASS,
+    FOLDER,
+    DatasetError,
+    Source,
+    check_root,
+    excluded_files,
+    loose_images,
+    scan,
+    set_excluded,
+)
 from app.core.serving_config import docker_command, models_config
 from app.core.store import human_size
 from app.core.training import TrainSettings, free_name, newest_classes
+from app.imaging import class_name_problem
 from app.paths import sample_data_dir
 
-from .qt_common import (icon, one_sentence, open_in_file_manager, read_only_table, remember, run_in_background,
-                        setting, thumbnail, thumbnail_grid, tone)
+from .qt_common import (
+    icon,
+    one_sentence,
+    open_in_file_manager,
+    read_only_table,
+    remember,
+    run_in_background,
+    setting,
+    thumbnail,
+    thumbnail_grid,
+    tone,
+)
 
 BACKBONES = {  # CLI id -> what a person choosing one needs to know (ImageNet top-1 from the EfficientNet-Lite release)
     "efficientnet_lite0": "EfficientNet-Lite0 — fastest, 224 px, 4.7 M params, 75 % ImageNet (recommended)",
@@ -262,11 +303,11 @@ class ReviewPage(QWizardPage):
         self.scan_button.setObjectName("scan_button")
         self.warnings = QLabel()
         self.warnings.setWordWrap(True)
-        self.warnings.setStyleSheet("color: #7a5200;")
+        self.warnings.setStyleSheet(f"color: {tone('low')};")
         self.loose = QLabel()
         self.loose.setObjectName("loose_images")
         self.loose.setWordWrap(True)
-        self.loose.setStyleSheet("color: #7a5200;")
+        self.loose.setStyleSheet(f"color: {tone('low')};")
         self.browse_class = QComboBox()
         self.browse_class.setObjectName("browse_class")
         self.browse_class.setAccessibleName("Class to browse")
@@ -559,7 +600,7 @@ class OptionsPage(QWizardPage):
         self.conflict = QLabel()
         self.conflict.setObjectName("name_conflict")
         self.conflict.setWordWrap(True)
-        self.conflict.setStyleSheet("color: #7a5200;")
+        self.conflict.setStyleSheet(f"color: {tone('low')};")
         self.use_new_name = QPushButton()
         self.use_new_name.setObjectName("use_new_name")
         self.keep_name = QCheckBox("Add a version with the new classes anyway")
@@ -738,7 +779,7 @@ class TrainingPage(QWizardPage):
         self.overfitting = QLabel()
         self.overfitting.setObjectName("overfitting_warning")
         self.overfitting.setWordWrap(True)
-        self.overfitting.setStyleSheet("color: #7a5200; font-weight: bold;")
+        self.overfitting.setStyleSheet(f"color: {tone('low')}; font-weight: bold;")
         self.overfitting.hide()
         import pyqtgraph as pg
         self.loss_plot = pg.PlotWidget(background=None, title="loss")

@@ -5,9 +5,16 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-
-from .base import (ModelError, Prediction, Timings, check_images, ranked, read_metadata, resolve_version,
-                   warm_up_image)
+from .base import (
+    ModelError,
+    Prediction,
+    Timings,
+    check_images,
+    ranked,
+    read_metadata,
+    resolve_version,
+    warm_up_image,
+)
 
 
 class SavedModelClassifier:

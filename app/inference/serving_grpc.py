@@ -15,8 +15,18 @@ from typing import Sequence
 import grpc
 import numpy as np
 
-from .remote import (MAX_REPLY_BYTES, BadRequest, RemoteClassifier, RemoteError, RemoteTarget, ReplyError,
-                     RequestError, check_token, parse_target, wrong_protocol)
+from .remote import (
+    MAX_REPLY_BYTES,
+    BadRequest,
+    RemoteClassifier,
+    RemoteError,
+    RemoteTarget,
+    ReplyError,
+    RequestError,
+    check_token,
+    parse_target,
+    wrong_protocol,
+)
 
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024  # what a request may carry (large photos)
 MAX_ELEMENTS = 1 << 26  # more probabilities than any reply within MAX_REPLY_BYTES can hold
@@ -28,7 +38,10 @@ class GrpcClassifier(RemoteClassifier):
 
     def __init__(self, target: RemoteTarget | str, *, timeout_s: float = 10.0, ca_file: str | None = None,
                  token: str | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES, on_warning=None):
-        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+        from tensorflow_serving.apis import (
+            model_service_pb2_grpc,
+            prediction_service_pb2_grpc,
+        )
 
         target = parse_target(target) if isinstance(target, str) else target
         self.timeout_s = timeout_s
@@ -65,8 +78,8 @@ class GrpcClassifier(RemoteClassifier):
 
     def signatures(self) -> dict:
         if self._signatures is None:
-            from tensorflow_serving.apis import get_model_metadata_pb2
             from tensorflow.core.framework import types_pb2
+            from tensorflow_serving.apis import get_model_metadata_pb2
 
             request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
             self._model_spec(request.model_spec)

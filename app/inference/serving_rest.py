@@ -19,9 +19,18 @@ import threading
 import time
 from typing import Sequence
 
-
-from .remote import (MAX_REPLY_BYTES, BadRequest, RemoteClassifier, RemoteError, RemoteTarget, ReplyError,
-                     RequestError, check_token, parse_target, wrong_protocol)
+from .remote import (
+    MAX_REPLY_BYTES,
+    BadRequest,
+    RemoteClassifier,
+    RemoteError,
+    RemoteTarget,
+    ReplyError,
+    RequestError,
+    check_token,
+    parse_target,
+    wrong_protocol,
+)
 
 
 class RestClassifier(RemoteClassifier):

@@ -9,7 +9,15 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .base import ModelError, Prediction, Timings, read_metadata, ranked, resolve_version, warm_up_image
+from .base import (
+    ModelError,
+    Prediction,
+    Timings,
+    ranked,
+    read_metadata,
+    resolve_version,
+    warm_up_image,
+)
 from .preprocess import ImageError, decode, resize
 
 TFLITE_FILES = {"float": "model.tflite", "dynamic": "model_dynamic.tflite", "int8": "model_int8.tflite"}

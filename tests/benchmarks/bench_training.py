@@ -66,8 +66,8 @@ def main(argv=None) -> dict:
     warm = train(data, work / "models", cache)
 
     # linear probe on the very same cached features and splits
-    from sklearn.linear_model import LogisticRegression
     import tensorflow as tf
+    from sklearn.linear_model import LogisticRegression
 
     scanned = dataset.scan(data)
     store = features.EmbeddingCache(cache, backbones.fingerprint(info), 224)
@@ -80,8 +80,9 @@ def main(argv=None) -> dict:
 
     test_images, test_labels = fashion_mnist.load("test")
     pick = np.arange(args.holdout)
-    from PIL import Image
     import io
+
+    from PIL import Image
     encoded = []
     for i in pick:
         buf = io.BytesIO()

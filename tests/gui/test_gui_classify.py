@@ -12,12 +12,22 @@ import textwrap
 import threading
 
 import pytest
+from conftest import GapMeter, drop, save_shot
 from PySide6.QtCore import QPoint, QRect, Qt, QTimer
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import (QAbstractButton, QApplication, QCheckBox, QComboBox, QDoubleSpinBox, QLabel,
-                               QLineEdit, QListWidget, QProgressBar, QTableView, QTableWidget)
-
-from conftest import GapMeter, drop, save_shot
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QProgressBar,
+    QTableView,
+    QTableWidget,
+)
 from serving.double import TFServingDouble
 
 MAX_STALL_MS = 150

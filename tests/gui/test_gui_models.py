@@ -7,13 +7,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import save_shot
 from PIL import Image
 from PySide6.QtCore import QEvent, Qt, QTimer
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication, QDialog, QLabel, QMessageBox, QPushButton, QWizard
+from PySide6.QtWidgets import (
+    QApplication,
+    QDialog,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QWizard,
+)
 
 from app.core.evaluation import RESULTS_FILE, evaluate, save_results, summary
-from conftest import save_shot
 
 TRAIN_TIMEOUT_MS = 300_000
 

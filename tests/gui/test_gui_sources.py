@@ -2,13 +2,13 @@
 import json
 
 from conftest import drop
+from images import copy_sample
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QLineEdit, QTableWidget
 from test_gui_wizard import TRAIN_TIMEOUT_MS, button, click, open_train, page, type_into
 
 from app.paths import sample_data_dir
-from images import copy_sample
 
 
 def _cell(qtbot, table: QTableWidget, row: int, column: int, double: bool = False) -> None:

@@ -6,12 +6,11 @@ import subprocess
 import sys
 import textwrap
 
+from conftest import save_shot
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QKeySequence, QPalette
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QComboBox, QPushButton
-
-from conftest import save_shot
 
 WCAG_AA = 4.5
 

@@ -8,16 +8,30 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import GapMeter, save_shot
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import (QAbstractButton, QApplication, QCheckBox, QComboBox, QDialog, QDoubleSpinBox, QLabel,
-                               QLineEdit, QListWidget, QMessageBox, QProgressBar, QPushButton, QSpinBox, QTableWidget,
-                               QWizardPage)
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDoubleSpinBox,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QWizardPage,
+)
 
 from app.core.export import version_folders
 from app.paths import sample_data_dir
-from conftest import GapMeter, save_shot
 
 TRAIN_TIMEOUT_MS = 300_000
 MAX_STALL_MS = 150
