@@ -6,7 +6,6 @@ import pytest
 
 from app.core import events
 from app.core.evaluation import (
-    RESULTS_FILE,
     ResultsError,
     evaluate,
     load_results,
@@ -14,6 +13,7 @@ from app.core.evaluation import (
     summary,
     wilson_interval,
 )
+from app.store import RESULTS_FILE
 
 SMALL_BYTES = 200_000
 

@@ -1,7 +1,7 @@
 """Honest numbers on the held-out test split: accuracy, per-class P/R/F1, confusion, mistakes.
 
-What the results page shows is stored with each model version in one side file, ``results.npz``
-(see ``save_results``), written inside the atomic export; metadata.json and the ``done`` event carry
+What the results page shows is stored with each model version in one side file, ``store.RESULTS_FILE``
+(``results.npz``, see ``save_results``), written inside the atomic export; metadata.json and the ``done`` event carry
 only the headline numbers (``summary``), so 2,000 classes do not make either of them megabytes.
 """
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-RESULTS_FILE = "results.npz"
+from app.store import RESULTS_FILE
+
 RESULTS_FORMAT = 1
 SMALL_CLASSES = 50  # up to this many classes, metadata.json and the done event repeat the per-class numbers
 TOP_K = 5  # probabilities kept per test image (the full [N, K] matrix would be N*K floats)

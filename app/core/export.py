@@ -12,23 +12,38 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .atomic import remove_stale_temps, temp_folder, write_json
+from app.store import (
+    BYTES_INPUT,
+    CLASS_INDEX_INPUT,
+    CLASS_NAME_OUTPUT,
+    CLASS_NAMES_SIGNATURE,
+    CLASSES_OUTPUT,
+    IMAGES_INPUT,
+    IMAGES_SIGNATURE,
+    LABELS_FILE,
+    MODELS_CONFIG_FILE,
+    PROBABILITIES_OUTPUT,
+    SAVED_MODEL_FILE,
+    SCORES_OUTPUT,
+    SERVING_SIGNATURE,
+    TFLITE_FILES,
+    WARMUP_FILE,
+    Metadata,
+    next_version,
+    write_metadata,
+)
 
-SERVING_SIGNATURE = "serving_default"
-IMAGES_SIGNATURE = "serving_images"
-CLASS_NAMES_SIGNATURE = "class_names"  # class index -> label, so remote clients can name every top-k entry
-BYTES_INPUT = "image_bytes"
-IMAGES_INPUT = "images"
-OUTPUTS = ("probabilities", "classes", "scores")
-TFLITE_FILES = {"float": "model.tflite", "dynamic": "model_dynamic.tflite", "int8": "model_int8.tflite"}
+from .atomic import remove_stale_temps, temp_folder
+
 MAX_NAME = 100
 NAME_RE = re.compile(rf"[A-Za-z0-9_-][A-Za-z0-9_.-]{{0,{MAX_NAME - 1}}}")
-RESERVED_NAMES = {"models.config"}  # the file TF Serving reads beside the model folders
+RESERVED_NAMES = {MODELS_CONFIG_FILE}  # the file TF Serving reads beside the model folders
 MIN_FREE_BYTES = 200 * 2 ** 20  # a version is ~30-60 MB (SavedModel + TFLite variants) written beside the last
 
 
@@ -89,16 +104,6 @@ def check_output(models_dir: str | Path, name: str, min_free: int = MIN_FREE_BYT
     return base
 
 
-def version_folders(base: str | Path) -> list[tuple[int, Path]]:
-    """Complete versions under a model's base folder, lowest first (TF Serving's rule)."""
-    base = Path(base)
-    if not base.is_dir():
-        return []
-    return sorted((int(p.name), p) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
-
-
-
-
 def _write_side_files(folder: Path, side_files: Mapping[str, Callable[[Path], None]]) -> dict[str, str]:
     """Write each extra file into ``folder``; returns metadata's ``files`` entries ({stem: name})."""
     written = {}
@@ -133,9 +138,9 @@ def build_module(backbone, head_kernel: np.ndarray, head_bias: np.ndarray, label
         def _outputs(self, images):
             probabilities = self._probabilities(images)
             top = tf.argmax(probabilities, axis=1, output_type=tf.int32)
-            return {"probabilities": probabilities,
-                    "classes": tf.gather(self.labels, top),
-                    "scores": tf.reduce_max(probabilities, axis=1)}
+            return {PROBABILITIES_OUTPUT: probabilities,
+                    CLASSES_OUTPUT: tf.gather(self.labels, top),
+                    SCORES_OUTPUT: tf.reduce_max(probabilities, axis=1)}
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)], autograph=False)
         def serve_bytes(self, image_bytes):
@@ -147,13 +152,13 @@ def build_module(backbone, head_kernel: np.ndarray, head_bias: np.ndarray, label
         def serve_images(self, images):
             return self._outputs(images)
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="class_index")], autograph=False)
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name=CLASS_INDEX_INPUT)], autograph=False)
         def class_names(self, class_index):
-            return {"class_name": tf.gather(self.labels, class_index)}
+            return {CLASS_NAME_OUTPUT: tf.gather(self.labels, class_index)}
 
         @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name=IMAGES_INPUT)], autograph=False)
         def tflite_probabilities(self, images):
-            return {"probabilities": self._probabilities(images)}
+            return {PROBABILITIES_OUTPUT: self._probabilities(images)}
 
     return ImageClassifier()
 
@@ -175,7 +180,7 @@ def _convert_tflite(module, mode: str, representative: Callable[[], np.ndarray] 
 
 
 def _warmup_record(model_name: str, example_jpeg: bytes) -> bytes:
-    """One PredictionLog, as TF Serving reads from assets.extra/tf_serving_warmup_requests."""
+    """One PredictionLog, as TF Serving reads from ``WARMUP_FILE`` (assets.extra/tf_serving_warmup_requests)."""
     import tensorflow as tf
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
@@ -196,7 +201,7 @@ def example_jpeg(image: np.ndarray) -> bytes:
 
 
 def export(models_dir: str | Path, name: str, *, backbone, head: tuple[np.ndarray, np.ndarray],
-           labels: Sequence[str], image_size: int, metadata: dict, tflite: Sequence[str] = ("float",),
+           labels: Sequence[str], image_size: int, metadata: Metadata, tflite: Sequence[str] = ("float",),
            warmup_image: bytes | None = None, representative: Callable[[], np.ndarray] | None = None,
            on_stage: Callable[[str], None] = lambda s: None,
            side_files: Mapping[str, Callable[[Path], None]] | None = None) -> Path:
@@ -213,7 +218,7 @@ def export(models_dir: str | Path, name: str, *, backbone, head: tuple[np.ndarra
     tmp = temp_folder(base)
     try:
         with tempfile.TemporaryDirectory() as scratch:
-            labels_file = Path(scratch, "labels.txt")
+            labels_file = Path(scratch, Path(LABELS_FILE).name)  # the Asset keeps its name: assets/labels.txt
             labels_file.write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
             module = build_module(backbone, *head, labels, image_size, str(labels_file))
             on_stage("saving SavedModel")
@@ -221,20 +226,20 @@ def export(models_dir: str | Path, name: str, *, backbone, head: tuple[np.ndarra
                 SERVING_SIGNATURE: module.serve_bytes.get_concrete_function(),
                 IMAGES_SIGNATURE: module.serve_images.get_concrete_function(),
                 CLASS_NAMES_SIGNATURE: module.class_names.get_concrete_function()})
-        files = {"saved_model": "saved_model.pb", "labels": "assets/labels.txt"}
+        files = {"saved_model": SAVED_MODEL_FILE, "labels": LABELS_FILE}
         for mode in tflite:
             on_stage(f"converting to TFLite ({mode})")
             (tmp / TFLITE_FILES[mode]).write_bytes(_convert_tflite(module, mode, representative))
             files[f"tflite_{mode}"] = TFLITE_FILES[mode]
         if warmup_image is not None:
-            (tmp / "assets.extra").mkdir()
-            with tf.io.TFRecordWriter(str(tmp / "assets.extra" / "tf_serving_warmup_requests")) as writer:
+            (tmp / WARMUP_FILE).parent.mkdir()
+            with tf.io.TFRecordWriter(str(tmp / WARMUP_FILE)) as writer:
                 writer.write(_warmup_record(name, warmup_image))
-            files["warmup"] = "assets.extra/tf_serving_warmup_requests"
+            files["warmup"] = WARMUP_FILE
         files.update(_write_side_files(tmp, side_files or {}))
-        version = max([v for v, _ in version_folders(base)], default=0) + 1
+        version = next_version(base)
         while True:
-            write_json(tmp / "metadata.json", {**metadata, "name": name, "version": version, "files": files})
+            write_metadata(tmp, replace(metadata, name=name, version=version, files=files))
             target = base / str(version)
             try:
                 os.rename(tmp, target)

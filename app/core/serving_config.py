@@ -8,6 +8,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from app.store import MODELS_CONFIG_FILE, model_folders
+
 SERVING_IMAGE = "tensorflow/serving"
 CONTAINER_ROOT = "/models"
 
@@ -37,13 +39,15 @@ def models_config(models: dict[str, str]) -> str:
 
 
 def find_models(models_dir: str | Path) -> list[str]:
-    """Names of the folders under ``models_dir`` that hold at least one complete version."""
-    root = Path(models_dir).expanduser()
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir()
-                  if p.is_dir() and _utf8(p.name)
-                  and any(v.is_dir() and v.name.isdigit() and (v / "saved_model.pb").exists() for v in p.iterdir()))
+    """Names of the models under ``models_dir`` (``store.model_folders``) that TF Serving can be told about.
+
+    Args:
+        models_dir: the models folder; need not exist.
+
+    Returns:
+        Sorted folder names holding at least one version, except names that are not UTF-8.
+    """
+    return [p.name for p in model_folders(models_dir) if _utf8(p.name)]
 
 
 def _utf8(name: str) -> bool:
@@ -60,7 +64,7 @@ def write_models_config(models_dir: str | Path, container_root: str = CONTAINER_
     from .atomic import write_bytes
 
     root = Path(models_dir).expanduser()
-    path = root / "models.config"
+    path = root / MODELS_CONFIG_FILE
     names = find_models(root)
     write_bytes(path, models_config({name: f"{container_root}/{name}" for name in names}).encode())
     return path

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import platform
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -19,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from app import __version__
+from app import store
 from app.inference.preprocess import load_image
 
 from . import backbones, events, export, features, review, serving_config
 from .dataset import Dataset, Skipped, scan
-from .evaluation import RESULTS_FILE, evaluate, save_results, summary
+from .evaluation import evaluate, save_results, summary
 
 
 @dataclass
@@ -385,30 +384,13 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
     on_event(events.stage("export", "Exporting SavedModel and TFLite"))
     example = splits["test"][0] if splits["test"] else splits["train"][0]
     example_pixels = load_image(example.path.read_bytes(), (size, size))
-    metadata = {
-        "format_version": 1,
-        "labels": data.classes,
-        "input": {"height": size, "width": size, "channels": 3, "dtype": "float32", "range": [0.0, 1.0]},
-        "preprocessing": "decode (JPEG at DCT scale, EXIF-upright), RGB, /255, antialiased bilinear resize "
-                         "(app.inference.preprocess)",
-        "signatures": {export.SERVING_SIGNATURE: {"inputs": {export.BYTES_INPUT: "string [None]"},
-                                                  "outputs": list(export.OUTPUTS)},
-                       export.IMAGES_SIGNATURE: {"inputs": {export.IMAGES_INPUT: f"float32 [None,{size},{size},3]"},
-                                                 "outputs": list(export.OUTPUTS)},
-                       export.CLASS_NAMES_SIGNATURE: {"inputs": {"class_index": "int32 [None]"},
-                                                      "outputs": ["class_name"]}},
-        "backbone": info.to_dict(),
-        "split_sizes": {name: len(items) for name, items in splits.items()},
-        "skipped_files": len(data.skipped),
-        "review": review_summary,
-        "metrics": {**summary(report), "validation_accuracy": val_accuracy},  # the rest: results.npz
-        "training": {**{k2: v for k2, v in asdict(s).items()
-                        if k2 not in ("image_dir", "models_dir", "cache_dir", "sources")},
-                     "epochs_run": epochs_run, "image_dir": str(data.root), "sources": data.source_records()},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "app_version": __version__,
-        "platform": platform.platform(),
-    }
+    metadata = store.new_metadata(
+        data.classes, size, backbone=info.to_dict(), split_sizes={name: len(items) for name, items in splits.items()},
+        skipped_files=len(data.skipped), review=review_summary,
+        metrics={**summary(report), "validation_accuracy": val_accuracy},  # the rest: results.npz
+        training={**{k2: v for k2, v in asdict(s).items()
+                     if k2 not in ("image_dir", "models_dir", "cache_dir", "sources")},
+                  "epochs_run": epochs_run, "image_dir": str(data.root), "sources": data.source_records()})
     train_items = splits["train"]
     model_dir = export.export(
         s.models_dir, s.model_name(), backbone=backbone_for_export, head=head, labels=data.classes, image_size=size,
@@ -416,7 +398,7 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
         warmup_image=export.example_jpeg(example_pixels),
         representative=lambda: (load_image(i.path.read_bytes(), (size, size)) for i in train_items[:100]),
         on_stage=lambda m: on_event(events.stage("export", m)),
-        side_files={RESULTS_FILE: lambda path: save_results(path, probabilities, labels["test"], data.classes,
+        side_files={store.RESULTS_FILE: lambda path: save_results(path, probabilities, labels["test"], data.classes,
                                                             [i.path for i in splits["test"]])})
     try:
         config = serving_config.write_models_config(s.models_dir)
@@ -494,7 +476,7 @@ def newest_classes(models_dir: str | Path, name: str) -> list[str] | None:
     import json
 
     try:
-        versions = export.version_folders(Path(models_dir).expanduser() / name)
+        versions = store.version_folders(Path(models_dir).expanduser() / name)
     except OSError:  # an unusable MODELS_DIR is said by check_output, in its own words
         return None
     if not versions:
@@ -547,7 +529,7 @@ def recorded_settings(model: str | Path, cache_dir: str | None = None) -> tuple[
     base = Path(model).expanduser().resolve()
     if base.name.isdigit() and (base / "saved_model.pb").exists():
         base = base.parent
-    versions = export.version_folders(base)
+    versions = store.version_folders(base)
     if not versions:
         raise TrainingError(f"{base} has no model versions to retrain; train one first")
     newest = versions[-1][1]

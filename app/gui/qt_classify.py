@@ -53,7 +53,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.store import model_folders
+from app.store import model_folders
 from app.imaging import find_images, printable, read_image_file, walk
 from app.inference.base import Prediction
 from app.inference.bench import bench, summary

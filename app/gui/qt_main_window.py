@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import __version__, classify_only
-from app.core.store import model_folders
+from app.store import model_folders
 from app.paths import resources_dir
 
 from .qt_backend import BackendBar

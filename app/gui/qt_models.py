@@ -23,14 +23,14 @@ from PySide6.QtWidgets import (
 
 from app import classify_only
 from app.core.atomic import remove_stale_temps
-from app.core.export import version_folders
-from app.core.store import (
+from app.store import (
     DeleteError,
     VersionInfo,
     delete_version,
     human_size,
     model_folders,
     read_version,
+    version_folders,
 )
 
 from .qt_common import ask, icon, open_in_file_manager, remember

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.evaluation import Results, ResultsError, load_results, wilson_interval
-from app.core.store import read_version
+from app.store import read_version
 
 from .qt_common import (
     open_in_file_manager,

@@ -56,7 +56,7 @@ from app.core.dataset import (
     set_excluded,
 )
 from app.core.serving_config import docker_command, models_config
-from app.core.store import human_size
+from app.store import human_size
 from app.core.training import TrainSettings, free_name, newest_classes
 from app.imaging import class_name_problem
 from app.paths import sample_data_dir

@@ -5,15 +5,11 @@
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Protocol, Sequence
 
-
-class ModelError(ValueError):
-    """The model cannot be found or used; ``str()`` says why in one sentence."""
+from app.store import ModelError
 
 
 @dataclass
@@ -50,40 +46,6 @@ class Classifier(Protocol):
 
     def classify(self, images: Sequence[bytes], top_k: int = 5) -> list[Prediction]:
         """One Prediction per encoded image, in order; a bad image gets ``error`` set."""
-
-
-def resolve_version(path: str | Path) -> Path:
-    """A version folder, or a model's base folder -> its highest complete version."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise ModelError(f"model not found: {path}")
-    if (path / "saved_model.pb").exists() or path.suffix == ".tflite":
-        return path
-    versions = sorted((int(p.name), p) for p in path.iterdir() if p.is_dir() and p.name.isdigit()) \
-        if path.is_dir() else []
-    if not versions:
-        raise ModelError(f"{path} holds no model version (expected NAME/1/saved_model.pb)")
-    return versions[-1][1]
-
-
-def read_metadata(version_dir: Path) -> dict:
-    """metadata.json of a version, or what can be said without it (labels from assets/labels.txt)."""
-    meta_file = version_dir / "metadata.json"
-    if meta_file.exists():
-        if not meta_file.is_file():  # a FIFO would hang the reader
-            raise ModelError(f"{meta_file} is not a regular file")
-        try:
-            meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        except (ValueError, OSError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise ModelError(f"{meta_file} cannot be read ({type(exc).__name__}); the model folder is damaged") from None
-        labels = meta.get("labels", []) if isinstance(meta, dict) else None
-        if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
-            raise ModelError(f"{meta_file} is not a model's metadata (it needs a list of class names)")
-        return meta
-    labels_file = version_dir / "assets" / "labels.txt"
-    if labels_file.exists():
-        return {"labels": labels_file.read_text(encoding="utf-8").splitlines()}
-    return {}
 
 
 def check_images(images: Sequence[bytes]) -> tuple[list[int], list[Prediction]]:

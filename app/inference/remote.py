@@ -25,11 +25,19 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
-from .base import ModelError, Prediction, Timings, check_images, ranked
+from app.store import (
+    CLASS_NAMES_SIGNATURE,
+    CLASSES_OUTPUT,
+    PROBABILITIES_OUTPUT,
+    SERVING_SIGNATURE,
+    ModelError,
+    labels_for,
+)
+
+from .base import Prediction, Timings, check_images, ranked
 
 DEFAULT_PORTS = {"grpc": 8500, "grpcs": 8500, "http": 8501, "https": 8501}
-DEFAULT_SIGNATURE = "serving_default"
-CLASS_NAMES_SIGNATURE = "class_names"
+DEFAULT_SIGNATURE = SERVING_SIGNATURE
 MAX_REPLY_BYTES = 64 * 1024 * 1024  # replies hold probabilities and names: 64 MB is thousands of times enough
 SOFTMAX_TOLERANCE = 1e-3
 
@@ -150,10 +158,11 @@ def choose_names(signatures: dict[str, dict[str, dict[str, str]]], target: Remot
                           "bytes (it needs exactly one string input)")
     outputs = signature["outputs"]
     floats = [name for name, dtype in outputs.items() if dtype == "DT_FLOAT"]
-    probabilities = "probabilities" if "probabilities" in outputs else (floats[0] if len(floats) == 1 else None)
+    probabilities = PROBABILITIES_OUTPUT if PROBABILITIES_OUTPUT in outputs else \
+        (floats[0] if len(floats) == 1 else None)
     if probabilities is None:
-        raise RemoteError(f"signature '{target.signature}' has no 'probabilities' output")
-    classes = "classes" if outputs.get("classes") == "DT_STRING" else None
+        raise RemoteError(f"signature '{target.signature}' has no '{PROBABILITIES_OUTPUT}' output")
+    classes = CLASSES_OUTPUT if outputs.get(CLASSES_OUTPUT) == "DT_STRING" else None
     return SignatureNames(strings[0], probabilities, classes)
 
 
@@ -294,7 +303,7 @@ class RemoteClassifier:
         n = len(chunk)
         network_ms = max(0.0, elapsed_ms - encode_ms) / n
         for row, i in enumerate(chunk):
-            labels = self.labels or [f"class_{j}" for j in range(probabilities.shape[1])]
+            labels = labels_for(self.labels, probabilities.shape[1])
             ranking = ranked(probabilities[row], labels, top_k)
             if not self.labels and top1:
                 ranking[0] = (top1[row], ranking[0][1])

@@ -5,16 +5,16 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .base import (
+from app.store import (
+    PROBABILITIES_OUTPUT,
+    SERVING_SIGNATURE,
     ModelError,
-    Prediction,
-    Timings,
-    check_images,
-    ranked,
+    labels_for,
     read_metadata,
     resolve_version,
-    warm_up_image,
 )
+
+from .base import Prediction, Timings, check_images, ranked, warm_up_image
 
 
 class SavedModelClassifier:
@@ -22,7 +22,7 @@ class SavedModelClassifier:
 
     name = "savedmodel"
 
-    def __init__(self, model: str | Path, signature: str = "serving_default"):
+    def __init__(self, model: str | Path, signature: str = SERVING_SIGNATURE):
         import tensorflow as tf
 
         self.version_dir = resolve_version(model)
@@ -40,8 +40,7 @@ class SavedModelClassifier:
         if not string_inputs:
             raise ModelError(f"signature '{signature}' does not take encoded image bytes")
         self._input = string_inputs[0]
-        labels = self.metadata.get("labels")
-        self.labels = list(labels) if labels else []
+        self.labels = list(self.metadata.labels)
         self._tf = tf
         self.classify([warm_up_image()])
 
@@ -58,8 +57,8 @@ class SavedModelClassifier:
                     predictions[i] = self._classify_one(images[i], top_k)
                 return predictions
             elapsed = (time.perf_counter() - start) * 1000 / len(good)
-            probabilities = out["probabilities"].numpy()
-            labels = self.labels or [f"class_{j}" for j in range(probabilities.shape[1])]
+            probabilities = out[PROBABILITIES_OUTPUT].numpy()
+            labels = labels_for(self.labels, probabilities.shape[1])
             for row, i in enumerate(good):
                 predictions[i].top_k = ranked(probabilities[row], labels, top_k)
                 predictions[i].timings = Timings(inference_ms=elapsed, total_ms=elapsed)
@@ -72,6 +71,6 @@ class SavedModelClassifier:
         except Exception as exc:
             return Prediction(request_bytes=len(data), error=f"the model could not decode this image ({type(exc).__name__})")
         elapsed = (time.perf_counter() - start) * 1000
-        probabilities = out["probabilities"].numpy()[0]
-        labels = self.labels or [f"class_{j}" for j in range(len(probabilities))]
-        return Prediction(ranked(probabilities, labels, k), Timings(inference_ms=elapsed, total_ms=elapsed), len(data))
+        probabilities = out[PROBABILITIES_OUTPUT].numpy()[0]
+        timings = Timings(inference_ms=elapsed, total_ms=elapsed)
+        return Prediction(ranked(probabilities, labels_for(self.labels, len(probabilities)), k), timings, len(data))

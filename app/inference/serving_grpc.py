@@ -15,6 +15,8 @@ from typing import Sequence
 import grpc
 import numpy as np
 
+from app.store import CLASS_INDEX_INPUT, CLASS_NAME_OUTPUT, CLASS_NAMES_SIGNATURE
+
 from .remote import (
     MAX_REPLY_BYTES,
     BadRequest,
@@ -126,9 +128,9 @@ class GrpcClassifier(RemoteClassifier):
         return probabilities, top1, size, encode_ms
 
     def lookup_class_names(self, count: int) -> list:
-        request = self._request("class_names", "class_index", _vector("DT_INT32", list(range(count))))
+        request = self._request(CLASS_NAMES_SIGNATURE, CLASS_INDEX_INPUT, _vector("DT_INT32", list(range(count))))
         response = self._call(self._predict_stub.Predict, request)
-        return list(self._output(response, "class_name", "DT_STRING").string_val)
+        return list(self._output(response, CLASS_NAME_OUTPUT, "DT_STRING").string_val)
 
     def _output(self, response, name: str, dtype: str | None = None):
         """One output of a PredictResponse (a missing key is an error, not protobuf's empty default)."""

@@ -19,6 +19,8 @@ import threading
 import time
 from typing import Sequence
 
+from app.store import CLASS_NAMES_SIGNATURE
+
 from .remote import (
     MAX_REPLY_BYTES,
     BadRequest,
@@ -190,7 +192,7 @@ class RestClassifier(RemoteClassifier):
         return probabilities, top1, len(body), encode_ms
 
     def lookup_class_names(self, count: int) -> list:
-        body = json.dumps({"signature_name": "class_names", "instances": list(range(count))}).encode()
+        body = json.dumps({"signature_name": CLASS_NAMES_SIGNATURE, "instances": list(range(count))}).encode()
         return self._send("POST", self._base + ":predict", body).get("predictions")
 
 

@@ -9,18 +9,10 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .base import (
-    ModelError,
-    Prediction,
-    Timings,
-    ranked,
-    read_metadata,
-    resolve_version,
-    warm_up_image,
-)
 from .preprocess import ImageError, decode, resize
+from app.store import TFLITE_FILES, ModelError, labels_for, read_metadata, resolve_version
 
-TFLITE_FILES = {"float": "model.tflite", "dynamic": "model_dynamic.tflite", "int8": "model_int8.tflite"}
+from .base import Prediction, Timings, ranked, warm_up_image
 
 
 def interpreter_class():
@@ -61,8 +53,7 @@ class TFLiteClassifier:
         self._output = self._interpreter.get_output_details()[0]
         _, height, width, _ = self._input["shape"]
         self.size = (int(height), int(width))
-        self.labels = list(self.metadata.get("labels") or
-                           [f"class_{i}" for i in range(int(self._output["shape"][-1]))])
+        self.labels = labels_for(self.metadata.labels, int(self._output["shape"][-1]))
         self.model_file = model_file
         self.classify([warm_up_image()])
 

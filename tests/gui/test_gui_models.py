@@ -20,7 +20,8 @@ from PySide6.QtWidgets import (
     QWizard,
 )
 
-from app.core.evaluation import RESULTS_FILE, evaluate, save_results, summary
+from app.core.evaluation import evaluate, save_results, summary
+from app.store import RESULTS_FILE
 
 TRAIN_TIMEOUT_MS = 300_000
 
