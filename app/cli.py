@@ -378,10 +378,9 @@ def cmd_classify(args) -> int:
     if not any(f.reason is None for f in found):
         raise UsageError("no image files found in the given paths" + (
             f" ({len(found)} skipped, e.g. {printable(found[0].path)}: {found[0].reason})" if found else ""))
-    from app.imaging import read_image_file
+    from app.imaging import ImageError, read_image_file
     from app.inference.base import Prediction
     from app.inference.factory import open_classifier
-    from app.inference.preprocess import ImageError
 
     classifier = open_classifier(args.model, args.backend, args.server,
                                  **_backend_options(args, bool(args.server)))

@@ -7,7 +7,7 @@ import skimage.data
 
 from app.core import backbones
 from app.core.efficientnet_lite import make_module
-from app.inference.preprocess import resize
+from app.imaging import resize
 
 LABELS = (Path(__file__).parent / "data" / "imagenet_classes.txt").read_text().splitlines()
 CATS = {"tabby, tabby cat", "tiger cat", "Egyptian cat"}

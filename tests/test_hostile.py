@@ -17,9 +17,9 @@ from hostile import BAD_CLASS_NAMES, HOSTILE_CLASS, outcome_of, write_corpus
 from images import good_images
 from PIL import Image
 
+from app import imaging as preprocess
 from app.core.dataset import scan
 from app.imaging import read_image_file
-from app.inference import preprocess
 
 pytestmark = pytest.mark.timeout(600)  # a FIFO or /dev/zero read by mistake must fail the test, not hang it
 

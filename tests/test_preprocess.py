@@ -7,7 +7,7 @@ import skimage.data
 from images import bad_images, good_images, with_orientation
 from PIL import Image
 
-from app.inference import preprocess
+from app import imaging as preprocess
 
 SIZE = (224, 224)
 HOST_GRAPH_TOLERANCE = 5e-5  # float32 rounding of the same maths

@@ -12,8 +12,8 @@ from images import encode
 from PIL import Image
 
 from app.core.evaluation import load_results
-from app.core.export import version_folders
-from app.inference.preprocess import load_image
+from app.imaging import load_image
+from app.store import version_folders
 
 STATED_TEST_ACCURACY = 0.85  # 5 Fashion-MNIST classes, 40 images each, frozen EfficientNet-Lite0
 TFLITE_TOLERANCE = 1e-5

@@ -19,8 +19,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.imaging import class_name_problem, is_hidden, printable, read_image_file, walk
-from app.inference.preprocess import IMAGE_EXTENSIONS, ImageError, decode
+from app.imaging import (
+    IMAGE_EXTENSIONS,
+    ImageError,
+    class_name_problem,
+    decode,
+    is_hidden,
+    printable,
+    read_image_file,
+    walk,
+)
 
 from . import events
 
@@ -319,7 +327,7 @@ def loose_images(root: str | Path) -> list[Path]:
     """Image files directly in IMAGE_DIR: only class folders are scanned, so these are not used."""
     try:
         return sorted(p for p in Path(root).expanduser().iterdir()
-                      if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file())
+                      if p.suffix.lower() in IMAGE_EXTENSIONS and not is_hidden(p.name) and p.is_file())
     except OSError:
         return []
 
@@ -335,7 +343,7 @@ def _has_images_near(folder: Path) -> bool:
                     seen += 1
                     if seen > _QUICK_LOOK:
                         return False
-                    if entry.name.startswith("."):
+                    if is_hidden(entry.name):
                         continue
                     if Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS:
                         return True

@@ -15,8 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from app.imaging import read_image_file
-from app.inference.preprocess import ImageError, load_image
+from app.imaging import ImageError, load_image, read_image_file
 
 from . import events
 from .atomic import write_bytes

@@ -1,4 +1,4 @@
-"""``app.inference.preprocess`` written in TensorFlow ops, for the exported SavedModel.
+"""``app.imaging``'s decoding written in TensorFlow ops, for the exported SavedModel.
 
 Same steps, same maths (see that module's docstring): JPEGs decoded at the same DCT scale
 with the accurate integer IDCT and turned upright by their EXIF orientation; other formats
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from app.inference.preprocess import EXIF_ORIENTATION_TAG
+from app.imaging import EXIF_ORIENTATION_TAG
 
 _EXIF_HEADER = b"Exif\x00\x00"
 _EXIF_SEARCH_BYTES = 65536

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from app import store
-from app.inference.preprocess import load_image
+from app.imaging import load_image
 
 from . import backbones, events, export, features, review, serving_config
 from .dataset import Dataset, Skipped, scan

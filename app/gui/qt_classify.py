@@ -53,11 +53,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.store import model_folders
-from app.imaging import find_images, printable, read_image_file, walk
+from app.imaging import IMAGE_EXTENSIONS, ImageError, find_images, printable, read_image_file, walk
 from app.inference.base import Prediction
 from app.inference.bench import bench, summary
-from app.inference.preprocess import IMAGE_EXTENSIONS, ImageError
+from app.store import model_folders
 
 from .qt_backend import (
     BACKENDS,

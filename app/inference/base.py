@@ -53,7 +53,7 @@ def check_images(images: Sequence[bytes]) -> tuple[list[int], list[Prediction]]:
 
     Returns the indices worth sending and a Prediction per image (errors already filled in).
     """
-    from .preprocess import ImageError, image_size
+    from app.imaging import ImageError, image_size
 
     predictions = [Prediction(request_bytes=len(data)) for data in images]
     good = []

@@ -16,10 +16,9 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Sequence
 
-from app.imaging import Found, find_images, read_image_file
+from app.imaging import Found, ImageError, find_images, read_image_file
 
 from .base import Classifier, Prediction
-from .preprocess import ImageError
 
 
 def labeled_files(root: str | Path, limit: int | None = None, skipped: list | None = None) -> list[tuple[Path, str]]:

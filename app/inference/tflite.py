@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .preprocess import ImageError, decode, resize
+from app.imaging import ImageError, decode, resize
 from app.store import TFLITE_FILES, ModelError, labels_for, read_metadata, resolve_version
 
 from .base import Prediction, Timings, ranked, warm_up_image

@@ -46,7 +46,7 @@ def main(argv=None) -> dict:
 
     from app.inference.bench import bench, labeled_files
     from app.inference.factory import open_classifier
-    from app.inference.preprocess import load_image
+    from app.imaging import load_image
 
     work = Path(tempfile.mkdtemp(prefix="bench-infer-"))
     train_dir = fashion_mnist.write_folders(work / "train", 150)

@@ -44,7 +44,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     from app.core import backbones, dataset, features
-    from app.inference.preprocess import load_image
+    from app.imaging import load_image
 
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
     data = fashion_mnist.write_folders(work / "fm", args.per_class)

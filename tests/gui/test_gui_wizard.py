@@ -30,8 +30,8 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
-from app.core.export import version_folders
 from app.paths import sample_data_dir
+from app.store import version_folders
 
 TRAIN_TIMEOUT_MS = 300_000
 MAX_STALL_MS = 150
