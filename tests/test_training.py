@@ -35,6 +35,23 @@ def test_trains_to_the_stated_accuracy(trained):
     assert {"stage", "progress", "dataset", "epoch", "done"} <= kinds
 
 
+def test_each_stage_is_announced_once_in_order_and_timed(trained):
+    """The GUI's progress reads these: one ``stage`` event per stage entered, in the run's order (export also
+    says its steps), the scan's ``dataset`` and the embed's ``new_images`` events in place, and every stage
+    timed in ``done``'s seconds."""
+    seen = trained["events"]
+    stages = [e["stage"] for e in seen if e["event"] == "stage"]
+    assert list(dict.fromkeys(stages)) == ["scan", "backbone", "embed", "review", "train", "evaluate", "export"]
+    assert stages.count("export") > 2 and all(stages.count(name) == 1 for name in set(stages) - {"export"})
+    kinds = [e["event"] if e["event"] != "stage" else e["stage"] for e in seen if e["event"] not in ("progress",
+                                                                                                   "epoch")]
+    assert kinds.index("scan") < kinds.index("dataset") < kinds.index("backbone") < kinds.index("new_images") \
+        < kinds.index("embed") < kinds.index("review") and kinds[-1] == "done"
+    seconds = trained["done"]["seconds"]
+    assert set(seconds) == {"scan", "load_backbone", "embed", "review", "train", "evaluate", "export", "total"}
+    assert all(value >= 0 for value in seconds.values()) and seconds["total"] >= sum(seconds.values()) / 2
+
+
 def test_version_folder_has_everything_tf_serving_needs(trained):
     version = trained["version_dir"]
     assert version.parent.name == "clothes" and version.name == "1"

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .dataset import Dataset
 
 EventSink = Callable[[dict], None]
 
@@ -30,6 +33,19 @@ def warning(message: str) -> dict:
 
 def error(message: str) -> dict:
     return {"event": "error", "message": message}
+
+
+def dataset(data: Dataset) -> dict:
+    """What the scan found: classes, per-split counts, skipped files with reasons, sources and their origins."""
+    return {"event": "dataset", "root": str(data.root), "classes": data.classes, "counts": data.counts(),
+            "skipped": [{"path": str(x.path), "reason": x.reason} for x in data.skipped],
+            "warnings": data.warnings, "sources": data.source_records(), "origins": data.origins(),
+            **data.summary()}
+
+
+def new_images(count: int, images: int) -> dict:
+    """How many of the ``images`` scanned the backbone has to embed (the rest are in the cache)."""
+    return {"event": "new_images", "count": count, "images": images}
 
 
 def done(model_dir: str, models_config: str | None, metrics: dict, classes: list[str], seconds: dict) -> dict:

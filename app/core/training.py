@@ -12,6 +12,7 @@ import importlib
 import math
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -108,18 +109,32 @@ def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-class _Clock:
-    """Wall time per stage, for the ``done`` event and the benchmark."""
+class _Stages:
+    """Names, times and announces the stages of a run: ``with stages("scan", "Scanning …"):``.
 
-    def __init__(self):
+    Entering a stage emits its ``stage`` event (when given a message); leaving it adds the wall time to
+    ``seconds[key or name]``, which the ``done`` event reports.  The value bound by ``as`` announces more
+    of the same stage (``say("saving SavedModel")``).
+    """
+
+    def __init__(self, on_event: events.EventSink):
+        self.on_event = on_event
         self.seconds: dict[str, float] = {}
         self._start = time.perf_counter()
 
-    def lap(self, name: str, since: float) -> None:
-        self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - since, 3)
+    @contextmanager
+    def __call__(self, name: str, message: str | None = None, key: str | None = None):
+        start = time.perf_counter()
+        say = lambda text: self.on_event(events.stage(name, text))  # noqa: E731
+        if message is not None:
+            say(message)
+        yield say
+        key = key or name
+        self.seconds[key] = round(self.seconds.get(key, 0.0) + time.perf_counter() - start, 3)
 
-    def total(self) -> float:
-        return round(time.perf_counter() - self._start, 3)
+    def total(self) -> dict[str, float]:
+        """Every stage's seconds plus ``total``, the whole run's."""
+        return {**self.seconds, "total": round(time.perf_counter() - self._start, 3)}
 
 
 def _one_hot(labels: np.ndarray, k: int) -> np.ndarray:
@@ -294,125 +309,150 @@ def fine_tune(location: str, head, data: Dataset, size: int, s: TrainSettings, o
 
 
 def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
-    """Train and export; returns the ``done`` event (also emitted)."""
+    """Train a classifier on ``s``'s images and export it as a new version.
+
+    Stages, each a function below, timed and announced by ``_Stages``: scan, load_backbone, embed,
+    [review], train, [fine_tune], evaluate, export.
+
+    Args:
+        s: the settings (checked first: a bad number, name or models folder fails before any work).
+        on_event: receives every event (``events``) as it happens.
+
+    Returns:
+        The ``done`` event, also emitted last.
+
+    Raises:
+        SettingsError, OutputError, DatasetError, BackboneError, TrainingError: one plain sentence each.
+    """
     s.check()
     export.check_output(s.models_dir, s.model_name())  # before any work: a bad name or folder fails now
-    clock = _Clock()
+    stages = _Stages(on_event)
     threading.Thread(target=importlib.import_module, args=("tensorflow",), daemon=True).start()  # overlaps the scan
     info = backbones.resolve(s.backbone, trust=s.trust_backbone)
     size = info.image_size
-
-    t = time.perf_counter()
     sources = s.all_sources()
-    on_event(events.stage("scan", f"Scanning {', '.join(source.path for source in sources)}"))
+    with stages("scan", f"Scanning {', '.join(source.path for source in sources)}"):
+        data = _scan(sources, s, size, on_event)
+    with stages("backbone", f"Loading backbone {info.id}", key="load_backbone"):
+        location = backbones.materialise(info, s.cache_dir)
+        extractor = backbones.load(info, s.cache_dir)
+    copies = s.augment_copies if s.augment else 0
+    with stages("embed") as say:
+        splits, vectors = _embed(data, info, extractor, copies, s.cache_dir, on_event, say)
+    review_summary = None
+    if s.review:
+        with stages("review", "Looking for wrong labels, duplicates and outliers"):
+            review_summary = _review(data, splits, vectors, copies, s.cache_dir, on_event)
+    else:
+        on_event(events.warning("the data review is off: copies shared between the splits were not looked for, "
+                                "so the test accuracy may be inflated"))
+    labels = {name: np.array([i.label for i in items], dtype=np.int64) for name, items in splits.items()}
+    k = len(data.classes)
+    with stages("train", "Training the classifier head"):
+        kernel, bias, epochs_run = train_head(vectors["train"], np.repeat(labels["train"], copies + 1),
+                                              vectors["validation"], labels["validation"], k, s, on_event)
+    backbone, head, test_vectors = extractor, (kernel, bias), vectors["test"]
+    if s.fine_tune:
+        with stages("fine_tune", "Fine-tuning the backbone"):
+            backbone, head, test_vectors = _fine_tune_or_keep(location, (backbone, head, test_vectors), data,
+                                                              splits["test"], size, s, on_event, epochs_run)
+    with stages("evaluate", "Evaluating on the test split"):
+        probabilities = _softmax(test_vectors @ head[0] + head[1] if len(test_vectors) else np.zeros((0, k)))
+        report = evaluate(probabilities, labels["test"], data.classes, [i.path for i in splits["test"]])
+        val_accuracy = None if s.fine_tune else _accuracy(vectors["validation"], labels["validation"], kernel, bias)
+    metrics = {**summary(report), "validation_accuracy": val_accuracy}
+    metadata = store.new_metadata(
+        data.classes, size, backbone=info.to_dict(), split_sizes={name: len(items) for name, items in splits.items()},
+        skipped_files=len(data.skipped), review=review_summary, metrics=metrics,  # the rest: results.npz
+        training={**{key: value for key, value in asdict(s).items()
+                     if key not in ("image_dir", "models_dir", "cache_dir", "sources")},
+                  "epochs_run": epochs_run, "image_dir": str(data.root), "sources": data.source_records()})
+    with stages("export", "Exporting SavedModel and TFLite") as say:
+        model_dir = _export(s, backbone, head, metadata, splits, probabilities, labels["test"], say)
+        config = _write_serving_config(s.models_dir, on_event)
+    done = events.done(str(model_dir), config and str(config), {**metrics, "epochs_run": epochs_run}, data.classes,
+                       stages.total())
+    on_event(done)
+    return done
+
+
+def _scan(sources: list, s: TrainSettings, size: int, on_event: events.EventSink) -> Dataset:
+    """The scan stage: the data set, announced by the ``dataset`` event and a warning per scan note."""
     data = scan(sources, validation_percent=s.validation_percent, test_percent=s.test_percent,
                 target=(size, size), on_event=on_event)
-    on_event({"event": "dataset", "root": str(data.root), "classes": data.classes, "counts": data.counts(),
-              "skipped": [{"path": str(x.path), "reason": x.reason} for x in data.skipped],
-              "warnings": data.warnings, "sources": data.source_records(), "origins": data.origins(),
-              **data.summary()})
+    on_event(events.dataset(data))
     for note in data.warnings:
         on_event(events.warning(note))
-    clock.lap("scan", t)
+    return data
 
-    t = time.perf_counter()
-    on_event(events.stage("backbone", f"Loading backbone {info.id}"))
-    location = backbones.materialise(info, s.cache_dir)
-    extractor = backbones.load(info, s.cache_dir)
-    clock.lap("load_backbone", t)
 
-    t = time.perf_counter()
-    cache = features.EmbeddingCache(backbones.cache_root(s.cache_dir), backbones.fingerprint(info), size,
+def _embed(data: Dataset, info, extractor, copies: int, cache_dir, on_event: events.EventSink,
+           say) -> tuple[dict, dict]:
+    """The embed stage: (splits, feature vectors per split), through the embedding cache.
+
+    Images that cannot be read any more (changed since the scan) are left out, as the scan would have.
+    """
+    size = info.image_size
+    cache = features.EmbeddingCache(backbones.cache_root(cache_dir), backbones.fingerprint(info), size,
                                     on_event=on_event)
     splits = {name: data.split(name) for name in ("train", "validation", "test")}
-    copies = s.augment_copies if s.augment else 0
     new = new_images(data, cache, copies)
-    on_event({"event": "new_images", "count": new, "images": len(data.items)})
-    on_event(events.stage("embed", f"Computing image features: {new} new image{'s' if new != 1 else ''} "
-                                   f"({len(data.items) - new} already cached)"))
+    on_event(events.new_images(new, len(data.items)))
+    say(f"Computing image features: {new} new image{'s' if new != 1 else ''} ({len(data.items) - new} already "
+        "cached)")
     vectors, failed = {}, {}
     for name, items in splits.items():
         vectors[name] = features.embed([i.path for i in items], [i.digest for i in items], extractor, cache, size,
                                        variants=copies if name == "train" else 0, batch_size=32,
                                        on_event=on_event, stage=f"embed_{name}",
                                        on_error=lambda i, reason, items=items: failed.setdefault(items[i].path, reason))
-    if failed:  # changed since the scan: skip them too, as the scan would have
+    if failed:
         _leave_out(data, failed, on_event)
         splits = {name: data.split(name) for name in splits}
-    clock.lap("embed", t)
-    review_summary = None
-    if s.review:
-        t = time.perf_counter()
-        review_summary = _review(data, splits, vectors, copies, s.cache_dir, on_event)
-        clock.lap("review", t)
-    else:
-        on_event(events.warning("the data review is off: copies shared between the splits were not looked for, "
-                                "so the test accuracy may be inflated"))
-    labels = {name: np.array([i.label for i in items], dtype=np.int64) for name, items in splits.items()}
-    train_labels = np.repeat(labels["train"], copies + 1)
+    return splits, vectors
 
-    t = time.perf_counter()
-    on_event(events.stage("train", "Training the classifier head"))
-    k = len(data.classes)
-    kernel, bias, epochs_run = train_head(vectors["train"], train_labels, vectors["validation"], labels["validation"],
-                                          k, s, on_event)
-    clock.lap("train", t)
-    backbone_for_export, head = extractor, (kernel, bias)
-    test_vectors = vectors["test"]
-    if s.fine_tune:
-        t = time.perf_counter()
-        on_event(events.stage("fine_tune", "Fine-tuning the backbone"))
-        tuned = fine_tune(location, head, data, size, s, on_event, epochs_run)
-        if tuned is None:
-            on_event(events.warning("fine-tuning diverged (the weights are no longer finite numbers); "
-                                    "exporting the model without it"))
-        else:
-            backbone_for_export, head = tuned
-            test_vectors = _features_of(backbone_for_export, splits["test"], size)
-        clock.lap("fine_tune", t)
 
-    t = time.perf_counter()
-    on_event(events.stage("evaluate", "Evaluating on the test split"))
-    logits = test_vectors @ head[0] + head[1] if len(test_vectors) else np.zeros((0, k))
-    probabilities = _softmax(logits)
-    report = evaluate(probabilities, labels["test"], data.classes, [i.path for i in splits["test"]])
-    val_logits = vectors["validation"] @ kernel + bias if len(labels["validation"]) and not s.fine_tune else None
-    val_accuracy = float(np.mean(np.argmax(val_logits, 1) == labels["validation"])) if val_logits is not None else None
-    clock.lap("evaluate", t)
+def _fine_tune_or_keep(location: str, frozen: tuple, data: Dataset, test_items: list, size: int, s: TrainSettings,
+                       on_event: events.EventSink, epochs_run: int) -> tuple:
+    """The fine-tune stage: (backbone, head, test vectors) fine-tuned, or ``frozen`` as given if it diverged."""
+    tuned = fine_tune(location, frozen[1], data, size, s, on_event, epochs_run)
+    if tuned is None:
+        on_event(events.warning("fine-tuning diverged (the weights are no longer finite numbers); "
+                                "exporting the model without it"))
+        return frozen
+    backbone, head = tuned
+    return backbone, head, _features_of(backbone, test_items, size)
 
-    t = time.perf_counter()
-    on_event(events.stage("export", "Exporting SavedModel and TFLite"))
+
+def _accuracy(vectors: np.ndarray, labels: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> float | None:
+    """Top-1 accuracy of the head on ``vectors`` (None without any)."""
+    return float(np.mean(np.argmax(vectors @ kernel + bias, 1) == labels)) if len(labels) else None
+
+
+def _export(s: TrainSettings, backbone, head: tuple, metadata: store.Metadata, splits: dict,
+            probabilities: np.ndarray, test_labels: np.ndarray, say) -> Path:
+    """The export stage: the new version folder, with the test results stored beside the model."""
+    size = metadata.input["height"]
     example = splits["test"][0] if splits["test"] else splits["train"][0]
-    example_pixels = load_image(example.path.read_bytes(), (size, size))
-    metadata = store.new_metadata(
-        data.classes, size, backbone=info.to_dict(), split_sizes={name: len(items) for name, items in splits.items()},
-        skipped_files=len(data.skipped), review=review_summary,
-        metrics={**summary(report), "validation_accuracy": val_accuracy},  # the rest: results.npz
-        training={**{k2: v for k2, v in asdict(s).items()
-                     if k2 not in ("image_dir", "models_dir", "cache_dir", "sources")},
-                  "epochs_run": epochs_run, "image_dir": str(data.root), "sources": data.source_records()})
-    train_items = splits["train"]
-    model_dir = export.export(
-        s.models_dir, s.model_name(), backbone=backbone_for_export, head=head, labels=data.classes, image_size=size,
-        metadata=metadata, tflite=() if s.tflite == "none" else (s.tflite,) if s.tflite == "float" else ("float", s.tflite),
-        warmup_image=export.example_jpeg(example_pixels),
+    train_items, test_items = splits["train"], splits["test"]
+    return export.export(
+        s.models_dir, s.model_name(), backbone=backbone, head=head, labels=metadata.labels, image_size=size,
+        metadata=metadata, tflite=store.tflite_variants(s.tflite),
+        warmup_image=export.example_jpeg(load_image(example.path.read_bytes(), (size, size))),
         representative=lambda: (load_image(i.path.read_bytes(), (size, size)) for i in train_items[:100]),
-        on_stage=lambda m: on_event(events.stage("export", m)),
-        side_files={store.RESULTS_FILE: lambda path: save_results(path, probabilities, labels["test"], data.classes,
-                                                            [i.path for i in splits["test"]])})
+        on_stage=say,
+        side_files={store.RESULTS_FILE: lambda path: save_results(path, probabilities, test_labels, metadata.labels,
+                                                                  [i.path for i in test_items])})
+
+
+def _write_serving_config(models_dir: str, on_event: events.EventSink) -> Path | None:
+    """``models.config`` rewritten for every model; a failure is only a warning (the version is published)."""
     try:
-        config = serving_config.write_models_config(s.models_dir)
-    except (OSError, ValueError) as exc:  # the version is complete and published: this is only a warning
-        config = None
-        on_event(events.warning(f"the model was exported, but {Path(s.models_dir) / 'models.config'} could not "
-                                f"be updated ({getattr(exc, 'strerror', None) or exc}); run serve-config later"))
-    clock.lap("export", t)
-    clock.seconds["total"] = clock.total()
-    done = events.done(str(model_dir), config and str(config),
-                       {**summary(report), "validation_accuracy": val_accuracy, "epochs_run": epochs_run},
-                       data.classes, clock.seconds)
-    on_event(done)
-    return done
+        return serving_config.write_models_config(models_dir)
+    except (OSError, ValueError) as exc:
+        on_event(events.warning(f"the model was exported, but {Path(models_dir) / store.MODELS_CONFIG_FILE} could "
+                                f"not be updated ({getattr(exc, 'strerror', None) or exc}); run serve-config later"))
+        return None
 
 
 def new_images(data: Dataset, cache: features.EmbeddingCache, copies: int = 0) -> int:
@@ -423,9 +463,11 @@ def new_images(data: Dataset, cache: features.EmbeddingCache, copies: int = 0) -
 
 
 def _review(data: Dataset, splits: dict, vectors: dict, copies: int, cache_dir, on_event) -> dict:
-    """Review the data on the features just computed, emit the ``review`` event, and take leaking near-copies out
-    of the validation and test splits (``splits`` and ``vectors`` are changed in place); returns the summary."""
-    on_event(events.stage("review", "Looking for wrong labels, duplicates and outliers"))
+    """The review stage: the data reviewed on the features just computed (the ``review`` event).
+
+    Leaking near-copies are taken out of the validation and test splits (``splits`` and ``vectors`` are
+    changed in place).  Returns the summary metadata.json keeps.
+    """
     items = [item for name in ("train", "validation", "test") for item in splits[name]]
     parts = [part for part in (vectors["train"][::copies + 1], vectors["validation"], vectors["test"]) if len(part)]
     rows = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
