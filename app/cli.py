@@ -380,6 +380,7 @@ def cmd_classify(args) -> int:
             f" ({len(found)} skipped, e.g. {printable(found[0].path)}: {found[0].reason})" if found else ""))
     from app.imaging import ImageError, read_image_file
     from app.inference.base import Prediction
+    from app.inference.bench import summary
     from app.inference.factory import open_classifier
 
     classifier = open_classifier(args.model, args.backend, args.server,
@@ -412,9 +413,9 @@ def cmd_classify(args) -> int:
                   f"{prediction.timings.total_ms:7.1f} ms")
     if not args.json:
         tried = len(found) - skipped
+        stats = summary(totals)
         print(f"{len(totals)} classified, {tried - len(totals)} failed, {skipped} skipped with {classifier.name}"
-              + (f"; total ms mean {sum(totals) / len(totals):.1f}, median {sorted(totals)[len(totals) // 2]:.1f}"
-                 if totals else ""))
+              + (f"; total ms mean {stats['mean']:.1f}, median {stats['median']:.1f}" if totals else ""))
     return 0
 
 

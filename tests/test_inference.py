@@ -151,3 +151,16 @@ def test_probabilities_that_are_not_finite_are_refused():
     for bad in ([float("nan"), 0.5], [float("inf"), 0.0]):
         with pytest.raises(ModelError, match="not finite"):
             ranked(bad, ["a", "b"], 1)
+
+
+def test_timing_summary_is_numpys_median_and_nearest_percentile():
+    """One definition of the timing statistics (bench, the CLI's classify line, the GUI), numpy's."""
+    from app.inference.bench import summary
+
+    values = [5.0, 1.0, 4.0, 2.0, 3.0, 100.0]
+    stats = summary(values)
+    assert stats["median"] == float(np.median(values)) == 3.5  # the middle two's mean, not the upper one
+    assert stats["p95"] == 100.0 == float(np.percentile(values, 95, method="nearest"))  # a measured value
+    assert (stats["min"], stats["max"], stats["mean"]) == (1.0, 100.0, round(float(np.mean(values)), 3))
+    assert summary([]) == dict.fromkeys(("mean", "median", "p95", "min", "max"))
+    assert summary(np.array([2.0]))["p95"] == 2.0

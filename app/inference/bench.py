@@ -1,20 +1,23 @@
 """Run a labeled folder through one or more backends and summarise accuracy and timings.
 
-    >>> files = labeled_files("test_images/", limit=200)
-    >>> bench(open_classifier("models/flowers", "tflite"), files)["total_ms"]["median"]
+Example::
+
+    files = labeled_files("test_images/", limit=200)
+    bench(open_classifier("models/flowers", "tflite"), files)["total_ms"]["median"]
 
 Ground truth is each file's class folder (the top one under the root, as in training).  Images go
-one at a time so every timing is a single image's, as a user dropping files on the window would see them.  Each file is read just
-before it is classified (never all up front), and a file that cannot be read or decoded is
-counted and listed in ``failures`` while the run goes on.
+one at a time so every timing is a single image's, as a user dropping files on the window would see
+them.  Each file is read just before it is classified (never all up front), and a file that cannot be
+read or decoded is counted and listed in ``failures`` while the run goes on.
 """
 from __future__ import annotations
 
-import statistics
 import time
 from itertools import zip_longest
 from pathlib import Path
 from typing import Sequence
+
+import numpy as np
 
 from app.imaging import Found, ImageError, find_images, read_image_file
 
@@ -42,12 +45,26 @@ def labeled_files(root: str | Path, limit: int | None = None, skipped: list | No
 
 
 def summary(values: Sequence[float]) -> dict:
-    if not values:
+    """Mean, median, 95th percentile, min and max of timings, rounded to 0.001 ms (all None without values).
+
+    The one definition of these numbers (the CLI, the Classify page and Compare use it): numpy's median and
+    its ``"nearest"`` percentile, which is always one of the measured values, never a blend of two.
+
+    Args:
+        values: timings in ms.
+
+    Returns:
+        {"mean", "median", "p95", "min", "max"}: floats, or None each when ``values`` is empty.
+
+    >>> summary([4.0, 1.0, 2.0, 3.0])
+    {'mean': 2.5, 'median': 2.5, 'p95': 4.0, 'min': 1.0, 'max': 4.0}
+    """
+    if not len(values):
         return {"mean": None, "median": None, "p95": None, "min": None, "max": None}
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
-    return {"mean": round(statistics.fmean(ordered), 3), "median": round(statistics.median(ordered), 3),
-            "p95": round(p95, 3), "min": round(ordered[0], 3), "max": round(ordered[-1], 3)}
+    array = np.asarray(values, dtype=np.float64)
+    stats = {"mean": array.mean(), "median": np.median(array), "p95": np.percentile(array, 95, method="nearest"),
+             "min": array.min(), "max": array.max()}
+    return {name: round(float(value), 3) for name, value in stats.items()}
 
 
 def bench(classifier: Classifier, files: Sequence[Path | tuple[Path, str]], backend: str | None = None) -> dict:
@@ -71,7 +88,7 @@ def bench(classifier: Classifier, files: Sequence[Path | tuple[Path, str]], back
         "inference_ms": summary([p.timings.inference_ms for _, p in ok]),
         "network_ms": summary([p.timings.network_ms for _, p in ok]),
         "total_ms": summary([p.timings.total_ms for _, p in ok]),
-        "request_bytes_mean": round(statistics.fmean([p.request_bytes for _, p in ok]), 1) if ok else None,
+        "request_bytes_mean": round(float(np.mean([p.request_bytes for _, p in ok])), 1) if ok else None,
         "images_per_s": round(len(files) / wall, 2) if wall > 0 else None,
         "failures": [{"path": str(f), "error": p.error} for f, p in zip(files, predictions) if p.error is not None],
     }
