@@ -41,9 +41,9 @@ import os
 import stat
 import unicodedata
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -74,7 +74,19 @@ class ImageError(ValueError):
 
 
 def jpeg_scale(width: int, height: int, target: tuple[int, int]) -> int:
-    """DCT scale denominator (1, 2, 4 or 8) for a JPEG of this size, as Pillow's draft picks it."""
+    """The DCT scale denominator (1, 2, 4 or 8) for a JPEG of this size, as Pillow's draft picks it.
+
+    Args:
+        width: the JPEG's width.
+        height: its height.
+        target: (height, width) the image will be resized to.
+
+    Returns:
+        The largest scale that keeps the decoded image at least ``target``.
+
+    >>> jpeg_scale(2400, 1600, (224, 224)), jpeg_scale(300, 300, (224, 224))
+    (4, 1)
+    """
     target_h, target_w = target
     fit = min(width // target_w, height // target_h)
     return next((s for s in (8, 4, 2) if fit >= s), 1)
@@ -113,7 +125,11 @@ def _open(data: bytes) -> Image.Image:
 
 
 def image_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from the header alone, with the same checks as ``decode``."""
+    """(width, height) from the header alone, with the same checks as ``decode``.
+
+    Raises:
+        ImageError: empty, not an image, unsupported, too large or too small.
+    """
     return _open(data).size
 
 
@@ -127,7 +143,18 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
 
 
 def decode(data: bytes, target: tuple[int, int]) -> np.ndarray:
-    """Encoded bytes -> upright uint8 RGB array [h, w, 3]; raises ImageError with a reason."""
+    """Encoded bytes -> upright uint8 RGB pixels.
+
+    Args:
+        data: the file's bytes (JPEG, PNG, GIF, BMP or WebP).
+        target: (height, width) the pixels will be resized to (a large JPEG decodes at a DCT scale).
+
+    Returns:
+        uint8 [h, w, 3], EXIF orientation applied.
+
+    Raises:
+        ImageError: the file cannot be used, with the reason in one sentence.
+    """
     img = _open(data)
     try:
         orientation = 1
@@ -145,7 +172,7 @@ def decode(data: bytes, target: tuple[int, int]) -> np.ndarray:
 
 
 def resize(pixels: np.ndarray, target: tuple[int, int]) -> np.ndarray:
-    """uint8 [h, w, 3] -> float32 [H, W, 3] in [0, 1], antialiased bilinear."""
+    """uint8 [h, w, 3] -> float32 [H, W, 3] in [0, 1], antialiased bilinear, ``target`` = (H, W)."""
     height, width = target
     channels = [
         np.asarray(Image.fromarray(pixels[..., c].astype(np.float32) * np.float32(1 / 255), mode="F")
@@ -156,7 +183,7 @@ def resize(pixels: np.ndarray, target: tuple[int, int]) -> np.ndarray:
 
 
 def load_image(data: bytes, target: tuple[int, int]) -> np.ndarray:
-    """Bytes -> model input [H, W, 3] float32 (decode + resize)."""
+    """Bytes -> model input float32 [H, W, 3] in [0, 1] (``decode`` + ``resize``); ImageError as ``decode``."""
     return resize(decode(data, target), target)
 
 
@@ -169,6 +196,7 @@ class Found:
 
 
 def is_hidden(name: str) -> bool:
+    """The one hidden-name rule (training, classify, bench): a name starting with "."."""
     return name.startswith(".")
 
 
@@ -192,9 +220,16 @@ def _not_regular(mode: int) -> str:
 
 
 def walk(folder: Path) -> list[Found]:
-    """Everything under ``folder`` (sorted by name, depth first), each file tried or given a reason.
+    """Everything under ``folder``, each file tried or given a reason.
 
     An explicit stack rather than recursion, so a folder nested thousands deep cannot overflow it.
+
+    Args:
+        folder: the folder to search.
+
+    Returns:
+        Found entries sorted by name, depth first; hidden folders and links to folders are listed
+        with a reason, not entered.
     """
     out: list[Found] = []
     stack: list[Path] = [Path(folder)]
@@ -227,7 +262,14 @@ def walk(folder: Path) -> list[Found]:
 def find_images(paths: Iterable[str | Path]) -> list[Found]:
     """Folders searched with ``walk``; a file named directly is always tried (its decoder decides).
 
-    Raises FileNotFoundError for a path that does not exist.
+    Args:
+        paths: files and folders, as the user gave them.
+
+    Returns:
+        Every entry found, in order; ``reason`` None for the ones worth decoding.
+
+    Raises:
+        FileNotFoundError: a path does not exist.
     """
     out: list[Found] = []
     for raw in paths:
@@ -242,10 +284,20 @@ def find_images(paths: Iterable[str | Path]) -> list[Found]:
 
 
 def read_image_file(path: str | Path, limit: int = MAX_FILE_BYTES) -> bytes:
-    """The bytes of a regular file of at most ``limit`` bytes; ImageError (one sentence) otherwise.
+    """The bytes of a regular file of at most ``limit`` bytes.
 
     Opened non-blocking and checked again after opening, so a file swapped for a FIFO in between
     still cannot hang the reader.
+
+    Args:
+        path: the file.
+        limit: the most bytes to read.
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        ImageError: not a regular file, too big, or unreadable (one sentence).
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
@@ -271,7 +323,11 @@ def read_image_file(path: str | Path, limit: int = MAX_FILE_BYTES) -> bytes:
 
 
 def class_name_problem(name: str) -> str | None:
-    """Why a folder name cannot be a class label (labels.txt line, TF Serving string), or None."""
+    """Why a folder name cannot be a class label (labels.txt line, TF Serving string), or None.
+
+    >>> class_name_problem("cat"), class_name_problem("a\\nb")
+    (None, 'its name contains a line break or control character')
+    """
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
@@ -284,7 +340,11 @@ def class_name_problem(name: str) -> str | None:
 
 
 def printable(text: object) -> str:
-    """``text`` safe for a terminal: control characters, line breaks and undecodable bytes escaped."""
+    """``text`` safe for a terminal: control characters, line breaks and undecodable bytes escaped.
+
+    >>> printable("bad\\x1b[2Jname")
+    'bad\\\\x1b[2Jname'
+    """
     out = []
     for ch in str(text):
         category = unicodedata.category(ch)

@@ -17,16 +17,18 @@ backend, serve-config, the CLI and the GUI ask here.  No TensorFlow and no Qt.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import re
 import shutil
 import stat
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from app.core.atomic import temp_folder, write_json
 
@@ -269,7 +271,7 @@ def new_metadata(labels: Sequence[str], image_size: int, **recorded) -> Metadata
                     input={"height": image_size, "width": image_size, "channels": 3, "dtype": "float32",
                            "range": [0.0, 1.0]},
                     preprocessing=PREPROCESSING, signatures=signature_specs(image_size), **recorded,
-                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"), app_version=__version__,
+                    created=datetime.now(UTC).isoformat(timespec="seconds"), app_version=__version__,
                     platform=platform.platform())
 
 
@@ -381,10 +383,8 @@ def read_version(version: str | Path) -> VersionInfo:
     version = Path(version)
     meta = read_metadata_quietly(version)
     created = meta.created or ""
-    try:
+    with contextlib.suppress(ValueError):  # not a time: shown as written
         created = datetime.fromisoformat(created).astimezone().strftime("%Y-%m-%d %H:%M")
-    except ValueError:
-        pass
     tflite = {p.name: p.stat().st_size for p in sorted(version.glob("*.tflite")) if p.is_file()}
     return VersionInfo(
         path=version, model=version.parent.name, version=version.name,

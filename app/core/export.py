@@ -12,9 +12,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -52,11 +52,20 @@ class OutputError(ValueError):
 
 
 def check_name(name: str) -> str:
-    """``name`` if it is one safe folder name inside MODELS_DIR, else OutputError.
+    """``name`` if it is one safe folder name inside MODELS_DIR.
 
-    Letters, digits, ``_``, ``.`` and ``-``, not starting with ``.``, at most MAX_NAME:
-    no separators, ``..``, hidden or absolute names, nothing a shell, TF Serving or a URL
-    would read differently.  The CLI, the training API and the GUI all ask here.
+    Letters, digits, ``_``, ``.`` and ``-``, not starting with ``.``, at most MAX_NAME: no separators,
+    ``..``, hidden or absolute names, nothing a shell, TF Serving or a URL would read differently.  The
+    CLI, the training API and the GUI all ask here.
+
+    Args:
+        name: the model name asked for.
+
+    Returns:
+        ``name`` unchanged.
+
+    Raises:
+        OutputError: the name is not allowed (one sentence saying what is).
     """
     if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in RESERVED_NAMES:
         shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
@@ -66,19 +75,38 @@ def check_name(name: str) -> str:
 
 
 def safe_name(text: str, fallback: str = "classifier") -> str:
-    """A name ``check_name`` accepts made from any text (a folder's name): bad characters become ``_``."""
+    """A name ``check_name`` accepts, made from any text (a folder's name): bad characters become ``_``.
+
+    Args:
+        text: any text.
+        fallback: the name when nothing usable is left.
+
+    Returns:
+        The name.
+    """
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
     name = re.sub(r"^\.", "_", name)[:MAX_NAME]
     return name if name and name not in RESERVED_NAMES else fallback
 
 
 def check_output(models_dir: str | Path, name: str, min_free: int = MIN_FREE_BYTES) -> Path:
-    """``MODELS_DIR/NAME`` if a new version can be written there, else OutputError -- asked before any work.
+    """``MODELS_DIR/NAME`` if a new version can be written there: asked before any work.
 
     The folder that will be written into is the nearest existing one of NAME, MODELS_DIR and
     MODELS_DIR's parents (the missing ones get created): it must be a writable folder with
     ``min_free`` bytes free.  Only NAME's folder matters when it exists: a read-only MODELS_DIR
     holding a writable NAME still takes a version (then ``models.config`` is only warned about).
+
+    Args:
+        models_dir: the models folder.
+        name: the model name.
+        min_free: bytes a version needs.
+
+    Returns:
+        The model's base folder (it may not exist yet).
+
+    Raises:
+        OutputError: a bad name, an over-long folder name, a file in the way, no write access, too little space.
     """
     base = Path(models_dir).expanduser() / check_name(name)
     try:
@@ -115,7 +143,19 @@ def _write_side_files(folder: Path, side_files: Mapping[str, Callable[[Path], No
 
 def build_module(backbone, head_kernel: np.ndarray, head_bias: np.ndarray, labels: Sequence[str],
                  image_size: int, labels_file: str):
-    """A tf.Module with the two serving signatures and a TFLite-friendly probabilities function."""
+    """A tf.Module with the three serving signatures and a TFLite-friendly probabilities function.
+
+    Args:
+        backbone: callable images [N, H, W, 3] float32 -> features [N, D].
+        head_kernel: the softmax head's weights [D, K].
+        head_bias: its bias [K].
+        labels: the K class names.
+        image_size: the square input side in pixels.
+        labels_file: a text file of the labels, saved as the asset ``store.LABELS_FILE``.
+
+    Returns:
+        The module (signature and input/output names from ``app.store``).
+    """
     import tensorflow as tf
 
     from .graph_preprocess import load_image
@@ -148,7 +188,8 @@ def build_module(backbone, head_kernel: np.ndarray, head_bias: np.ndarray, label
                                fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
             return self._outputs(images)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=IMAGES_INPUT)], autograph=False)
+        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=IMAGES_INPUT)],
+                     autograph=False)
         def serve_images(self, images):
             return self._outputs(images)
 
@@ -156,7 +197,8 @@ def build_module(backbone, head_kernel: np.ndarray, head_bias: np.ndarray, label
         def class_names(self, class_index):
             return {CLASS_NAME_OUTPUT: tf.gather(self.labels, class_index)}
 
-        @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name=IMAGES_INPUT)], autograph=False)
+        @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name=IMAGES_INPUT)],
+                     autograph=False)
         def tflite_probabilities(self, images):
             return {PROBABILITIES_OUTPUT: self._probabilities(images)}
 
@@ -192,7 +234,7 @@ def _warmup_record(model_name: str, example_jpeg: bytes) -> bytes:
 
 
 def example_jpeg(image: np.ndarray) -> bytes:
-    """A small JPEG of a preprocessed [H,W,3] image, for warm-up requests."""
+    """A small JPEG of a preprocessed [H, W, 3] image in [0, 1], for warm-up requests."""
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -207,8 +249,30 @@ def export(models_dir: str | Path, name: str, *, backbone, head: tuple[np.ndarra
            side_files: Mapping[str, Callable[[Path], None]] | None = None) -> Path:
     """Write a complete new version and return its folder ``MODELS_DIR/NAME/VERSION``.
 
-    ``side_files`` maps a file name to a function writing that file (given its path), e.g. the test
-    results: written into the hidden folder like the rest, so a version never appears without them.
+    Everything is written into a hidden temporary folder, metadata.json last, and renamed to the next
+    version number (``store.next_version``) only when complete.
+
+    Args:
+        models_dir: the models folder.
+        name: the model name (checked with ``check_name``).
+        backbone: the feature extractor to bake into the SavedModel.
+        head: (kernel [D, K], bias [K]) of the softmax head.
+        labels: the class names, in output order.
+        image_size: the square input side in pixels.
+        metadata: the version's metadata; ``name``, ``version`` and ``files`` are filled in here.
+        tflite: the TFLite variants to convert (keys of ``store.TFLITE_FILES``).
+        warmup_image: an encoded image for TF Serving's warm-up record, or None for none.
+        representative: images for int8 calibration (needed only for ``"int8"``).
+        on_stage: told each step ("saving SavedModel", "converting to TFLite (float)").
+        side_files: {file name: function writing that file given its path}, e.g. the test results:
+            written into the hidden folder like the rest, so a version never appears without them.
+
+    Returns:
+        The new version folder.
+
+    Raises:
+        OutputError: the name is not allowed.
+        OSError: the folder cannot be written (nothing half-written is left visible).
     """
     import tensorflow as tf
 

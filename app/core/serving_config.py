@@ -1,7 +1,9 @@
 """Text that serves exported models with tensorflow/serving: a docker command and models.config.
 
-    >>> print(docker_command("/home/me/models", "flowers"))
-    >>> print(models_config({"flowers": "/models/flowers"}))
+Example::
+
+    print(docker_command("/home/me/models", "flowers"))   # docker run ... tensorflow/serving
+    write_models_config("/home/me/models")                # /home/me/models/models.config
 """
 from __future__ import annotations
 
@@ -15,7 +17,15 @@ CONTAINER_ROOT = "/models"
 
 
 def docker_command(models_dir: str | Path, name: str) -> str:
-    """Serve one model on 8500 (gRPC) and 8501 (REST), the folder mounted read-only."""
+    """A ``docker run`` line serving one model on 8500 (gRPC) and 8501 (REST), its folder mounted read-only.
+
+    Args:
+        models_dir: the models folder on this machine.
+        name: the model's folder name.
+
+    Returns:
+        The command, each argument quoted for a POSIX shell.
+    """
     source = Path(models_dir).expanduser().resolve() / name
     return (f"docker run --rm -p 8500:8500 -p 8501:8501 "
             f"-v {shlex.quote(f'{source}:{CONTAINER_ROOT}/{name}:ro')} -e MODEL_NAME={shlex.quote(name)} "
@@ -23,10 +33,25 @@ def docker_command(models_dir: str | Path, name: str) -> str:
 
 
 def models_config(models: dict[str, str]) -> str:
-    """A ``model_config_list`` in protobuf text format: {name: base_path inside the container}.
+    """A ``model_config_list`` in protobuf text format, for TF Serving's ``--model_config_file``.
 
-    Built as TF Serving's own ``ModelServerConfig`` message and printed by ``text_format``, so
-    any name or path (quotes, backslashes, newlines) is escaped the way the server parses it.
+    Built as TF Serving's own ``ModelServerConfig`` message and printed by ``text_format``, so any name
+    or path (quotes, backslashes, newlines) is escaped the way the server parses it.
+
+    Args:
+        models: {name: base path inside the container}.
+
+    Returns:
+        The file's text.
+
+    >>> print(models_config({"flowers": "/models/flowers"}), end="")
+    model_config_list {
+      config {
+        name: "flowers"
+        base_path: "/models/flowers"
+        model_platform: "tensorflow"
+      }
+    }
     """
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
@@ -60,7 +85,18 @@ def _utf8(name: str) -> bool:
 
 
 def write_models_config(models_dir: str | Path, container_root: str = CONTAINER_ROOT) -> Path:
-    """Write ``MODELS_DIR/models.config`` listing every model there (atomically); returns its path."""
+    """Write ``MODELS_DIR/models.config`` listing every model there (atomically).
+
+    Args:
+        models_dir: the models folder.
+        container_root: where the models folder is mounted inside the container.
+
+    Returns:
+        The file written.
+
+    Raises:
+        OSError: it cannot be written.
+    """
     from .atomic import write_bytes
 
     root = Path(models_dir).expanduser()

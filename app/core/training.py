@@ -1,10 +1,13 @@
-"""The whole training run: scan -> embed (cached) -> train head -> [fine-tune] -> evaluate -> export.
+"""The whole training run: scan -> embed (cached) -> [review] -> train head -> [fine-tune] -> evaluate -> export.
 
-    >>> result = run(TrainSettings("photos/", "models/"), on_event=print)
-    >>> result["model_dir"], result["metrics"]["test_accuracy"]
+Example::
 
-Every step reports through ``on_event`` (see ``events``); the CLI prints those as JSON
-lines and the GUI reads them from a child process.
+    done = run(TrainSettings("photos/", "models/"), on_event=print)
+    done["model_dir"], done["metrics"]["test_accuracy"]
+
+Each stage is a small function below ``run``, timed and announced by ``_Stages``.  Every step reports
+through ``on_event`` (see ``events``); the CLI prints those as JSON lines and the GUI reads them from a
+child process.
 """
 from __future__ import annotations
 
@@ -142,7 +145,15 @@ def _one_hot(labels: np.ndarray, k: int) -> np.ndarray:
 
 
 def class_weights(labels: np.ndarray, k: int) -> dict[int, float]:
-    """Inverse-frequency weights (mean 1), so a small class counts as much as a big one."""
+    """Inverse-frequency weights (mean 1), so a small class counts as much as a big one.
+
+    Args:
+        labels: class index per example.
+        k: number of classes.
+
+    Returns:
+        {class index: weight}; 1.0 for a class without examples.
+    """
     counts = np.bincount(labels, minlength=k).astype(np.float64)
     return {c: float(len(labels) / (k * n)) if n else 1.0 for c, n in enumerate(counts)}
 
@@ -164,11 +175,26 @@ class _EpochReporter:
 
 def train_head(x_train, y_train, x_val, y_val, k: int, s: TrainSettings,
                on_event: events.EventSink = events.ignore) -> tuple[np.ndarray, np.ndarray, int]:
-    """Softmax head on frozen features; returns (kernel [D,K], bias [K], epochs run).
+    """A softmax head on frozen features.
 
     A plain TensorFlow loop (Adam, dropout, label smoothing, class weights, early stopping
     on validation loss with the best weights restored) compiled one epoch per call: the
     head trains in about a second, where Keras ``fit`` spent most of its time in overhead.
+
+    Args:
+        x_train: training features [N, D].
+        y_train: their class indices [N].
+        x_val: validation features (may be empty: then the training loss is monitored).
+        y_val: their class indices.
+        k: number of classes.
+        s: the settings (epochs, batch size, learning rate, dropout, smoothing, patience, seed).
+        on_event: gets ``epoch`` and ``progress`` events, and a warning if training diverges.
+
+    Returns:
+        (kernel [D, K], bias [K], epochs run): the best epoch's weights.
+
+    Raises:
+        TrainingError: the weights stopped being finite numbers in the first epoch.
     """
     import tensorflow as tf
 
@@ -282,7 +308,17 @@ def _image_batches(items, size: int, batch_size: int, k: int, seed: int, augment
 def fine_tune(location: str, head, data: Dataset, size: int, s: TrainSettings, on_event, epoch_offset: int):
     """Unfreeze the backbone and train it with the head, at a small learning rate.
 
-    Returns (backbone, head), or None if any weight stopped being a finite number.
+    Args:
+        location: the backbone's SavedModel folder.
+        head: (kernel, bias) trained on the frozen features, the starting point.
+        data: the data set (train and validation splits are decoded on the fly).
+        size: the input side in pixels.
+        s: the settings.
+        on_event: gets ``epoch`` and ``progress`` events (numbered after ``epoch_offset``).
+        epoch_offset: epochs already run by ``train_head``.
+
+    Returns:
+        (backbone, (kernel, bias)), or None if any weight stopped being a finite number.
     """
     import tensorflow_hub as hub
     import tf_keras as keras
@@ -456,7 +492,16 @@ def _write_serving_config(models_dir: str, on_event: events.EventSink) -> Path |
 
 
 def new_images(data: Dataset, cache: features.EmbeddingCache, copies: int = 0) -> int:
-    """Images with at least one vector (the image or an augmented variant) not in the cache yet: the backbone's work."""
+    """Images with at least one vector (the image or an augmented variant) not in the cache yet.
+
+    Args:
+        data: the scanned data set.
+        cache: the embedding cache for this backbone and input size.
+        copies: augmented copies per training image.
+
+    Returns:
+        How many images the backbone has to run on.
+    """
     return sum(1 for item in data.items
                if any(features.cache_key(item.digest, v) not in cache
                       for v in range(copies + 1 if item.split == "train" else 1)))

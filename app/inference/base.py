@@ -1,19 +1,23 @@
 """The Classifier protocol every backend implements, and what it returns.
 
-    >>> clf = open_classifier("models/flowers")          # highest version, like TF Serving
-    >>> [p.label for p in clf.classify([Path("rose.jpg").read_bytes()])]
+Example::
+
+    clf = open_classifier("models/flowers")          # highest version, like TF Serving
+    [p.label for p in clf.classify([Path("rose.jpg").read_bytes()])]
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from app.store import ModelError
 
 
 @dataclass
 class Timings:
+    """Milliseconds one image spent in each step; a step a backend does not have stays 0."""
     decode_ms: float = 0.0
     preprocess_ms: float = 0.0
     inference_ms: float = 0.0
@@ -21,11 +25,13 @@ class Timings:
     total_ms: float = 0.0
 
     def to_dict(self) -> dict:
+        """The timings rounded to a microsecond, for JSON."""
         return {k: round(v, 3) for k, v in asdict(self).items()}
 
 
 @dataclass
 class Prediction:
+    """One image's answer: the top-k (label, probability), best first, or ``error`` (one sentence)."""
     top_k: list[tuple[str, float]] = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
     request_bytes: int = 0
@@ -33,14 +39,17 @@ class Prediction:
 
     @property
     def label(self) -> str | None:
+        """The best label, or None when the image failed."""
         return self.top_k[0][0] if self.top_k else None
 
     @property
     def score(self) -> float | None:
+        """The best label's probability, or None when the image failed."""
         return self.top_k[0][1] if self.top_k else None
 
 
 class Classifier(Protocol):
+    """What every backend is: a name, its class names, and ``classify``."""
     name: str
     labels: list[str]
 
@@ -51,7 +60,11 @@ class Classifier(Protocol):
 def check_images(images: Sequence[bytes]) -> tuple[list[int], list[Prediction]]:
     """Read each header first, so one corrupt file gets its own error instead of failing a batch.
 
-    Returns the indices worth sending and a Prediction per image (errors already filled in).
+    Args:
+        images: encoded images.
+
+    Returns:
+        (indices worth sending, one Prediction per image with the header errors already filled in).
     """
     from app.imaging import ImageError, image_size
 
@@ -67,7 +80,19 @@ def check_images(images: Sequence[bytes]) -> tuple[list[int], list[Prediction]]:
 
 
 def ranked(probabilities, labels: Sequence[str], k: int) -> list[tuple[str, float]]:
-    """The top ``k`` (label, probability); ModelError when the model's output and its labels disagree."""
+    """The top ``k`` (label, probability), best first.
+
+    Args:
+        probabilities: one image's K probabilities.
+        labels: the K class names.
+        k: how many to keep.
+
+    Returns:
+        Up to ``k`` (label, probability) pairs.
+
+    Raises:
+        ModelError: the output and the labels disagree in number, or a probability is not finite.
+    """
     if len(probabilities) != len(labels):
         raise ModelError(f"the model gives {len(probabilities)} probabilities but has {len(labels)} class names; "
                          "its folder is damaged or mixed up")

@@ -13,9 +13,9 @@ read or decoded is counted and listed in ``failures`` while the run goes on.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from itertools import zip_longest
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -28,9 +28,20 @@ def labeled_files(root: str | Path, limit: int | None = None, skipped: list | No
     """(image file, its class) under ``root``, interleaved across class folders so ``limit`` samples every class.
 
     The class is the top-level folder under ``root``, however deep the file sits (as training reads
-    it: ``cat/2019/a.jpg`` is a cat).  The same discovery rule as training and ``classify``
-    (``app.imaging.find_images``); what it skips (hidden, unsupported, links, FIFOs, files directly
-    in ``root``) is appended to ``skipped`` when given.
+    it: ``cat/2019/a.jpg`` is a cat), by the same discovery rule as training and ``classify``
+    (``app.imaging.find_images``).
+
+    Args:
+        root: a folder of class folders.
+        limit: at most this many files (None: all).
+        skipped: when given, gets what was not used (hidden, unsupported, links, FIFOs, files directly in
+            ``root``) as ``Found`` entries with reasons.
+
+    Returns:
+        (path, class) pairs.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist.
     """
     root = Path(root).expanduser()
     by_class: dict[str, list[tuple[Path, str]]] = {}
@@ -68,16 +79,24 @@ def summary(values: Sequence[float]) -> dict:
 
 
 def bench(classifier: Classifier, files: Sequence[Path | tuple[Path, str]], backend: str | None = None) -> dict:
-    """One JSON-ready row: accuracy, preprocess/inference/network/total stats, bytes, images/s.
+    """Classify ``files`` one at a time and summarise accuracy and timings.
 
-    ``files`` are ``labeled_files``' (path, class) pairs, or bare paths whose folder names the class.
+    Args:
+        classifier: any backend.
+        files: ``labeled_files``' (path, class) pairs, or bare paths whose folder names the class.
+        backend: the row's name (default: the classifier's).
+
+    Returns:
+        One JSON-ready row: backend, images, errors, accuracy (None when nothing was classified),
+        preprocess/inference/network/total ms ``summary``, mean request bytes, images/s, and
+        ``failures`` [{path, error}].
     """
     labeled = [(Path(f[0]), f[1]) if isinstance(f, tuple) else (Path(f), Path(f).parent.name) for f in files]
     files = [path for path, _ in labeled]
     start = time.perf_counter()
     predictions = [_classify_file(classifier, path) for path in files]
     wall = time.perf_counter() - start
-    ok = [(truth, p) for (_, truth), p in zip(labeled, predictions) if p.error is None]
+    ok = [(truth, p) for (_, truth), p in zip(labeled, predictions, strict=True) if p.error is None]
     correct = sum(1 for truth, p in ok if p.label == truth)
     return {
         "backend": backend or classifier.name,
@@ -90,7 +109,8 @@ def bench(classifier: Classifier, files: Sequence[Path | tuple[Path, str]], back
         "total_ms": summary([p.timings.total_ms for _, p in ok]),
         "request_bytes_mean": round(float(np.mean([p.request_bytes for _, p in ok])), 1) if ok else None,
         "images_per_s": round(len(files) / wall, 2) if wall > 0 else None,
-        "failures": [{"path": str(f), "error": p.error} for f, p in zip(files, predictions) if p.error is not None],
+        "failures": [{"path": str(f), "error": p.error}
+                     for f, p in zip(files, predictions, strict=True) if p.error is not None],
     }
 
 

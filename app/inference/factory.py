@@ -8,11 +8,26 @@ LOCAL_BACKENDS = ("tflite", "savedmodel")
 
 def open_classifier(model: str | None = None, backend: str = "tflite", server: str | None = None,
                     **options) -> Classifier:
-    """``open_classifier("models/flowers", "tflite")`` or ``open_classifier(server="grpc://host:8500/flowers")``.
+    """The right backend for a model path or a server URL.
 
-    ``options``: timeout_s, ca_file, token and on_warning (called once with a sentence when a token
-    would travel unencrypted; also kept in the classifier's ``warnings``) for the gRPC and REST
-    backends; threads for TFLite.
+    Example::
+
+        open_classifier("models/flowers", "tflite")
+        open_classifier(server="grpc://host:8500/flowers")
+
+    Args:
+        model: a version folder or a model's base folder (local backends).
+        backend: ``"tflite"`` or ``"savedmodel"`` (ignored with ``server``).
+        server: a TF Serving URL (``grpc[s]://`` or ``http[s]://``); it decides the protocol.
+        **options: timeout_s, ca_file, token and on_warning (called once with a sentence when a token
+            would travel unencrypted; also kept in the classifier's ``warnings``) for the gRPC and REST
+            backends; threads for TFLite.
+
+    Returns:
+        A Classifier, already warmed up.
+
+    Raises:
+        ModelError: the model or server cannot be used (RemoteError for servers), one sentence.
     """
     if server:
         from .remote import parse_target

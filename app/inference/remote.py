@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
@@ -58,7 +58,7 @@ class ReplyError(RequestError):
     """The server answered, but not with what the model's own metadata says it must."""
 
 
-def wrong_protocol(target: "RemoteTarget") -> RemoteError:
+def wrong_protocol(target: RemoteTarget) -> RemoteError:
     """The error for a REST client on a gRPC port or the converse, naming the URL that would work."""
     if target.protocol == "rest":
         return RemoteError(f"{target.address} answered in HTTP/2: this port speaks gRPC; use "
@@ -68,7 +68,17 @@ def wrong_protocol(target: "RemoteTarget") -> RemoteError:
 
 
 def check_token(token: str | None) -> str | None:
-    """A bearer token as sent in a header: one line of printable ASCII, or None when empty."""
+    """A bearer token as sent in a header.
+
+    Args:
+        token: as typed (surrounding space is dropped).
+
+    Returns:
+        The token, or None when empty.
+
+    Raises:
+        RemoteError: not one line of printable ASCII without spaces.
+    """
     token = (token or "").strip()
     if not token:
         return None
@@ -80,7 +90,7 @@ def check_token(token: str | None) -> str | None:
 _TOKEN_WARNED: set[str] = set()
 
 
-def token_warning(target: "RemoteTarget", token: str | None) -> str | None:
+def token_warning(target: RemoteTarget, token: str | None) -> str | None:
     """The sentence to show when a bearer token would travel unencrypted (None when it would not)."""
     if not token or target.secure:
         return None
@@ -91,6 +101,7 @@ def token_warning(target: "RemoteTarget", token: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class RemoteTarget:
+    """A parsed server URL: where to connect and which model, version and signature to ask for."""
     scheme: str
     host: str
     port: int
@@ -112,7 +123,18 @@ class RemoteTarget:
 
 
 def parse_target(url: str) -> RemoteTarget:
-    """grpc[s]://host[:port]/NAME or http[s]://host[:port]/v1/models/NAME[/versions/V], ?version=&signature=."""
+    """A server URL, parsed.
+
+    Args:
+        url: ``grpc[s]://host[:port]/NAME`` or ``http[s]://host[:port]/v1/models/NAME[/versions/V]``,
+            optionally with ``?version=V&signature=S``.
+
+    Returns:
+        The RemoteTarget (default ports 8500 for gRPC, 8501 for REST).
+
+    Raises:
+        RemoteError: not such a URL, a bad port, no single model name or a non-numeric version.
+    """
     parsed = urlparse(url.strip())
     scheme = parsed.scheme.lower()
     if scheme not in DEFAULT_PORTS or not parsed.hostname:
@@ -147,7 +169,18 @@ class SignatureNames:
 
 
 def choose_names(signatures: dict[str, dict[str, dict[str, str]]], target: RemoteTarget) -> SignatureNames:
-    """``signatures``: {signature: {"inputs": {name: dtype}, "outputs": {name: dtype}}} (dtype like "DT_STRING")."""
+    """Which input takes the image bytes and which outputs hold the probabilities and top-1 labels.
+
+    Args:
+        signatures: {signature: {"inputs": {name: dtype}, "outputs": {name: dtype}}} (dtype like "DT_STRING").
+        target: says which signature is asked for.
+
+    Returns:
+        The SignatureNames.
+
+    Raises:
+        RemoteError: no such signature, not exactly one string input, or no probabilities output.
+    """
     if target.signature not in signatures:
         raise RemoteError(f"model '{target.model}' has no signature '{target.signature}' "
                           f"(it has {', '.join(sorted(signatures)) or 'none'})")
@@ -270,14 +303,18 @@ class RemoteClassifier:
         return array.astype(np.float32)
 
     def checked_reply(self, values, top1, rows: int) -> tuple[np.ndarray, list[str] | None]:
+        """The probabilities and top-1 labels of a reply, each checked (``ReplyError`` when wrong)."""
         probabilities = self.checked_probabilities(values, rows)
         if top1 is not None:
             top1 = self.checked_names(top1, rows, "top-1 classes")
         return probabilities, top1
 
     def classify(self, images: Sequence[bytes], top_k: int = 5) -> list[Prediction]:
-        """One Prediction per image; a request that fails alone (too large, too slow, refused, answered
-        wrongly) becomes that image's error and the others go on."""
+        """One Prediction per image, batched by ``batch_size``.
+
+        A request that fails alone (too large, too slow, refused, answered wrongly) becomes that image's
+        error and the others go on; a server that cannot be used at all raises RemoteError.
+        """
         good, predictions = check_images(images)
         for start in range(0, len(good), self.batch_size):
             chunk = good[start:start + self.batch_size]

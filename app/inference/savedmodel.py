@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from app.store import (
     PROBABILITIES_OUTPUT,
@@ -18,7 +18,15 @@ from .base import Prediction, Timings, check_images, ranked, warm_up_image
 
 
 class SavedModelClassifier:
-    """``tf.saved_model.load`` once, then call the bytes signature per batch (never ``predict``)."""
+    """``tf.saved_model.load`` once, then call the bytes signature per batch (never ``predict``).
+
+    Args:
+        model: a version folder or a model's base folder (its highest version).
+        signature: the signature taking encoded image bytes.
+
+    Raises:
+        ModelError: no such model or signature, a signature without a string input, a damaged folder.
+    """
 
     name = "savedmodel"
 
@@ -45,6 +53,7 @@ class SavedModelClassifier:
         self.classify([warm_up_image()])
 
     def classify(self, images: Sequence[bytes], top_k: int = 5) -> list[Prediction]:
+        """One Prediction per encoded image, in order; a batch the model cannot decode is retried one by one."""
         good, predictions = check_images(images)
         if good:
             start = time.perf_counter()
@@ -69,7 +78,8 @@ class SavedModelClassifier:
         try:
             out = self._fn(**{self._input: self._tf.constant([data])})
         except Exception as exc:
-            return Prediction(request_bytes=len(data), error=f"the model could not decode this image ({type(exc).__name__})")
+            return Prediction(request_bytes=len(data),
+                              error=f"the model could not decode this image ({type(exc).__name__})")
         elapsed = (time.perf_counter() - start) * 1000
         probabilities = out[PROBABILITIES_OUTPUT].numpy()[0]
         timings = Timings(inference_ms=elapsed, total_ms=elapsed)

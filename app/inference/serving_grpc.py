@@ -9,8 +9,8 @@ bearer token.  Replies are capped at ``MAX_REPLY_BYTES`` (64 MB) and checked lik
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import grpc
 import numpy as np

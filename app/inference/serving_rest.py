@@ -11,13 +11,14 @@ hold a call open.  Replies larger than ``MAX_REPLY_BYTES`` (64 MB) are refused.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import socket
 import ssl
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from app.store import CLASS_NAMES_SIGNATURE
 
@@ -200,10 +201,8 @@ def _shut(conn: http.client.HTTPConnection) -> None:
     """The watchdog: end a call whose deadline passed, wherever it is blocked."""
     sock = conn.sock
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):  # already closed: nothing left to end
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
 
 def _translate(status: int, message: str, target: RemoteTarget, request_bytes: int) -> RemoteError:

@@ -6,8 +6,8 @@ JPEG), and this module never imports TensorFlow, so classification starts fast.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from app.imaging import ImageError, decode, resize
 from app.store import TFLITE_FILES, ModelError, labels_for, read_metadata, resolve_version
@@ -16,7 +16,11 @@ from .base import Prediction, Timings, ranked, warm_up_image
 
 
 def interpreter_class():
-    """LiteRT's Interpreter, or tflite_runtime's where only that is installed."""
+    """LiteRT's Interpreter, or tflite_runtime's where only that is installed.
+
+    Raises:
+        ModelError: neither is installed.
+    """
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
@@ -28,7 +32,16 @@ def interpreter_class():
 
 
 class TFLiteClassifier:
-    """One interpreter, images classified one at a time (batch 1 is what TFLite is built for)."""
+    """One interpreter, images classified one at a time (batch 1 is what TFLite is built for).
+
+    Args:
+        model: a version folder, a model's base folder (its highest version) or a ``.tflite`` file.
+        variant: which of ``store.TFLITE_FILES`` to load from a version folder.
+        threads: interpreter threads (None: the runtime's default).
+
+    Raises:
+        ModelError: no such model or variant, a damaged file or metadata.json, no TFLite runtime.
+    """
 
     name = "tflite"
 
@@ -57,13 +70,14 @@ class TFLiteClassifier:
         self.model_file = model_file
         self.classify([warm_up_image()])
 
-    def invoke(self, image) -> "object":
-        """Bare inference on one preprocessed [H,W,3] float image (for benchmarks)."""
+    def invoke(self, image) -> object:
+        """Bare inference on one preprocessed [H, W, 3] float image: its K probabilities (for benchmarks)."""
         self._interpreter.set_tensor(self._input["index"], image[None])
         self._interpreter.invoke()
         return self._interpreter.get_tensor(self._output["index"])[0]
 
     def classify(self, images: Sequence[bytes], top_k: int = 5) -> list[Prediction]:
+        """One Prediction per encoded image, in order; a bad image gets ``error`` set."""
         return [self._classify_one(data, top_k) for data in images]
 
     def _classify_one(self, data: bytes, k: int) -> Prediction:
