@@ -22,6 +22,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.store import is_version_name
+
 from .qt_common import ElidedLabel, icon, one_sentence, remember, setting
 from .qt_owner import Job, ModelOwner
 
@@ -54,7 +56,7 @@ def model_name(location: str) -> str:
         return ""
     if path.suffix == ".tflite":
         path = path.parent
-    return path.parent.name if path.name.isdigit() else path.name
+    return path.parent.name if is_version_name(path.name) else path.name
 
 
 def default_model_name() -> str:
@@ -126,7 +128,7 @@ def model_label(classifier) -> str:
         return f"{target.model}@{target.address}" + (f" v{target.version}" if target.version else "")
     version = getattr(classifier, "version_dir", None) or getattr(classifier, "model_file").parent
     version = Path(version)
-    return f"{version.parent.name} v{version.name}" if version.name.isdigit() else version.name
+    return f"{version.parent.name} v{version.name}" if is_version_name(version.name) else version.name
 
 
 def describe(classifier) -> str:
