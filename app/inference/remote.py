@@ -87,6 +87,15 @@ def check_token(token: str | None) -> str | None:
     return token
 
 
+def checked_args(target: RemoteTarget | str, token: str | None) -> tuple[RemoteTarget, str | None]:
+    """What every client's constructor starts with: the target parsed (when a URL) and the token checked.
+
+    Raises:
+        RemoteError: a URL ``parse_target`` refuses or a token ``check_token`` refuses.
+    """
+    return (parse_target(target) if isinstance(target, str) else target), check_token(token)
+
+
 _TOKEN_WARNED: set[str] = set()
 
 

@@ -25,8 +25,7 @@ from .remote import (
     RemoteTarget,
     ReplyError,
     RequestError,
-    check_token,
-    parse_target,
+    checked_args,
     wrong_protocol,
 )
 
@@ -45,9 +44,8 @@ class GrpcClassifier(RemoteClassifier):
             prediction_service_pb2_grpc,
         )
 
-        target = parse_target(target) if isinstance(target, str) else target
+        target, token = checked_args(target, token)
         self.timeout_s = timeout_s
-        token = check_token(token)
         options = [("grpc.max_send_message_length", max_message_bytes),
                    ("grpc.max_receive_message_length", MAX_REPLY_BYTES)]
         if target.secure:

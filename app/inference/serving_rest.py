@@ -30,8 +30,7 @@ from .remote import (
     RemoteTarget,
     ReplyError,
     RequestError,
-    check_token,
-    parse_target,
+    checked_args,
     wrong_protocol,
 )
 
@@ -41,9 +40,8 @@ class RestClassifier(RemoteClassifier):
 
     def __init__(self, target: RemoteTarget | str, *, timeout_s: float = 10.0, ca_file: str | None = None,
                  token: str | None = None, on_warning=None):
-        target = parse_target(target) if isinstance(target, str) else target
+        target, token = checked_args(target, token)
         self.target, self.timeout_s = target, timeout_s
-        token = check_token(token)
         self._headers = {"Content-Type": "application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
