@@ -173,3 +173,22 @@ def test_delete_version_refuses_what_is_not_a_version_and_hides_before_removing(
     assert asked == [keep] and keep.is_dir()  # no trash: nothing happened
     assert delete_version(keep, None) is False and not keep.exists()
     assert sorted(p.name for p in base.iterdir()) == ["9", "latest", "\u00b2"]  # no hidden leftover
+
+
+def test_tflite_variants_follow_the_setting():
+    assert store.tflite_variants("float") == ("float",) and store.tflite_variants("none") == ()
+    assert store.tflite_variants("int8") == ("float", "int8")
+    assert store.tflite_variants("dynamic") == ("float", "dynamic")
+    assert set(store.TFLITE_FILES) == {"float", "dynamic", "int8"}
+
+
+def test_the_store_and_imaging_import_neither_tensorflow_nor_qt():
+    """Both are read by the lean classify-only build and by the GUI thread: importing them must stay cheap."""
+    import subprocess
+    import sys
+
+    script = ("import sys, app.store, app.imaging, app.inference.base; "
+              "heavy = [m for m in ('tensorflow', 'PySide6', 'tf_keras') if m in sys.modules]; "
+              "assert not heavy, heavy")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-1000:]
