@@ -41,16 +41,6 @@ WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 TFLITE_FILES = {"float": "model.tflite", "dynamic": "model_dynamic.tflite", "int8": "model_int8.tflite"}
 MODELS_CONFIG_FILE = "models.config"  # beside the model folders, for TF Serving
 
-
-def tflite_variants(mode: str) -> tuple[str, ...]:
-    """The TFLite files a version gets for the ``--tflite`` setting: a quantized one comes with the float one.
-
-    Example::
-
-        tflite_variants("int8") == ("float", "int8"); tflite_variants("none") == ()
-    """
-    return () if mode == "none" else (mode,) if mode == "float" else ("float", mode)
-
 # --- the SavedModel's signatures and their input / output names ------------------------------------------------
 SERVING_SIGNATURE = "serving_default"  # encoded image bytes in (what TF Serving clients call)
 IMAGES_SIGNATURE = "serving_images"  # decoded float images in
@@ -64,10 +54,20 @@ CLASSES_OUTPUT = "classes"
 SCORES_OUTPUT = "scores"
 OUTPUTS = (PROBABILITIES_OUTPUT, CLASSES_OUTPUT, SCORES_OUTPUT)
 
-FORMAT_VERSION = 1  # metadata.json's schema; readers accept every version up to this one and files without it
+FORMAT_VERSION = 1  # metadata.json's schema; readers take the fields they know from any version, or none
 PREPROCESSING = ("decode (JPEG at DCT scale, EXIF-upright), RGB, /255, antialiased bilinear resize "
                  "(app.imaging)")
 _DIGITS = re.compile(r"[0-9]+")
+
+
+def tflite_variants(mode: str) -> tuple[str, ...]:
+    """The TFLite files a version gets for the ``--tflite`` setting: a quantized one comes with the float one.
+
+    Example::
+
+        tflite_variants("int8") == ("float", "int8"); tflite_variants("none") == ()
+    """
+    return () if mode == "none" else (mode,) if mode == "float" else ("float", mode)
 
 
 class ModelError(ValueError):
