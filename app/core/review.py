@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -178,7 +178,7 @@ def _groups(n: int, pairs: list[tuple[int, int, float]]) -> list[tuple[list[int]
         parent[root(i)] = root(j)
     members: dict[int, list[int]] = {}
     lowest: dict[int, float] = {}
-    for i, j, s in pairs:
+    for i, _, s in pairs:
         lowest[root(i)] = min(lowest.get(root(i), 1.0), s)
     for i in sorted({i for pair in pairs for i in pair[:2]}):
         members.setdefault(root(i), []).append(i)
