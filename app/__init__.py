@@ -7,7 +7,8 @@ __version__ = "0.1.0"
 def classify_only() -> bool:
     """Returns True in the lean desktop bundle, which ships without TensorFlow (TFLite and remote backends only).
 
-    The bundle's launcher sets ``RETRAIN_STUDIO_VARIANT=classify``; the CLI and GUI then hide training.
+    The bundle's runtime hook sets ``RETRAIN_STUDIO_VARIANT=classify``; the CLI then refuses to train and the
+    GUI shows a notice instead of the training wizard.
     """
     return os.environ.get("RETRAIN_STUDIO_VARIANT") == "classify"
 
