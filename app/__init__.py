@@ -5,9 +5,14 @@ __version__ = "0.1.0"
 
 
 def classify_only() -> bool:
-    """True in the lean desktop bundle, which ships without TensorFlow (TFLite and remote backends only)."""
+    """Returns True in the lean desktop bundle, which ships without TensorFlow (TFLite and remote backends only).
+
+    The bundle's runtime hook sets ``RETRAIN_STUDIO_VARIANT=classify``; the CLI then refuses to train and the
+    GUI shows a notice instead of the training wizard.
+    """
     return os.environ.get("RETRAIN_STUDIO_VARIANT") == "classify"
 
 
 def version_text() -> str:
+    """Returns what ``--version`` prints: the program, its version and, in the lean bundle, that it only classifies."""
     return f"retrain-studio {__version__}" + (" (classification only)" if classify_only() else "")

@@ -1,6 +1,7 @@
 """Write files and folders for the user so a crash never leaves half of one visible."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,7 +17,18 @@ STALE_AFTER_S = 24 * 3600  # a temporary folder untouched this long is abandoned
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary sibling, fsync, then rename over ``path``."""
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never part of it.
+
+    The bytes go to a temporary sibling, are fsynced, then renamed over ``path`` (a rename within one folder
+    is atomic); missing parent folders are created.
+
+    Args:
+        path: The file to create or replace.
+        data: Its new content.
+
+    Raises:
+        OSError: The folder cannot be written (the temporary file is removed first).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -32,10 +44,25 @@ def write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def write_json(path: str | Path, obj) -> None:
+    """Write ``obj`` as indented JSON (keys in their given order, a final newline) with ``write_bytes``.
+
+    Args:
+        path: The file to create or replace.
+        obj: Anything ``json.dumps`` accepts.
+
+    Raises:
+        OSError: The folder cannot be written.
+        TypeError: ``obj`` holds something JSON cannot represent (nothing is written).
+    """
     write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 def pid_alive(pid: int) -> bool:
+    """Returns whether process ``pid`` of this pid namespace still runs (signal 0: asks, sends nothing).
+
+    A pid we cannot ask about (out of range, or another user's) counts as alive: when unsure, a temporary
+    folder is left alone rather than deleted under its writer.
+    """
     if not 0 < pid < 2 ** 31:
         return True  # not a pid we can ask about: assume its owner is still at work
     try:
@@ -48,20 +75,25 @@ def pid_alive(pid: int) -> bool:
 
 
 def host_key() -> str:
-    """Who can judge our pids: the host name plus the pid namespace (containers may share a host name).
+    """Returns who can judge our pids: the host name plus the pid namespace (containers may share a host name).
 
     Only ``[A-Za-z0-9_.]``, so the ``-`` separators of a temporary folder's name stay unambiguous.
     """
     key = socket.gethostname() or "host"
-    try:
+    with contextlib.suppress(OSError):  # no /proc (not Linux): the host name alone
         key += "." + re.sub(r"\D", "", os.readlink("/proc/self/ns/pid"))
-    except OSError:
-        pass
     return re.sub(r"[^A-Za-z0-9_.]", "_", key)[:100]
 
 
 def temp_folder(parent: Path) -> Path:
-    """A fresh hidden folder name ``.tmp-<host>-<pid>-<random>`` in ``parent`` (see ``remove_stale_temps``)."""
+    """Returns a fresh hidden folder name ``.tmp-<host>-<pid>-<random>`` in ``parent``; nothing is created.
+
+    The name says who writes there, so ``remove_stale_temps`` can tell a dead writer's leftovers from work
+    in progress.
+
+    >>> temp_folder(Path("models")).name.startswith(".tmp-")
+    True
+    """
     return parent / f"{TEMP_PREFIX}{host_key()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
@@ -89,12 +121,19 @@ def _age_s(folder: Path, most: int = 10_000) -> float:
 
 
 def remove_stale_temps(parent: Path, stale_after_s: float = STALE_AFTER_S) -> list[Path]:
-    """Delete the temporary folders directly in ``parent`` that nobody can still be writing; returns them.
+    """Delete the temporary folders directly in ``parent`` that nobody can still be writing.
 
     A folder is removed only when it is ours and dead (this host and pid namespace, and its
     pid no longer runs) or untouched for ``stale_after_s``: another machine's or container's
     work in progress, in a shared folder, is left alone.  Symlinks and files are never touched,
-    and nothing outside ``parent`` is.
+    and nothing outside ``parent`` is.  A folder that cannot be read or removed is skipped.
+
+    Args:
+        parent: The folder whose ``.tmp-*`` children are considered (not searched deeper).
+        stale_after_s: Seconds without any change after which anyone's temporary folder is abandoned.
+
+    Returns:
+        The folders removed.
     """
     removed = []
     me = host_key()

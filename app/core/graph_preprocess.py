@@ -30,7 +30,14 @@ def _uint(raw, offset, count, little_endian):
 
 
 def exif_orientation(data):
-    """EXIF orientation (1-8) of a JPEG's bytes, 1 when absent or unreadable."""
+    """Returns the EXIF orientation (int64 scalar, 1-8) of a JPEG's bytes, 1 when absent or unreadable.
+
+    Both byte orders ("II" little-endian, "MM" big-endian) are read, only the first 64 KB are searched and
+    at most ``_MAX_IFD_ENTRIES`` entries of the first IFD: a hostile header cannot make the graph slow.
+
+    Args:
+        data: Scalar tf.string, the file's bytes.
+    """
     head = tf.strings.substr(data, 0, _EXIF_SEARCH_BYTES)
     parts = tf.strings.split(head, _EXIF_HEADER, maxsplit=1)
 
@@ -68,7 +75,16 @@ def _orient(image, orientation):
 
 
 def decode(data, height: int, width: int):
-    """Scalar tf.string -> uint8 [h, w, 3] (same pixels as ``preprocess.decode``)."""
+    """Decode an image in the graph, with the same pixels as the host's ``preprocess.decode``.
+
+    Args:
+        data: Scalar tf.string, the file's bytes.
+        height: Target height (chooses the JPEG DCT scale).
+        width: Target width.
+
+    Returns:
+        uint8 [h, w, 3], upright; at least ``height`` x ``width`` for JPEGs large enough, not yet resized.
+    """
     is_jpeg = tf.equal(tf.strings.substr(data, 0, 3), b"\xff\xd8\xff")
 
     def jpeg():
@@ -86,6 +102,15 @@ def decode(data, height: int, width: int):
 
 
 def load_image(data, height: int, width: int):
-    """Scalar tf.string -> float32 [height, width, 3] in [0, 1]."""
+    """Decode and resize an image in the graph (the exported SavedModel's preprocessing).
+
+    Args:
+        data: Scalar tf.string, the file's bytes.
+        height: Output height.
+        width: Output width.
+
+    Returns:
+        float32 [height, width, 3] in [0, 1] (antialiased bilinear resize).
+    """
     image = tf.image.convert_image_dtype(decode(data, height, width), tf.float32)
     return tf.image.resize(image, (height, width), method="bilinear", antialias=True)

@@ -1,7 +1,9 @@
 """Know your data: likely wrong labels, duplicates (and leaks between splits) and outliers, from cached embeddings.
 
-    >>> report = review_folder("photos/", on_event=print)      # scan + embed (cached) + find_problems
-    >>> report["label_issues"][0]                               # {"path", "given", "suggested", "score"}
+Example::
+
+    report = review_folder("photos/", on_event=print)      # scan + embed (cached) + find_problems
+    report["label_issues"][0]                               # {"path", "given", "suggested", "score"}
 
 Everything here works on the vectors the training run already caches, so with a warm cache no
 backbone runs and no TensorFlow is imported.  The checks are plain numpy:
@@ -24,8 +26,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -60,11 +62,18 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 def out_of_sample_probabilities(x: np.ndarray, labels: np.ndarray, k: int, folds: int = FOLDS,
                                 seed: int = 0) -> np.ndarray:
-    """[N, k] class probabilities of every row from a head that never saw it (k-fold cross-validation).
+    """Returns [N, k] class probabilities of every row from a head that never saw it (k-fold cross-validation).
 
     The head is ridge regression to one-hot targets on the top principal components (closed form: one
     small solve per fold), with a softmax temperature fitted on the out-of-fold scores; a class's images
     are spread over the folds so every fold's head knows every class.
+
+    Args:
+        x: [N, D] prepared embeddings (centred, unit rows).
+        labels: [N] class numbers, each of the k classes present.
+        k: Number of classes.
+        folds: Cross-validation folds (at most the smallest class's size, or some folds lack a class).
+        seed: Chooses the fold assignment.
     """
     n = len(labels)
     z = _components(x - x.mean(axis=0), _DIMS)
@@ -118,13 +127,20 @@ def _temperature(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def label_issues(probabilities: np.ndarray, labels: np.ndarray) -> list[tuple[int, int, float]]:
-    """(row, suggested class, score) for likely wrong labels, most suspicious first.
+    """Returns (row, suggested class, score) for likely wrong labels, most suspicious first.
 
     Confident learning's self-confidence: class c's threshold t_c is the mean probability of c over the
     images labelled c; a row is reported when the probability of its given label is below
     ``SELF_CONFIDENCE`` x t_given and another class is the most probable (the suggestion).  Ranked by the
     margin p(suggested) - p(given).  On Fashion-MNIST with 5 % planted errors this cut gave recall 0.93-1.0
     at precision 0.74-0.94 on 5 separable classes and 0.45-0.48 on all 10 (see docs/benchmarks.md).
+
+    Args:
+        probabilities: [N, K] out-of-sample probabilities (``out_of_sample_probabilities``).
+        labels: [N] given class numbers.
+
+    >>> label_issues(np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.95, 0.05]]), np.array([0, 0, 1, 1]))
+    [(3, 0, 0.9)]
     """
     n, k = probabilities.shape
     rows = np.arange(n)
@@ -178,7 +194,7 @@ def _groups(n: int, pairs: list[tuple[int, int, float]]) -> list[tuple[list[int]
         parent[root(i)] = root(j)
     members: dict[int, list[int]] = {}
     lowest: dict[int, float] = {}
-    for i, j, s in pairs:
+    for i, _, s in pairs:
         lowest[root(i)] = min(lowest.get(root(i), 1.0), s)
     for i in sorted({i for pair in pairs for i in pair[:2]}):
         members.setdefault(root(i), []).append(i)
@@ -187,7 +203,11 @@ def _groups(n: int, pairs: list[tuple[int, int, float]]) -> list[tuple[list[int]
 
 def thumbnail_vectors(paths: Sequence[Path], digests: Sequence[str], cache_dir: str | Path | None = None,
                       on_event: events.EventSink = events.ignore, on_error=None) -> np.ndarray:
-    """Centred, unit-length 32x32 grey thumbnails [N, 1024], cached by content like the embeddings."""
+    """Returns centred, unit-length 32x32 grey thumbnails [N, 1024], cached by content like the embeddings.
+
+    They tell a re-encoded copy from a look-alike where embeddings cannot (see the module docstring).
+    Arguments are as for ``features.embed``; failed images are left out, reported to ``on_error``.
+    """
     from . import backbones, features
 
     cache = features.EmbeddingCache(backbones.cache_root(cache_dir), "grey-thumbnail-v1", THUMB_SIZE,
@@ -202,9 +222,22 @@ def thumbnail_vectors(paths: Sequence[Path], digests: Sequence[str], cache_dir: 
 def find_problems(vectors: np.ndarray, labels: Sequence[int], splits: Sequence[str], digests: Sequence[str],
                   paths: Sequence, classes: Sequence[str], thumbs: np.ndarray | None = None, *,
                   folds: int = FOLDS, seed: int = 0, seconds: dict | None = None) -> dict:
-    """The ``review`` event for images with these embeddings [N, D] (and thumbnails), labels, splits and paths.
+    """Find likely wrong labels, duplicate groups (and leaks) and outliers; plain numpy, no TensorFlow.
 
-    Without ``thumbs`` only exact duplicates (same digest) are found.
+    Args:
+        vectors: [N, D] backbone embeddings.
+        labels: [N] class numbers.
+        splits: [N] split names ("train", "validation", "test").
+        digests: [N] content digests (equal digests are exact duplicates whatever the vectors).
+        paths: [N] image paths, reported back as strings.
+        classes: The class names.
+        thumbs: [N, 1024] ``thumbnail_vectors``; without them only exact duplicates (same digest) are found.
+        folds: Cross-validation folds for the label check.
+        seed: Fold assignment seed.
+        seconds: Timings so far, extended with this step's.
+
+    Returns:
+        The ``review`` event (``events.review``): label issues, duplicate groups (leaks first) and outliers.
     """
     seconds = dict(seconds or {})
     labels = np.asarray(labels, np.int64)
@@ -266,8 +299,27 @@ class _LazyExtractor:
 def review_folder(image_dir, backbone: str | None = None, cache_dir: str | Path | None = None, *,
                   validation_percent: float = 10, test_percent: float = 10, trust_backbone: bool = False,
                   on_event: events.EventSink = events.ignore) -> dict:
-    """Scan IMAGE_DIR or a list of sources (honouring each one's exclusions), embed what the cache lacks, and
-    review the merged set; emits ``review``."""
+    """Scan, embed what the cache lacks, and review the merged set: the wizard's "Find problems" and ``review``.
+
+    With a warm cache the backbone is never loaded (nor TensorFlow imported).  An image changed since the
+    scan is left out with a ``warning``.
+
+    Args:
+        image_dir: IMAGE_DIR or a list of sources (each one's exclusions honoured).
+        backbone: As for ``backbones.resolve``.
+        cache_dir: As for ``backbones.cache_root``.
+        validation_percent: As for ``dataset.scan`` (the splits tell leaks apart).
+        test_percent: As for ``dataset.scan``.
+        trust_backbone: Skip a local backbone's safety check.
+        on_event: Receives stage, progress, warning and finally the ``review`` event.
+
+    Returns:
+        The ``review`` event, with "images" and total seconds added.
+
+    Raises:
+        DatasetError: The folder cannot be scanned (see ``dataset.scan``).
+        BackboneError: The backbone cannot be resolved or loaded.
+    """
     from . import backbones, features
     from .dataset import as_sources, scan
 
@@ -309,8 +361,15 @@ def review_folder(image_dir, backbone: str | None = None, cache_dir: str | Path 
 
 
 def held_out_leaks(event: dict) -> set[str]:
-    """Paths to leave out of evaluation: in each leaking group, every member in a later split than the group's
-    earliest (train < validation < test) -- a near-copy of a training image would only measure memory."""
+    """Returns the paths to leave out of evaluation, given a ``review`` event.
+
+    In each leaking group, every member in a later split than the group's earliest (train < validation <
+    test): a near-copy of a training image would only measure memory.
+
+    >>> group = {"leak": True, "paths": ["a.jpg", "b.jpg", "c.jpg"], "splits": ["test", "train", "validation"]}
+    >>> sorted(held_out_leaks({"duplicates": [group]}))
+    ['a.jpg', 'c.jpg']
+    """
     order = {"train": 0, "validation": 1, "test": 2}
     out = set()
     for group in event["duplicates"]:
@@ -321,7 +380,12 @@ def held_out_leaks(event: dict) -> set[str]:
 
 
 def summary(event: dict, left_out: int | None) -> dict:
-    """The few numbers metadata.json keeps about the review (the full lists are in the ``review`` event)."""
+    """Returns the few numbers metadata.json keeps about a ``review`` event (the full lists stay in the event).
+
+    Args:
+        event: The ``review`` event.
+        left_out: Test images left out of evaluation as leaks (None when not counted).
+    """
     return {"label_issues": len(event["label_issues"]), "duplicate_groups": len(event["duplicates"]),
             "leaks": sum(g["leak"] for g in event["duplicates"]), "outliers": len(event["outliers"]),
             "left_out_of_evaluation": left_out,
@@ -332,10 +396,16 @@ def summary(event: dict, left_out: int | None) -> dict:
 # --- acting on a finding: only ever on the user's click (the GUI's review step) ------------------------------------
 
 def move_to_class(root: str | Path, path: str | Path, class_name: str) -> Path:
-    """Move one image of IMAGE_DIR into IMAGE_DIR/<class_name>/ under a free name; returns where it went.
+    """Move one image of IMAGE_DIR into IMAGE_DIR/<class_name>/ under a free name (only on the user's click).
 
-    Never overwrites: a taken name becomes ``name (2).ext``, ``name (3).ext`` …  Refuses (DatasetError, one
-    sentence) a file outside IMAGE_DIR or a class that is not one of its class folders.
+    Never overwrites: a taken name becomes ``name (2).ext``, ``name (3).ext`` …
+
+    Returns:
+        Where the file went.
+
+    Raises:
+        DatasetError: The file is not inside IMAGE_DIR or the class is not one of its class folders.
+        OSError: The move failed, or no free name was found.
     """
     from .dataset import DatasetError, class_names
 
@@ -349,12 +419,20 @@ def move_to_class(root: str | Path, path: str | Path, class_name: str) -> Path:
 
 
 def move_back(moved: str | Path, original: str | Path) -> Path:
-    """Undo ``move_to_class``: the file goes back to its folder, under its old name if still free."""
+    """Undo ``move_to_class``: the file goes back to its folder, under its old name if still free.
+
+    Returns:
+        Where the file went.
+
+    Raises:
+        OSError: The move failed, or no free name was found.
+    """
     original = Path(original)
     return _move_free(Path(moved), original.parent, original.name)
 
 
 def _move_free(source: Path, folder: Path, name: str) -> Path:
+    """Move ``source`` into ``folder`` as ``name`` or ``name (n)``, never replacing a file (link, then unlink)."""
     stem, suffix = Path(name).stem, Path(name).suffix
     for n in range(1, 1000):
         target = folder / (name if n == 1 else f"{stem} ({n}){suffix}")
