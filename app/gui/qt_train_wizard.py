@@ -12,6 +12,7 @@ import re
 import sys
 import threading
 import time
+from enum import IntEnum
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Qt, Signal
@@ -92,6 +93,17 @@ STAGE_WEIGHTS = {"start": 6, "scan": 4, "backbone": 18, "embed": 36, "train": 8,
 FINE_TUNE_WEIGHT = 150
 OVERFIT_GAP, OVERFIT_EPOCHS = 0.15, 3
 MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+class Page(IntEnum):
+    """The wizard's pages in order: the ids given to setPage and read back from currentId, never bare numbers."""
+
+    FOLDER = 0
+    REVIEW = 1
+    OPTIONS = 2
+    TRAINING = 3
+    RESULTS = 4
+    EXPORT = 5
 
 
 def default_models_dir() -> str:
@@ -1017,7 +1029,7 @@ class ResultsPage(QWizardPage):
         QVBoxLayout(self).addWidget(self.view)
 
     def initializePage(self):
-        self.view.load(self.wizard().page(3).done_event["model_dir"])
+        self.view.load(self.wizard().training_page.done_event["model_dir"])
 
 
 class ExportPage(QWizardPage):
@@ -1095,9 +1107,10 @@ class TrainWizard(QWizard):
         self.folder_page, self.review_page, self.options_page = FolderPage(), ReviewPage(), OptionsPage()
         self.training_page, self.results_page, self.export_page = TrainingPage(), ResultsPage(), ExportPage()
         self.results_page.setObjectName("results_page")
-        for page in (self.folder_page, self.review_page, self.options_page, self.training_page, self.results_page,
-                     self.export_page):
-            self.addPage(page)
+        for page_id, page in ((Page.FOLDER, self.folder_page), (Page.REVIEW, self.review_page),
+                              (Page.OPTIONS, self.options_page), (Page.TRAINING, self.training_page),
+                              (Page.RESULTS, self.results_page), (Page.EXPORT, self.export_page)):
+            self.setPage(page_id, page)
         self.training_page.finished_ok.connect(lambda event: self.trained.emit(event["model_dir"]))
         self.training_page.progress_changed.connect(self.progress)
         self.setButtonText(QWizard.WizardButton.FinishButton, "Train another")
