@@ -22,8 +22,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .qt_common import ElidedLabel, icon, one_sentence, remember, setting
-from .qt_owner import Job, ModelOwner
+from .qt_common import ElidedLabel, Job, icon, one_sentence, remember, setting
+from .qt_owner import ModelOwner
 
 BACKENDS = [("tflite", "Local TFLite"), ("savedmodel", "Local SavedModel"),
             ("grpc", "Remote gRPC"), ("rest", "Remote REST")]

@@ -597,7 +597,7 @@ class ClassifyView(QWidget):
             self._classify_found(expand(paths))
             return
         self.summary.setText("Looking for images…")
-        run_in_background(lambda: expand(paths), self._classify_found,
+        run_in_background(lambda _job: expand(paths), self._classify_found,
                           lambda exc: self.message.emit(one_sentence(exc), "error"), self)
 
     def _classify_found(self, found) -> None:

@@ -24,12 +24,12 @@ from app.core.evaluation import Results, ResultsError, load_results, wilson_inte
 from app.core.store import read_version
 
 from .qt_common import (
+    note,
     open_in_file_manager,
     read_only_table,
     run_in_background,
     thumbnail,
     thumbnail_grid,
-    tone,
 )
 
 SMALL_SAMPLE = 30  # fewer test images than this: the accuracy comes with a warning
@@ -62,10 +62,7 @@ class ResultsView(QWidget):
         self.accuracy.setStyleSheet("font-size: 20pt; font-weight: bold;")
         self.detail = QLabel()
         self.detail.setObjectName("resultsDetail")
-        self.warning = QLabel()
-        self.warning.setObjectName("resultsWarning")
-        self.warning.setWordWrap(True)
-        self.warning.setStyleSheet(f"color: {tone('low')}; font-weight: bold;")
+        self.warning = note("low", "resultsWarning", bold=True)
         self.where = QLabel()
         self.where.setObjectName("resultsWhere")
         self.where.setWordWrap(True)
@@ -229,7 +226,7 @@ class ResultsView(QWidget):
                     self.images.item(index).setIcon(QPixmap.fromImage(image))
 
         paths = [row["path"] for row in rows]
-        run_in_background(lambda: [thumbnail(p, 64) if Path(p).is_file() else QImage() for p in paths],
+        run_in_background(lambda _job: [thumbnail(p, 64) if Path(p).is_file() else QImage() for p in paths],
                           show, lambda exc: None, self)
 
 

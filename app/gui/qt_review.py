@@ -195,7 +195,7 @@ class ReviewDialog(QDialog):
                 if not image.isNull():
                     item.setIcon(QPixmap.fromImage(image))
 
-        run_in_background(lambda: [thumbnail(p, 96) for p in paths], show, lambda exc: None, self)
+        run_in_background(lambda _job: [thumbnail(p, 96) for p in paths], show, lambda exc: None, self)
         self.tabs.setCurrentIndex(next((i for i, rows in enumerate((issues, groups, outliers)) if rows), 0))
         self.update_buttons()
 
