@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .qt_common import ElidedLabel, Job, icon, one_sentence, remember, setting
+from .qt_common import ElidedLabel, Job, icon, one_sentence, remember, sentence, setting
 from .qt_owner import ModelOwner
 
 BACKENDS = [("tflite", "Local TFLite"), ("savedmodel", "Local SavedModel"),
@@ -331,7 +331,7 @@ class BackendBar(QWidget):
                 return
             text = one_sentence(exc)
             self._set_status("error", text)
-            self.message.emit(text[0].upper() + text[1:], "error")
+            self.message.emit(sentence(text), "error")
 
         owner.submit(lambda classifier, _job: describe_safely(classifier), opened, failed)
         return owner

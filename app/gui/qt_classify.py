@@ -74,6 +74,7 @@ from .qt_common import (
     read_only_table,
     remember,
     run_in_background,
+    sentence,
     setting,
     thumbnail,
     tone,
@@ -682,7 +683,7 @@ class ClassifyView(QWidget):
                 self.model.rows[index].prediction = Prediction(error=text)
                 self.model.update(index)
         if self.backend.state != "error":  # the backend bar already said why it could not open
-            self.message.emit(text[0].upper() + text[1:], "error")
+            self.message.emit(sentence(text), "error")
         self._finish(None, 0)
 
     def _on_finished(self, result) -> None:

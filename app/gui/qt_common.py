@@ -279,6 +279,12 @@ def one_sentence(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def sentence(text: str) -> str:
+    """``text`` as a sentence: capital first letter, final full stop."""
+    text = text.strip()
+    return (text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")) if text else text
+
+
 TONES = {"good": ("#188038", "#81c995"), "bad": ("#b3261e", "#f28b82"), "low": ("#b06000", "#fcad70"),
          "muted": ("#80868b", "#9aa0a6")}  # (light, dark): each >= 4.5:1 on its theme's base, "muted" aside
 

@@ -28,6 +28,7 @@ from .qt_common import (
     open_in_file_manager,
     read_only_table,
     run_in_background,
+    sentence,
     thumbnail,
     thumbnail_grid,
 )
@@ -115,7 +116,7 @@ class ResultsView(QWidget):
         except ResultsError as exc:
             self.results = None
             self.accuracy.setText(f"Test accuracy {info.accuracy_text()}")
-            self.detail.setText(str(exc)[0].upper() + str(exc)[1:] + ".")
+            self.detail.setText(sentence(str(exc)))
             self.warning.clear()
             for table in (self.per_class, self.matrix):
                 table.setRowCount(0)

@@ -70,6 +70,7 @@ from .qt_common import (
     read_only_table,
     remember,
     run_in_background,
+    sentence,
     set_tone,
     setting,
     thumbnail,
@@ -110,12 +111,6 @@ class Page(IntEnum):
 
 def default_models_dir() -> str:
     return setting("train/models_dir", str(Path.home() / "RetrainStudio" / "models"))
-
-
-def sentence(text: str) -> str:
-    """``text`` as a sentence: capital first letter, final full stop."""
-    text = text.strip()
-    return (text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")) if text else text
 
 
 def train_command(settings: TrainSettings, allow_new_classes: bool = False) -> list[str]:
