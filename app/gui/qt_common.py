@@ -9,13 +9,14 @@ from PySide6.QtCore import (
     QCoreApplication,
     QObject,
     QSettings,
+    QSignalBlocker,
     QSize,
     Qt,
     QThreadPool,
     QUrl,
     Signal,
 )
-from PySide6.QtGui import QDesktopServices, QIcon, QImage, QImageReader
+from PySide6.QtGui import QDesktopServices, QIcon, QImage, QImageReader, QPixmap
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QToolButton, QWidget
 
 ORGANIZATION, APPLICATION = "RetrainStudio", "Retrain Studio"
@@ -261,6 +262,31 @@ def run_in_background(fn: Callable, on_done: Callable, on_error: Callable, owner
 
     job = Job(fn, on_done, on_error, on_progress, alive=lambda: shiboken6.isValid(owner))
     QThreadPool.globalInstance().start(job.run)
+    return job
+
+
+def load_thumbnails(items: list, paths: list, size: int, owner: QObject) -> Job:
+    """Give each list item the thumbnail of its path, decoded in the background; ``cancel()`` the job returned
+    to stop decoding and show nothing (another selection). Setting an icon is not an edit: the list's
+    ``itemChanged`` stays quiet (a browser that saves ticks on every change wrote the folder without a click)."""
+
+    def decode(job: Job) -> list[QImage]:
+        images = []
+        for path in paths:
+            if job.cancelled.is_set():
+                break
+            images.append(thumbnail(path, size) if Path(path).is_file() else QImage())  # never open a FIFO
+        return images
+
+    def show(images: list[QImage]) -> None:
+        if job.cancelled.is_set():
+            return
+        for item, image in zip(items, images):
+            if not image.isNull():
+                with QSignalBlocker(item.listWidget()):
+                    item.setIcon(QPixmap.fromImage(image))
+
+    job = run_in_background(decode, show, lambda _exc: None, owner)
     return job
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QImage, QPixmap
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -24,12 +24,12 @@ from app.core.evaluation import Results, ResultsError, load_results, wilson_inte
 from app.core.store import read_version
 
 from .qt_common import (
+    Job,
+    load_thumbnails,
     note,
     open_in_file_manager,
     read_only_table,
-    run_in_background,
     sentence,
-    thumbnail,
     thumbnail_grid,
 )
 
@@ -102,7 +102,7 @@ class ResultsView(QWidget):
         self.images.itemDoubleClicked.connect(
             lambda item: item.toolTip() and open_in_file_manager(item.toolTip(), self))
         self._pairs: list[tuple[int, int, int]] = []
-        self._generation = 0
+        self.thumbnails: Job | None = None  # the thumbnails of the cell shown
 
     def load(self, version: str | Path) -> bool:
         """Show the results stored with ``version``; False (and one sentence in the view) when there are none."""
@@ -216,19 +216,10 @@ class ResultsView(QWidget):
             item = QListWidgetItem(f"{row['true']} → {row['predicted']}\n{row['score']:.2f}")
             item.setToolTip(row["path"])
             self.images.addItem(item)
-        self._generation += 1
-        generation = self._generation
-
-        def show(images):
-            if generation != self._generation:
-                return  # another cell was clicked meanwhile
-            for index, image in enumerate(images):
-                if not image.isNull():
-                    self.images.item(index).setIcon(QPixmap.fromImage(image))
-
-        paths = [row["path"] for row in rows]
-        run_in_background(lambda _job: [thumbnail(p, 64) if Path(p).is_file() else QImage() for p in paths],
-                          show, lambda exc: None, self)
+        if self.thumbnails is not None:
+            self.thumbnails.cancel()  # another cell was clicked: its images are not wanted
+        items = [self.images.item(i) for i in range(self.images.count())]
+        self.thumbnails = load_thumbnails(items, [row["path"] for row in rows], 64, self)
 
 
 class ResultsDialog(QDialog):

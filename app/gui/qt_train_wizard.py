@@ -64,6 +64,7 @@ from app.paths import sample_data_dir
 from .qt_common import (
     Job,
     icon,
+    load_thumbnails,
     note,
     one_sentence,
     open_in_file_manager,
@@ -532,18 +533,8 @@ class ClassBrowser(QDialog):
         layout.addWidget(buttons)
         self.grid.itemChanged.connect(self._ticked)
 
-        self.closed = False
-        self.finished.connect(lambda _result: setattr(self, "closed", True))
-
-        def show(images):
-            if self.closed:  # closed (and deleted) before the thumbnails were ready
-                return
-            for index, image in enumerate(images):
-                if not image.isNull() and index < self.grid.count():
-                    self.grid.item(index).setIcon(QPixmap.fromImage(image))
-
-        # the page owns the call: the dialog may be gone when the worker finishes
-        run_in_background(lambda _job: [thumbnail(p, 96) for p in paths], show, lambda exc: None, parent)
+        thumbnails = load_thumbnails([self.grid.item(i) for i in range(len(paths))], paths, 96, self)
+        self.finished.connect(lambda _result: thumbnails.cancel())
 
     def _ticked(self, _item):
         mine = {p.resolve() for p in self.paths}

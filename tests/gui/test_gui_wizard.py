@@ -549,6 +549,22 @@ def test_loose_images_are_reported_and_an_image_can_be_excluded(window, qtbot, t
     assert "120 images in 4 classes" in review.findChild(QLabel, "review_summary").text()
 
 
+def test_browsing_a_class_without_a_click_writes_nothing(window, qtbot, tmp_path):
+    """Thumbnails arriving in the class browser are not ticks: no exclusion file appears, no new scan starts."""
+    folder = tmp_path / "clothes"
+    shutil.copytree(sample_data_dir(), folder)
+    review = to_review(window, qtbot, folder)
+    summary = review.findChild(QLabel, "review_summary").text()
+    click(qtbot, button(review, "Browse images…"))
+    dialog = window.findChild(QDialog, "class_browser")
+    grid = dialog.findChild(QListWidget, "class_images")
+    qtbot.waitUntil(lambda: all(not grid.item(i).icon().isNull() for i in range(grid.count())), timeout=10_000)
+    click(qtbot, button(dialog, "Close"))
+    qtbot.wait(300)
+    assert not (folder / ".retrain-studio").exists()
+    assert review.findChild(QLabel, "review_summary").text() == summary and review.isComplete()
+
+
 def test_backbones_have_human_names_and_the_advanced_arrow_points_the_right_way(window, qtbot, tmp_path):
     from app.gui.qt_common import icon
 
