@@ -121,7 +121,7 @@ class ResultsView(QWidget):
             for table in (self.per_class, self.matrix):
                 table.setRowCount(0)
             self.matrix.setColumnCount(0)
-            self.images.clear()
+            self._clear_images()
             self.cell_title.clear()
             return False
         r = self.results
@@ -206,9 +206,15 @@ class ResultsView(QWidget):
                                 "No test images were set aside.")
         self._show_images(mistakes)
 
+    def _clear_images(self) -> None:
+        """No images shown; the thumbnails still being decoded for the last ones are not wanted."""
+        if self.thumbnails is not None:
+            self.thumbnails.cancel()
+        self.images.clear()
+
     def _show_images(self, rows: list[dict]) -> None:
         """Captions at once; thumbnails decoded on the thread pool (photos can be large)."""
-        self.images.clear()
+        self._clear_images()
         if len(rows) > SHOWN_IMAGES:
             self.cell_title.setText(self.cell_title.text() + f" (the first {SHOWN_IMAGES} shown)")
         rows = rows[:SHOWN_IMAGES]
@@ -216,8 +222,6 @@ class ResultsView(QWidget):
             item = QListWidgetItem(f"{row['true']} → {row['predicted']}\n{row['score']:.2f}")
             item.setToolTip(row["path"])
             self.images.addItem(item)
-        if self.thumbnails is not None:
-            self.thumbnails.cancel()  # another cell was clicked: its images are not wanted
         items = [self.images.item(i) for i in range(self.images.count())]
         self.thumbnails = load_thumbnails(items, [row["path"] for row in rows], 64, self)
 
