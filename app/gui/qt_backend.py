@@ -271,6 +271,7 @@ class BackendBar(QWidget):
 
     def _invalidate(self) -> None:
         if self.owner_choice != self.choice():
+            self.close_owner()  # released now, not when the next image is classified with another model
             self._set_status("unknown", "Not checked")
         self.changed.emit()
 

@@ -507,6 +507,9 @@ def test_a_replaced_classifier_is_closed_on_its_own_thread(window, qtbot, traine
         assert in_use["closed_on"] is None and in_use["ref"]() is not None
         gc.collect()
         assert [entry["kind"] for entry in replaced if entry["ref"]() is not None] == [], "still alive"
+        choose_backend(window, "Remote REST", server.rest_url("clothes"))  # another choice, nothing classified yet
+        qtbot.waitUntil(lambda: in_use["closed_on"] == in_use["made_on"], timeout=30_000)
+        assert len(Tracked.log) == 7  # nothing opened before it is used
 
 
 def test_compare_with_savedmodel_does_not_crash(tmp_path, trained, fm_dir):
