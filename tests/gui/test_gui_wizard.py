@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import GapMeter, save_shot
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtGui import QDesktopServices, QKeySequence
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import (
     QAbstractButton,
@@ -194,6 +194,10 @@ def test_wizard_trains_the_sample_end_to_end(window, qtbot, tmp_path, cache_dir,
     click(qtbot, button(export, "Classify with this model"))
     assert window.pages.currentWidget() is window.classify
     assert window.backend.choice().location == str(version)
+    window.activateWindow()
+    QTest.qWaitForWindowActive(window)
+    QTest.keySequence(window, QKeySequence("Ctrl+T"))  # after the last page, Ctrl+T begins a new run
+    assert window.pages.currentWidget() is window.wizard and current(window) == "folder_page"
 
 
 def test_cancel_leaves_no_version(window, qtbot, tmp_path, cache_dir):
