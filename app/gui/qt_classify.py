@@ -909,7 +909,7 @@ class CompareDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Compare backends")
         self.files = [(r.path, r.truth) for r in rows if r.path is not None][:200]  # truth: the class folder
-        self.labelled = bool(self.files) and all(r.truth for r in rows[:200] if r.path is not None)
+        self.labelled = bool(self.files) and all(truth for _, truth in self.files)
         self.resize(800, 580)
         form = QFormLayout()
         self.choices: dict[str, tuple[QCheckBox, QLineEdit]] = {}
