@@ -24,8 +24,8 @@ from PySide6.QtWidgets import (
 
 from app.store import is_version_name
 
-from .qt_common import ElidedLabel, icon, one_sentence, remember, setting
-from .qt_owner import Job, ModelOwner
+from .qt_common import ElidedLabel, Job, icon, one_sentence, remember, sentence, setting
+from .qt_owner import ModelOwner
 
 BACKENDS = [("tflite", "Local TFLite"), ("savedmodel", "Local SavedModel"),
             ("grpc", "Remote gRPC"), ("rest", "Remote REST")]
@@ -273,6 +273,7 @@ class BackendBar(QWidget):
 
     def _invalidate(self) -> None:
         if self.owner_choice != self.choice():
+            self.close_owner()  # released now, not when the next image is classified with another model
             self._set_status("unknown", "Not checked")
         self.changed.emit()
 
@@ -333,7 +334,7 @@ class BackendBar(QWidget):
                 return
             text = one_sentence(exc)
             self._set_status("error", text)
-            self.message.emit(text[0].upper() + text[1:], "error")
+            self.message.emit(sentence(text), "error")
 
         owner.submit(lambda classifier, _job: describe_safely(classifier), opened, failed)
         return owner

@@ -73,6 +73,7 @@ from .qt_common import (
     read_only_table,
     remember,
     run_in_background,
+    sentence,
     setting,
     thumbnail,
     tone,
@@ -596,7 +597,7 @@ class ClassifyView(QWidget):
             self._classify_found(expand(paths))
             return
         self.summary.setText("Looking for images…")
-        run_in_background(lambda: expand(paths), self._classify_found,
+        run_in_background(lambda _job: expand(paths), self._classify_found,
                           lambda exc: self.message.emit(one_sentence(exc), "error"), self)
 
     def _classify_found(self, found) -> None:
@@ -681,7 +682,7 @@ class ClassifyView(QWidget):
                 self.model.rows[index].prediction = Prediction(error=text)
                 self.model.update(index)
         if self.backend.state != "error":  # the backend bar already said why it could not open
-            self.message.emit(text[0].upper() + text[1:], "error")
+            self.message.emit(sentence(text), "error")
         self._finish(None, 0)
 
     def _on_finished(self, result) -> None:
@@ -907,7 +908,7 @@ class CompareDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Compare backends")
         self.files = [(r.path, r.truth) for r in rows if r.path is not None][:200]  # truth: the class folder
-        self.labelled = bool(self.files) and all(r.truth for r in rows[:200] if r.path is not None)
+        self.labelled = bool(self.files) and all(truth for _, truth in self.files)
         self.resize(800, 580)
         form = QFormLayout()
         self.choices: dict[str, tuple[QCheckBox, QLineEdit]] = {}

@@ -1,20 +1,22 @@
 """Small Qt pieces every view uses: icons, the message bar, settings, background calls."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Callable
 
 from PySide6.QtCore import (
+    QCoreApplication,
     QObject,
-    QRunnable,
     QSettings,
+    QSignalBlocker,
     QSize,
     Qt,
     QThreadPool,
     QUrl,
     Signal,
 )
-from PySide6.QtGui import QDesktopServices, QIcon, QImage, QImageReader
+from PySide6.QtGui import QDesktopServices, QIcon, QImage, QImageReader, QPixmap
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QToolButton, QWidget
 
 ORGANIZATION, APPLICATION = "RetrainStudio", "Retrain Studio"
@@ -182,51 +184,110 @@ class MessageBar(QWidget):
         self.changed.emit()
 
 
-class _CallSignals(QObject):
-    done = Signal(object)
-    failed = Signal(object)
+class _Relay(QObject):
+    """Carries a callback and its value from any thread to the GUI thread (a queued signal to a GUI object)."""
 
+    reply = Signal(object, object, object)  # callback, value, alive
 
-class _Call(QRunnable):
-    def __init__(self, fn: Callable, signals: _CallSignals):
+    def __init__(self):
         super().__init__()
-        self.fn, self.signals = fn, signals
+        self.reply.connect(self.deliver)
 
-    def run(self):
+    def deliver(self, callback: Callable, value, alive: Callable[[], bool]) -> None:
+        if alive():
+            callback(value)
+
+
+_RELAY: list[_Relay] = []
+_RELAY_LOCK = threading.Lock()
+
+
+def post(callback: Callable, value, alive: Callable[[], bool] = lambda: True) -> None:
+    """Run ``callback(value)`` on the GUI thread, from any thread, unless ``alive()`` is False by then."""
+    with _RELAY_LOCK:
+        if not _RELAY:
+            relay = _Relay()
+            relay.moveToThread(QCoreApplication.instance().thread())
+            _RELAY.append(relay)
+    _RELAY[0].reply.emit(callback, value, alive)
+
+
+class Job:
+    """One piece of background work, the only way the GUI runs work off its thread.
+
+    ``run(*args)`` calls ``fn(*args, job)`` on the calling (worker) thread; then ``on_done(result)`` or
+    ``on_error(exc)`` runs on the GUI thread, as ``on_progress(value)`` does for each ``job.progress(value)``
+    the work reports. ``cancel()`` asks the work to stop between items (it reads ``job.cancelled``). Every
+    answer is dropped once ``alive()`` is False (whoever asked is gone). ``run_in_background`` runs a job on
+    the thread pool; ``qt_owner.ModelOwner`` runs jobs on a model's own thread.
+    """
+
+    def __init__(self, fn: Callable, on_done: Callable | None = None, on_error: Callable | None = None,
+                 on_progress: Callable | None = None, alive: Callable[[], bool] = lambda: True):
+        self.fn, self.on_done, self.on_error, self.on_progress, self.alive = fn, on_done, on_error, on_progress, alive
+        self.cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def progress(self, value) -> None:
+        """Called by the work; ``on_progress(value)`` runs on the GUI thread."""
+        self._send(self.on_progress, value)
+
+    def run(self, *args) -> None:
         try:
-            result = self.fn()
+            result = self.fn(*args, self)
         except BaseException as exc:  # reported on the GUI thread as one sentence
-            self.signals.failed.emit(exc)
+            self.fail(exc)
         else:
-            self.signals.done.emit(result)
+            self._send(self.on_done, result)
+
+    def fail(self, exc: BaseException) -> None:
+        # without its traceback: the frames it holds would keep the work's objects (a classifier) alive
+        self._send(self.on_error, exc.with_traceback(None))
+
+    def _send(self, callback: Callable | None, value) -> None:
+        if callback is not None:
+            post(callback, value, self.alive)
 
 
-_IN_FLIGHT: set[_CallSignals] = set()
+def run_in_background(fn: Callable, on_done: Callable, on_error: Callable, owner: QObject,
+                      on_progress: Callable | None = None) -> Job:
+    """Call ``fn(job)`` on the thread pool; ``on_done(result)`` / ``on_error(exc)`` run on the GUI thread.
 
-
-def run_in_background(fn: Callable, on_done: Callable, on_error: Callable, owner: QObject) -> _CallSignals:
-    """Call ``fn()`` on the thread pool; ``on_done(result)`` / ``on_error(exc)`` run on the GUI thread.
-
-    The answer is dropped if ``owner`` was deleted meanwhile (a closed dialog): the signals object is
-    not the owner's child, so closing a window never deletes it under a running call.
+    The answer is dropped if ``owner`` was deleted meanwhile (a closed dialog). For work without
+    TensorFlow only: a model's calls go through its ``qt_owner.ModelOwner``.
     """
     import shiboken6
 
-    signals = _CallSignals()
-    _IN_FLIGHT.add(signals)
+    job = Job(fn, on_done, on_error, on_progress, alive=lambda: shiboken6.isValid(owner))
+    QThreadPool.globalInstance().start(job.run)
+    return job
 
-    def deliver(handler: Callable) -> Callable:
-        def call(value) -> None:
-            _IN_FLIGHT.discard(signals)
-            signals.deleteLater()
-            if shiboken6.isValid(owner):
-                handler(value)
-        return call
 
-    signals.done.connect(deliver(on_done))
-    signals.failed.connect(deliver(on_error))
-    QThreadPool.globalInstance().start(_Call(fn, signals))
-    return signals
+def load_thumbnails(items: list, paths: list, size: int, owner: QObject) -> Job:
+    """Give each list item the thumbnail of its path, decoded in the background; ``cancel()`` the job returned
+    to stop decoding and show nothing (another selection). Setting an icon is not an edit: the list's
+    ``itemChanged`` stays quiet (a browser that saves ticks on every change wrote the folder without a click)."""
+
+    def decode(job: Job) -> list[QImage]:
+        images = []
+        for path in paths:
+            if job.cancelled.is_set():
+                break
+            images.append(thumbnail(path, size) if Path(path).is_file() else QImage())  # never open a FIFO
+        return images
+
+    def show(images: list[QImage]) -> None:
+        if job.cancelled.is_set():
+            return
+        for item, image in zip(items, images):
+            if not image.isNull():
+                with QSignalBlocker(item.listWidget()):
+                    item.setIcon(QPixmap.fromImage(image))
+
+    job = run_in_background(decode, show, lambda _exc: None, owner)
+    return job
 
 
 def open_in_file_manager(path: str | Path, parent: QWidget) -> None:
@@ -244,8 +305,29 @@ def one_sentence(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def sentence(text: str) -> str:
+    """``text`` as a sentence: capital first letter, final full stop."""
+    text = text.strip()
+    return (text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")) if text else text
+
+
 TONES = {"good": ("#188038", "#81c995"), "bad": ("#b3261e", "#f28b82"), "low": ("#b06000", "#fcad70"),
          "muted": ("#80868b", "#9aa0a6")}  # (light, dark): each >= 4.5:1 on its theme's base, "muted" aside
+
+
+def set_tone(label: QLabel, kind: str | None, bold: bool = False) -> None:
+    """Colour a label's text with the theme-aware ``tone(kind)``; None: back to the palette's text colour."""
+    label.setStyleSheet((f"color: {tone(kind)};" + (" font-weight: bold;" if bold else "")) if kind else "")
+
+
+def note(kind: str, name: str = "", bold: bool = False) -> QLabel:
+    """A wrapping label for a warning or an error, in the theme-aware tone ``kind`` ("low", "bad")."""
+    label = QLabel()
+    if name:
+        label.setObjectName(name)
+    label.setWordWrap(True)
+    set_tone(label, kind, bold)
+    return label
 
 
 class ElidedLabel(QLabel):

@@ -26,7 +26,7 @@ from .qt_backend import BackendBar
 from .qt_classify import ClassifyView
 from .qt_common import MessageBar, apply_theme, icon, remember, settings
 from .qt_models import ModelsView
-from .qt_train_wizard import TrainWizard, default_models_dir
+from .qt_train_wizard import Page, TrainWizard, default_models_dir
 
 PAGES = [("Train", "mdi6.school"), ("Classify", "mdi6.image-search"), ("Models", "mdi6.package-variant-closed")]
 TRAIN, CLASSIFY, MODELS = range(3)
@@ -87,7 +87,7 @@ class MainWindow(QMainWindow):
         self.messages.changed.connect(self._mark_pages)
         self.sidebar.currentRowChanged.connect(self.show_page)
         if not classify_only():
-            self.wizard.currentIdChanged.connect(lambda page_id: page_id > 0 and self.messages.clear("start"))
+            self.wizard.currentIdChanged.connect(lambda page_id: page_id > Page.FOLDER and self.messages.clear("start"))
             self.wizard.open_in_classify.connect(self.open_model_in_classify)
             self.wizard.trained.connect(lambda path: self.models.set_folder(str(Path(path).parent.parent)))
             self.wizard.progress.connect(self._training_progress)
@@ -170,7 +170,7 @@ class MainWindow(QMainWindow):
 
     def _train(self):
         self.show_page(TRAIN)
-        if self.wizard.currentId() in (-1, 4, 5):
+        if self.wizard.currentId() in (-1, Page.RESULTS, Page.EXPORT):  # -1: not started
             self.wizard.restart()
 
     def open_model_in_classify(self, version_dir: str) -> None:
@@ -212,7 +212,7 @@ class MainWindow(QMainWindow):
                 != QMessageBox.StandardButton.Yes:
             event.ignore()
             return
-        self.wizard.page(3).cancel()  # never leave a training child running
+        self.wizard.training_page.cancel()  # never leave a training child running
         self.models.retrain.cancel()
         self.classify.cancel()
         remember("window/geometry", self.saveGeometry())
@@ -232,9 +232,7 @@ def notice_wizard(text: str):
             label = QLabel(text)
             label.setAlignment(Qt.AlignmentFlag.AlignCenter)
             QVBoxLayout(self).addWidget(label)
-
-        def page(self, _index):
-            return self
+            self.training_page = self  # nothing to train: cancelling it does nothing
 
         def cancel(self):
             pass
@@ -246,7 +244,7 @@ def notice_wizard(text: str):
             return False
 
         def currentId(self):
-            return 0
+            return Page.FOLDER
 
         def restart(self):
             pass

@@ -7,18 +7,20 @@ whole app (segfault in ``gil_scoped_acquire`` with a stale thread state, issue 8
 ``threading.Thread`` keeps one thread state for its whole life, and one thread per model also
 means no two calls ever run into the same TensorFlow object at once.
 
-Results cross back to the GUI thread through a queued signal; no Qt widget is touched on the
-owner thread. Every callback runs on the GUI thread.
+Each call is a ``qt_common.Job``, the same unit ``run_in_background`` runs on the pool: results
+cross back to the GUI thread through its queued signal; no Qt widget is touched on the owner
+thread. Every callback runs on the GUI thread.
 """
 from __future__ import annotations
 
 import atexit
+import contextlib
 import queue
 import threading
 import weakref
 from typing import Callable
 
-from PySide6.QtCore import QObject, Signal
+from .qt_common import Job, post
 
 _LIVE: "weakref.WeakSet[ModelOwner]" = weakref.WeakSet()
 
@@ -33,48 +35,28 @@ def shutdown(timeout: float = 10.0) -> None:
         owner.join(timeout)
 
 
-class Job:
-    """A unit of work for the owner thread; ``cancel()`` asks a running job to stop between items."""
-
-    def __init__(self, owner: "ModelOwner", fn: Callable, on_done, on_error, on_progress):
-        self.owner, self.fn = owner, fn
-        self.on_done, self.on_error, self.on_progress = on_done, on_error, on_progress
-        self.cancelled = threading.Event()
-
-    def cancel(self) -> None:
-        self.cancelled.set()
-
-    def progress(self, value) -> None:
-        """Called on the owner thread; ``on_progress(value)`` runs on the GUI thread."""
-        if self.on_progress is not None:
-            self.owner.reply.emit(self.on_progress, value)
-
-
-class ModelOwner(QObject):
+class ModelOwner:
     """``ModelOwner(opener)`` starts a thread that calls ``opener()`` once, then runs submitted jobs in order.
 
-    ``submit(fn, on_done, on_error, on_progress)`` queues ``fn(classifier, job)``. If opening failed,
-    every job's ``on_error`` gets the opening error. ``close()`` lets queued work finish, then ends the
-    thread (the classifier is released on the thread that made it); ``close(discard=True)`` also stops
-    the callbacks, for a dialog or widget that is going away.
+    ``submit(fn, on_done, on_error, on_progress)`` queues a ``qt_common.Job`` that calls ``fn(classifier, job)``.
+    If opening failed, every job's ``on_error`` gets the opening error. ``close()`` lets queued work finish,
+    then closes the classifier (its ``close()``: a gRPC channel, an HTTP connection) and drops it on the thread
+    that made it, and the thread ends; ``close(discard=True)`` also stops the callbacks, for a dialog or widget
+    that is going away.
     """
 
-    reply = Signal(object, object)  # callback, value — emitted on the owner thread, delivered on the GUI thread
-
     def __init__(self, opener: Callable, name: str = "model-owner"):
-        super().__init__()
         self.closed = False
         self.ready = False  # True once opener() has returned (GUI-side view, set through a reply)
         self.thread_id: int | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.reply.connect(self._deliver)
         self._thread = threading.Thread(target=self._loop, args=(opener,), name=name, daemon=True)
         self._thread.start()
         _LIVE.add(self)
 
     def submit(self, fn: Callable, on_done: Callable | None = None, on_error: Callable | None = None,
                on_progress: Callable | None = None) -> Job:
-        job = Job(self, fn, on_done, on_error, on_progress)
+        job = Job(fn, on_done, on_error, on_progress, alive=lambda: not self.closed)
         self._queue.put(job)
         return job
 
@@ -87,10 +69,6 @@ class ModelOwner(QObject):
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def _deliver(self, callback: Callable, value) -> None:
-        if not self.closed and callback is not None:
-            callback(value)
-
     def _mark_ready(self, _value) -> None:
         self.ready = True
 
@@ -101,18 +79,19 @@ class ModelOwner(QObject):
             classifier = opener()
         except BaseException as exc:  # reported to each job as one sentence on the GUI thread
             error = exc
-        self.reply.emit(self._mark_ready, None)
-        while True:
-            job = self._queue.get()
-            if job is None:
-                break
+        post(self._mark_ready, None)
+        while (job := self._queue.get()) is not None:
             if error is not None:
-                self.reply.emit(job.on_error, error)
-                continue
-            try:
-                result = job.fn(classifier, job)
-            except BaseException as exc:
-                self.reply.emit(job.on_error, exc)
+                job.fail(error)
             else:
-                self.reply.emit(job.on_done, result)
-        del classifier  # released here, on the thread that loaded it
+                job.run(classifier)
+        if error is None:
+            _release(classifier)
+
+
+def _release(classifier) -> None:
+    """Close a classifier on its owner thread (a REST connection is per thread); the caller's frame drops it."""
+    close = getattr(classifier, "close", None)
+    with contextlib.suppress(Exception):  # a connection already broken: nothing is left to release
+        if callable(close):
+            close()

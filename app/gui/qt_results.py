@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QImage, QPixmap
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -24,12 +24,13 @@ from app.core.evaluation import Results, ResultsError, load_results, wilson_inte
 from app.store import read_version
 
 from .qt_common import (
+    Job,
+    load_thumbnails,
+    note,
     open_in_file_manager,
     read_only_table,
-    run_in_background,
-    thumbnail,
+    sentence,
     thumbnail_grid,
-    tone,
 )
 
 SMALL_SAMPLE = 30  # fewer test images than this: the accuracy comes with a warning
@@ -62,10 +63,7 @@ class ResultsView(QWidget):
         self.accuracy.setStyleSheet("font-size: 20pt; font-weight: bold;")
         self.detail = QLabel()
         self.detail.setObjectName("resultsDetail")
-        self.warning = QLabel()
-        self.warning.setObjectName("resultsWarning")
-        self.warning.setWordWrap(True)
-        self.warning.setStyleSheet(f"color: {tone('low')}; font-weight: bold;")
+        self.warning = note("low", "resultsWarning", bold=True)
         self.where = QLabel()
         self.where.setObjectName("resultsWhere")
         self.where.setWordWrap(True)
@@ -104,7 +102,7 @@ class ResultsView(QWidget):
         self.images.itemDoubleClicked.connect(
             lambda item: item.toolTip() and open_in_file_manager(item.toolTip(), self))
         self._pairs: list[tuple[int, int, int]] = []
-        self._generation = 0
+        self.thumbnails: Job | None = None  # the thumbnails of the cell shown
 
     def load(self, version: str | Path) -> bool:
         """Show the results stored with ``version``; False (and one sentence in the view) when there are none."""
@@ -118,12 +116,12 @@ class ResultsView(QWidget):
         except ResultsError as exc:
             self.results = None
             self.accuracy.setText(f"Test accuracy {info.accuracy_text()}")
-            self.detail.setText(str(exc)[0].upper() + str(exc)[1:] + ".")
+            self.detail.setText(sentence(str(exc)))
             self.warning.clear()
             for table in (self.per_class, self.matrix):
                 table.setRowCount(0)
             self.matrix.setColumnCount(0)
-            self.images.clear()
+            self._clear_images()
             self.cell_title.clear()
             return False
         r = self.results
@@ -208,9 +206,15 @@ class ResultsView(QWidget):
                                 "No test images were set aside.")
         self._show_images(mistakes)
 
+    def _clear_images(self) -> None:
+        """No images shown; the thumbnails still being decoded for the last ones are not wanted."""
+        if self.thumbnails is not None:
+            self.thumbnails.cancel()
+        self.images.clear()
+
     def _show_images(self, rows: list[dict]) -> None:
         """Captions at once; thumbnails decoded on the thread pool (photos can be large)."""
-        self.images.clear()
+        self._clear_images()
         if len(rows) > SHOWN_IMAGES:
             self.cell_title.setText(self.cell_title.text() + f" (the first {SHOWN_IMAGES} shown)")
         rows = rows[:SHOWN_IMAGES]
@@ -218,19 +222,8 @@ class ResultsView(QWidget):
             item = QListWidgetItem(f"{row['true']} → {row['predicted']}\n{row['score']:.2f}")
             item.setToolTip(row["path"])
             self.images.addItem(item)
-        self._generation += 1
-        generation = self._generation
-
-        def show(images):
-            if generation != self._generation:
-                return  # another cell was clicked meanwhile
-            for index, image in enumerate(images):
-                if not image.isNull():
-                    self.images.item(index).setIcon(QPixmap.fromImage(image))
-
-        paths = [row["path"] for row in rows]
-        run_in_background(lambda: [thumbnail(p, 64) if Path(p).is_file() else QImage() for p in paths],
-                          show, lambda exc: None, self)
+        items = [self.images.item(i) for i in range(self.images.count())]
+        self.thumbnails = load_thumbnails(items, [row["path"] for row in rows], 64, self)
 
 
 class ResultsDialog(QDialog):

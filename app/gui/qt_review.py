@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from PySide6.QtCore import QProcess, QProcessEnvironment, Qt
-from PySide6.QtGui import QColor, QPixmap
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
@@ -31,9 +31,8 @@ from app.core.dataset import excluded_files, set_excluded
 
 from .qt_common import (
     icon,
+    load_thumbnails,
     one_sentence,
-    run_in_background,
-    thumbnail,
     thumbnail_grid,
     tone,
 )
@@ -188,14 +187,7 @@ class ReviewDialog(QDialog):
             for i in range(grid.count()):
                 self._mark(grid.item(i), Path(grid.item(i).data(Qt.ItemDataRole.UserRole)["path"]) in excluded)
         items = [grid.item(i) for grid in self.grids.values() for i in range(grid.count())][:600]
-        paths = [item.data(Qt.ItemDataRole.UserRole)["path"] for item in items]
-
-        def show(images):
-            for item, image in zip(items, images):
-                if not image.isNull():
-                    item.setIcon(QPixmap.fromImage(image))
-
-        run_in_background(lambda: [thumbnail(p, 96) for p in paths], show, lambda exc: None, self)
+        load_thumbnails(items, [item.data(Qt.ItemDataRole.UserRole)["path"] for item in items], 96, self)
         self.tabs.setCurrentIndex(next((i for i, rows in enumerate((issues, groups, outliers)) if rows), 0))
         self.update_buttons()
 

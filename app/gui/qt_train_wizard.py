@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import re
 import sys
-import threading
 import time
+from enum import IntEnum
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, Qt, Signal
+from PySide6.QtCore import QProcess, QProcessEnvironment, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -62,12 +62,17 @@ from app.imaging import class_name_problem
 from app.paths import sample_data_dir
 
 from .qt_common import (
+    Job,
     icon,
+    load_thumbnails,
+    note,
     one_sentence,
     open_in_file_manager,
     read_only_table,
     remember,
     run_in_background,
+    sentence,
+    set_tone,
     setting,
     thumbnail,
     thumbnail_grid,
@@ -94,14 +99,19 @@ OVERFIT_GAP, OVERFIT_EPOCHS = 0.15, 3
 MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
+class Page(IntEnum):
+    """The wizard's pages in order: the ids given to setPage and read back from currentId, never bare numbers."""
+
+    FOLDER = 0
+    REVIEW = 1
+    OPTIONS = 2
+    TRAINING = 3
+    RESULTS = 4
+    EXPORT = 5
+
+
 def default_models_dir() -> str:
     return setting("train/models_dir", str(Path.home() / "RetrainStudio" / "models"))
-
-
-def sentence(text: str) -> str:
-    """``text`` as a sentence: capital first letter, final full stop."""
-    text = text.strip()
-    return (text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")) if text else text
 
 
 def train_command(settings: TrainSettings, allow_new_classes: bool = False) -> list[str]:
@@ -136,10 +146,7 @@ class FolderPage(QWizardPage):
         self.folder.setObjectName("training_folder")
         self.folder.setAccessibleName("Training folder")
         self.folder.setPlaceholderText("a folder with one sub-folder of images per class")
-        self.error = QLabel()
-        self.error.setObjectName("folder_error")
-        self.error.setWordWrap(True)
-        self.error.setStyleSheet(f"color: {tone('bad')}; font-weight: bold;")
+        self.error = note("bad", "folder_error", bold=True)
         self.error.hide()
         browse = QPushButton(icon("mdi6.folder-open"), "Browse…")
         sample = QPushButton(icon("mdi6.tshirt-crew"), "Use sample data")
@@ -273,10 +280,6 @@ class FolderPage(QWizardPage):
         return True
 
 
-class _ScanSignals(QObject):
-    progress = Signal(int, int, int)  # generation, done, total (emitted on the scanning thread, queued to the GUI)
-
-
 class _ScanCancelled(Exception):
     pass
 
@@ -288,12 +291,7 @@ class ReviewPage(QWizardPage):
         self.setTitle("Review the data set")
         self.setSubTitle("Images per class, a few examples of each, and any files that will be skipped.")
         self.dataset = None
-        self.generation = 0
-        self.stop_flag = threading.Event()
-        # No parent: a scanning thread may still emit after the page is gone; the worker's reference keeps this
-        # object alive until then (a child of the page would be deleted under it).
-        self.signals = _ScanSignals()
-        self.signals.progress.connect(self._progress)
+        self.scan_job: Job | None = None  # the scan running now; a cancelled or replaced one's answers are ignored
         self.summary = QLabel("Scanning…")
         self.summary.setObjectName("review_summary")
         self.summary.setWordWrap(True)
@@ -301,13 +299,8 @@ class ReviewPage(QWizardPage):
         self.scan_progress.setObjectName("scan_progress")
         self.scan_button = QPushButton(icon("mdi6.stop"), "Cancel scan")
         self.scan_button.setObjectName("scan_button")
-        self.warnings = QLabel()
-        self.warnings.setWordWrap(True)
-        self.warnings.setStyleSheet(f"color: {tone('low')};")
-        self.loose = QLabel()
-        self.loose.setObjectName("loose_images")
-        self.loose.setWordWrap(True)
-        self.loose.setStyleSheet(f"color: {tone('low')};")
+        self.warnings = note("low")
+        self.loose = note("low", "loose_images")
         self.browse_class = QComboBox()
         self.browse_class.setObjectName("browse_class")
         self.browse_class.setAccessibleName("Class to browse")
@@ -359,14 +352,11 @@ class ReviewPage(QWizardPage):
         self.stop_scan()
 
     def start_scan(self) -> None:
-        """Scan on the thread pool; progress and the result come back as queued signals."""
+        """Scan in the background; progress and the result come back to the GUI thread."""
         self.stop_scan()
-        self.generation += 1
-        generation, stop = self.generation, threading.Event()
-        self.stop_flag = stop
         self.dataset = None
         self.summary.setText("Scanning…")
-        self.summary.setStyleSheet("")
+        set_tone(self.summary, None)
         for label in (self.warnings, self.loose):
             label.clear()
             label.hide()
@@ -382,23 +372,28 @@ class ReviewPage(QWizardPage):
         self.scan_button.setText("Cancel scan")
         self.scan_button.setIcon(icon("mdi6.stop"))
         self.scan_button.show()
-        folder, signals = self.wizard().folder_page.sources(), self.signals
+        folder = self.wizard().folder_page.sources()
 
-        def on_event(event: dict) -> None:
-            if stop.is_set():
-                raise _ScanCancelled()
-            if event.get("event") == "progress":
-                signals.progress.emit(generation, event["done"], event["total"])
+        def work(job: Job):
+            def on_event(event: dict) -> None:
+                if job.cancelled.is_set():
+                    raise _ScanCancelled()
+                if event.get("event") == "progress":
+                    job.progress((event["done"], event["total"]))
 
-        run_in_background(lambda: self.scan_folder(folder, on_event),
-                          lambda result: self._show(generation, result),
-                          lambda exc: self._failed(generation, exc), self)
+            return self.scan_folder(folder, on_event)
+
+        def current(handler):  # answers of a cancelled or replaced scan are ignored
+            return lambda value: job is self.scan_job and handler(value)
+
+        job = self.scan_job = run_in_background(work, current(self._show), current(self._failed), self,
+                                                current(self._progress))
         self.completeChanged.emit()
 
     def stop_scan(self) -> None:
-        if self.dataset is None and not self.stop_flag.is_set() and not self.scan_progress.isHidden():
-            self.stop_flag.set()
-            self.generation += 1  # whatever the worker still sends is ignored
+        if self.scan_job is not None and self.dataset is None and not self.scan_progress.isHidden():
+            self.scan_job.cancel()
+            self.scan_job = None
             self.summary.setText("Scan cancelled.")
             self.scan_progress.hide()
             self.scan_button.setText("Scan again")
@@ -420,15 +415,13 @@ class ReviewPage(QWizardPage):
                 examples.append((name, thumbnail(item.path, 56)))
         return data, examples, len(loose_images(data.root))
 
-    def _progress(self, generation: int, done: int, total: int):
-        if generation == self.generation:
-            self.scan_progress.setRange(0, max(total, 1))
-            self.scan_progress.setValue(done)
-            self.scan_progress.setFormat(f"checked {done} of {total} files")
+    def _progress(self, value: tuple[int, int]):
+        done, total = value
+        self.scan_progress.setRange(0, max(total, 1))
+        self.scan_progress.setValue(done)
+        self.scan_progress.setFormat(f"checked {done} of {total} files")
 
-    def _show(self, generation, result):
-        if generation != self.generation:
-            return
+    def _show(self, result):
         import pyqtgraph as pg
 
         data, examples, loose = result
@@ -448,8 +441,8 @@ class ReviewPage(QWizardPage):
         self.warnings.setVisible(bool(data.warnings))
         if loose:
             many = loose != 1
-            self.loose.setText(f"⚠ {loose} image{'s' if many else ''} directly in the folder {'are' if many else 'is'}"
-                               f" not used: put {'them' if many else 'it'} in a class folder.")
+            self.loose.setText(f"⚠ {loose} image{'s' if many else ''} directly in the folder "
+                               f"{'are' if many else 'is'} not used: put {'them' if many else 'it'} in a class folder.")
             self.loose.show()
         self.chart.addItem(pg.BarGraphItem(x=list(range(len(counts))), height=counts, width=0.6, brush="#1a73e8"))
         self.chart.getAxis("bottom").setTicks([[(i, c) for i, c in enumerate(data.classes)]])
@@ -470,14 +463,14 @@ class ReviewPage(QWizardPage):
         self.skipped.setVisible(bool(data.skipped))
         self.completeChanged.emit()
 
-    def _failed(self, generation, exc):
-        if generation != self.generation or isinstance(exc, _ScanCancelled):
+    def _failed(self, exc):
+        if isinstance(exc, _ScanCancelled):
             return
         self.scan_progress.hide()
         self.scan_button.hide()
         text = one_sentence(exc)
         self.summary.setText(sentence(text))
-        self.summary.setStyleSheet(f"color: {tone('bad')}; font-weight: bold;")
+        set_tone(self.summary, "bad", bold=True)
         if not isinstance(exc, DatasetError):
             self.wizard().message.emit(sentence(text), "error")
         self.completeChanged.emit()
@@ -540,18 +533,8 @@ class ClassBrowser(QDialog):
         layout.addWidget(buttons)
         self.grid.itemChanged.connect(self._ticked)
 
-        self.closed = False
-        self.finished.connect(lambda _result: setattr(self, "closed", True))
-
-        def show(images):
-            if self.closed:  # closed (and deleted) before the thumbnails were ready
-                return
-            for index, image in enumerate(images):
-                if not image.isNull() and index < self.grid.count():
-                    self.grid.item(index).setIcon(QPixmap.fromImage(image))
-
-        # the page owns the call: the dialog may be gone when the worker finishes
-        run_in_background(lambda: [thumbnail(p, 96) for p in paths], show, lambda exc: None, parent)
+        thumbnails = load_thumbnails([self.grid.item(i) for i in range(len(paths))], paths, 96, self)
+        self.finished.connect(lambda _result: thumbnails.cancel())
 
     def _ticked(self, _item):
         mine = {p.resolve() for p in self.paths}
@@ -562,7 +545,7 @@ class ClassBrowser(QDialog):
         except (OSError, ValueError) as exc:  # a read-only folder, a name with a line break
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_sentence(exc)
             self.note.setText(sentence(f"could not save the exclusions: {reason}"))
-            self.note.setStyleSheet(f"color: {tone('bad')};")
+            set_tone(self.note, "bad")
             return
         self.changed = True
         self.note.setText(f"{len(self.paths) - len(unticked)} of {len(self.paths)} images used for training.")
@@ -597,10 +580,7 @@ class OptionsPage(QWizardPage):
         self.name.setObjectName("model_name")
         self.name.setAccessibleName("Model name")
         self.name_for = None  # the folder whose default name the field shows (None: the user typed it)
-        self.conflict = QLabel()
-        self.conflict.setObjectName("name_conflict")
-        self.conflict.setWordWrap(True)
-        self.conflict.setStyleSheet(f"color: {tone('low')};")
+        self.conflict = note("low", "name_conflict")
         self.use_new_name = QPushButton()
         self.use_new_name.setObjectName("use_new_name")
         self.keep_name = QCheckBox("Add a version with the new classes anyway")
@@ -1017,7 +997,7 @@ class ResultsPage(QWizardPage):
         QVBoxLayout(self).addWidget(self.view)
 
     def initializePage(self):
-        self.view.load(self.wizard().page(3).done_event["model_dir"])
+        self.view.load(self.wizard().training_page.done_event["model_dir"])
 
 
 class ExportPage(QWizardPage):
@@ -1095,9 +1075,10 @@ class TrainWizard(QWizard):
         self.folder_page, self.review_page, self.options_page = FolderPage(), ReviewPage(), OptionsPage()
         self.training_page, self.results_page, self.export_page = TrainingPage(), ResultsPage(), ExportPage()
         self.results_page.setObjectName("results_page")
-        for page in (self.folder_page, self.review_page, self.options_page, self.training_page, self.results_page,
-                     self.export_page):
-            self.addPage(page)
+        for page_id, page in ((Page.FOLDER, self.folder_page), (Page.REVIEW, self.review_page),
+                              (Page.OPTIONS, self.options_page), (Page.TRAINING, self.training_page),
+                              (Page.RESULTS, self.results_page), (Page.EXPORT, self.export_page)):
+            self.setPage(page_id, page)
         self.training_page.finished_ok.connect(lambda event: self.trained.emit(event["model_dir"]))
         self.training_page.progress_changed.connect(self.progress)
         self.setButtonText(QWizard.WizardButton.FinishButton, "Train another")

@@ -4,12 +4,14 @@ Widgets are found by visible text or accessible name and driven with QTest click
 calls a method whose name starts with ``_``.
 """
 import csv
+import gc
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
 import threading
+import weakref
 
 import pytest
 from conftest import GapMeter, drop, save_shot
@@ -447,6 +449,67 @@ def test_every_call_into_a_classifier_happens_on_its_one_owner_thread(window, qt
         assert not recorder.overlapped
         # a long-lived Python thread, not a reused Qt pool thread (whose short-lived thread states crashed TF)
         assert not any(t.name.startswith("Dummy-") for t in recorder.thread_objects)
+
+
+class Tracked:
+    """Wraps a real classifier; logs the thread that made it, the thread that closed it, and a weak reference."""
+
+    log: list[dict] = []
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.entry = {"made_on": threading.get_ident(), "closed_on": None, "ref": weakref.ref(inner),
+                      "kind": type(inner).__name__}
+        Tracked.log.append(self.entry)
+
+    def close(self):
+        self.entry["closed_on"] = threading.get_ident()
+        if hasattr(self.inner, "close"):
+            self.inner.close()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_replaced_classifier_is_closed_on_its_own_thread(window, qtbot, trained, fm_dir, monkeypatch):
+    """Issue 10: opening another model or server, and Compare finishing, close the classifier they replace
+    (its gRPC channel, its HTTP connection) on the thread that made it, and nothing keeps it alive."""
+    import app.inference.factory as factory
+
+    real = factory.open_classifier
+    Tracked.log = []
+    monkeypatch.setattr(factory, "open_classifier", lambda *a, **k: Tracked(real(*a, **k)))
+    page = open_page(window, "Classify")
+    with TFServingDouble({"clothes": trained["models"] / "clothes"}) as server:
+        chosen = [("Local TFLite", trained["models"] / "clothes"), ("Remote REST", server.rest_url("clothes")),
+                  ("Remote gRPC", server.grpc_url("clothes")), ("Local TFLite", trained["version_dir"])]
+        for n, (label, where) in enumerate(chosen):
+            choose_backend(window, label, where)
+            drop(page, class_files(fm_dir, "bag", 1, n))
+            wait_done(qtbot, page, n + 1)
+            assert column(page, "Backend")[-1] == label and column(page, "Label")[-1] == "bag"
+
+        def drive(dialog):
+            click(find(dialog, QCheckBox, "Remote gRPC"))
+            type_into(find(dialog, QLineEdit, "Remote gRPC address"), server.grpc_url("clothes"), enter=False)
+            click(find(dialog, QAbstractButton, "Run"))
+            qtbot.waitUntil(lambda: find(dialog, QLabel, "Compare status").text().startswith("Done"),
+                            timeout=120_000)
+
+        with_dialog(qtbot, lambda: click(find(page, QAbstractButton, "Compare backends")), drive)
+        kinds = [entry["kind"] for entry in Tracked.log]
+        assert kinds == ["TFLiteClassifier", "RestClassifier", "GrpcClassifier", "TFLiteClassifier",
+                         "TFLiteClassifier", "SavedModelClassifier", "GrpcClassifier"]
+        in_use = Tracked.log[3]  # the page's current model stays open
+        replaced = [entry for entry in Tracked.log if entry is not in_use]
+        qtbot.waitUntil(lambda: all(entry["closed_on"] for entry in replaced), timeout=30_000)
+        assert all(entry["closed_on"] == entry["made_on"] for entry in replaced), "closed on another thread"
+        assert in_use["closed_on"] is None and in_use["ref"]() is not None
+        gc.collect()
+        assert [entry["kind"] for entry in replaced if entry["ref"]() is not None] == [], "still alive"
+        choose_backend(window, "Remote REST", server.rest_url("clothes"))  # another choice, nothing classified yet
+        qtbot.waitUntil(lambda: in_use["closed_on"] == in_use["made_on"], timeout=30_000)
+        assert len(Tracked.log) == 7  # nothing opened before it is used
 
 
 def test_compare_with_savedmodel_does_not_crash(tmp_path, trained, fm_dir):

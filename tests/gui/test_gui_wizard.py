@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import GapMeter, save_shot
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtGui import QDesktopServices, QKeySequence
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import (
     QAbstractButton,
@@ -194,6 +194,10 @@ def test_wizard_trains_the_sample_end_to_end(window, qtbot, tmp_path, cache_dir,
     click(qtbot, button(export, "Classify with this model"))
     assert window.pages.currentWidget() is window.classify
     assert window.backend.choice().location == str(version)
+    window.activateWindow()
+    QTest.qWaitForWindowActive(window)
+    QTest.keySequence(window, QKeySequence("Ctrl+T"))  # after the last page, Ctrl+T begins a new run
+    assert window.pages.currentWidget() is window.wizard and current(window) == "folder_page"
 
 
 def test_cancel_leaves_no_version(window, qtbot, tmp_path, cache_dir):
@@ -547,6 +551,22 @@ def test_loose_images_are_reported_and_an_image_can_be_excluded(window, qtbot, t
     assert listed.read_text() == ""
     qtbot.waitUntil(review.isComplete, timeout=30_000)
     assert "120 images in 4 classes" in review.findChild(QLabel, "review_summary").text()
+
+
+def test_browsing_a_class_without_a_click_writes_nothing(window, qtbot, tmp_path):
+    """Thumbnails arriving in the class browser are not ticks: no exclusion file appears, no new scan starts."""
+    folder = tmp_path / "clothes"
+    shutil.copytree(sample_data_dir(), folder)
+    review = to_review(window, qtbot, folder)
+    summary = review.findChild(QLabel, "review_summary").text()
+    click(qtbot, button(review, "Browse images…"))
+    dialog = window.findChild(QDialog, "class_browser")
+    grid = dialog.findChild(QListWidget, "class_images")
+    qtbot.waitUntil(lambda: all(not grid.item(i).icon().isNull() for i in range(grid.count())), timeout=10_000)
+    click(qtbot, button(dialog, "Close"))
+    qtbot.wait(300)
+    assert not (folder / ".retrain-studio").exists()
+    assert review.findChild(QLabel, "review_summary").text() == summary and review.isComplete()
 
 
 def test_backbones_have_human_names_and_the_advanced_arrow_points_the_right_way(window, qtbot, tmp_path):
