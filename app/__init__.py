@@ -1,4 +1,5 @@
 """Retrain Studio: folders of photos in, an image classifier out."""
+
 import os
 
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
 """``python -m app`` and the ``retrain-studio`` script: no arguments opens the GUI."""
+
 import os
 import sys
 

@@ -2,6 +2,7 @@
 
 Exit codes: 0 ok, 2 usage error, 1 anything else, always with a one-line reason on stderr.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,27 +31,51 @@ def _default(name: str):
     from dataclasses import fields
 
     from app.core.training import TrainSettings
+
     return next(f.default for f in fields(TrainSettings) if f.name == name)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="retrain-studio", description=(
-        "Turn folders of photos into an image classifier; classify images locally or with TF Serving. "
-        "With no command, opens the desktop app."))
+    parser = argparse.ArgumentParser(
+        prog="retrain-studio",
+        description=(
+            "Turn folders of photos into an image classifier; classify images locally or with TF Serving. "
+            "With no command, opens the desktop app."
+        ),
+    )
     parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command")
 
     train = sub.add_parser("train", help="train a classifier from IMAGE_DIR/<class>/<image> folders")
-    train.add_argument("image_dirs", nargs="*", metavar="DIR",
-                       help="folder with one sub-folder of images per class; several merge by class name")
-    train.add_argument("--class", dest="class_dirs", action="append", default=[], metavar="NAME=DIR",
-                       help="DIR holds the images of one class, NAME (repeatable; combines with DIRs)")
-    train.add_argument("-o", "--output", required=True, dest="models_dir", help="models folder (MODELS_DIR/NAME/VERSION)")
+    train.add_argument(
+        "image_dirs",
+        nargs="*",
+        metavar="DIR",
+        help="folder with one sub-folder of images per class; several merge by class name",
+    )
+    train.add_argument(
+        "--class",
+        dest="class_dirs",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="DIR holds the images of one class, NAME (repeatable; combines with DIRs)",
+    )
+    train.add_argument(
+        "-o", "--output", required=True, dest="models_dir", help="models folder (MODELS_DIR/NAME/VERSION)"
+    )
     train.add_argument("--name", help="model name (default: the first image folder's name)")
-    train.add_argument("--backbone", default=None, help="efficientnet_lite0|1|2, a TF Hub handle, or a SavedModel folder")
-    train.add_argument("--trust-backbone", action="store_true",
-                       help="use a SavedModel folder backbone even if its graph reads or writes files or runs code")
-    train.add_argument("--epochs", type=int, default=_default("epochs"), help="most epochs for the head (early stopping ends sooner)")
+    train.add_argument(
+        "--backbone", default=None, help="efficientnet_lite0|1|2, a TF Hub handle, or a SavedModel folder"
+    )
+    train.add_argument(
+        "--trust-backbone",
+        action="store_true",
+        help="use a SavedModel folder backbone even if its graph reads or writes files or runs code",
+    )
+    train.add_argument(
+        "--epochs", type=int, default=_default("epochs"), help="most epochs for the head (early stopping ends sooner)"
+    )
     train.add_argument("--batch-size", type=int, default=_default("batch_size"))
     train.add_argument("--learning-rate", type=float, default=_default("learning_rate"))
     train.add_argument("--validation-percent", type=float, default=_default("validation_percent"))
@@ -62,35 +87,60 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cache-dir", help="where backbones and image features are cached")
     train.add_argument("--tflite", choices=["float", "dynamic", "int8", "none"], default="float")
     train.add_argument("--json", action="store_true", help="print one JSON event per line")
-    train.add_argument("--allow-new-classes", action="store_true",
-                       help="add a version to NAME even if its newest version has other classes")
-    train.add_argument("--no-review", action="store_true",
-                       help="skip the data review (wrong labels, duplicates, leaks, outliers)")
+    train.add_argument(
+        "--allow-new-classes",
+        action="store_true",
+        help="add a version to NAME even if its newest version has other classes",
+    )
+    train.add_argument(
+        "--no-review", action="store_true", help="skip the data review (wrong labels, duplicates, leaks, outliers)"
+    )
 
-    retrain = sub.add_parser("retrain", help="train the next version of a model from its newest version's "
-                             "recorded folders and settings (only new images go through the backbone)")
+    retrain = sub.add_parser(
+        "retrain",
+        help="train the next version of a model from its newest version's "
+        "recorded folders and settings (only new images go through the backbone)",
+    )
     retrain.add_argument("model", metavar="MODELS_DIR/NAME", help="the model's folder (holding its versions)")
     retrain.add_argument("--cache-dir", help="where backbones and image features are cached")
     retrain.add_argument("--json", action="store_true", help="print one JSON event per line")
-    retrain.add_argument("--allow-new-classes", action="store_true",
-                         help="retrain even if the folders now hold other classes than the newest version")
+    retrain.add_argument(
+        "--allow-new-classes",
+        action="store_true",
+        help="retrain even if the folders now hold other classes than the newest version",
+    )
 
     review = sub.add_parser("review", help="find likely wrong labels, duplicates, leaks between splits and outliers")
-    review.add_argument("image_dirs", nargs="*", metavar="DIR",
-                        help="folder with one sub-folder of images per class; several merge by class name")
-    review.add_argument("--class", dest="class_dirs", action="append", default=[], metavar="NAME=DIR",
-                        help="DIR holds the images of one class, NAME (repeatable; combines with DIRs)")
-    review.add_argument("--backbone", default=None,
-                        help="efficientnet_lite0|1|2, a TF Hub handle, or a SavedModel folder")
-    review.add_argument("--trust-backbone", action="store_true",
-                        help="use a SavedModel folder backbone even if its graph reads or writes files or runs code")
+    review.add_argument(
+        "image_dirs",
+        nargs="*",
+        metavar="DIR",
+        help="folder with one sub-folder of images per class; several merge by class name",
+    )
+    review.add_argument(
+        "--class",
+        dest="class_dirs",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="DIR holds the images of one class, NAME (repeatable; combines with DIRs)",
+    )
+    review.add_argument(
+        "--backbone", default=None, help="efficientnet_lite0|1|2, a TF Hub handle, or a SavedModel folder"
+    )
+    review.add_argument(
+        "--trust-backbone",
+        action="store_true",
+        help="use a SavedModel folder backbone even if its graph reads or writes files or runs code",
+    )
     review.add_argument("--validation-percent", type=float, default=_default("validation_percent"))
     review.add_argument("--test-percent", type=float, default=_default("test_percent"))
     review.add_argument("--cache-dir", help="where backbones and image features are cached")
     review.add_argument("--json", action="store_true", help="print one JSON event per line; the review last")
 
-    sub.add_parser("backbones", help="list the feature extractors and whether they work offline") \
-        .add_argument("--json", action="store_true")
+    sub.add_parser("backbones", help="list the feature extractors and whether they work offline").add_argument(
+        "--json", action="store_true"
+    )
 
     serve = sub.add_parser("serve-config", help="write MODELS_DIR/models.config for tensorflow/serving")
     serve.add_argument("models_dir", help="the folder holding NAME/VERSION model folders")
@@ -110,8 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="accuracy and timings of one or more backends on a labeled folder")
     bench.add_argument("test_dir", help="folder with one sub-folder of images per class (the ground truth)")
     bench.add_argument("--model", required=True, help="the model version or base folder (local backends)")
-    bench.add_argument("--backends", default="tflite,savedmodel",
-                       help="comma-separated: tflite, savedmodel, grpc://host:8500/NAME, http://host:8501/v1/models/NAME")
+    bench.add_argument(
+        "--backends",
+        default="tflite,savedmodel",
+        help="comma-separated: tflite, savedmodel, grpc://host:8500/NAME, http://host:8501/v1/models/NAME",
+    )
     bench.add_argument("--limit", type=int, help="at most N images, sampled across classes")
     bench.add_argument("--json", action="store_true")
     _backend_flags(bench)
@@ -120,13 +173,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _backend_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="TFLite interpreter threads (default: all cores)")
-    parser.add_argument("--timeout", type=float, default=10.0,
-                        help="seconds each remote call may take in all (connect, send, whole reply)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds each remote call may take in all (connect, send, whole reply)",
+    )
     parser.add_argument("--ca-file", help="CA certificate for grpcs:// or https:// servers")
-    parser.add_argument("--token-file", metavar="PATH", help="read the bearer token from this file (safest: "
-                        "not shown by `ps`); or set $RETRAIN_STUDIO_TOKEN")
-    parser.add_argument("--token", help="bearer token on the command line (visible to other users in `ps`; "
-                        "prefer --token-file or $RETRAIN_STUDIO_TOKEN)")
+    parser.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="read the bearer token from this file (safest: not shown by `ps`); or set $RETRAIN_STUDIO_TOKEN",
+    )
+    parser.add_argument(
+        "--token",
+        help="bearer token on the command line (visible to other users in `ps`; "
+        "prefer --token-file or $RETRAIN_STUDIO_TOKEN)",
+    )
 
 
 def _token(args) -> str | None:
@@ -138,8 +201,9 @@ def _token(args) -> str | None:
             with open(fd, encoding="utf-8") as handle:
                 token = handle.readline(4096).strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read --token-file {args.token_file} "
-                             f"({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
+            raise UsageError(
+                f"cannot read --token-file {args.token_file} ({getattr(exc, 'strerror', None) or type(exc).__name__})"
+            ) from None
         if not token:
             raise UsageError(f"--token-file {args.token_file} is empty")
         return token
@@ -193,15 +257,32 @@ def cmd_train(args) -> int:
 
     sources = _sources(args)
     settings = TrainSettings(
-        image_dir=sources[0].path, models_dir=args.models_dir, name=args.name,
-        backbone=args.backbone or "efficientnet_lite0", epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, validation_percent=args.validation_percent,
-        test_percent=args.test_percent, augment=args.augment, fine_tune=args.fine_tune,
-        fine_tune_epochs=args.fine_tune_epochs, seed=args.seed, cache_dir=args.cache_dir, tflite=args.tflite,
-        trust_backbone=args.trust_backbone, review=not args.no_review, sources=sources)
+        image_dir=sources[0].path,
+        models_dir=args.models_dir,
+        name=args.name,
+        backbone=args.backbone or "efficientnet_lite0",
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        validation_percent=args.validation_percent,
+        test_percent=args.test_percent,
+        augment=args.augment,
+        fine_tune=args.fine_tune,
+        fine_tune_epochs=args.fine_tune_epochs,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+        tflite=args.tflite,
+        trust_backbone=args.trust_backbone,
+        review=not args.no_review,
+        sources=sources,
+    )
     where = ", ".join(source.path for source in sources)
-    return _train(settings, args, f"{where} {'has' if len(sources) == 1 else 'have'}",
-                  "choose another --name or pass --allow-new-classes")
+    return _train(
+        settings,
+        args,
+        f"{where} {'has' if len(sources) == 1 else 'have'}",
+        "choose another --name or pass --allow-new-classes",
+    )
 
 
 def cmd_retrain(args) -> int:
@@ -218,8 +299,13 @@ def cmd_retrain(args) -> int:
         raise
     args.name = settings.name
     before = (previous.get("metrics") or {}).get("test_accuracy")
-    return _train(settings, args, "its folders now have", "pass --allow-new-classes to retrain it anyway",
-                  before if isinstance(before, (int, float)) else None)
+    return _train(
+        settings,
+        args,
+        "its folders now have",
+        "pass --allow-new-classes to retrain it anyway",
+        before if isinstance(before, (int, float)) else None,
+    )
 
 
 def _train(settings, args, have: str, remedy: str, previous_accuracy: float | None = None) -> int:
@@ -240,8 +326,10 @@ def _train(settings, args, have: str, remedy: str, previous_accuracy: float | No
         raise UsageError(str(exc)) from exc
     change = None if args.allow_new_classes else class_change(settings)
     if change:  # before any scanning: TF Serving clients of NAME would switch class sets silently
-        message = (f"model '{settings.model_name()}' was trained on {', '.join(change[0])} but "
-                   f"{have} {', '.join(change[1])}; {remedy}")
+        message = (
+            f"model '{settings.model_name()}' was trained on {', '.join(change[0])} but "
+            f"{have} {', '.join(change[1])}; {remedy}"
+        )
         if args.json:
             events.json_lines()(events.error(message))
         raise UsageError(message)
@@ -255,9 +343,14 @@ def _train(settings, args, have: str, remedy: str, previous_accuracy: float | No
     if not args.json:
         acc = done["metrics"]["test_accuracy"]
         print(f"Model written to {printable(done['model_dir'])}")
-        print((f"Test accuracy: {acc:.3f} on {done['metrics']['test_images']} images" if acc is not None
-               else "No test images: accuracy not measured")
-              + (f" (previous version: {previous_accuracy:.3f})" if previous_accuracy is not None else ""))
+        print(
+            (
+                f"Test accuracy: {acc:.3f} on {done['metrics']['test_images']} images"
+                if acc is not None
+                else "No test images: accuracy not measured"
+            )
+            + (f" (previous version: {previous_accuracy:.3f})" if previous_accuracy is not None else "")
+        )
         print("Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in done["seconds"].items()))
     return 0
 
@@ -270,16 +363,26 @@ def cmd_review(args) -> int:
     from app.core import events
     from app.core.review import review_folder
 
-    if not 0 <= args.validation_percent < 100 or not 0 <= args.test_percent < 100 \
-            or args.validation_percent + args.test_percent >= 100:
-        raise UsageError("--validation-percent and --test-percent must be between 0 and 100 and add up to less "
-                         "than 100")
+    if (
+        not 0 <= args.validation_percent < 100
+        or not 0 <= args.test_percent < 100
+        or args.validation_percent + args.test_percent >= 100
+    ):
+        raise UsageError(
+            "--validation-percent and --test-percent must be between 0 and 100 and add up to less than 100"
+        )
     sources = _sources(args)
     sink = events.json_lines() if args.json else _human_events()
     try:
-        report = review_folder(sources, args.backbone, args.cache_dir,
-                               validation_percent=args.validation_percent, test_percent=args.test_percent,
-                               trust_backbone=args.trust_backbone, on_event=sink)
+        report = review_folder(
+            sources,
+            args.backbone,
+            args.cache_dir,
+            validation_percent=args.validation_percent,
+            test_percent=args.test_percent,
+            trust_backbone=args.trust_backbone,
+            on_event=sink,
+        )
     except BaseException as exc:
         if args.json and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
             sink(events.error(_one_line(exc)))
@@ -291,6 +394,7 @@ def cmd_review(args) -> int:
 
 def print_review(report: dict, root: Path, limit: int = 15) -> None:
     """The review as a short ranked report: the most suspicious of each kind, with counts."""
+
     def rel(path: str) -> str:
         try:
             return printable(Path(path).relative_to(root))
@@ -299,21 +403,27 @@ def print_review(report: dict, root: Path, limit: int = 15) -> None:
 
     issues, groups, outliers = report["label_issues"], report["duplicates"], report["outliers"]
     leaks = sum(g["leak"] for g in groups)
-    print(f"Reviewed {report.get('images', '?')} images in {report['seconds'].get('total', 0):.1f} s: "
-          f"{len(issues)} likely wrong label{'s' * (len(issues) != 1)}, {len(groups)} duplicate "
-          f"group{'s' * (len(groups) != 1)} ({leaks} leak{'s' * (leaks != 1)} between splits), "
-          f"{len(outliers)} outlier{'s' * (len(outliers) != 1)}.")
+    print(
+        f"Reviewed {report.get('images', '?')} images in {report['seconds'].get('total', 0):.1f} s: "
+        f"{len(issues)} likely wrong label{'s' * (len(issues) != 1)}, {len(groups)} duplicate "
+        f"group{'s' * (len(groups) != 1)} ({leaks} leak{'s' * (leaks != 1)} between splits), "
+        f"{len(outliers)} outlier{'s' * (len(outliers) != 1)}."
+    )
     if issues:
         print("\nLikely wrong labels (most suspicious first):")
         for row in issues[:limit]:
-            print(f"  {row['score']:.2f}  {rel(row['path'])}  is '{printable(row['given'])}', "
-                  f"looks like '{printable(row['suggested'])}'")
+            print(
+                f"  {row['score']:.2f}  {rel(row['path'])}  is '{printable(row['given'])}', "
+                f"looks like '{printable(row['suggested'])}'"
+            )
     if groups:
         print("\nDuplicates (leaks first):")
         for group in groups[:limit]:
             kind = "identical" if group.get("exact") else f"similarity {group['similarity']:.2f}"
-            print(f"  {'LEAK ' if group['leak'] else ''}{kind}: " + ", ".join(
-                f"{rel(p)} ({s})" for p, s in zip(group["paths"], group["splits"])))
+            print(
+                f"  {'LEAK ' if group['leak'] else ''}{kind}: "
+                + ", ".join(f"{rel(p)} ({s})" for p, s in zip(group["paths"], group["splits"]))
+            )
     if outliers:
         print("\nOutliers (far from every other image):")
         for row in outliers[:limit]:
@@ -333,27 +443,36 @@ def _human_events():
             print(f"[{event['stage']}] {printable(event['message'])}", file=sys.stderr)
         elif kind == "progress":
             done, total = event["done"], event["total"]
-            if total and (done == total or done - last.get(event["stage"], -10**9) >= max(1, total // 10)):
+            if total and (done == total or done - last.get(event["stage"], -(10**9)) >= max(1, total // 10)):
                 last[event["stage"]] = done
                 print(f"  {event['stage']}: {done}/{total}", file=sys.stderr)
         elif kind == "dataset":
-            print(f"  {event['images']} images in {len(event['classes'])} classes "
-                  f"(train {event['train']}, validation {event['validation']}, test {event['test']}); "
-                  f"{event['skipped_count']} skipped", file=sys.stderr)
+            print(
+                f"  {event['images']} images in {len(event['classes'])} classes "
+                f"(train {event['train']}, validation {event['validation']}, test {event['test']}); "
+                f"{event['skipped_count']} skipped",
+                file=sys.stderr,
+            )
             for item in event["skipped"][:20]:
                 print(f"  skipped {printable(item['path'])}: {printable(item['reason'])}", file=sys.stderr)
             if len(event["skipped"]) > 20:
                 print(f"  ... and {len(event['skipped']) - 20} more skipped (train --json lists all)", file=sys.stderr)
         elif kind == "review":  # one line; `review` then prints the ranked list on stdout
-            print(f"  review: {len(event['label_issues'])} likely wrong labels, {len(event['duplicates'])} duplicate "
-                  f"groups ({sum(g['leak'] for g in event['duplicates'])} leaks), {len(event['outliers'])} outliers; "
-                  "run `retrain-studio review` for the list", file=sys.stderr)
+            print(
+                f"  review: {len(event['label_issues'])} likely wrong labels, {len(event['duplicates'])} duplicate "
+                f"groups ({sum(g['leak'] for g in event['duplicates'])} leaks), {len(event['outliers'])} outliers; "
+                "run `retrain-studio review` for the list",
+                file=sys.stderr,
+            )
         elif kind == "warning":
             print(f"  warning: {printable(event['message'])}", file=sys.stderr)
         elif kind == "epoch" and event["epoch"] % 10 == 0:
-            print("  epoch {epoch}: loss {loss:.3f} accuracy {accuracy:.3f}".format(**event)
-                  + (" val_accuracy {:.3f}".format(event["val_accuracy"]) if "val_accuracy" in event else ""),
-                  file=sys.stderr)
+            print(
+                "  epoch {epoch}: loss {loss:.3f} accuracy {accuracy:.3f}".format(**event)
+                + (" val_accuracy {:.3f}".format(event["val_accuracy"]) if "val_accuracy" in event else ""),
+                file=sys.stderr,
+            )
+
     return emit
 
 
@@ -366,8 +485,10 @@ def cmd_backbones(args) -> int:
             print(json.dumps(info.to_dict()))
         return 0
     for info in rows:
-        print(f"{info.id}\n    {info.description}; input {info.image_size}px; "
-              f"{'works offline' if info.offline else 'needs internet'}")
+        print(
+            f"{info.id}\n    {info.description}; input {info.image_size}px; "
+            f"{'works offline' if info.offline else 'needs internet'}"
+        )
     return 0
 
 
@@ -376,15 +497,16 @@ def cmd_classify(args) -> int:
         raise UsageError("--top-k must be at least 1")
     found = _image_files(args.paths)
     if not any(f.reason is None for f in found):
-        raise UsageError("no image files found in the given paths" + (
-            f" ({len(found)} skipped, e.g. {printable(found[0].path)}: {found[0].reason})" if found else ""))
+        raise UsageError(
+            "no image files found in the given paths"
+            + (f" ({len(found)} skipped, e.g. {printable(found[0].path)}: {found[0].reason})" if found else "")
+        )
     from app.imaging import ImageError, read_image_file
     from app.inference.base import Prediction
     from app.inference.bench import summary
     from app.inference.factory import open_classifier
 
-    classifier = open_classifier(args.model, args.backend, args.server,
-                                 **_backend_options(args, bool(args.server)))
+    classifier = open_classifier(args.model, args.backend, args.server, **_backend_options(args, bool(args.server)))
     totals, skipped = [], 0
     for entry in found:
         path = entry.path
@@ -399,23 +521,38 @@ def cmd_classify(args) -> int:
         if prediction.error is None:
             totals.append(prediction.timings.total_ms)
         if args.json:
-            print(json.dumps({"path": str(path), "label": prediction.label, "score": prediction.score,
-                              "top_k": [{"label": l, "score": s} for l, s in prediction.top_k],
-                              "timings": prediction.timings.to_dict(), "request_bytes": prediction.request_bytes,
-                              "backend": classifier.name, "error": prediction.error,
-                              "skipped": bool(entry.reason)}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "path": str(path),
+                        "label": prediction.label,
+                        "score": prediction.score,
+                        "top_k": [{"label": label, "score": s} for label, s in prediction.top_k],
+                        "timings": prediction.timings.to_dict(),
+                        "request_bytes": prediction.request_bytes,
+                        "backend": classifier.name,
+                        "error": prediction.error,
+                        "skipped": bool(entry.reason),
+                    }
+                ),
+                flush=True,
+            )
         elif entry.reason:
             print(f"{printable(path)}  skipped: {printable(entry.reason)}")
         elif prediction.error:
             print(f"{printable(path)}  error: {printable(prediction.error)}")
         else:
-            print(f"{printable(path)}  {printable(prediction.label):<20} {prediction.score:.3f}  "
-                  f"{prediction.timings.total_ms:7.1f} ms")
+            print(
+                f"{printable(path)}  {printable(prediction.label):<20} {prediction.score:.3f}  "
+                f"{prediction.timings.total_ms:7.1f} ms"
+            )
     if not args.json:
         tried = len(found) - skipped
         stats = summary(totals)
-        print(f"{len(totals)} classified, {tried - len(totals)} failed, {skipped} skipped with {classifier.name}"
-              + (f"; total ms mean {stats['mean']:.1f}, median {stats['median']:.1f}" if totals else ""))
+        print(
+            f"{len(totals)} classified, {tried - len(totals)} failed, {skipped} skipped with {classifier.name}"
+            + (f"; total ms mean {stats['mean']:.1f}, median {stats['median']:.1f}" if totals else "")
+        )
     return 0
 
 
@@ -431,8 +568,10 @@ def cmd_serve_config(args) -> int:
         try:
             path = write_models_config(args.models_dir, args.container_root)
         except OSError as exc:  # a folder named models.config, a read-only or full disk
-            raise ValueError(f"cannot write {printable(Path(args.models_dir) / 'models.config')} "
-                             f"({exc.strerror or type(exc).__name__})") from None
+            raise ValueError(
+                f"cannot write {printable(Path(args.models_dir) / 'models.config')} "
+                f"({exc.strerror or type(exc).__name__})"
+            ) from None
         print(f"{path}: {len(names)} model{'s' if len(names) != 1 else ''} ({', '.join(names)})")
     return 0
 
@@ -456,29 +595,36 @@ def cmd_bench(args) -> int:
     rows = []
     for backend in backends:
         remote = "://" in backend
-        classifier = open_classifier(None if remote else args.model, backend, backend if remote else None,
-                                     **_backend_options(args, remote))
+        classifier = open_classifier(
+            None if remote else args.model, backend, backend if remote else None, **_backend_options(args, remote)
+        )
         row = {**bench(classifier, files, backend), "skipped_files": len(skipped)}
         rows.append(row)
         if args.json:
             print(json.dumps(row), flush=True)
     if not args.json:
         print(f"{len(files)} images from {printable(args.test_dir)}; times in ms per image (median / p95)")
-        print(f"{'backend':<40} {'acc':>6} {'preprocess':>14} {'inference':>14} {'total':>14} {'bytes':>10} {'img/s':>7}")
+        print(
+            f"{'backend':<40} {'acc':>6} {'preprocess':>14} {'inference':>14} {'total':>14} {'bytes':>10} {'img/s':>7}"
+        )
         for r in rows:
             cell = lambda s: f"{s['median']:.2f} / {s['p95']:.2f}" if s["median"] is not None else "-"  # noqa: E731
             acc = f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "-"
-            print(f"{printable(r['backend'])[:40]:<40} {acc:>6} {cell(r['preprocess_ms']):>14} "
-                  f"{cell(r['inference_ms']):>14} {cell(r['total_ms']):>14} {r['request_bytes_mean'] or 0:>10.0f} "
-                  f"{r['images_per_s'] or 0:>7.1f}")
+            print(
+                f"{printable(r['backend'])[:40]:<40} {acc:>6} {cell(r['preprocess_ms']):>14} "
+                f"{cell(r['inference_ms']):>14} {cell(r['total_ms']):>14} {r['request_bytes_mean'] or 0:>10.0f} "
+                f"{r['images_per_s'] or 0:>7.1f}"
+            )
         for found in skipped[:10]:
             print(f"skipped {printable(found.path)}: {printable(found.reason)}")
         if len(skipped) > 10:
             print(f"... and {len(skipped) - 10} more files skipped")
         for r in rows:
             if r["errors"]:
-                print(f"{printable(r['backend'])}: {r['errors']} of {r['images']} images failed, e.g. "
-                      + "; ".join(f"{printable(f['path'])}: {printable(f['error'])}" for f in r["failures"][:3]))
+                print(
+                    f"{printable(r['backend'])}: {r['errors']} of {r['images']} images failed, e.g. "
+                    + "; ".join(f"{printable(f['path'])}: {printable(f['error'])}" for f in r["failures"][:3])
+                )
     return 0
 
 
@@ -492,11 +638,18 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         from app.gui import run
+
         return run(sys.argv[:1])
     _quiet_tensorflow()
-    handlers = {"train": cmd_train, "retrain": cmd_retrain, "backbones": cmd_backbones, "classify": cmd_classify,
-                "bench": cmd_bench,
-                "serve-config": cmd_serve_config, "review": cmd_review}
+    handlers = {
+        "train": cmd_train,
+        "retrain": cmd_retrain,
+        "backbones": cmd_backbones,
+        "classify": cmd_classify,
+        "bench": cmd_bench,
+        "serve-config": cmd_serve_config,
+        "review": cmd_review,
+    }
     from app.core.backbones import BackboneError
     from app.core.dataset import DatasetError
     from app.inference.base import ModelError
@@ -518,6 +671,7 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # last resort: still one line (a traceback only when debugging)
         if os.environ.get("RETRAIN_STUDIO_DEBUG"):
             import traceback
+
             traceback.print_exc()
         print(f"retrain-studio: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return 1

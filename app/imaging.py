@@ -62,9 +62,12 @@ _UNSAFE_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}  # control, lone surrogate (undeco
 _KEEP_FORMAT = {"\u200c", "\u200d"}  # zero-width (non-)joiners: harmless, part of emoji and Indic names
 EXIF_ORIENTATION_TAG = 0x0112
 _ORIENTATION_OPS = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
 
@@ -117,8 +120,9 @@ def _open(data: bytes) -> Image.Image:
         raise ImageError(f"{img.format} images are not supported (use JPEG, PNG, GIF, BMP or WebP)")
     width, height = img.size
     if width * height > MAX_PIXELS:
-        raise ImageError(f"the image is too large ({width}x{height} pixels; the limit is "
-                         f"{MAX_PIXELS // 1_000_000} megapixels)")
+        raise ImageError(
+            f"the image is too large ({width}x{height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels)"
+        )
     if min(width, height) < MIN_SIDE:
         raise ImageError(f"the image is too small ({width}x{height}; at least {MIN_SIDE} pixels a side)")
     return img
@@ -175,8 +179,11 @@ def resize(pixels: np.ndarray, target: tuple[int, int]) -> np.ndarray:
     """uint8 [h, w, 3] -> float32 [H, W, 3] in [0, 1], antialiased bilinear, ``target`` = (H, W)."""
     height, width = target
     channels = [
-        np.asarray(Image.fromarray(pixels[..., c].astype(np.float32) * np.float32(1 / 255), mode="F")
-                   .resize((width, height), Image.Resampling.BILINEAR))
+        np.asarray(
+            Image.fromarray(pixels[..., c].astype(np.float32) * np.float32(1 / 255), mode="F").resize(
+                (width, height), Image.Resampling.BILINEAR
+            )
+        )
         for c in range(3)
     ]
     return np.stack(channels, axis=-1)
@@ -187,10 +194,10 @@ def load_image(data: bytes, target: tuple[int, int]) -> np.ndarray:
     return resize(decode(data, target), target)
 
 
-
 @dataclass(frozen=True)
 class Found:
     """A file or folder met while searching: ``reason`` is None for an image worth trying."""
+
     path: Path
     reason: str | None = None
 
@@ -214,8 +221,17 @@ def _skip_reason(path: Path) -> str | None:
 
 
 def _not_regular(mode: int) -> str:
-    kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) \
-        else "a socket" if stat.S_ISSOCK(mode) else "a folder" if stat.S_ISDIR(mode) else "a special file"
+    kind = (
+        "a FIFO"
+        if stat.S_ISFIFO(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a folder"
+        if stat.S_ISDIR(mode)
+        else "a special file"
+    )
     return f"not a regular file ({kind}); only regular files are read"
 
 
@@ -308,13 +324,13 @@ def read_image_file(path: str | Path, limit: int = MAX_FILE_BYTES) -> bytes:
         if not stat.S_ISREG(info.st_mode):
             raise ImageError(_not_regular(info.st_mode))
         if info.st_size > limit:
-            raise ImageError(f"the file is larger than the {limit // 2 ** 20} MB limit for one image")
+            raise ImageError(f"the file is larger than the {limit // 2**20} MB limit for one image")
         chunks, size = [], 0
         while chunk := os.read(fd, min(1 << 20, limit + 1 - size)):
             chunks.append(chunk)
             size += len(chunk)
             if size > limit:
-                raise ImageError(f"the file is larger than the {limit // 2 ** 20} MB limit for one image")
+                raise ImageError(f"the file is larger than the {limit // 2**20} MB limit for one image")
         return b"".join(chunks)
     except OSError as exc:
         raise ImageError(f"cannot be read ({exc.strerror or exc})") from None
@@ -350,8 +366,13 @@ def printable(text: object) -> str:
         category = unicodedata.category(ch)
         if category in _UNSAFE_CATEGORIES or (category == "Cf" and ch not in _KEEP_FORMAT):
             code = ord(ch)
-            out.append(f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF  # a surrogate-escaped raw byte
-                       else f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+            out.append(
+                f"\\x{code - 0xDC00:02x}"
+                if 0xDC80 <= code <= 0xDCFF  # a surrogate-escaped raw byte
+                else f"\\x{code:02x}"
+                if code < 0x100
+                else f"\\u{code:04x}"
+            )
         else:
             out.append(ch)
     return "".join(out)

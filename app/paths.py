@@ -1,4 +1,5 @@
 """Where the app's bundled files live, in a source checkout or a PyInstaller bundle."""
+
 from __future__ import annotations
 
 import sys

@@ -55,8 +55,7 @@ SCORES_OUTPUT = "scores"
 OUTPUTS = (PROBABILITIES_OUTPUT, CLASSES_OUTPUT, SCORES_OUTPUT)
 
 FORMAT_VERSION = 1  # metadata.json's schema; readers take the fields they know from any version, or none
-PREPROCESSING = ("decode (JPEG at DCT scale, EXIF-upright), RGB, /255, antialiased bilinear resize "
-                 "(app.imaging)")
+PREPROCESSING = "decode (JPEG at DCT scale, EXIF-upright), RGB, /255, antialiased bilinear resize (app.imaging)"
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -235,10 +234,24 @@ class Metadata:
 
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "labels": (list,), "format_version": (int,), "input": (dict,), "preprocessing": (str,), "signatures": (dict,),
-    "backbone": (dict,), "split_sizes": (dict,), "skipped_files": (int,), "review": (dict,), "metrics": (dict,),
-    "training": (dict,), "created": (str,), "app_version": (str,), "platform": (str,), "name": (str,),
-    "version": (int,), "files": (dict,)}
+    "labels": (list,),
+    "format_version": (int,),
+    "input": (dict,),
+    "preprocessing": (str,),
+    "signatures": (dict,),
+    "backbone": (dict,),
+    "split_sizes": (dict,),
+    "skipped_files": (int,),
+    "review": (dict,),
+    "metrics": (dict,),
+    "training": (dict,),
+    "created": (str,),
+    "app_version": (str,),
+    "platform": (str,),
+    "name": (str,),
+    "version": (int,),
+    "files": (dict,),
+}
 
 
 def _is_label_list(labels: Any) -> bool:
@@ -247,10 +260,14 @@ def _is_label_list(labels: Any) -> bool:
 
 def signature_specs(image_size: int) -> dict:
     """What metadata.json says about the exported signatures (names from this module)."""
-    return {SERVING_SIGNATURE: {"inputs": {BYTES_INPUT: "string [None]"}, "outputs": list(OUTPUTS)},
-            IMAGES_SIGNATURE: {"inputs": {IMAGES_INPUT: f"float32 [None,{image_size},{image_size},3]"},
-                               "outputs": list(OUTPUTS)},
-            CLASS_NAMES_SIGNATURE: {"inputs": {CLASS_INDEX_INPUT: "int32 [None]"}, "outputs": [CLASS_NAME_OUTPUT]}}
+    return {
+        SERVING_SIGNATURE: {"inputs": {BYTES_INPUT: "string [None]"}, "outputs": list(OUTPUTS)},
+        IMAGES_SIGNATURE: {
+            "inputs": {IMAGES_INPUT: f"float32 [None,{image_size},{image_size},3]"},
+            "outputs": list(OUTPUTS),
+        },
+        CLASS_NAMES_SIGNATURE: {"inputs": {CLASS_INDEX_INPUT: "int32 [None]"}, "outputs": [CLASS_NAME_OUTPUT]},
+    }
 
 
 def new_metadata(labels: Sequence[str], image_size: int, **recorded) -> Metadata:
@@ -267,12 +284,16 @@ def new_metadata(labels: Sequence[str], image_size: int, **recorded) -> Metadata
     """
     from app import __version__
 
-    return Metadata(labels=list(labels),
-                    input={"height": image_size, "width": image_size, "channels": 3, "dtype": "float32",
-                           "range": [0.0, 1.0]},
-                    preprocessing=PREPROCESSING, signatures=signature_specs(image_size), **recorded,
-                    created=datetime.now(UTC).isoformat(timespec="seconds"), app_version=__version__,
-                    platform=platform.platform())
+    return Metadata(
+        labels=list(labels),
+        input={"height": image_size, "width": image_size, "channels": 3, "dtype": "float32", "range": [0.0, 1.0]},
+        preprocessing=PREPROCESSING,
+        signatures=signature_specs(image_size),
+        **recorded,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        app_version=__version__,
+        platform=platform.platform(),
+    )
 
 
 def write_metadata(version_dir: str | Path, metadata: Metadata) -> None:
@@ -301,8 +322,9 @@ def read_metadata(version_dir: str | Path) -> Metadata:
         try:
             data = json.loads(meta_file.read_text(encoding="utf-8"))
         except (ValueError, OSError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
-            raise ModelError(f"{meta_file} cannot be read ({type(exc).__name__}); the model folder is damaged") \
-                from None
+            raise ModelError(
+                f"{meta_file} cannot be read ({type(exc).__name__}); the model folder is damaged"
+            ) from None
         if not isinstance(data, dict) or not _is_label_list(data.get("labels", [])):
             raise ModelError(f"{meta_file} is not a model's metadata (it needs a list of class names)")
         return Metadata.from_dict(data)
@@ -387,10 +409,19 @@ def read_version(version: str | Path) -> VersionInfo:
         created = datetime.fromisoformat(created).astimezone().strftime("%Y-%m-%d %H:%M")
     tflite = {p.name: p.stat().st_size for p in sorted(version.glob("*.tflite")) if p.is_file()}
     return VersionInfo(
-        path=version, model=version.parent.name, version=version.name,
+        path=version,
+        model=version.parent.name,
+        version=version.name,
         classes=len(meta.labels) if meta.labels else None,
-        accuracy=meta.test_accuracy, test_images=meta.test_images, created=created, backbone=meta.backbone_id,
-        size=folder_size(version), tflite=tflite, has_results=(version / RESULTS_FILE).is_file(), metadata=meta)
+        accuracy=meta.test_accuracy,
+        test_images=meta.test_images,
+        created=created,
+        backbone=meta.backbone_id,
+        size=folder_size(version),
+        tflite=tflite,
+        has_results=(version / RESULTS_FILE).is_file(),
+        metadata=meta,
+    )
 
 
 def delete_version(version: str | Path, trash: Callable[[Path], bool] | None) -> bool:

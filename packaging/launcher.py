@@ -1,4 +1,5 @@
 """Entry point of the PyInstaller bundle (the same as ``python -m app``)."""
+
 import sys
 
 from app.__main__ import main

@@ -1,5 +1,6 @@
 """Shared fixtures: a session cache (backbone converted once), real Fashion-MNIST folders,
 and one trained model that many tests inspect."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,9 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _SCREEN = Path(tempfile.gettempdir()) / "retrain-studio-offscreen-screen.json"
-_SCREEN.write_text('{"screens": [{"name": "test", "x": 0, "y": 0, "width": 1920, "height": 1080, '
-                   '"logicalDpi": 96, "dpr": 1}]}')
+_SCREEN.write_text(
+    '{"screens": [{"name": "test", "x": 0, "y": 0, "width": 1920, "height": 1080, "logicalDpi": 96, "dpr": 1}]}'
+)
 os.environ.setdefault("QT_QPA_PLATFORM", f"offscreen:configfile={_SCREEN}")  # a full-HD screen, no display
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -44,8 +46,18 @@ def trained(tmp_path_factory, fm_dir, cache_dir) -> dict:
 
     models = tmp_path_factory.mktemp("models")
     seen: list[dict] = []
-    done = run(TrainSettings(str(fm_dir), str(models), name="clothes", cache_dir=str(cache_dir),
-                             validation_percent=15, test_percent=25, tflite="dynamic"), on_event=seen.append)
+    done = run(
+        TrainSettings(
+            str(fm_dir),
+            str(models),
+            name="clothes",
+            cache_dir=str(cache_dir),
+            validation_percent=15,
+            test_percent=25,
+            tflite="dynamic",
+        ),
+        on_event=seen.append,
+    )
     return {"done": done, "events": seen, "models": models, "version_dir": Path(done["model_dir"])}
 
 

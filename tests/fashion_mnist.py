@@ -1,4 +1,5 @@
 """Real test images: Fashion-MNIST from Debian's ``dataset-fashion-mnist`` written as class folders."""
+
 from __future__ import annotations
 
 import gzip
@@ -24,14 +25,15 @@ def load(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def write_folders(out: Path, per_class: int, classes: list[int] | None = None, split: str = "train",
-                  start: int = 0) -> Path:
+def write_folders(
+    out: Path, per_class: int, classes: list[int] | None = None, split: str = "train", start: int = 0
+) -> Path:
     """Write ``per_class`` PNGs for each class (the first ones from ``start``) under ``out/<class>/``."""
     images, labels = load(split)
     for c in classes if classes is not None else range(10):
         folder = out / CLASSES[c]
         folder.mkdir(parents=True, exist_ok=True)
-        for n, i in enumerate(np.flatnonzero(labels == c)[start:start + per_class]):
+        for i in np.flatnonzero(labels == c)[start : start + per_class]:
             Image.fromarray(images[i]).save(folder / f"{split}_{i:05d}.png")
     return out
 
@@ -56,7 +58,7 @@ def plant_noise(root: Path, wrong_fraction: float = 0.05, copies: int = 20, seed
         source.rename(target)
         wrong[target] = source.parent.name
     pairs = []
-    for i in picked[wrong_count:wrong_count + copies]:
+    for i in picked[wrong_count : wrong_count + copies]:
         source = files[i]
         image = Image.open(source).convert("L")
         size = round(image.width * 1.5)

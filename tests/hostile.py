@@ -9,6 +9,7 @@ or "either" (fuzzed bytes: used or an error, but never a crash and never lost). 
 training scan must do, where it differs (a class folder whose name cannot be a label is skipped whole).
 ``word`` is a word the reason must contain.  No binaries are committed: everything is generated here.
 """
+
 from __future__ import annotations
 
 import os
@@ -62,7 +63,7 @@ def png_with_ztxt(png: bytes, text_bytes: int = 8_000_000) -> bytes:
 def jpeg_with_damaged_header(jpeg: bytes) -> bytes:
     """The DQT segment claims to run far past the end of the file ("Truncated File Read")."""
     at = jpeg.index(b"\xff\xdb")
-    return jpeg[:at + 2] + b"\xff\xf0" + jpeg[at + 4:]
+    return jpeg[: at + 2] + b"\xff\xf0" + jpeg[at + 4 :]
 
 
 def jpeg_header_only(width: int, height: int) -> bytes:
@@ -78,7 +79,7 @@ def bmp_bad_depth(bmp: bytes) -> bytes:
 def webp_corrupt(webp: bytes) -> bytes:
     """A lossy WebP whose VP8 start code is wiped ("could not create decoder object")."""
     at = webp.index(b"VP8 ") + 11  # chunk header (8) + frame tag (3)
-    return webp[:at] + b"\0\0\0" + webp[at + 3:]
+    return webp[:at] + b"\0\0\0" + webp[at + 3 :]
 
 
 def big_flat_jpeg(width: int = 12000, height: int = 9000) -> bytes:
@@ -94,9 +95,13 @@ def rgb16_png(width: int = 64, height: int = 48) -> bytes:
 def base_images() -> dict[str, bytes]:
     """Small real photos in each supported format: the fuzzer's seeds."""
     small = Image.fromarray(skimage.data.chelsea()).resize((96, 64))
-    return {"jpg": encode(small, "JPEG", quality=85), "png": encode(small, "PNG"),
-            "gif": encode(small.convert("P"), "GIF"), "bmp": encode(small, "BMP"),
-            "webp": encode(small, "WEBP", quality=80)}
+    return {
+        "jpg": encode(small, "JPEG", quality=85),
+        "png": encode(small, "PNG"),
+        "gif": encode(small.convert("P"), "GIF"),
+        "bmp": encode(small, "BMP"),
+        "webp": encode(small, "WEBP", quality=80),
+    }
 
 
 def fuzzed(count: int, seed: int = 1234) -> list[tuple[str, bytes]]:
@@ -112,7 +117,7 @@ def fuzzed(count: int, seed: int = 1234) -> list[tuple[str, bytes]]:
             for _ in range(rng.randint(1, 12)):
                 data[rng.randrange(len(data))] = rng.randrange(256)
         if how in ("truncate", "both"):
-            data = data[:rng.randrange(1, len(data))]
+            data = data[: rng.randrange(1, len(data))]
         if how == "splice":
             at, width = rng.randrange(len(data)), rng.randint(1, 64)
             data[at:at] = bytes(rng.randrange(256) for _ in range(width))
@@ -139,7 +144,7 @@ def write_corpus(root: Path, fuzz: int = 300) -> list[Case]:
     # Damaged files: each an error naming the file, never the run's end.
     add("jpeg-damaged-header", "damaged_header.jpg", jpeg_with_damaged_header(jpeg), "error", "")
     add("jpeg-cut-300-bytes", "cut300.jpg", jpeg[:300], "error", "")
-    add("jpeg-truncated-mid-scan", "truncated.jpg", jpeg[:len(jpeg) // 2], "error", "truncated")
+    add("jpeg-truncated-mid-scan", "truncated.jpg", jpeg[: len(jpeg) // 2], "error", "truncated")
     add("png-huge-ztxt", "ztxt.png", png_with_ztxt(encode(chelsea, "PNG")), "error", "")
     add("webp-corrupt", "corrupt.webp", webp_corrupt(encode(coffee, "WEBP")), "error", "")
     add("bmp-bad-depth", "bad_depth.bmp", bmp_bad_depth(encode(coffee, "BMP")), "error", "")
@@ -147,7 +152,7 @@ def write_corpus(root: Path, fuzz: int = 300) -> list[Case]:
     add("text-named-jpg", "notes.jpg", b"remember the milk\n" * 40, "error", "not an image")
     add("tiny-1x1", "tiny.png", encode(np.zeros((1, 1, 3), np.uint8), "PNG"), "error", "too small")
     with open(add("oversize-file", "huge.jpg", jpeg, "error", "200 MB"), "r+b") as sparse:
-        sparse.truncate(201 * 2 ** 20)  # sparse: costs no disk, but more than the read limit
+        sparse.truncate(201 * 2**20)  # sparse: costs no disk, but more than the read limit
     add("header-only-giant-jpeg", "giant_header.jpg", jpeg_header_only(60000, 60000), "error", "too large")
     add("header-only-giant-png", "giant_header.png", png_header_only(40000, 40000), "error", "too large")
     add("png-bomb-400mp", "bomb400.png", png_raw(20000, 20000, 1, 0, b"\0" * 2500), "error", "too large")
@@ -155,8 +160,12 @@ def write_corpus(root: Path, fuzz: int = 300) -> list[Case]:
     add("jpeg-108mp", "photo_108mp.jpg", big_flat_jpeg(), "used")
     add("cmyk-jpeg", "cmyk.jpg", encode(Image.fromarray(coffee).convert("CMYK"), "JPEG"), "used")
     add("rgb-16bit-png", "rgb16.png", rgb16_png(), "used")
-    add("grey-I;16-png", "grey16.png", encode(Image.fromarray(skimage.data.camera().astype(np.uint16) * 257), "PNG"),
-        "used")
+    add(
+        "grey-I;16-png",
+        "grey16.png",
+        encode(Image.fromarray(skimage.data.camera().astype(np.uint16) * 257), "PNG"),
+        "used",
+    )
     palette = Image.fromarray(coffee).convert("P")
     add("palette-transparency-png", "palette_alpha.png", encode(palette, "PNG", transparency=0), "used")
     add("LA-png", "grey_alpha.png", encode(Image.fromarray(coffee).convert("LA"), "PNG"), "used")
@@ -184,8 +193,13 @@ def write_corpus(root: Path, fuzz: int = 300) -> list[Case]:
     (folder / ".thumbnails").mkdir()
     add("hidden-folder", ".thumbnails/thumb.jpg", jpeg, "skipped", "hidden")
     add("tiff", "scan.tiff", encode(coffee, "TIFF"), "skipped", "supported")
-    add("svg", "drawing.svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"/>', "skipped",
-        "supported")
+    add(
+        "svg",
+        "drawing.svg",
+        b'<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"/>',
+        "skipped",
+        "supported",
+    )
     add("heic", "iphone.heic", b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(64), "skipped", "supported")
     add("no-extension", "README", jpeg, "skipped", "no extension")
     # Fuzzed: used or an error, never a crash.
@@ -198,8 +212,15 @@ def write_corpus(root: Path, fuzz: int = 300) -> list[Case]:
         bad.mkdir()
         for i in range(2):
             (bad / f"img{i}.jpg").write_bytes(jpeg)
-            cases.append(Case("class-name-" + ("non-utf8" if "\udcff" in name else "control-char"),
-                              bad / f"img{i}.jpg", "used", "class", scan="skipped"))
+            cases.append(
+                Case(
+                    "class-name-" + ("non-utf8" if "\udcff" in name else "control-char"),
+                    bad / f"img{i}.jpg",
+                    "used",
+                    "class",
+                    scan="skipped",
+                )
+            )
     return cases
 
 
@@ -211,4 +232,3 @@ def outcome_of(path: Path, used: set[Path], skipped: dict[Path, str]) -> tuple[s
         if candidate in skipped:
             return "skipped", skipped[candidate]
     return "lost", ""
-

@@ -1,4 +1,5 @@
 """Encoded test images in every format and mode the pipeline must handle, plus broken ones."""
+
 from __future__ import annotations
 
 import functools
@@ -30,14 +31,20 @@ def with_orientation(image: np.ndarray, orientation: int) -> bytes:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims to be width x height but holds one compressed row: a bomb's signature."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1))) \
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1)))
         + chunk(b"IEND", b"")
+    )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def good_images() -> dict[str, bytes]:
     coffee, chelsea = skimage.data.coffee(), skimage.data.chelsea()
     return {
@@ -59,7 +66,7 @@ def good_images() -> dict[str, bytes]:
     }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bad_images() -> dict[str, tuple[bytes, str]]:
     """name -> (bytes, a word the skip reason must contain)."""
     jpeg = encode(skimage.data.chelsea(), "JPEG")

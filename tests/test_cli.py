@@ -1,4 +1,5 @@
 """The command-line contract: --json lines, exit codes, one-line errors."""
+
 import json
 import subprocess
 import sys
@@ -7,8 +8,9 @@ from images import bad_images, good_images
 
 
 def cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "app", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "app", *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _last_line(text: str) -> str:
@@ -37,8 +39,10 @@ def test_single_class_folder_is_a_clear_error(tmp_path, cache_dir):
         (tmp_path / "data" / "cats" / f"{i}.jpg").write_bytes(good_images()["rgb.jpg"])
     result = cli("train", tmp_path / "data", "-o", tmp_path / "models", "--json")
     assert result.returncode == 1
-    assert _last_line(result.stderr) == f"retrain-studio: {tmp_path / 'data'} has 1 class folder; " \
-                                        "put the images in at least 2 sub-folders, one per class"
+    assert (
+        _last_line(result.stderr) == f"retrain-studio: {tmp_path / 'data'} has 1 class folder; "
+        "put the images in at least 2 sub-folders, one per class"
+    )
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert events[-1]["event"] == "error" and "1 class folder" in events[-1]["message"]
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").rglob("saved_model.pb"))
@@ -47,8 +51,18 @@ def test_single_class_folder_is_a_clear_error(tmp_path, cache_dir):
 def test_classify_json_keeps_going_past_a_corrupt_file(trained, fm_dir, tmp_path):
     (tmp_path / "broken.jpg").write_bytes(bad_images()["truncated.jpg"][0])
     good = sorted((fm_dir / "sneaker").glob("*.png"))[:2]
-    result = cli("classify", "--model", trained["models"] / "clothes", "--backend", "savedmodel", tmp_path / "broken.jpg", *good, "--json",
-                 "--top-k", "2")
+    result = cli(
+        "classify",
+        "--model",
+        trained["models"] / "clothes",
+        "--backend",
+        "savedmodel",
+        tmp_path / "broken.jpg",
+        *good,
+        "--json",
+        "--top-k",
+        "2",
+    )
     assert result.returncode == 0, result.stderr[-1000:]
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["error"] is None for r in rows] == [False, True, True]
@@ -77,7 +91,8 @@ def test_train_refuses_a_new_class_set_under_an_old_name(tmp_path):
     assert [json.loads(line)["event"] for line in result.stdout.splitlines()] == ["error"]
     assert _last_line(result.stderr) == (
         f"retrain-studio: model 'clothes' was trained on bag, dress, shirt but {sample_data_dir()} has bag, dress, "
-        "sneaker, trouser; choose another --name or pass --allow-new-classes")
+        "sneaker, trouser; choose another --name or pass --allow-new-classes"
+    )
     one_class = tmp_path / "one_class"
     (one_class / "shirt").mkdir(parents=True)
     allowed = cli("train", one_class, "-o", tmp_path / "models", "--name", "clothes", "--allow-new-classes", timeout=60)
@@ -87,8 +102,12 @@ def test_train_refuses_a_new_class_set_under_an_old_name(tmp_path):
 
 def test_output_piped_into_head_ends_quietly(trained, fm_dir):
     """`classify DIR | head -1`: the reader goes away mid-run; exit 0 with nothing on stderr, not 'Broken pipe'."""
-    process = subprocess.Popen([sys.executable, "-m", "app", "classify", "--model", str(trained["models"] / "clothes"),
-                                str(fm_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "classify", "--model", str(trained["models"] / "clothes"), str(fm_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     first = process.stdout.readline()  # output is block-buffered: more than one buffer is still to come
     process.stdout.close()
     stderr = process.stderr.read()

@@ -1,4 +1,5 @@
 """Scanning real folders: bad files skipped with reasons, stable splits, clear errors."""
+
 import shutil
 
 import pytest
@@ -59,13 +60,18 @@ def test_every_class_keeps_a_training_image(tmp_path):
         assert any(i.split == "train" and i.label == label for i in data.items)
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda r: _fill(r, classes=("only",)), "1 class folder"),
-    (lambda r: r.mkdir(), "0 class folders"),
-    (lambda r: (_fill(r), (r / "birds").mkdir(), (r / "birds" / "x.jpg").write_bytes(b"")), "class 'birds' has 0"),
-    (lambda r: _fill(r, classes=("cats", "two\nlines")),
-     r"1 class folder.*'two\\x0alines' cannot be a class: .*line break"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda r: _fill(r, classes=("only",)), "1 class folder"),
+        (lambda r: r.mkdir(), "0 class folders"),
+        (lambda r: (_fill(r), (r / "birds").mkdir(), (r / "birds" / "x.jpg").write_bytes(b"")), "class 'birds' has 0"),
+        (
+            lambda r: _fill(r, classes=("cats", "two\nlines")),
+            r"1 class folder.*'two\\x0alines' cannot be a class: .*line break",
+        ),
+    ],
+)
 def test_unusable_folders_give_one_clear_sentence(tmp_path, setup, message):
     root = tmp_path / "data"
     setup(root)

@@ -1,4 +1,5 @@
 """The converted EfficientNet-Lite is the real ImageNet network: real photos get the right classes."""
+
 from pathlib import Path
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The user's exclusions (IMAGE_DIR/.retrain-studio/excluded.txt) and the quick refusal of absurd folders."""
+
 import shutil
 import time
 from pathlib import Path
@@ -24,8 +25,7 @@ def photos(tmp_path) -> Path:
 def test_excluded_files_are_skipped_and_can_come_back(photos):
     chosen = sorted((photos / "bag").iterdir())[:2]
     set_excluded(photos, chosen)
-    assert (photos / ".retrain-studio" / "excluded.txt").read_text().splitlines() == \
-        [f"bag/{p.name}" for p in chosen]
+    assert (photos / ".retrain-studio" / "excluded.txt").read_text().splitlines() == [f"bag/{p.name}" for p in chosen]
     data = scan(photos)
     assert len(data.items) == 118
     assert {(s.path, s.reason) for s in data.skipped} == {(p, "excluded by you") for p in chosen}
@@ -62,8 +62,10 @@ def test_absurd_folders_are_refused_without_walking_them(tmp_path):
 
 def test_odd_names_survive_the_round_trip(photos):
     source = next((photos / "bag").iterdir())
-    odd = [photos / "bag" / name for name in (" leading space.png", "trailing space .png", "ünï cødé 写真.png",
-                                              "#hash;semi.png")]
+    odd = [
+        photos / "bag" / name
+        for name in (" leading space.png", "trailing space .png", "ünï cødé 写真.png", "#hash;semi.png")
+    ]
     for path in odd:
         shutil.copy(source, path)
     set_excluded(photos, odd)

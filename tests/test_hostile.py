@@ -3,6 +3,7 @@
 Every file must be used, or an error/skip that names it with a plain reason; the run always goes on.
 Each test prints its tally: files tried, crashes, files silently lost (the goal is 0 crashes, 0 lost).
 """
+
 import json
 import os
 import shutil
@@ -31,8 +32,13 @@ def cli(*args, timeout=300):
 def _tally(where: str, cases, outcomes: dict, crashes: int = 0) -> dict:
     """Counts for the closing note; a crash is a run ended by an exception or a non-zero exit."""
     counts = Counter(outcomes.values())
-    tally = {"kinds": len({c.kind for c in cases}), "files_tried": len(cases), "crashes": crashes,
-             "silently_lost": counts["lost"], **{k: v for k, v in counts.items() if k != "lost"}}
+    tally = {
+        "kinds": len({c.kind for c in cases}),
+        "files_tried": len(cases),
+        "crashes": crashes,
+        "silently_lost": counts["lost"],
+        **{k: v for k, v in counts.items() if k != "lost"},
+    }
     print(f"\nhostile corpus through {where}: {json.dumps(tally)}")
     return tally
 
@@ -102,8 +108,9 @@ def test_training_on_good_images_mixed_with_the_corpus(tmp_path, fm_dir, cache_d
     for name in ("trouser", "sneaker"):
         shutil.copytree(fm_dir / name, root / name)
     cases = write_corpus(root, fuzz=60)
-    result = cli("train", root, "-o", tmp_path / "models", "--json", "--tflite", "none",
-                 "--cache-dir", cache_dir, timeout=900)
+    result = cli(
+        "train", root, "-o", tmp_path / "models", "--json", "--tflite", "none", "--cache-dir", cache_dir, timeout=900
+    )
     if result.returncode != 0:
         print(f"\ntraining: {len(cases)} hostile files tried, 1 crash (exit {result.returncode})")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -119,11 +126,14 @@ def test_training_on_good_images_mixed_with_the_corpus(tmp_path, fm_dir, cache_d
     labels = (Path(done["model_dir"]) / "assets" / "labels.txt").read_text(encoding="utf-8").splitlines()
     assert labels == [HOSTILE_CLASS, "sneaker", "trouser"]
     fm_count = sum(len(list((fm_dir / name).iterdir())) for name in ("trouser", "sneaker"))
-    expected_used = fm_count + sum(1 for c in cases if c.scan_expect == "used" or (
-        c.scan_expect == "either" and c.path not in skipped))
+    expected_used = fm_count + sum(
+        1 for c in cases if c.scan_expect == "used" or (c.scan_expect == "either" and c.path not in skipped)
+    )
     lost = expected_used - dataset["images"]
-    print(f"\ntraining: {len(cases)} hostile files tried, {dataset['images']} images used, {len(skipped)} skipped, "
-          f"0 crashes, {lost} silently lost")
+    print(
+        f"\ntraining: {len(cases)} hostile files tried, {dataset['images']} images used, {len(skipped)} skipped, "
+        f"0 crashes, {lost} silently lost"
+    )
     assert lost == 0
 
 
@@ -144,8 +154,9 @@ def test_classify_dir_gives_every_file_one_row(trained, tmp_path):
     for case in cases:
         owner = next((p for p in (case.path, *case.path.parents) if str(p) in rows), None)
         row = rows[str(owner)][0] if owner else None
-        outcomes[case.path] = "lost" if row is None else "skipped" if row.get("skipped") else \
-            "error" if row["error"] else "used"
+        outcomes[case.path] = (
+            "lost" if row is None else "skipped" if row.get("skipped") else "error" if row["error"] else "used"
+        )
     tally = _tally("classify DIR --json", cases, outcomes, crashes=int(result.returncode != 0))
     assert result.returncode == 0, result.stderr[-2000:]
     assert all(len(r) == 1 for r in rows.values())
@@ -162,8 +173,15 @@ def test_classify_dir_gives_every_file_one_row(trained, tmp_path):
 def test_classify_named_fifo_and_device_link_are_errors_not_hangs(trained, tmp_path):
     os.mkfifo(tmp_path / "pipe.jpg")
     os.symlink("/dev/zero", tmp_path / "zero.jpg")
-    result = cli("classify", "--model", trained["models"] / "clothes", tmp_path / "pipe.jpg",
-                 tmp_path / "zero.jpg", "--json", timeout=120)
+    result = cli(
+        "classify",
+        "--model",
+        trained["models"] / "clothes",
+        tmp_path / "pipe.jpg",
+        tmp_path / "zero.jpg",
+        "--json",
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-1000:]
     rows = [json.loads(line) for line in result.stdout.decode().splitlines()]
     assert [Path(r["path"]).name for r in rows] == ["pipe.jpg", "zero.jpg"]
@@ -208,8 +226,10 @@ def test_bench_completes_and_counts_errors(trained, fm_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     row = json.loads(result.stdout.decode().splitlines()[-1])
     lost = 10 + len(cases) - row["images"] - row["skipped_files"]  # the hidden folder: one entry for its one file
-    print(f"\nbench: {10 + len(cases)} files, {row['images']} tried, {row['errors']} errors, 0 crashes, "
-          f"{row['skipped_files']} skipped, {lost} silently lost")
+    print(
+        f"\nbench: {10 + len(cases)} files, {row['images']} tried, {row['errors']} errors, 0 crashes, "
+        f"{row['skipped_files']} skipped, {lost} silently lost"
+    )
     tried = [c for c in cases if c.expect != "skipped"]
     errors = [c for c in cases if c.expect == "error"]
     fuzz_errors = sum(1 for f in row["failures"] if "fuzz" in f["path"])
@@ -239,12 +259,29 @@ def test_bench_truth_is_the_class_folder_however_deep(trained, fm_dir, tmp_path)
 
 def test_bench_reads_each_file_only_when_it_is_used(trained, tmp_path):
     """Peak memory must not grow with the folder: 24 x 8 MB files would add 192 MB if read up front."""
+
     def peak_rss_mb(folder: Path) -> float:
-        script = ("import resource, sys; from app.cli import main; rc = main(sys.argv[1:]); "
-                  "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr); sys.exit(rc)")
-        result = subprocess.run([sys.executable, "-c", script, "bench", folder, "--model",
-                                 trained["models"] / "clothes", "--backends", "tflite", "--json"],
-                                capture_output=True, text=True, timeout=300)
+        script = (
+            "import resource, sys; from app.cli import main; rc = main(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr); sys.exit(rc)"
+        )
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                script,
+                "bench",
+                folder,
+                "--model",
+                trained["models"] / "clothes",
+                "--backends",
+                "tflite",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr[-1000:]
         return float(result.stderr.strip().splitlines()[-1])
 
@@ -253,7 +290,7 @@ def test_bench_reads_each_file_only_when_it_is_used(trained, tmp_path):
         for c in ("a", "b"):
             (root / c).mkdir(parents=True)
             for i in range(count // 2):
-                (root / c / f"{i}.jpg").write_bytes(b"\0" * (8 * 2 ** 20))  # not an image: fails fast
+                (root / c / f"{i}.jpg").write_bytes(b"\0" * (8 * 2**20))  # not an image: fails fast
     growth = peak_rss_mb(large) - peak_rss_mb(small)
     print(f"\nbench peak memory growth for 24 x 8 MB files: {growth:.0f} MB")
     assert growth < 80
@@ -280,8 +317,18 @@ def test_an_image_changed_after_the_scan_is_left_out_not_fatal(tmp_path, cache_d
         if event["event"] == "dataset":
             victim.write_bytes(b"replaced while training")
 
-    done = run(TrainSettings(str(root), str(tmp_path / "models"), name="changed", cache_dir=str(cache_dir),
-                             validation_percent=20, test_percent=0, tflite="none"), on_event=sink)
+    done = run(
+        TrainSettings(
+            str(root),
+            str(tmp_path / "models"),
+            name="changed",
+            cache_dir=str(cache_dir),
+            validation_percent=20,
+            test_percent=0,
+            tflite="none",
+        ),
+        on_event=sink,
+    )
     warnings = [e["message"] for e in seen if e["event"] == "warning"]
     assert any(str(victim) in w and "changed after the scan" in w for w in warnings), warnings
     meta = json.loads((Path(done["model_dir"]) / "metadata.json").read_text())
@@ -299,8 +346,7 @@ def test_training_progress_prints_names_escaped(tmp_path, fm_dir, cache_dir):
     (root / "trouser" / "\x1b[31mred\x1b]0;owned\x07.jpg").write_bytes(b"junk")
     (root / "trouser" / os.fsdecode(b"caf\xe9.jpg")).write_bytes(b"junk")
     (root / "esc\x1b[2Jape").mkdir()
-    result = cli("train", root, "-o", tmp_path / "models", "--tflite", "none", "--cache-dir", cache_dir,
-                 timeout=900)
+    result = cli("train", root, "-o", tmp_path / "models", "--tflite", "none", "--cache-dir", cache_dir, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     err = result.stderr.decode("utf-8")  # strict: undecodable name bytes are escaped too
     assert "\x1b" not in err and "\x07" not in err

@@ -4,6 +4,7 @@ Every server here is the TF Serving double on 127.0.0.1, started by the test and
 misbehave (``double.fault``); nothing it answers may end a run with a library error or
 give a silently wrong result.
 """
+
 import json
 import os
 import re
@@ -49,10 +50,16 @@ REPLY_FAULTS = {  # fault -> what the image's error must say (one sentence, neve
     "wrong_type": "not numbers",
 }
 GRPC_ONLY = {"bad_shape": "bytes do not match its shape"}
-REST_ONLY = {"not_object": "JSON that is not an object", "not_json": "not TF Serving JSON",
-             "rows_not_list": "without a list of predictions"}
-CASES = ([(k, f, m) for k in ("grpc", "rest") for f, m in REPLY_FAULTS.items()]
-         + [("grpc", f, m) for f, m in GRPC_ONLY.items()] + [("rest", f, m) for f, m in REST_ONLY.items()])
+REST_ONLY = {
+    "not_object": "JSON that is not an object",
+    "not_json": "not TF Serving JSON",
+    "rows_not_list": "without a list of predictions",
+}
+CASES = (
+    [(k, f, m) for k in ("grpc", "rest") for f, m in REPLY_FAULTS.items()]
+    + [("grpc", f, m) for f, m in GRPC_ONLY.items()]
+    + [("rest", f, m) for f, m in REST_ONLY.items()]
+)
 
 
 @pytest.mark.parametrize("kind, fault, message", CASES)
@@ -69,13 +76,16 @@ def test_a_wrong_reply_is_each_images_one_sentence_error(faulty, images, kind, f
 
 
 @pytest.mark.parametrize("kind", ["grpc", "rest"])
-@pytest.mark.parametrize("fault, message", [
-    ("labels_count", "4 class names where 5 were expected"),
-    ("labels_utf8", "not valid UTF-8"),
-    ("labels_control", "control characters"),
-    ("labels_duplicate", "same class name twice"),
-    ("nan", "not finite"),  # the warm-up reply is checked too
-])
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        ("labels_count", "4 class names where 5 were expected"),
+        ("labels_utf8", "not valid UTF-8"),
+        ("labels_control", "control characters"),
+        ("labels_duplicate", "same class name twice"),
+        ("nan", "not finite"),  # the warm-up reply is checked too
+    ],
+)
 def test_bad_model_metadata_refuses_to_open(faulty, kind, fault, message):
     faulty.fault = fault
     with pytest.raises(ModelError, match=message) as info:
@@ -136,8 +146,12 @@ def test_one_oversize_image_fails_alone_and_the_cli_goes_on(trained, images, tmp
         for name, data in [("a.png", images[0]), ("big.jpg", big), ("b.png", images[1])]:
             (tmp_path / name).write_bytes(data)
             files.append(str(tmp_path / name))
-        result = subprocess.run([sys.executable, "-m", "app", "classify", "--server", small.rest_url("clothes"),
-                                 *files, "--json"], capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "app", "classify", "--server", small.rest_url("clothes"), *files, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["path"].rsplit("/", 1)[-1] for r in rows] == ["a.png", "big.jpg", "b.png"]
@@ -148,20 +162,36 @@ def test_the_wrong_protocol_is_named(server):
     with pytest.raises(RemoteError) as rest_at_grpc:
         open_classifier(server=f"http://127.0.0.1:{server.grpc_port}/v1/models/clothes", timeout_s=5)
     assert str(rest_at_grpc.value).endswith(
-        f"this port speaks gRPC; use grpc://127.0.0.1:{server.grpc_port}/clothes or the REST port (8501)")
+        f"this port speaks gRPC; use grpc://127.0.0.1:{server.grpc_port}/clothes or the REST port (8501)"
+    )
     with pytest.raises(RemoteError) as grpc_at_rest:
         open_classifier(server=f"grpc://127.0.0.1:{server.rest_port}/clothes", timeout_s=5)
     assert str(grpc_at_rest.value).endswith(
-        f"this port speaks REST; use http://127.0.0.1:{server.rest_port}/v1/models/clothes or the gRPC port (8500)")
+        f"this port speaks REST; use http://127.0.0.1:{server.rest_port}/v1/models/clothes or the gRPC port (8500)"
+    )
 
 
 def test_grpcs_at_a_plain_port_is_one_line_without_grpc_logs(server, images, tmp_path):
     """TLS spoken to a plain port: gRPC's own INFO log of the failed handshake must not reach the terminal."""
     (tmp_path / "a.png").write_bytes(images[0])
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRPC_")}
-    result = subprocess.run([sys.executable, "-m", "app", "classify", "--server",
-                             f"grpcs://127.0.0.1:{server.rest_port}/clothes", "--timeout", "3", str(tmp_path / "a.png")],
-                            capture_output=True, text=True, timeout=120, env=env)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "classify",
+            "--server",
+            f"grpcs://127.0.0.1:{server.rest_port}/clothes",
+            "--timeout",
+            "3",
+            str(tmp_path / "a.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert result.returncode == 1
     assert "TLS handshake" in result.stderr.splitlines()[-1]
     assert "ssl_transport_security" not in result.stderr and "Handshake failed" not in result.stderr
@@ -186,15 +216,17 @@ def test_cli_token_from_a_file_or_the_environment(server, images, tmp_path):
     token_file.write_text("from-file\n")
     base = [sys.executable, "-m", "app", "classify", "--server", server.rest_url("clothes"), str(image), str(image)]
     env = {**os.environ, "RETRAIN_STUDIO_TOKEN": "from-env"}
-    result = subprocess.run(base + ["--token-file", str(token_file)], capture_output=True, text=True, timeout=120,
-                            env=env)
+    result = subprocess.run(
+        base + ["--token-file", str(token_file)], capture_output=True, text=True, timeout=120, env=env
+    )
     assert result.returncode == 0, result.stderr
     assert server.last_authorization == "Bearer from-file"
     assert result.stderr.count("warning: the token is sent unencrypted") == 1
     result = subprocess.run(base, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0 and server.last_authorization == "Bearer from-env"
-    missing = subprocess.run(base + ["--token-file", str(tmp_path / "nope")], capture_output=True, text=True,
-                             timeout=120)
+    missing = subprocess.run(
+        base + ["--token-file", str(tmp_path / "nope")], capture_output=True, text=True, timeout=120
+    )
     assert missing.returncode == 2 and "cannot read --token-file" in missing.stderr
     endless = subprocess.run(base + ["--timeout", "nan"], capture_output=True, text=True, timeout=120)
     assert endless.returncode == 2 and "--timeout must be a positive number" in endless.stderr
@@ -210,8 +242,13 @@ def test_cli_token_from_a_pipe_is_waited_for_and_an_unwritten_fifo_does_not_hang
     silent = subprocess.run(base + ["--token-file", str(fifo)], capture_output=True, text=True, timeout=60)
     assert silent.returncode == 2 and f"--token-file {fifo} is empty" in silent.stderr
     read, write = os.pipe()
-    process = subprocess.Popen(base + ["--token-file", f"/dev/fd/{read}"], pass_fds=(read,),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        base + ["--token-file", f"/dev/fd/{read}"],
+        pass_fds=(read,),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     os.close(read)
     time.sleep(1)  # the CLI is already waiting for the writer
     os.write(write, b"from-pipe\n")

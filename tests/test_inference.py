@@ -1,4 +1,5 @@
 """Local backends behind one interface: same answers, per-image timings, bad images isolated."""
+
 import json
 import os
 import re
@@ -44,7 +45,9 @@ def test_backends_agree(trained, sample):
     saved = open_classifier(trained["models"] / "clothes", "savedmodel").classify(images, top_k=5)
     for a, b in zip(lite, saved):
         assert a.label == b.label
-        assert np.abs(np.array([s for _, s in a.top_k]) - np.array([s for _, s in b.top_k])).max() < TFLITE_VS_SAVEDMODEL
+        assert (
+            np.abs(np.array([s for _, s in a.top_k]) - np.array([s for _, s in b.top_k])).max() < TFLITE_VS_SAVEDMODEL
+        )
 
 
 @pytest.mark.parametrize("backend", ["tflite", "savedmodel"])
@@ -74,9 +77,11 @@ def test_model_errors_are_clear(tmp_path, trained):
         open_classifier(tmp_path, "tflite")
     with pytest.raises(ModelError, match="no model_int8.tflite"):
         from app.inference.tflite import TFLiteClassifier
+
         TFLiteClassifier(trained["models"] / "clothes", variant="int8")
     with pytest.raises(ModelError, match="no signature 'nope'"):
         from app.inference.savedmodel import SavedModelClassifier
+
         SavedModelClassifier(trained["models"] / "clothes", signature="nope")
 
 
@@ -117,13 +122,16 @@ def test_thread_count_is_honoured(trained, sample):
 
 
 @pytest.mark.parametrize("backend", ["tflite", "savedmodel"])
-@pytest.mark.parametrize("damage, message", [
-    (lambda m: {**m, "labels": m["labels"][:1]}, "probabilities but has 1 class names"),
-    (lambda m: [1, 2], "is not a model's metadata"),
-    (lambda m: {**m, "labels": [1, None]}, "is not a model's metadata"),
-    (None, "cannot be read (JSONDecodeError)"),
-    ("fifo", "is not a regular file"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda m: {**m, "labels": m["labels"][:1]}, "probabilities but has 1 class names"),
+        (lambda m: [1, 2], "is not a model's metadata"),
+        (lambda m: {**m, "labels": [1, None]}, "is not a model's metadata"),
+        (None, "cannot be read (JSONDecodeError)"),
+        ("fifo", "is not a regular file"),
+    ],
+)
 def test_a_damaged_model_folder_is_one_sentence(trained, tmp_path, backend, damage, message):
     """metadata.json that is not JSON, not an object, labels that are not names or do not match the output:
     a ModelError naming the problem (was IndexError / AttributeError / a raw JSON message; a FIFO hung)."""

@@ -1,5 +1,6 @@
 """Names and output folders: a model name stays inside MODELS_DIR, bad folders and flags fail before any
 work, temporary folders of other machines survive clean-up, and bad cache shards never stop a run."""
+
 import json
 import os
 import shutil
@@ -20,8 +21,24 @@ from app.core.export import OutputError, check_name, check_output
 from app.core.training import TrainSettings, run
 
 REPO = Path(__file__).resolve().parents[1]
-BAD_NAMES = ["../escaped", "ABSOLUTE", "..", ".", "a/b/c", 'say"cheese', "it's", "new\nline", "with space",
-             ".hidden", "back\\slash", "x" * 101, "", "models.config", "tab\there", "caf\u00e9"]
+BAD_NAMES = [
+    "../escaped",
+    "ABSOLUTE",
+    "..",
+    ".",
+    "a/b/c",
+    'say"cheese',
+    "it's",
+    "new\nline",
+    "with space",
+    ".hidden",
+    "back\\slash",
+    "x" * 101,
+    "",
+    "models.config",
+    "tab\there",
+    "caf\u00e9",
+]
 
 
 def tree(root: Path) -> list[str]:
@@ -31,8 +48,11 @@ def tree(root: Path) -> list[str]:
 
 def dead_pid() -> int:
     """The pid of a process that has just ended."""
-    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True, check=True).stdout)
+    return int(
+        subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+        ).stdout
+    )
 
 
 @pytest.fixture
@@ -42,7 +62,8 @@ def no_tf(tmp_path_factory):
     (fake / "tensorflow").mkdir()
     marker = fake / "tensorflow_was_imported"
     (fake / "tensorflow" / "__init__.py").write_text(
-        f"open({str(marker)!r}, 'w').close()\nraise ImportError('TensorFlow is blocked in this test')\n")
+        f"open({str(marker)!r}, 'w').close()\nraise ImportError('TensorFlow is blocked in this test')\n"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(REPO), os.environ.get("PYTHONPATH", "")])}
     control = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env, capture_output=True)
     assert control.returncode != 0 and marker.exists()  # the trap works
@@ -51,8 +72,14 @@ def no_tf(tmp_path_factory):
 
 
 def cli(*args, env=None, cwd=None, timeout=120):
-    return subprocess.run([sys.executable, "-m", "app", *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "app", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +130,17 @@ def test_check_name_accepts_safe_single_segments():
             check_name(name)
 
 
-@pytest.mark.parametrize("folder, expected", [
-    ("flowers", "flowers"), (".hidden photos", "_hidden_photos"), ('say "cheese"', "say_cheese_"),
-    ("caf\u00e9 \u00e0 la carte", "caf_la_carte"), ("models.config", "classifier"), ("x" * 150, "x" * 100)])
+@pytest.mark.parametrize(
+    "folder, expected",
+    [
+        ("flowers", "flowers"),
+        (".hidden photos", "_hidden_photos"),
+        ('say "cheese"', "say_cheese_"),
+        ("caf\u00e9 \u00e0 la carte", "caf_la_carte"),
+        ("models.config", "classifier"),
+        ("x" * 150, "x" * 100),
+    ],
+)
 def test_default_name_is_made_safe_from_the_folder_name(tmp_path, folder, expected):
     (tmp_path / folder).mkdir()
     name = TrainSettings(str(tmp_path / folder), str(tmp_path / "models")).model_name()
@@ -122,7 +157,8 @@ def test_models_dir_that_is_a_file_fails_before_any_work(tmp_path, no_tf, small_
         result = cli("train", small_dir, "-o", output, "--name", "clothes", env=env)
         assert result.returncode == 1
         assert result.stderr.splitlines() == [
-            f"retrain-studio: {tmp_path / 'models'} is not a folder, so no model can be written under {output}"]
+            f"retrain-studio: {tmp_path / 'models'} is not a folder, so no model can be written under {output}"
+        ]
         assert not marker.exists()
     assert (tmp_path / "models").read_text() == "not a folder"
 
@@ -131,15 +167,16 @@ def test_too_long_folder_name_fails_before_any_work(tmp_path, no_tf, small_dir):
     env, marker = no_tf
     result = cli("train", small_dir, "-o", tmp_path / ("m" * 300), "--name", "clothes", env=env)
     assert result.returncode == 1
-    assert result.stderr.splitlines() == [f"retrain-studio: the models folder {tmp_path / ('m' * 300)} has a "
-                                          "folder name longer than 255 bytes"]
+    assert result.stderr.splitlines() == [
+        f"retrain-studio: the models folder {tmp_path / ('m' * 300)} has a folder name longer than 255 bytes"
+    ]
     assert not marker.exists() and list(tmp_path.iterdir()) == []
 
 
 def test_no_room_fails_before_the_scan(tmp_path, small_dir, monkeypatch):
     """Simulated: a nearly full disk is shutil.disk_usage reporting 50 MB free."""
     real = shutil.disk_usage
-    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=50 * 2 ** 20))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=50 * 2**20))
     seen = []
     with pytest.raises(OutputError, match=r"^only 50 MB is free in .*; a model version needs about 200 MB$"):
         run(TrainSettings(str(small_dir), str(tmp_path / "models"), name="clothes"), on_event=seen.append)
@@ -161,8 +198,10 @@ def test_unwritable_folder_is_refused_by_the_check(tmp_path, monkeypatch):
 def _can_mount_read_only(tmp_path: Path) -> bool:
     probe = tmp_path / "probe"
     probe.mkdir()
-    done = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount --bind -o ro '{probe}' '{probe}' && "
-                           f"! touch '{probe}/x' 2>/dev/null"], capture_output=True)
+    done = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", f"mount --bind -o ro '{probe}' '{probe}' && ! touch '{probe}/x' 2>/dev/null"],
+        capture_output=True,
+    )
     probe.rmdir()
     return shutil.which("unshare") is not None and done.returncode == 0
 
@@ -173,8 +212,13 @@ def read_only(models: Path, *command, writable_name: tuple[Path, Path] | None = 
     script = f"mount --bind -o ro '{models}' '{models}'"
     if writable_name:
         script += f" && mount --bind '{writable_name[0]}' '{writable_name[1]}'"
-    return subprocess.run(["unshare", "-rm", "sh", "-c", script + ' && exec "$@"', "sh", *map(str, command)],
-                          capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script + ' && exec "$@"', "sh", *map(str, command)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def test_read_only_models_dir_fails_before_any_work(tmp_path, no_tf, small_dir):
@@ -183,11 +227,13 @@ def test_read_only_models_dir_fails_before_any_work(tmp_path, no_tf, small_dir):
     env, marker = no_tf
     models = tmp_path / "models"
     models.mkdir()
-    result = read_only(models, sys.executable, "-m", "app", "train", small_dir, "-o", models, "--name", "clothes",
-                       env=env)
+    result = read_only(
+        models, sys.executable, "-m", "app", "train", small_dir, "-o", models, "--name", "clothes", env=env
+    )
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f"retrain-studio: the folder {models} is not writable, so no model can be written there"]
+        f"retrain-studio: the folder {models} is not writable, so no model can be written there"
+    ]
     assert not marker.exists() and list(models.iterdir()) == []
 
 
@@ -199,16 +245,36 @@ def test_read_only_models_dir_with_writable_name_exports_and_warns(tmp_path, sma
     models, writable = tmp_path / "models", tmp_path / "elsewhere"
     (models / "clothes").mkdir(parents=True)
     writable.mkdir()
-    result = read_only(models, sys.executable, "-m", "app", "train", small_dir, "-o", models, "--name", "clothes",
-                       "--cache-dir", cache_dir, "--epochs", "3", "--tflite", "none", "--json",
-                       writable_name=(writable, models / "clothes"), timeout=600)
+    result = read_only(
+        models,
+        sys.executable,
+        "-m",
+        "app",
+        "train",
+        small_dir,
+        "-o",
+        models,
+        "--name",
+        "clothes",
+        "--cache-dir",
+        cache_dir,
+        "--epochs",
+        "3",
+        "--tflite",
+        "none",
+        "--json",
+        writable_name=(writable, models / "clothes"),
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert events[-1]["event"] == "done" and events[-1]["model_dir"] == str(models / "clothes" / "1")
     assert events[-1]["models_config"] is None
     warnings = [e["message"] for e in events if e["event"] == "warning" and "models.config" in e["message"]]
-    assert warnings == [f"the model was exported, but {models / 'models.config'} could not be updated "
-                        "(Read-only file system); run serve-config later"]
+    assert warnings == [
+        f"the model was exported, but {models / 'models.config'} could not be updated "
+        "(Read-only file system); run serve-config later"
+    ]
     assert (writable / "1" / "saved_model.pb").is_file() and (writable / "1" / "metadata.json").is_file()
     assert sorted(p.name for p in models.iterdir()) == ["clothes"]
 
@@ -258,7 +324,6 @@ def test_stale_temp_clean_up_removes_only_dead_or_old_work(tmp_path):
         alive.wait()
 
 
-
 def test_stale_temp_clean_up_sees_work_deep_inside_an_old_folder(tmp_path):
     """Another machine's export whose top levels are a day old but whose file three folders down is being written."""
     base = tmp_path / "models" / "clothes"
@@ -272,18 +337,30 @@ def test_stale_temp_clean_up_sees_work_deep_inside_an_old_folder(tmp_path):
     os.utime(work / "variables" / "shard" / "live.data", (old, old))
     assert remove_stale_temps(base) == [work] and not work.exists()  # untouched everywhere: abandoned
 
+
 # --- numeric flags ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("flags, flag", [
-    (["--learning-rate", "nan"], "--learning-rate"), (["--learning-rate", "inf"], "--learning-rate"),
-    (["--learning-rate", "-0.1"], "--learning-rate"), (["--learning-rate", "0"], "--learning-rate"),
-    (["--epochs", "0"], "--epochs"), (["--epochs", "-3"], "--epochs"), (["--batch-size", "0"], "--batch-size"),
-    (["--validation-percent", "nan"], "--validation-percent"), (["--validation-percent", "-1"], "--validation-percent"),
-    (["--test-percent", "100"], "--test-percent"), (["--test-percent", "inf"], "--test-percent"),
-    (["--validation-percent", "60", "--test-percent", "40"], "add up to less than 100"),
-    (["--fine-tune-epochs", "-1"], "--fine-tune-epochs"), (["--seed", "-1"], "--seed"),
-    (["--seed", str(2 ** 40)], "--seed")])
+@pytest.mark.parametrize(
+    "flags, flag",
+    [
+        (["--learning-rate", "nan"], "--learning-rate"),
+        (["--learning-rate", "inf"], "--learning-rate"),
+        (["--learning-rate", "-0.1"], "--learning-rate"),
+        (["--learning-rate", "0"], "--learning-rate"),
+        (["--epochs", "0"], "--epochs"),
+        (["--epochs", "-3"], "--epochs"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--validation-percent", "nan"], "--validation-percent"),
+        (["--validation-percent", "-1"], "--validation-percent"),
+        (["--test-percent", "100"], "--test-percent"),
+        (["--test-percent", "inf"], "--test-percent"),
+        (["--validation-percent", "60", "--test-percent", "40"], "add up to less than 100"),
+        (["--fine-tune-epochs", "-1"], "--fine-tune-epochs"),
+        (["--seed", "-1"], "--seed"),
+        (["--seed", str(2**40)], "--seed"),
+    ],
+)
 def test_bad_numeric_flag_is_a_usage_error(flags, flag, tmp_path, small_dir, capsys):
     assert main(["train", str(small_dir), "-o", str(tmp_path / "models"), *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -300,8 +377,16 @@ def test_nan_learning_rate_fails_before_importing_tensorflow(tmp_path, no_tf, sm
 
 
 def test_settings_check_covers_the_api_only_numbers():
-    for bad in ({"dropout": 1.0}, {"label_smoothing": float("nan")}, {"patience": 0}, {"augment_copies": -1},
-                {"fine_tune_learning_rate": float("inf")}, {"epochs": 2.5}, {"batch_size": True}, {"tflite": "x"}):
+    for bad in (
+        {"dropout": 1.0},
+        {"label_smoothing": float("nan")},
+        {"patience": 0},
+        {"augment_copies": -1},
+        {"fine_tune_learning_rate": float("inf")},
+        {"epochs": 2.5},
+        {"batch_size": True},
+        {"tflite": "x"},
+    ):
         with pytest.raises(ValueError):
             TrainSettings("a", "b", **bad).check()
     assert TrainSettings("a", "b", validation_percent=0, test_percent=0, dropout=0.0).check()
@@ -313,17 +398,21 @@ def test_settings_check_covers_the_api_only_numbers():
 def test_bad_cache_shards_are_dropped_with_a_warning_and_training_goes_on(tmp_path, small_dir, cache_dir):
     """A truncated, a zero-byte, a garbage and a foreign-width shard, through a real training run."""
     info = backbones.resolve("efficientnet_lite0")
-    folder = features.EmbeddingCache(backbones.cache_root(cache_dir), backbones.fingerprint(info),
-                                     info.image_size).folder
+    folder = features.EmbeddingCache(
+        backbones.cache_root(cache_dir), backbones.fingerprint(info), info.image_size
+    ).folder
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(7)
     good = tmp_path / "good.npz"
-    np.savez(good, keys=np.array([f"{i:064x}" for i in range(50)]),
-             vectors=rng.random((50, 1280), dtype=np.float32))
+    np.savez(good, keys=np.array([f"{i:064x}" for i in range(50)]), vectors=rng.random((50, 1280), dtype=np.float32))
     data = good.read_bytes()
     assert zipfile.is_zipfile(good) and len(data) > 100_000
-    bad = {"truncated": data[:len(data) // 2], "zero-byte": b"", "garbage": rng.bytes(5000),
-           "cut-in-header": data[:40]}
+    bad = {
+        "truncated": data[: len(data) // 2],
+        "zero-byte": b"",
+        "garbage": rng.bytes(5000),
+        "cut-in-header": data[:40],
+    }
     narrow = tmp_path / "narrow.npz"
     np.savez(narrow, keys=np.array(["0" * 64]), vectors=np.zeros((1, 7), np.float32))
     bad["foreign-width"] = narrow.read_bytes()
@@ -332,8 +421,19 @@ def test_bad_cache_shards_are_dropped_with_a_warning_and_training_goes_on(tmp_pa
     for n in range(2):  # good shards (of images not in this run) outnumber the foreign-width one
         shutil.copy(good, folder / f"good-{n}.npz")
     seen = []
-    done = run(TrainSettings(str(small_dir), str(tmp_path / "models"), name="shards", cache_dir=str(cache_dir),
-                             epochs=3, tflite="none", validation_percent=20, test_percent=20), on_event=seen.append)
+    done = run(
+        TrainSettings(
+            str(small_dir),
+            str(tmp_path / "models"),
+            name="shards",
+            cache_dir=str(cache_dir),
+            epochs=3,
+            tflite="none",
+            validation_percent=20,
+            test_percent=20,
+        ),
+        on_event=seen.append,
+    )
     assert done["event"] == "done" and (Path(done["model_dir"]) / "saved_model.pb").is_file()
     warnings = [e["message"] for e in seen if e["event"] == "warning" and "feature cache" in e["message"]]
     for kind in bad:
@@ -343,8 +443,9 @@ def test_bad_cache_shards_are_dropped_with_a_warning_and_training_goes_on(tmp_pa
     assert any("width 7" in w for w in warnings)
     # what was computed is cached cleanly: a second cache opens without a warning
     again = []
-    features.EmbeddingCache(backbones.cache_root(cache_dir), backbones.fingerprint(info), info.image_size,
-                            on_event=again.append)
+    features.EmbeddingCache(
+        backbones.cache_root(cache_dir), backbones.fingerprint(info), info.image_size, on_event=again.append
+    )
     assert again == []
 
 

@@ -1,4 +1,5 @@
 """One preprocessing definition: the host (Pillow) and graph (TensorFlow) versions agree."""
+
 import io
 
 import numpy as np
@@ -18,6 +19,7 @@ def graph_load():
     import tensorflow as tf
 
     from app.core.graph_preprocess import load_image
+
     return tf.function(lambda data: load_image(data, *SIZE), input_signature=[tf.TensorSpec([], tf.string)])
 
 
@@ -27,7 +29,7 @@ def test_host_and_graph_agree(name, graph_load):
     host = preprocess.load_image(data, SIZE)
     graph = graph_load(data).numpy()
     assert host.shape == graph.shape == (224, 224, 3) and host.dtype == np.float32
-    assert 0.0 <= host.min() and host.max() <= 1.0
+    assert host.min() >= 0.0 and host.max() <= 1.0
     assert np.abs(host - graph).max() < HOST_GRAPH_TOLERANCE
 
 

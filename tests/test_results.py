@@ -1,4 +1,5 @@
 """Stored test results: the side file beside each version, and small metadata / done events at 2,000 classes."""
+
 import json
 
 import numpy as np
@@ -36,8 +37,13 @@ def test_2000_classes_keep_metadata_and_done_small_and_the_side_file_complete(tm
     report = evaluate(probabilities, truth, classes, paths)
     metrics = summary(report)
     metadata = {"labels": classes, "metrics": {**metrics, "validation_accuracy": 0.5}}
-    done = events.done(str(tmp_path / "big" / "1"), str(tmp_path / "models.config"),
-                       {**metrics, "validation_accuracy": 0.5, "epochs_run": 12}, classes, {"total": 1.0})
+    done = events.done(
+        str(tmp_path / "big" / "1"),
+        str(tmp_path / "models.config"),
+        {**metrics, "validation_accuracy": 0.5, "epochs_run": 12},
+        classes,
+        {"total": 1.0},
+    )
     meta_bytes, done_bytes = len(json.dumps(metadata, indent=2)), len(json.dumps(done))
     print(f"2000 classes: metadata {meta_bytes} bytes, done line {done_bytes} bytes")
     assert meta_bytes < SMALL_BYTES and done_bytes < SMALL_BYTES

@@ -1,4 +1,5 @@
 """The data review (issue 12) on real data: Fashion-MNIST with planted wrong labels and re-encoded copies."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,9 @@ PER_CLASS = 60  # 300 images: 15 wrong labels, 20 copies; about 20 s with a cold
 
 
 def cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "app", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "app", *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +34,13 @@ def planted(tmp_path_factory, cache_dir):
     noisy = base / "noisy"
     shutil.copytree(clean, noisy)
     truth = fashion_mnist.plant_noise(noisy, wrong_fraction=0.05, copies=20, seed=3)
-    return clean, noisy, truth, review.review_folder(clean, cache_dir=cache_dir), \
-        review.review_folder(noisy, cache_dir=cache_dir)
+    return (
+        clean,
+        noisy,
+        truth,
+        review.review_folder(clean, cache_dir=cache_dir),
+        review.review_folder(noisy, cache_dir=cache_dir),
+    )
 
 
 def test_wrong_labels_are_found_with_useful_precision(planted):
@@ -42,8 +49,10 @@ def test_wrong_labels_are_found_with_useful_precision(planted):
     flagged = [row["path"] for row in report["label_issues"]]
     found = wrong & set(flagged)
     recall, precision = len(found) / len(wrong), len(found) / max(1, len(flagged))
-    print(f"\nwrong labels: {len(wrong)} planted, {len(flagged)} reported, {len(found)} right: "
-          f"recall {recall:.2f}, precision {precision:.2f}")
+    print(
+        f"\nwrong labels: {len(wrong)} planted, {len(flagged)} reported, {len(found)} right: "
+        f"recall {recall:.2f}, precision {precision:.2f}"
+    )
     assert len(wrong) == 15
     assert recall >= 0.8 and precision >= 0.4
     for row in report["label_issues"]:
@@ -66,16 +75,19 @@ def test_reencoded_resized_copies_are_grouped_and_leaks_marked(planted):
     leaks = sum(g["leak"] for g in report["duplicates"])
     print(f"\ncopies: {found} of {len(truth['copies'])} found; {len(report['duplicates'])} groups, {leaks} leaks")
     assert found >= 18 and leaks >= 1  # 20 copies spread over 3 splits: some leak (seed 3: 7)
-    assert [g["leak"] for g in report["duplicates"]] == sorted((g["leak"] for g in report["duplicates"]),
-                                                               reverse=True)  # leaks first
+    assert [g["leak"] for g in report["duplicates"]] == sorted(
+        (g["leak"] for g in report["duplicates"]), reverse=True
+    )  # leaks first
 
 
 def test_clean_set_false_alarms_are_few(planted):
     clean, _, _, report, _ = planted
     images = report["images"]
-    print(f"\nclean set ({images} images): {len(report['label_issues'])} label issues, "
-          f"{len(report['duplicates'])} duplicate groups, {len(report['outliers'])} outliers; "
-          f"seconds {report['seconds']}")
+    print(
+        f"\nclean set ({images} images): {len(report['label_issues'])} label issues, "
+        f"{len(report['duplicates'])} duplicate groups, {len(report['outliers'])} outliers; "
+        f"seconds {report['seconds']}"
+    )
     assert images == 300
     assert len(report["label_issues"]) <= 0.03 * images  # measured: 4 (Fashion-MNIST's own odd ones)
     assert report["duplicates"] == []  # no two distinct images taken for copies
@@ -104,18 +116,24 @@ def test_exclusions_are_honoured_and_a_warm_cache_never_loads_the_backbone(tmp_p
     seen = []
     report = review.review_folder(root, cache_dir=cache_dir, on_event=seen.append)
     assert report["images"] == 19
-    every = {p for g in report["duplicates"] for p in g["paths"]} | {r["path"] for r in report["outliers"]} | \
-        {r["path"] for r in report["label_issues"]}
+    every = (
+        {p for g in report["duplicates"] for p in g["paths"]}
+        | {r["path"] for r in report["outliers"]}
+        | {r["path"] for r in report["label_issues"]}
+    )
     assert str(left_out) not in every
     assert not any(e["event"] == "stage" and e["stage"] == "backbone" for e in seen)
     assert seen[-1] is report and report["event"] == "review"
 
 
 def test_held_out_leaks_keep_the_earliest_split():
-    event = {"duplicates": [
-        {"paths": ["a", "b", "c"], "splits": ["test", "train", "validation"], "leak": True},
-        {"paths": ["d", "e"], "splits": ["test", "validation"], "leak": True},
-        {"paths": ["f", "g"], "splits": ["test", "test"], "leak": False}]}
+    event = {
+        "duplicates": [
+            {"paths": ["a", "b", "c"], "splits": ["test", "train", "validation"], "leak": True},
+            {"paths": ["d", "e"], "splits": ["test", "validation"], "leak": True},
+            {"paths": ["f", "g"], "splits": ["test", "test"], "leak": False},
+        ]
+    }
     assert review.held_out_leaks(event) == {"a", "c", "d"}
 
 
@@ -128,8 +146,9 @@ def test_tiny_and_degenerate_inputs_do_not_fail():
     odd = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
     odd[2] = np.nan  # a backbone that broke on one batch: that image's error, never the run's
     odd[3, 0] = np.inf
-    report = review.find_problems(odd, [0, 0, 0, 1, 1, 1], ["train"] * 6, list("abcdef"), list("abcdef"), ["a", "b"],
-                                  np.eye(6, 8))
+    report = review.find_problems(
+        odd, [0, 0, 0, 1, 1, 1], ["train"] * 6, list("abcdef"), list("abcdef"), ["a", "b"], np.eye(6, 8)
+    )
     assert report["event"] == "review" and all(np.isfinite(r["score"]) for r in report["outliers"])
 
 
@@ -174,6 +193,7 @@ def test_training_reviews_by_default_and_keeps_a_summary(trained):
 def test_training_leaves_leaking_copies_out_of_the_test_split(tmp_path, cache_dir):
     root = fashion_mnist.write_folders(tmp_path / "data", 20, [1, 8], start=500)
     from app.core.dataset import split_of
+
     for original in sorted(root.glob("*/*.png")):  # copy every test image under a name that hashes into train
         if split_of(original.name, 10, 10) == "test":
             for n in range(100):
@@ -182,17 +202,22 @@ def test_training_leaves_leaking_copies_out_of_the_test_split(tmp_path, cache_di
                     shutil.copy(original, original.parent / name)
                     break
     from app.core.training import TrainSettings, run
+
     seen = []
-    done = run(TrainSettings(str(root), str(tmp_path / "models"), cache_dir=str(cache_dir), tflite="none"),
-               on_event=seen.append)
+    done = run(
+        TrainSettings(str(root), str(tmp_path / "models"), cache_dir=str(cache_dir), tflite="none"),
+        on_event=seen.append,
+    )
     event = next(e for e in seen if e["event"] == "review")
     test_count = sum(1 for p in root.glob("*/train_*.png") if split_of(p.name, 10, 10) == "test")
     assert test_count and sum(g["leak"] and g["exact"] for g in event["duplicates"]) == test_count
     assert done["metrics"]["test_images"] == 0
     assert any(e["event"] == "warning" and "left out of evaluation" in e["message"] for e in seen)
     quiet = []
-    run(TrainSettings(str(root), str(tmp_path / "models"), cache_dir=str(cache_dir), tflite="none", review=False),
-        on_event=quiet.append)
+    run(
+        TrainSettings(str(root), str(tmp_path / "models"), cache_dir=str(cache_dir), tflite="none", review=False),
+        on_event=quiet.append,
+    )
     assert not any(e["event"] == "review" for e in quiet)
     assert any(e["event"] == "warning" and "review is off" in e["message"] for e in quiet)  # says it did not
 
@@ -208,8 +233,13 @@ def test_moves_stay_inside_the_folder_and_never_overwrite(tmp_path):
     (root / "dogs" / "a.png").write_bytes(b"theirs")
     outside = tmp_path / "elsewhere.png"
     outside.write_bytes(b"x")
-    for path, class_name in ((outside, "dogs"), (image, ".."), (image, "../.."), (image, "birds"),
-                             (root / "cats" / "missing.png", "dogs")):
+    for path, class_name in (
+        (outside, "dogs"),
+        (image, ".."),
+        (image, "../.."),
+        (image, "birds"),
+        (root / "cats" / "missing.png", "dogs"),
+    ):
         with pytest.raises(DatasetError):
             review.move_to_class(root, path, class_name)
     moved = review.move_to_class(root, image, "dogs")

@@ -1,4 +1,5 @@
 """gRPC and REST backends against the TF Serving protocol double, over real loopback sockets."""
+
 import re
 import subprocess
 
@@ -25,8 +26,14 @@ def urls(server, name="clothes"):
 
 def test_parse_target():
     t = parse_target("grpc://localhost/flowers?version=3&signature=serving_images")
-    assert (t.host, t.port, t.model, t.version, t.signature, t.protocol) == \
-        ("localhost", 8500, "flowers", 3, "serving_images", "grpc")
+    assert (t.host, t.port, t.model, t.version, t.signature, t.protocol) == (
+        "localhost",
+        8500,
+        "flowers",
+        3,
+        "serving_images",
+        "grpc",
+    )
     t = parse_target("https://example.org/v1/models/flowers/versions/2")
     assert (t.port, t.model, t.version, t.secure, t.protocol) == (8501, "flowers", 2, True, "rest")
     for bad in ("ftp://x/y", "grpc://host:8500/", "http://host:8501/flowers", "grpc://h/m?version=x"):
@@ -39,8 +46,11 @@ def test_all_four_backends_agree(trained, server, sample):
     model = trained["models"] / "clothes"
     reference = open_classifier(model, "savedmodel").classify(images, top_k=5)
     classes = trained["done"]["classes"]
-    for backend, kwargs in [("tflite", {"model": model}), ("grpc", {"server": server.grpc_url("clothes")}),
-                            ("rest", {"server": server.rest_url("clothes")})]:
+    for backend, kwargs in [
+        ("tflite", {"model": model}),
+        ("grpc", {"server": server.grpc_url("clothes")}),
+        ("rest", {"server": server.rest_url("clothes")}),
+    ]:
         classifier = open_classifier(backend="tflite" if backend == "tflite" else None, **kwargs)
         assert classifier.labels == classes  # names come from the model itself
         out = classifier.classify(images, top_k=5)
@@ -78,12 +88,18 @@ def test_a_corrupt_image_fails_alone(server, sample, kind):
 
 
 @pytest.mark.parametrize("kind", ["grpc", "rest"])
-@pytest.mark.parametrize("change, message", [
-    (lambda u: u.replace("clothes", "shoes"), "has no model 'shoes'"),
-    (lambda u: u + ("?version=7" if u.startswith("grpc") else "/versions/7"), "version 7 of model 'clothes' is not loaded"),
-    (lambda u: u + "?signature=nope", "has no signature 'nope'"),
-    (lambda u: u + "?signature=serving_images", "does not take encoded image bytes"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda u: u.replace("clothes", "shoes"), "has no model 'shoes'"),
+        (
+            lambda u: u + ("?version=7" if u.startswith("grpc") else "/versions/7"),
+            "version 7 of model 'clothes' is not loaded",
+        ),
+        (lambda u: u + "?signature=nope", "has no signature 'nope'"),
+        (lambda u: u + "?signature=serving_images", "does not take encoded image bytes"),
+    ],
+)
 def test_user_mistakes_get_one_sentence(server, kind, change, message):
     url = change(server.grpc_url("clothes") if kind == "grpc" else server.rest_url("clothes"))
     with pytest.raises(RemoteError, match=message) as info:
@@ -91,11 +107,14 @@ def test_user_mistakes_get_one_sentence(server, kind, change, message):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("url, message", [
-    ("grpc://127.0.0.1:9/clothes", "cannot reach a TF Serving gRPC server"),
-    ("http://127.0.0.1:9/v1/models/clothes", "cannot reach a TF Serving REST server"),
-    ("grpc://127.0.0.2:8500/clothes", "cannot reach"),  # a host where nothing listens
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("grpc://127.0.0.1:9/clothes", "cannot reach a TF Serving gRPC server"),
+        ("http://127.0.0.1:9/v1/models/clothes", "cannot reach a TF Serving REST server"),
+        ("grpc://127.0.0.2:8500/clothes", "cannot reach"),  # a host where nothing listens
+    ],
+)
 def test_unreachable_servers(url, message):
     with pytest.raises(RemoteError, match=message):
         open_classifier(server=url, timeout_s=5)
@@ -125,17 +144,36 @@ def test_message_too_large(trained):
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tls")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-                    "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(folder / "key.pem"),
+            "-out",
+            str(folder / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return folder / "key.pem", folder / "cert.pem"
 
 
 def test_tls(trained, sample, tls_files, server):
     key, cert = tls_files
-    with TFServingDouble({"clothes": trained["models"] / "clothes"}, tls=(key.read_bytes(), cert.read_bytes()),
-                         rest=False) as secure:
+    with TFServingDouble(
+        {"clothes": trained["models"] / "clothes"}, tls=(key.read_bytes(), cert.read_bytes()), rest=False
+    ) as secure:
         url = secure.grpc_url("clothes", scheme="grpcs")
         out = open_classifier(server=url, ca_file=str(cert)).classify(sample[0][:1])
         assert out[0].label == sample[1][0]
@@ -152,9 +190,25 @@ def test_bench_command_compares_all_backends(trained, server, fm_dir):
     import sys
 
     backends = ",".join(["tflite", "savedmodel", *urls(server)])
-    result = subprocess.run([sys.executable, "-m", "app", "bench", str(fm_dir), "--model",
-                             str(trained["models"] / "clothes"), "--backends", backends, "--limit", "15", "--json"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "bench",
+            str(fm_dir),
+            "--model",
+            str(trained["models"] / "clothes"),
+            "--backends",
+            backends,
+            "--limit",
+            "15",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["backend"] for r in rows] == backends.split(",")
@@ -173,11 +227,19 @@ def test_classify_command_against_a_server(server, fm_dir):
     import sys
 
     files = sorted((fm_dir / "bag").glob("*.png"))[:2]
-    result = subprocess.run([sys.executable, "-m", "app", "classify", "--server", server.rest_url("clothes"),
-                             *map(str, files), "--json"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "classify", "--server", server.rest_url("clothes"), *map(str, files), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["label"] for r in rows] == ["bag", "bag"] and rows[0]["backend"] == "rest"
-    down = subprocess.run([sys.executable, "-m", "app", "classify", "--server", "grpc://127.0.0.1:9/clothes",
-                           str(files[0])], capture_output=True, text=True, timeout=120)
+    down = subprocess.run(
+        [sys.executable, "-m", "app", "classify", "--server", "grpc://127.0.0.1:9/clothes", str(files[0])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert down.returncode == 1
     assert down.stderr.strip().splitlines()[-1].startswith("retrain-studio: cannot reach a TF Serving gRPC server")

@@ -1,4 +1,5 @@
 """models.config and the docker command: valid for tensorflow/serving, parsed with its own protos."""
+
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,9 @@ def test_models_config_parses_with_the_serving_protos():
     config = parse(models_config({"flowers": "/models/flowers", "clothes": "/models/clothes"}))
     entries = config.model_config_list.config
     assert [(c.name, c.base_path, c.model_platform) for c in entries] == [
-        ("flowers", "/models/flowers", "tensorflow"), ("clothes", "/models/clothes", "tensorflow")]
+        ("flowers", "/models/flowers", "tensorflow"),
+        ("clothes", "/models/clothes", "tensorflow"),
+    ]
 
 
 def test_export_and_serve_config_list_every_model(trained, tmp_path):
@@ -25,8 +28,9 @@ def test_export_and_serve_config_list_every_model(trained, tmp_path):
     for name in ("clothes", "shoes"):
         shutil.copytree(trained["models"] / "clothes", models / name)
     (models / "empty").mkdir()  # no version: not served
-    result = subprocess.run([sys.executable, "-m", "app", "serve-config", str(models)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "serve-config", str(models)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     config = parse((models / "models.config").read_text())
     assert [c.name for c in config.model_config_list.config] == ["clothes", "shoes"]
@@ -34,8 +38,12 @@ def test_export_and_serve_config_list_every_model(trained, tmp_path):
     # the training run wrote one beside its model too
     written = parse((trained["models"] / "models.config").read_text())
     assert [c.name for c in written.model_config_list.config] == ["clothes"]
-    empty = subprocess.run([sys.executable, "-m", "app", "serve-config", str(tmp_path / "nothing")],
-                           capture_output=True, text=True, timeout=60)
+    empty = subprocess.run(
+        [sys.executable, "-m", "app", "serve-config", str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert empty.returncode == 2 and "no exported models" in empty.stderr
 
 
@@ -55,7 +63,8 @@ def test_models_config_escapes_odd_names_and_paths():
     models = {name: f"/models/{name}" for name in ODD_NAMES}
     config = parse(models_config(models))
     assert [(c.name, c.base_path, c.model_platform) for c in config.model_config_list.config] == [
-        (name, path, "tensorflow") for name, path in models.items()]
+        (name, path, "tensorflow") for name, path in models.items()
+    ]
     assert parse(models_config({})).HasField("model_config_list")
 
 
@@ -65,12 +74,16 @@ def test_serve_config_with_an_odd_folder_name_stays_parsable(tmp_path):
         (tmp_path / name / "1" / "saved_model.pb").write_bytes(b"")
     (tmp_path / "unservable\udcff" / "1").mkdir(parents=True)  # not UTF-8: a proto string cannot hold it
     (tmp_path / "unservable\udcff" / "1" / "saved_model.pb").write_bytes(b"")
-    result = subprocess.run([sys.executable, "-m", "app", "serve-config", str(tmp_path)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "serve-config", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     config = parse((tmp_path / "models.config").read_text())
     assert [(c.name, c.base_path) for c in config.model_config_list.config] == [
-        ("new\nline", "/models/new\nline"), ("plain", "/models/plain"), ('say"cheese', '/models/say"cheese')]
+        ("new\nline", "/models/new\nline"),
+        ("plain", "/models/plain"),
+        ('say"cheese', '/models/say"cheese'),
+    ]
 
 
 def test_serve_config_that_cannot_be_written_is_one_plain_sentence(tmp_path):
@@ -78,8 +91,10 @@ def test_serve_config_that_cannot_be_written_is_one_plain_sentence(tmp_path):
     (tmp_path / "plain" / "1").mkdir(parents=True)
     (tmp_path / "plain" / "1" / "saved_model.pb").write_bytes(b"")
     (tmp_path / "models.config").mkdir()
-    result = subprocess.run([sys.executable, "-m", "app", "serve-config", str(tmp_path)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "serve-config", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 1
-    assert result.stderr.splitlines()[-1] == (f"retrain-studio: cannot write {tmp_path / 'models.config'} "
-                                              "(Is a directory)")
+    assert result.stderr.splitlines()[-1] == (
+        f"retrain-studio: cannot write {tmp_path / 'models.config'} (Is a directory)"
+    )

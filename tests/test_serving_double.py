@@ -1,4 +1,5 @@
 """The protocol double behaves like TF Serving where a client can see it (so client tests mean something)."""
+
 import base64
 import http.client
 import json
@@ -24,8 +25,9 @@ def echo_server(tmp_path_factory):
     base = tmp_path_factory.mktemp("models") / "echo"
     for version in (1, 2):
         module = Echo()
-        tf.saved_model.save(module, str(base / str(version)),
-                            signatures={"serving_default": module.serve, "twice": module.twice})
+        tf.saved_model.save(
+            module, str(base / str(version)), signatures={"serving_default": module.serve, "twice": module.twice}
+        )
     with TFServingDouble({"echo": base}) as server:
         yield server
 
@@ -42,29 +44,51 @@ def b64(data: bytes) -> dict:
 
 
 def test_status_reports_only_the_highest_version(echo_server):
-    assert rest(echo_server, "GET", "/v1/models/echo") == (200, {"model_version_status": [
-        {"version": "2", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
+    assert rest(echo_server, "GET", "/v1/models/echo") == (
+        200,
+        {
+            "model_version_status": [
+                {"version": "2", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            ]
+        },
+    )
     assert rest(echo_server, "GET", "/v1/models/echo/versions/1")[0] == 404
 
 
 def test_row_and_columnar_formats_with_binary(echo_server):
     code, body = rest(echo_server, "POST", "/v1/models/echo:predict", {"instances": [b64(b"hi"), b64(b"\xff\x00")]})
     assert code == 200
-    assert body == {"predictions": [{"echo_bytes": b64(b"hi"), "length": 2}, {"echo_bytes": b64(b"\xff\x00"), "length": 2}]}
+    assert body == {
+        "predictions": [{"echo_bytes": b64(b"hi"), "length": 2}, {"echo_bytes": b64(b"\xff\x00"), "length": 2}]
+    }
     code, body = rest(echo_server, "POST", "/v1/models/echo/versions/2:predict", {"inputs": {"data": [b64(b"abc")]}})
     assert (code, body) == (200, {"outputs": {"echo_bytes": [b64(b"abc")], "length": [3]}})
-    code, body = rest(echo_server, "POST", "/v1/models/echo:predict", {"signature_name": "twice", "instances": [1.5, 2]})
+    code, body = rest(
+        echo_server, "POST", "/v1/models/echo:predict", {"signature_name": "twice", "instances": [1.5, 2]}
+    )
     assert (code, body) == (200, {"predictions": [3.0, 4.0]})  # one output: bare values
 
 
-@pytest.mark.parametrize("path, body, status, message", [
-    ("/v1/models/nope:predict", {"instances": [1]}, 404, "Servable not found for request: Latest(nope)"),
-    ("/v1/models/echo/versions/1:predict", {"instances": [b64(b"x")]}, 404,
-     "Servable not found for request: Specific(echo, 1)"),
-    ("/v1/models/echo:predict", {"signature_name": "zz", "instances": [1]}, 400, 'Serving signature key "zz" not found.'),
-    ("/v1/models/echo:predict", b"{not json", 400, "JSON Parse error"),
-    ("/v1/models/echo:predict", {"signature_name": "twice", "instances": [b64(b"\x00\x00")]}, 400, "float"),
-])
+@pytest.mark.parametrize(
+    "path, body, status, message",
+    [
+        ("/v1/models/nope:predict", {"instances": [1]}, 404, "Servable not found for request: Latest(nope)"),
+        (
+            "/v1/models/echo/versions/1:predict",
+            {"instances": [b64(b"x")]},
+            404,
+            "Servable not found for request: Specific(echo, 1)",
+        ),
+        (
+            "/v1/models/echo:predict",
+            {"signature_name": "zz", "instances": [1]},
+            400,
+            'Serving signature key "zz" not found.',
+        ),
+        ("/v1/models/echo:predict", b"{not json", 400, "JSON Parse error"),
+        ("/v1/models/echo:predict", {"signature_name": "twice", "instances": [b64(b"\x00\x00")]}, 400, "float"),
+    ],
+)
 def test_rest_errors_match_the_real_server(echo_server, path, body, status, message):
     code, reply = rest(echo_server, "POST", path, body)
     assert code == status and set(reply) == {"error"} and message in reply["error"]
@@ -74,7 +98,9 @@ def test_grpc_errors_match_the_real_server(echo_server):
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{echo_server.grpc_port}"))
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(
+        grpc.insecure_channel(f"127.0.0.1:{echo_server.grpc_port}")
+    )
 
     def call(name="echo", signature="", key="data"):
         request = predict_pb2.PredictRequest()

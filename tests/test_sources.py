@@ -1,4 +1,5 @@
 """Training from several folders: sources merged by class name, a stable split, and the CLI that names them."""
+
 import itertools
 import subprocess
 import sys
@@ -106,15 +107,18 @@ def cli(*args):
     return subprocess.run([sys.executable, "-m", "app", *map(str, args)], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("args, words", [
-    ((), "give at least one image folder"),
-    (("--class", "shirts"), "--class takes NAME=DIR"),
-    (("--class", "=somewhere"), "--class takes NAME=DIR"),
-    (("--class", "shirt="), "--class takes NAME=DIR"),
-    (("--class", "bad\nname=somewhere"), "cannot be a class"),
-    (("--class", "../up=somewhere"), "its name is a path"),
-    (("--class", "..=somewhere"), "its name is a path"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        ((), "give at least one image folder"),
+        (("--class", "shirts"), "--class takes NAME=DIR"),
+        (("--class", "=somewhere"), "--class takes NAME=DIR"),
+        (("--class", "shirt="), "--class takes NAME=DIR"),
+        (("--class", "bad\nname=somewhere"), "cannot be a class"),
+        (("--class", "../up=somewhere"), "its name is a path"),
+        (("--class", "..=somewhere"), "its name is a path"),
+    ],
+)
 def test_train_source_errors_are_one_sentence_and_exit_2(tmp_path, args, words):
     result = cli("train", *args, "-o", tmp_path / "models")
     assert result.returncode == 2
@@ -141,7 +145,8 @@ def test_train_with_a_missing_class_folder_is_one_line_exit_1(tmp_path):
 
 
 def test_retrain_after_adding_images_makes_the_next_version_and_embeds_only_the_new_ones(
-        tmp_path, cache_dir, monkeypatch, capsys):
+    tmp_path, cache_dir, monkeypatch, capsys
+):
     import json
 
     import fashion_mnist
@@ -152,21 +157,49 @@ def test_retrain_after_adding_images_makes_the_next_version_and_embeds_only_the_
     a = fashion_mnist.write_folders(tmp_path / "a", 12, [1, 7], start=3000)  # trouser, sneaker
     usb = fashion_mnist.write_folders(tmp_path / "usb", 12, [8], start=3000) / "bag"
     models = tmp_path / "models"
-    assert app_cli.main(["train", str(a), "--class", f"handbag={usb}", "-o", str(models), "--name", "m",
-                         "--epochs", "7", "--seed", "5", "--tflite", "none", "--json",
-                         "--cache-dir", str(cache_dir)]) == 0
+    assert (
+        app_cli.main(
+            [
+                "train",
+                str(a),
+                "--class",
+                f"handbag={usb}",
+                "-o",
+                str(models),
+                "--name",
+                "m",
+                "--epochs",
+                "7",
+                "--seed",
+                "5",
+                "--tflite",
+                "none",
+                "--json",
+                "--cache-dir",
+                str(cache_dir),
+            ]
+        )
+        == 0
+    )
     first = json.loads((models / "m" / "1" / "metadata.json").read_text())
     assert first["labels"] == ["handbag", "sneaker", "trouser"]
     assert first["training"]["sources"] == [
         {"path": str(a), "kind": "folder", "classes": ["sneaker", "trouser"]},
-        {"path": str(usb), "kind": "class", "name": "handbag", "classes": ["handbag"]}]
+        {"path": str(usb), "kind": "class", "name": "handbag", "classes": ["handbag"]},
+    ]
     capsys.readouterr()
 
     fashion_mnist.write_folders(a, 4, [1, 7], start=3100)  # 8 new images
     embedded = []  # every vector the backbone computes goes into its cache (not the review's thumbnails): count them
     add = features.EmbeddingCache.add
-    monkeypatch.setattr(features.EmbeddingCache, "add", lambda self, keys, vectors: (
-        "thumbnail" not in self.folder.name and embedded.append(len(keys)), add(self, keys, vectors)))
+    monkeypatch.setattr(
+        features.EmbeddingCache,
+        "add",
+        lambda self, keys, vectors: (
+            "thumbnail" not in self.folder.name and embedded.append(len(keys)),
+            add(self, keys, vectors),
+        ),
+    )
     assert app_cli.main(["retrain", str(models / "m"), "--json", "--cache-dir", str(cache_dir)]) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     kinds = [e["event"] for e in events]
@@ -182,11 +215,14 @@ def test_retrain_after_adding_images_makes_the_next_version_and_embeds_only_the_
     assert app_cli.main(["retrain", str(models / "m"), "--cache-dir", str(cache_dir)]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
         "retrain-studio: model 'm' was trained on handbag, sneaker, trouser but its folders now have dress, handbag, "
-        "sneaker, trouser; pass --allow-new-classes to retrain it anyway")
+        "sneaker, trouser; pass --allow-new-classes to retrain it anyway"
+    )
     assert sorted(p.name for p in (models / "m").iterdir() if p.name.isdigit()) == ["1", "2"]
     assert app_cli.main(["retrain", str(tmp_path / "nothing")]) == 1
-    assert capsys.readouterr().err == f"retrain-studio: {tmp_path / 'nothing'} has no model versions to retrain; " \
-                                      "train one first\n"
+    assert (
+        capsys.readouterr().err == f"retrain-studio: {tmp_path / 'nothing'} has no model versions to retrain; "
+        "train one first\n"
+    )
 
 
 def test_recorded_settings_refuse_what_cannot_be_retrained_and_read_old_versions(tmp_path):
@@ -199,8 +235,9 @@ def test_recorded_settings_refuse_what_cannot_be_retrained_and_read_old_versions
     (version / "metadata.json").write_text(json.dumps({"labels": ["a", "b"]}))
     with pytest.raises(TrainingError, match=r"does not record how the model was trained; train it again"):
         recorded_settings(tmp_path / "models" / "old")
-    (version / "metadata.json").write_text(json.dumps({"training": {"image_dir": str(tmp_path), "epochs": 9,
-                                                                     "unknown_future_key": 1}}))
+    (version / "metadata.json").write_text(
+        json.dumps({"training": {"image_dir": str(tmp_path), "epochs": 9, "unknown_future_key": 1}})
+    )
     settings, _ = recorded_settings(version.parent)  # a version from before sources were recorded
     assert settings.all_sources() == [Source(str(tmp_path))] and settings.epochs == 9 and settings.name == "old"
     assert settings.models_dir == str(tmp_path / "models")

@@ -1,4 +1,5 @@
 """The model store (app/store.py): which folders are versions, metadata.json's schema, label fallback, delete."""
+
 import json
 import os
 
@@ -26,19 +27,30 @@ from app.store import (
 
 # metadata.json exactly as training wrote it before the store existed (format_version 1), trimmed of long lists
 FORMAT_1 = {
-    "format_version": 1, "labels": ["bag", "dress"],
+    "format_version": 1,
+    "labels": ["bag", "dress"],
     "input": {"height": 224, "width": 224, "channels": 3, "dtype": "float32", "range": [0.0, 1.0]},
     "preprocessing": "decode (JPEG at DCT scale, EXIF-upright), RGB, /255, antialiased bilinear resize "
-                     "(app.inference.preprocess)",
-    "signatures": {"serving_default": {"inputs": {"image_bytes": "string [None]"},
-                                       "outputs": ["probabilities", "classes", "scores"]}},
+    "(app.inference.preprocess)",
+    "signatures": {
+        "serving_default": {
+            "inputs": {"image_bytes": "string [None]"},
+            "outputs": ["probabilities", "classes", "scores"],
+        }
+    },
     "backbone": {"id": "efficientnet_lite0", "image_size": 224},
     "split_sizes": {"train": 8, "validation": 1, "test": 1},
-    "skipped_files": 0, "review": None,
+    "skipped_files": 0,
+    "review": None,
     "metrics": {"test_accuracy": 0.5, "test_images": 2, "validation_accuracy": None, "results_file": "results.npz"},
     "training": {"epochs": 3, "image_dir": "/photos", "sources": [{"path": "/photos", "kind": "folder"}]},
-    "created": "2026-11-25T05:00:00+00:00", "app_version": "0.1.0", "platform": "Linux", "name": "clothes",
-    "version": 1, "files": {"saved_model": "saved_model.pb", "labels": "assets/labels.txt"}}
+    "created": "2026-11-25T05:00:00+00:00",
+    "app_version": "0.1.0",
+    "platform": "Linux",
+    "name": "clothes",
+    "version": 1,
+    "files": {"saved_model": "saved_model.pb", "labels": "assets/labels.txt"},
+}
 
 
 def version(base, name, complete=True):
@@ -78,9 +90,16 @@ def test_resolve_version_errors_are_one_sentence(tmp_path):
 
 
 def test_metadata_round_trip_keeps_every_field_and_unknown_keys(tmp_path):
-    metadata = store.new_metadata(["a", "b"], 240, backbone={"id": "x/efficientnet_lite1"}, review=None,
-                                  split_sizes={"train": 3}, skipped_files=2, metrics={"test_accuracy": 0.75},
-                                  training={"epochs": 4})
+    metadata = store.new_metadata(
+        ["a", "b"],
+        240,
+        backbone={"id": "x/efficientnet_lite1"},
+        review=None,
+        split_sizes={"train": 3},
+        skipped_files=2,
+        metrics={"test_accuracy": 0.75},
+        training={"epochs": 4},
+    )
     metadata.extra["from_the_future"] = {"kept": True}
     write_metadata(tmp_path, metadata)
     raw = json.loads((tmp_path / "metadata.json").read_text())
@@ -107,14 +126,17 @@ def test_reads_a_format_version_1_file_and_folders_without_metadata(tmp_path):
     assert read_metadata(bare).labels == ["cat", "dog"] and read_metadata(bare).format_version is None
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{not json", "cannot be read (JSONDecodeError)"),
-    ("[1, 2]", "is not a model's metadata"),
-    ('{"labels": [1, null]}', "is not a model's metadata"),
-    ('{"labels": "cat"}', "is not a model's metadata"),
-    (b"\xff\xfe", "cannot be read (UnicodeDecodeError)"),
-    ("[" * 100_000, "cannot be read (RecursionError)"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "cannot be read (JSONDecodeError)"),
+        ("[1, 2]", "is not a model's metadata"),
+        ('{"labels": [1, null]}', "is not a model's metadata"),
+        ('{"labels": "cat"}', "is not a model's metadata"),
+        (b"\xff\xfe", "cannot be read (UnicodeDecodeError)"),
+        ("[" * 100_000, "cannot be read (RecursionError)"),
+    ],
+)
 def test_damaged_metadata_is_one_sentence_and_quiet_in_listings(tmp_path, text, message):
     folder = version(tmp_path / "m", "1")
     meta = folder / "metadata.json"
@@ -127,8 +149,9 @@ def test_damaged_metadata_is_one_sentence_and_quiet_in_listings(tmp_path, text, 
 
 
 def test_fields_of_the_wrong_type_read_as_missing(tmp_path):
-    metadata = Metadata.from_dict({"labels": ["a"], "metrics": [1], "created": 5, "skipped_files": True,
-                                   "version": "3", "backbone": {"id": "b"}})
+    metadata = Metadata.from_dict(
+        {"labels": ["a"], "metrics": [1], "created": 5, "skipped_files": True, "version": "3", "backbone": {"id": "b"}}
+    )
     assert metadata.metrics == {} and metadata.created is None and metadata.skipped_files is None
     assert metadata.version is None and metadata.backbone_id == "b" and metadata.test_accuracy is None
     assert Metadata.from_dict({"metrics": {"test_accuracy": True}}).test_accuracy is None
@@ -187,8 +210,10 @@ def test_the_store_and_imaging_import_neither_tensorflow_nor_qt():
     import subprocess
     import sys
 
-    script = ("import sys, app.store, app.imaging, app.inference.base; "
-              "heavy = [m for m in ('tensorflow', 'PySide6', 'tf_keras') if m in sys.modules]; "
-              "assert not heavy, heavy")
+    script = (
+        "import sys, app.store, app.imaging, app.inference.base; "
+        "heavy = [m for m in ('tensorflow', 'PySide6', 'tf_keras') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-1000:]

@@ -21,6 +21,7 @@ def _legacy_file(path, state_pickle: bytes, keys=(), storages=()):
 class _Evil:
     def __reduce__(self):
         import os
+
         return (os.system, ("touch /tmp/retrain_studio_pwned",))
 
 
@@ -34,6 +35,7 @@ def test_reads_real_efficientnet_weights():
 
 def test_refuses_a_pickle_that_runs_code(tmp_path):
     import os
+
     marker = "/tmp/retrain_studio_pwned"
     if os.path.exists(marker):
         os.remove(marker)
@@ -58,6 +60,7 @@ def test_refuses_plain_files_and_truncation(tmp_path):
 
 # --- crafted state dicts: the pickle is written opcode by opcode, as an attacker would -----------------
 
+
 def _op(value) -> bytes:
     """One plain value as pickle opcodes (no PROTO/STOP), to splice into a hand-built pickle."""
     return pickle.dumps(value, protocol=2)[2:-1]
@@ -70,8 +73,19 @@ def _global(module: str, name: str) -> bytes:
 def _tensor(name, key, offset, size, stride, storage="FloatStorage") -> bytes:
     """``name: torch._utils._rebuild_tensor_v2(<storage key>, offset, size, stride, False, OrderedDict())``."""
     storage_id = b"(" + _op("storage") + _global("torch", storage) + _op(key) + _op("cpu") + _op(0) + b"tQ"
-    return (_op(name) + _global("torch._utils", "_rebuild_tensor_v2") + b"(" + storage_id + _op(offset)
-            + _op(size) + _op(stride) + b"\x89" + _global("collections", "OrderedDict") + b")Rt" + b"R")
+    return (
+        _op(name)
+        + _global("torch._utils", "_rebuild_tensor_v2")
+        + b"("
+        + storage_id
+        + _op(offset)
+        + _op(size)
+        + _op(stride)
+        + b"\x89"
+        + _global("collections", "OrderedDict")
+        + b")Rt"
+        + b"R"
+    )
 
 
 def _crafted(path, tensors: list[bytes], storages: dict[str, int], counts: dict[str, int] | None = None):
@@ -88,29 +102,35 @@ def _crafted(path, tensors: list[bytes], storages: dict[str, int], counts: dict[
 
 
 def test_a_crafted_file_that_is_honest_reads_back(tmp_path):
-    path = _crafted(tmp_path / "ok.pth", [_tensor("w", "0", 2, (2, 3), (3, 1)), _tensor("t", "0", 5, (3,), (0,)),
-                                          _tensor("e", "0", 16, (0, 4), (4, 1))], {"0": 16})
+    path = _crafted(
+        tmp_path / "ok.pth",
+        [_tensor("w", "0", 2, (2, 3), (3, 1)), _tensor("t", "0", 5, (3,), (0,)), _tensor("e", "0", 16, (0, 4), (4, 1))],
+        {"0": 16},
+    )
     state = read_state_dict(path)
     assert state["w"].tolist() == [[2, 3, 4], [5, 6, 7]]
     assert state["t"].tolist() == [5, 5, 5] and state["e"].shape == (0, 4)
 
 
-@pytest.mark.parametrize("offset, size, stride, why", [
-    (14, (4,), (1,), "past the end"),            # 2 elements beyond the buffer: old code read the heap
-    (0, (4, 4), (4, 2), "past the end"),         # a stride that walks off the end
-    (15, (2,), (1,), "past the end"),
-    (4, (3,), (-1,), "negative"),                # a negative stride reads before the buffer
-    (-2, (3,), (1,), "negative"),                # a negative offset
-    (0, (-1,), (1,), "negative"),
-    (0, (2 ** 32, 2 ** 32), (0, 0), "elements"),  # element count that overflows 64-bit arithmetic
-    (0, (1,), (2 ** 62,), "larger than"),         # a size-1 dim's stride never reads, but overflowed numpy
-    (0, (0, 4), (2 ** 70, 1), "larger than"),     # no elements at all: the same OverflowError
-    (0, (2 ** 70, 0), (1, 1), "larger than"),
-    (0, (1,) * 9, (1,) * 9, "9 dimensions"),
-    (0, (4,), (1, 1), "sizes but"),
-    (0.5, (2,), (1,), "whole number"),
-    (0, ("a",), (1,), "whole number"),
-])
+@pytest.mark.parametrize(
+    "offset, size, stride, why",
+    [
+        (14, (4,), (1,), "past the end"),  # 2 elements beyond the buffer: old code read the heap
+        (0, (4, 4), (4, 2), "past the end"),  # a stride that walks off the end
+        (15, (2,), (1,), "past the end"),
+        (4, (3,), (-1,), "negative"),  # a negative stride reads before the buffer
+        (-2, (3,), (1,), "negative"),  # a negative offset
+        (0, (-1,), (1,), "negative"),
+        (0, (2**32, 2**32), (0, 0), "elements"),  # element count that overflows 64-bit arithmetic
+        (0, (1,), (2**62,), "larger than"),  # a size-1 dim's stride never reads, but overflowed numpy
+        (0, (0, 4), (2**70, 1), "larger than"),  # no elements at all: the same OverflowError
+        (0, (2**70, 0), (1, 1), "larger than"),
+        (0, (1,) * 9, (1,) * 9, "9 dimensions"),
+        (0, (4,), (1, 1), "sizes but"),
+        (0.5, (2,), (1,), "whole number"),
+        (0, ("a",), (1,), "whole number"),
+    ],
+)
 def test_a_crafted_view_outside_its_storage_is_refused(tmp_path, offset, size, stride, why):
     path = _crafted(tmp_path / "evil.pth", [_tensor("w", "0", offset, size, stride)], {"0": 16})
     with pytest.raises(UnsafeWeightsError, match=why) as info:
@@ -125,11 +145,14 @@ def test_crafted_storages_are_refused(tmp_path):
     negative = _crafted(tmp_path / "negative.pth", [_tensor("w", "0", 0, (2,), (1,))], {"0": 16}, {"0": -1})
     with pytest.raises(UnsafeWeightsError, match="claims -1 elements"):
         read_state_dict(negative)
-    huge = _crafted(tmp_path / "huge.pth", [_tensor("w", "0", 0, (2,), (1,))], {"0": 16}, {"0": 2 ** 40})
+    huge = _crafted(tmp_path / "huge.pth", [_tensor("w", "0", 0, (2,), (1,))], {"0": 16}, {"0": 2**40})
     with pytest.raises(UnsafeWeightsError, match="more than the file holds"):
         read_state_dict(huge)
-    two_types = _crafted(tmp_path / "types.pth", [_tensor("a", "0", 0, (2,), (1,)),
-                                                 _tensor("b", "0", 0, (2,), (1,), "DoubleStorage")], {"0": 16})
+    two_types = _crafted(
+        tmp_path / "types.pth",
+        [_tensor("a", "0", 0, (2,), (1,)), _tensor("b", "0", 0, (2,), (1,), "DoubleStorage")],
+        {"0": 16},
+    )
     with pytest.raises(UnsafeWeightsError, match="two element types"):
         read_state_dict(two_types)
 

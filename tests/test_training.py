@@ -1,4 +1,5 @@
 """End to end on real Fashion-MNIST images: train, evaluate, export, and read the model back."""
+
 import json
 import signal
 import subprocess
@@ -43,10 +44,18 @@ def test_each_stage_is_announced_once_in_order_and_timed(trained):
     stages = [e["stage"] for e in seen if e["event"] == "stage"]
     assert list(dict.fromkeys(stages)) == ["scan", "backbone", "embed", "review", "train", "evaluate", "export"]
     assert stages.count("export") > 2 and all(stages.count(name) == 1 for name in set(stages) - {"export"})
-    kinds = [e["event"] if e["event"] != "stage" else e["stage"] for e in seen if e["event"] not in ("progress",
-                                                                                                   "epoch")]
-    assert kinds.index("scan") < kinds.index("dataset") < kinds.index("backbone") < kinds.index("new_images") \
-        < kinds.index("embed") < kinds.index("review") and kinds[-1] == "done"
+    kinds = [
+        e["event"] if e["event"] != "stage" else e["stage"] for e in seen if e["event"] not in ("progress", "epoch")
+    ]
+    assert (
+        kinds.index("scan")
+        < kinds.index("dataset")
+        < kinds.index("backbone")
+        < kinds.index("new_images")
+        < kinds.index("embed")
+        < kinds.index("review")
+        and kinds[-1] == "done"
+    )
     seconds = trained["done"]["seconds"]
     assert set(seconds) == {"scan", "load_backbone", "embed", "review", "train", "evaluate", "export", "total"}
     assert all(value >= 0 for value in seconds.values()) and seconds["total"] >= sum(seconds.values()) / 2
@@ -55,8 +64,15 @@ def test_each_stage_is_announced_once_in_order_and_timed(trained):
 def test_version_folder_has_everything_tf_serving_needs(trained):
     version = trained["version_dir"]
     assert version.parent.name == "clothes" and version.name == "1"
-    for name in ("saved_model.pb", "variables/variables.index", "assets/labels.txt", "model.tflite",
-                 "assets.extra/tf_serving_warmup_requests", "metadata.json", "results.npz"):
+    for name in (
+        "saved_model.pb",
+        "variables/variables.index",
+        "assets/labels.txt",
+        "model.tflite",
+        "assets.extra/tf_serving_warmup_requests",
+        "metadata.json",
+        "results.npz",
+    ):
         assert (version / name).is_file(), name
     assert (version / "assets/labels.txt").read_text().split() == trained["done"]["classes"]
     meta = json.loads((version / "metadata.json").read_text())
@@ -84,8 +100,8 @@ def test_warmup_record_is_a_valid_prediction_log(trained):
 @pytest.fixture(scope="module")
 def loaded(trained):
     import tensorflow as tf
-    return tf.saved_model.load(str(trained["version_dir"]))
 
+    return tf.saved_model.load(str(trained["version_dir"]))
 
 
 def test_savedmodel_answers_raw_jpeg_and_png_bytes(trained, loaded, fm_dir):
@@ -130,9 +146,19 @@ def test_second_run_reuses_cached_features(trained, fm_dir, cache_dir, tmp_path)
     from app.core.training import TrainSettings, run
 
     seen = []
-    done = run(TrainSettings(str(fm_dir), str(trained["models"]), name="again", cache_dir=str(cache_dir),
-                             validation_percent=15, test_percent=25, epochs=3, tflite="none"),
-               on_event=seen.append)
+    done = run(
+        TrainSettings(
+            str(fm_dir),
+            str(trained["models"]),
+            name="again",
+            cache_dir=str(cache_dir),
+            validation_percent=15,
+            test_percent=25,
+            epochs=3,
+            tflite="none",
+        ),
+        on_event=seen.append,
+    )
     embeds = [e for e in seen if e["event"] == "progress" and e["stage"].startswith("embed")]
     assert embeds and all(e["done"] == e["total"] for e in embeds)  # nothing left to compute, ever
     assert done["seconds"]["embed"] < 2.0
@@ -140,8 +166,13 @@ def test_second_run_reuses_cached_features(trained, fm_dir, cache_dir, tmp_path)
 
 
 def _train_cli(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "app", "train", *map(str, args), "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", "train", *map(str, args), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def test_killed_run_leaves_no_version(fm_dir, cache_dir, tmp_path):
@@ -158,8 +189,9 @@ def test_killed_run_leaves_no_version(fm_dir, cache_dir, tmp_path):
     leftovers = [p.name for p in (models / "killed").iterdir()]
     assert all(name.startswith(".tmp-") for name in leftovers)
     # the next run sweeps the dead run's temporary folder and publishes version 1
-    proc = _train_cli(fm_dir, "-o", models, "--name", "killed", "--cache-dir", cache_dir, "--epochs", "2",
-                      "--tflite", "none")
+    proc = _train_cli(
+        fm_dir, "-o", models, "--name", "killed", "--cache-dir", cache_dir, "--epochs", "2", "--tflite", "none"
+    )
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
     events = [json.loads(line) for line in out.splitlines()]
@@ -174,9 +206,23 @@ def test_augment_and_fine_tune_run(tmp_path, cache_dir):
 
     data = fashion_mnist.write_folders(tmp_path / "two", 10, [1, 8])
     seen = []
-    done = run(TrainSettings(str(data), str(tmp_path / "models"), cache_dir=str(cache_dir), augment=True,
-                             augment_copies=1, fine_tune=True, fine_tune_epochs=1, epochs=5, batch_size=8,
-                             validation_percent=20, test_percent=20, tflite="int8"), on_event=seen.append)
+    done = run(
+        TrainSettings(
+            str(data),
+            str(tmp_path / "models"),
+            cache_dir=str(cache_dir),
+            augment=True,
+            augment_copies=1,
+            fine_tune=True,
+            fine_tune_epochs=1,
+            epochs=5,
+            batch_size=8,
+            validation_percent=20,
+            test_percent=20,
+            tflite="int8",
+        ),
+        on_event=seen.append,
+    )
     stages = {e["stage"] for e in seen if e["event"] == "stage"}
     assert "fine_tune" in stages
     assert done["seconds"]["fine_tune"] > 0
@@ -185,7 +231,10 @@ def test_augment_and_fine_tune_run(tmp_path, cache_dir):
     version = Path(done["model_dir"])
     assert (version / "model.tflite").exists() and (version / "model_int8.tflite").exists()
     from app.inference.tflite import TFLiteClassifier
-    quantized = TFLiteClassifier(version, variant="int8").classify([(data / "trouser").glob("*.png").__next__().read_bytes()])
+
+    quantized = TFLiteClassifier(version, variant="int8").classify(
+        [(data / "trouser").glob("*.png").__next__().read_bytes()]
+    )
     assert quantized[0].error is None and quantized[0].label in ("trouser", "bag")
     meta = json.loads((version / "metadata.json").read_text())
     assert meta["training"]["fine_tune"] and meta["training"]["augment"]
@@ -199,8 +248,11 @@ def test_local_savedmodel_folder_as_backbone(tmp_path, cache_dir):
 
     local = backbones.materialise(backbones.resolve("efficientnet_lite0"), cache_dir)
     data = fashion_mnist.write_folders(tmp_path / "two", 12, [1, 8])
-    done = run(TrainSettings(str(data), str(tmp_path / "models"), backbone=local, cache_dir=str(cache_dir),
-                             epochs=20, tflite="none"))
+    done = run(
+        TrainSettings(
+            str(data), str(tmp_path / "models"), backbone=local, cache_dir=str(cache_dir), epochs=20, tflite="none"
+        )
+    )
     meta = json.loads((Path(done["model_dir"]) / "metadata.json").read_text())
     assert meta["backbone"]["source"] == "local" and meta["backbone"]["image_size"] == 224
     assert done["metrics"]["test_accuracy"] is None or done["metrics"]["test_accuracy"] >= 0.5
@@ -218,8 +270,9 @@ def test_nan_validation_loss_keeps_the_first_epochs_weights():
     x, y = _features()
     nan_val = np.full((10, 16), np.nan, np.float32)  # every validation loss is NaN: it never improves
     seen = []
-    kernel, bias, epochs = train_head(x, y, nan_val, y[:10], 2, TrainSettings("a", "b", epochs=50, patience=4),
-                                      on_event=seen.append)
+    kernel, bias, epochs = train_head(
+        x, y, nan_val, y[:10], 2, TrainSettings("a", "b", epochs=50, patience=4), on_event=seen.append
+    )
     assert epochs == 5  # the first epoch, then `patience` without improvement
     assert all(np.isnan(e["val_loss"]) for e in seen if e["event"] == "epoch")
     first_kernel, first_bias, _ = train_head(x, y, nan_val, y[:10], 2, TrainSettings("a", "b", epochs=1))
@@ -236,12 +289,14 @@ def test_diverging_training_keeps_finite_weights_or_says_so():
     x, y = _features()
     seen = []
     # 1e37: epoch 1 leaves huge but finite weights (validation loss inf), epoch 2 overflows to NaN
-    kernel, bias, epochs = train_head(x, y, x[:10], y[:10], 2, TrainSettings("a", "b", learning_rate=1e37,
-                                                                           batch_size=8), on_event=seen.append)
+    kernel, bias, epochs = train_head(
+        x, y, x[:10], y[:10], 2, TrainSettings("a", "b", learning_rate=1e37, batch_size=8), on_event=seen.append
+    )
     assert epochs == 2 and np.isfinite(kernel).all() and np.isfinite(bias).all()
     assert not np.isfinite(next(e for e in seen if e["event"] == "epoch")["val_loss"])
     assert [e["message"] for e in seen if e["event"] == "warning"] == [
-        "training diverged at epoch 2 (the weights are no longer finite numbers); keeping the best earlier weights"]
+        "training diverged at epoch 2 (the weights are no longer finite numbers); keeping the best earlier weights"
+    ]
     probabilities = tf.nn.softmax(x @ kernel + bias).numpy()  # as the exported model computes them
     assert np.isfinite(probabilities).all()
     # 1e38: nothing finite is left even after the first epoch -- one sentence, no model
@@ -253,13 +308,31 @@ def test_diverging_cli_run_is_one_sentence_and_writes_no_version(tmp_path, cache
     import fashion_mnist
 
     data = fashion_mnist.write_folders(tmp_path / "two", 6, [1, 8], start=300)
-    result = subprocess.run([sys.executable, "-m", "app", "train", str(data), "-o", str(tmp_path / "models"),
-                             "--cache-dir", str(cache_dir), "--learning-rate", "1e38", "--tflite", "none"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "train",
+            str(data),
+            "-o",
+            str(tmp_path / "models"),
+            "--cache-dir",
+            str(cache_dir),
+            "--learning-rate",
+            "1e38",
+            "--tflite",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "retrain-studio: training diverged in the first epoch (the weights are no longer finite numbers); "
-        "try a smaller learning rate")
+        "try a smaller learning rate"
+    )
     assert version_folders(tmp_path / "models" / "two") == []
 
 
@@ -271,11 +344,23 @@ def test_diverging_fine_tune_exports_the_frozen_model(tmp_path, cache_dir):
 
     data = fashion_mnist.write_folders(tmp_path / "two", 5, [1, 8], start=400)
     seen = []
-    done = run(TrainSettings(str(data), str(tmp_path / "models"), cache_dir=str(cache_dir), epochs=5, batch_size=4,
-                             fine_tune=True, fine_tune_epochs=1, fine_tune_learning_rate=1e38, tflite="none"),
-               on_event=seen.append)
+    done = run(
+        TrainSettings(
+            str(data),
+            str(tmp_path / "models"),
+            cache_dir=str(cache_dir),
+            epochs=5,
+            batch_size=4,
+            fine_tune=True,
+            fine_tune_epochs=1,
+            fine_tune_learning_rate=1e38,
+            tflite="none",
+        ),
+        on_event=seen.append,
+    )
     assert [e["message"] for e in seen if e["event"] == "warning" and "fine-tuning" in e["message"]] == [
-        "fine-tuning diverged (the weights are no longer finite numbers); exporting the model without it"]
+        "fine-tuning diverged (the weights are no longer finite numbers); exporting the model without it"
+    ]
     model = tf.saved_model.load(done["model_dir"])
     images = [p.read_bytes() for p in sorted(data.rglob("*.png"))]
     probabilities = model.signatures["serving_default"](image_bytes=tf.constant(images))["probabilities"].numpy()

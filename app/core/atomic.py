@@ -1,4 +1,5 @@
 """Write files and folders for the user so a crash never leaves half of one visible."""
+
 from __future__ import annotations
 
 import contextlib
@@ -63,7 +64,7 @@ def pid_alive(pid: int) -> bool:
     A pid we cannot ask about (out of range, or another user's) counts as alive: when unsure, a temporary
     folder is left alone rather than deleted under its writer.
     """
-    if not 0 < pid < 2 ** 31:
+    if not 0 < pid < 2**31:
         return True  # not a pid we can ask about: assume its owner is still at work
     try:
         os.kill(pid, 0)
@@ -99,7 +100,7 @@ def temp_folder(parent: Path) -> Path:
 
 def _owner(folder: Path) -> tuple[str | None, int | None]:
     """(host key, pid) from a temporary folder's name; (None, None) for a name not made by ``temp_folder``."""
-    parts = folder.name[len(TEMP_PREFIX):].rsplit("-", 2)
+    parts = folder.name[len(TEMP_PREFIX) :].rsplit("-", 2)
     if len(parts) == 3 and parts[1].isdigit():
         return parts[0], int(parts[1])
     return None, None

@@ -13,12 +13,14 @@ chain (run when a model is loaded) may only read.
 
 The deny patterns only choose the wording of the refusal; the allow-list is the gate.
 """
+
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-PURE_OPS = frozenset("""
+PURE_OPS = frozenset(
+    """
 Const Identity IdentityN NoOp Placeholder PlaceholderWithDefault StopGradient PreventGradient Snapshot
 EnsureShape CheckNumerics CheckNumericsV2 Assert
 StatefulPartitionedCall PartitionedCall If StatelessIf While StatelessWhile Case StatelessCase
@@ -49,7 +51,8 @@ FakeQuantWithMinMaxVars FakeQuantWithMinMaxVarsPerChannel FakeQuantWithMinMaxArg
 RandomUniform RandomUniformInt RandomStandardNormal TruncatedNormal StatelessRandomUniformV2
 StatelessRandomNormalV2 StatelessTruncatedNormalV2 StatelessRandomGetKeyCounter StatelessRandomUniform
 StatelessRandomNormal
-""".split())
+""".split()
+)
 
 # What TF's checkpoint saver needs to write and read the model's own variables/ folder.  Loading runs
 # the restore chain (a TF1 model's ``restore_op_name``), so only reading ops may sit there: a write
@@ -57,8 +60,10 @@ StatelessRandomNormal
 RESTORE_OPS = frozenset("RestoreV2 Restore RestoreSlice ShardedFilename ShardedFilespec StringJoin".split())
 SAVER_OPS = RESTORE_OPS | frozenset("SaveV2 Save SaveSlices MergeV2Checkpoints StaticRegexFullMatch".split())
 
-_DENY = re.compile(r"File|PyFunc|Print|Dataset|Reader|Summary|Save|Restore|Checkpoint|Rpc|Send|Recv|Debug|"
-                   r"Collective|ImmutableConst|DecodeProto|Vocab|Remap|Sql|Bigtable|Gcs|Iterator|Table|Shell|Exec")
+_DENY = re.compile(
+    r"File|PyFunc|Print|Dataset|Reader|Summary|Save|Restore|Checkpoint|Rpc|Send|Recv|Debug|"
+    r"Collective|ImmutableConst|DecodeProto|Vocab|Remap|Sql|Bigtable|Gcs|Iterator|Table|Shell|Exec"
+)
 
 
 class UnsafeGraphError(ValueError):
@@ -135,8 +140,10 @@ def unsafe_ops(meta_graph) -> list[tuple[str, str]]:
         if node.op not in allowed(node.name in restore_nodes, node.name in save_nodes) and node.op not in library:
             found.append((node.op, f"node {node.name}"))
     for name, function in functions.items():
-        ops = allowed(name in restore_functions and name not in everything_else,
-                      name in save_functions and name not in everything_else)
+        ops = allowed(
+            name in restore_functions and name not in everything_else,
+            name in save_functions and name not in everything_else,
+        )
         found += [(n.op, f"function {name}") for n in function.node_def if n.op not in ops and n.op not in library]
     return found
 
@@ -168,7 +175,12 @@ def check_savedmodel(folder: str | Path) -> None:
     op, where = (denied or found)[0]
     others = sorted({o for o, _ in found} - {op})
     more = f" (and {len(others)} other op{'s' if len(others) > 1 else ''}: {', '.join(others)[:200]})" if others else ""
-    kind = ("an operation that can read or write files, run code or use the network" if denied
-            else "not one of the pure math and image operations a feature extractor needs")
-    raise UnsafeGraphError(f"the backbone {folder} uses {op} in its {where}, {kind}{more}; "
-                           "pass --trust-backbone only if you trust where it came from")
+    kind = (
+        "an operation that can read or write files, run code or use the network"
+        if denied
+        else "not one of the pure math and image operations a feature extractor needs"
+    )
+    raise UnsafeGraphError(
+        f"the backbone {folder} uses {op} in its {where}, {kind}{more}; "
+        "pass --trust-backbone only if you trust where it came from"
+    )

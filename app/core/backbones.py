@@ -12,6 +12,7 @@ another bundled architecture also needs its own conversion in ``materialise`` an
 else already works as a TF Hub handle or a local feature-vector SavedModel folder (``resolve``), which
 ``backbone_safety`` inspects before it is used.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,12 @@ from .efficientnet_lite import VARIANTS, weights_file
 DEFAULT_BACKBONE = "efficientnet_lite0"
 # Hub handles are downloaded programs: only over https, only from these hosts (and paths).  The storage
 # bucket is TF Hub's own; any other bucket on storage.googleapis.com could hold anyone's model.
-HUB_HOSTS = (("tfhub.dev", "/"), ("www.kaggle.com", "/models/"), ("kaggle.com", "/models/"),
-             ("storage.googleapis.com", "/tfhub-modules/"))
+HUB_HOSTS = (
+    ("tfhub.dev", "/"),
+    ("www.kaggle.com", "/models/"),
+    ("kaggle.com", "/models/"),
+    ("storage.googleapis.com", "/tfhub-modules/"),
+)
 
 
 class BackboneError(ValueError):
@@ -62,9 +67,13 @@ class BackboneInfo:
 
 _BUNDLED = {
     name: BackboneInfo(
-        name, "bundled", size,
+        name,
+        "bundled",
+        size,
         f"EfficientNet-Lite{name[-1]} with ImageNet weights ({size}x{size}), shipped in a Python package",
-        offline=True, license="Apache-2.0")
+        offline=True,
+        license="Apache-2.0",
+    )
     for name, (_, size) in VARIANTS.items()
 }
 HUB_EXAMPLES = {  # well-known TF2 feature vectors; need internet the first time
@@ -85,6 +94,7 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
     if os.environ.get("RETRAIN_STUDIO_CACHE"):
         return Path(os.environ["RETRAIN_STUDIO_CACHE"]).expanduser()
     import platformdirs
+
     return Path(platformdirs.user_cache_dir("retrain-studio"))
 
 
@@ -99,8 +109,15 @@ def list_backbones() -> list[BackboneInfo]:
             weights_file(name)
             out.append(_BUNDLED[name])
         except FileNotFoundError:
-            out.append(BackboneInfo(name, "bundled", _BUNDLED[name].image_size,
-                                    _BUNDLED[name].description + " (package not installed)", offline=False))
+            out.append(
+                BackboneInfo(
+                    name,
+                    "bundled",
+                    _BUNDLED[name].image_size,
+                    _BUNDLED[name].description + " (package not installed)",
+                    offline=False,
+                )
+            )
     out += [BackboneInfo(h, "hub", s, "TF Hub / Kaggle feature vector", offline=False) for h, s in HUB_EXAMPLES.items()]
     return out
 
@@ -128,18 +145,28 @@ def check_hub_handle(handle: str) -> None:
 
     parsed = urlparse(handle)
     if parsed.scheme.lower() != "https":
-        raise BackboneError(f"refusing {handle}: hub handles must use https:// (a model fetched over plain "
-                            "http:// can be replaced on the way)")
+        raise BackboneError(
+            f"refusing {handle}: hub handles must use https:// (a model fetched over plain "
+            "http:// can be replaced on the way)"
+        )
     try:
         port = parsed.port
     except ValueError:
         port = -1
     host = (parsed.hostname or "").lower()
     dots = any(part in (".", "..") or part.lower().startswith("%2e") for part in parsed.path.split("/"))
-    if parsed.username or parsed.password or port not in (None, 443) or dots or not any(  # /models/../x leaves /models/
-            host == allowed and parsed.path.startswith(prefix) for allowed, prefix in HUB_HOSTS):
-        raise BackboneError(f"refusing {handle}: hub handles may come only from "
-                            + ", ".join(f"https://{h}{p}" for h, p in HUB_HOSTS))
+    if (
+        parsed.username
+        or parsed.password
+        or port not in (None, 443)
+        or dots
+        or not any(  # /models/../x leaves /models/
+            host == allowed and parsed.path.startswith(prefix) for allowed, prefix in HUB_HOSTS
+        )
+    ):
+        raise BackboneError(
+            f"refusing {handle}: hub handles may come only from " + ", ".join(f"https://{h}{p}" for h, p in HUB_HOSTS)
+        )
 
 
 def resolve(spec: str | None, *, trust: bool = False) -> BackboneInfo:
@@ -167,22 +194,26 @@ def resolve(spec: str | None, *, trust: bool = False) -> BackboneInfo:
         return _BUNDLED[spec]
     if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", spec):
         check_hub_handle(spec)
-        return BackboneInfo(spec, "hub", HUB_EXAMPLES.get(spec, _size_from_name(spec)),
-                            "TF Hub / Kaggle feature vector", offline=False)
+        return BackboneInfo(
+            spec, "hub", HUB_EXAMPLES.get(spec, _size_from_name(spec)), "TF Hub / Kaggle feature vector", offline=False
+        )
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "saved_model.pb").exists():
             raise BackboneError(f"{path} is not a SavedModel folder (no saved_model.pb inside)")
         if not trust:
             from .backbone_safety import UnsafeGraphError, check_savedmodel
+
             try:
                 check_savedmodel(path)
             except UnsafeGraphError as exc:
                 raise BackboneError(str(exc)) from None
-        return BackboneInfo(str(path.resolve()), "local", _size_from_name(path.name), "local feature-vector SavedModel",
-                            offline=True)
-    raise BackboneError(f"unknown backbone '{spec}'; use one of {', '.join(_BUNDLED)}, "
-                        "a TF Hub handle or a SavedModel folder")
+        return BackboneInfo(
+            str(path.resolve()), "local", _size_from_name(path.name), "local feature-vector SavedModel", offline=True
+        )
+    raise BackboneError(
+        f"unknown backbone '{spec}'; use one of {', '.join(_BUNDLED)}, a TF Hub handle or a SavedModel folder"
+    )
 
 
 def fingerprint(info: BackboneInfo) -> str:
@@ -259,6 +290,8 @@ def load(info: BackboneInfo, cache_dir: str | Path | None = None):
             raise BackboneError(f"could not download {info.id} (no internet?): {first_line}") from None
         raise BackboneError(f"could not load backbone {info.id}: {first_line}") from None
     if not callable(model):  # a TF1 SavedModel or a model without __call__: it would fail at the first image
-        raise BackboneError(f"the backbone {info.id} cannot be called on images (a TF1 SavedModel, or one saved "
-                            "without __call__); use a TF2 feature-vector SavedModel")
+        raise BackboneError(
+            f"the backbone {info.id} cannot be called on images (a TF1 SavedModel, or one saved "
+            "without __call__); use a TF2 feature-vector SavedModel"
+        )
     return model

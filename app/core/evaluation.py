@@ -4,6 +4,7 @@ What the results page shows is stored with each model version in one side file, 
 (``results.npz``, see ``save_results``), written inside the atomic export; metadata.json and the ``done`` event carry
 only the headline numbers (``summary``), so 2,000 classes do not make either of them megabytes.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,8 +50,7 @@ def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, k: int) -> np.nda
     >>> confusion_matrix([0, 1, 1], [0, 0, 1], 2).tolist()
     [[1, 0], [1, 1]]
     """
-    return np.bincount(np.asarray(truth, np.int64) * k + np.asarray(predicted, np.int64),
-                       minlength=k * k).reshape(k, k)
+    return np.bincount(np.asarray(truth, np.int64) * k + np.asarray(predicted, np.int64), minlength=k * k).reshape(k, k)
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
@@ -69,8 +69,9 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def evaluate(probabilities: np.ndarray, labels: Sequence[int], classes: Sequence[str],
-             paths: Sequence[Path] = ()) -> dict:
+def evaluate(
+    probabilities: np.ndarray, labels: Sequence[int], classes: Sequence[str], paths: Sequence[Path] = ()
+) -> dict:
     """Score predictions against the true labels (the full report; ``summary`` is its small part).
 
     Args:
@@ -89,19 +90,35 @@ def evaluate(probabilities: np.ndarray, labels: Sequence[int], classes: Sequence
     k = len(classes)
     truth = np.asarray(labels, dtype=np.int64)
     if len(truth) == 0:
-        return {"accuracy": None, "images": 0, "correct": 0, "per_class": {},
-                "confusion_matrix": [[0] * k for _ in range(k)], "mistakes": [], "predictions": []}
+        return {
+            "accuracy": None,
+            "images": 0,
+            "correct": 0,
+            "per_class": {},
+            "confusion_matrix": [[0] * k for _ in range(k)],
+            "mistakes": [],
+            "predictions": [],
+        }
     predicted = np.argmax(probabilities, axis=1)
     confusion = confusion_matrix(truth, predicted, k)
     rows = [
-        {"path": str(paths[i]) if len(paths) else None, "true": classes[truth[i]],
-         "predicted": classes[predicted[i]], "score": float(probabilities[i, predicted[i]])}
+        {
+            "path": str(paths[i]) if len(paths) else None,
+            "true": classes[truth[i]],
+            "predicted": classes[predicted[i]],
+            "score": float(probabilities[i, predicted[i]]),
+        }
         for i in range(len(truth))
     ]
-    return {"accuracy": float(np.mean(predicted == truth)), "images": int(len(truth)),
-            "correct": int(np.sum(predicted == truth)), "per_class": per_class_metrics(confusion, classes),
-            "confusion_matrix": confusion.tolist(),
-            "mistakes": [r for r in rows if r["true"] != r["predicted"]], "predictions": rows}
+    return {
+        "accuracy": float(np.mean(predicted == truth)),
+        "images": int(len(truth)),
+        "correct": int(np.sum(predicted == truth)),
+        "per_class": per_class_metrics(confusion, classes),
+        "confusion_matrix": confusion.tolist(),
+        "mistakes": [r for r in rows if r["true"] != r["predicted"]],
+        "predictions": rows,
+    }
 
 
 def summary(report: dict) -> dict:
@@ -111,18 +128,28 @@ def summary(report: dict) -> dict:
     ``SMALL_CLASSES`` classes, and the name of the side file holding everything else.
     """
     interval = wilson_interval(report.get("correct", 0), report["images"])
-    out = {"test_accuracy": report["accuracy"], "test_images": report["images"],
-           "test_correct": report.get("correct", 0),
-           "test_accuracy_95": [round(x, 4) for x in interval] if interval else None,
-           "results_file": RESULTS_FILE}
+    out = {
+        "test_accuracy": report["accuracy"],
+        "test_images": report["images"],
+        "test_correct": report.get("correct", 0),
+        "test_accuracy_95": [round(x, 4) for x in interval] if interval else None,
+        "results_file": RESULTS_FILE,
+    }
     if len(report["per_class"]) <= SMALL_CLASSES:
-        out["per_class"] = {name: {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
-                            for name, row in report["per_class"].items()}
+        out["per_class"] = {
+            name: {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+            for name, row in report["per_class"].items()
+        }
     return out
 
 
-def save_results(path: str | Path, probabilities: np.ndarray, labels: Sequence[int], classes: Sequence[str],
-                 paths: Sequence[str | Path]) -> None:
+def save_results(
+    path: str | Path,
+    probabilities: np.ndarray,
+    labels: Sequence[int],
+    classes: Sequence[str],
+    paths: Sequence[str | Path],
+) -> None:
     """Write the results page's data as a compressed ``.npz`` (plain arrays, no pickles: safe to reopen).
 
     Args:
@@ -148,11 +175,16 @@ def save_results(path: str | Path, probabilities: np.ndarray, labels: Sequence[i
         top = np.zeros((0, k), np.int64)
     with open(path, "wb") as f:
         np.savez_compressed(
-            f, format=np.array(RESULTS_FORMAT), classes=np.array(list(classes), dtype=str),
-            paths=np.array([str(p) for p in paths], dtype=str).reshape(len(truth)), truth=truth,
-            top_classes=top.astype(np.int32), top_scores=np.take_along_axis(probabilities, top, axis=1),
+            f,
+            format=np.array(RESULTS_FORMAT),
+            classes=np.array(list(classes), dtype=str),
+            paths=np.array([str(p) for p in paths], dtype=str).reshape(len(truth)),
+            truth=truth,
+            top_classes=top.astype(np.int32),
+            top_scores=np.take_along_axis(probabilities, top, axis=1),
             true_scores=probabilities[np.arange(len(truth)), truth] if len(truth) else np.zeros(0, np.float32),
-            confusion=confusion_matrix(truth, top[:, 0], len(classes)).astype(np.int32))
+            confusion=confusion_matrix(truth, top[:, 0], len(classes)).astype(np.int32),
+        )
 
 
 class ResultsError(ValueError):
@@ -210,9 +242,15 @@ class Results:
             keep &= self.predicted == predicted
         if mistakes:
             keep &= self.truth != self.predicted
-        return [{"path": self.paths[i], "true": self.classes[self.truth[i]],
-                 "predicted": self.classes[self.predicted[i]], "score": float(self.top_scores[i, 0])}
-                for i in np.flatnonzero(keep)]
+        return [
+            {
+                "path": self.paths[i],
+                "true": self.classes[self.truth[i]],
+                "predicted": self.classes[self.predicted[i]],
+                "score": float(self.top_scores[i, 0]),
+            }
+            for i in np.flatnonzero(keep)
+        ]
 
     def top_confusions(self, limit: int = 100) -> list[tuple[int, int, int]]:
         """Returns (true, predicted, count) of the ``limit`` most frequent confusions, most first (ties: row order)."""
@@ -244,8 +282,10 @@ def load_results(path: str | Path) -> Results:
         with np.load(path, allow_pickle=False) as data:
             if int(data["format"]) != RESULTS_FORMAT:
                 raise ResultsError(f"{path} is a results file of an unknown format")
-            arrays = {name: data[name] for name in ("classes", "paths", "truth", "top_classes", "top_scores",
-                                                    "true_scores", "confusion")}
+            arrays = {
+                name: data[name]
+                for name in ("classes", "paths", "truth", "top_classes", "top_scores", "true_scores", "confusion")
+            }
     except FileNotFoundError:
         raise ResultsError(f"{path.parent} has no stored test results (it was trained by an older version)") from None
     except ResultsError:
@@ -253,12 +293,28 @@ def load_results(path: str | Path) -> Results:
     except Exception as exc:  # a damaged file is that file's error, never the app's
         raise ResultsError(f"{path} cannot be read ({type(exc).__name__})") from None
     k, n = len(arrays["classes"]), len(arrays["truth"])
-    if (arrays["confusion"].shape != (k, k) or len(arrays["paths"]) != n or arrays["top_classes"].ndim != 2
-            or arrays["top_classes"].shape != arrays["top_scores"].shape or arrays["top_classes"].shape[0] != n
-            or (n and (arrays["truth"].max() >= k or arrays["top_classes"].max() >= k
-                       or min(arrays["truth"].min(), arrays["top_classes"].min()) < 0))):
+    if (
+        arrays["confusion"].shape != (k, k)
+        or len(arrays["paths"]) != n
+        or arrays["top_classes"].ndim != 2
+        or arrays["top_classes"].shape != arrays["top_scores"].shape
+        or arrays["top_classes"].shape[0] != n
+        or (
+            n
+            and (
+                arrays["truth"].max() >= k
+                or arrays["top_classes"].max() >= k
+                or min(arrays["truth"].min(), arrays["top_classes"].min()) < 0
+            )
+        )
+    ):
         raise ResultsError(f"{path} is inconsistent (sizes or class numbers do not match)")
-    return Results(classes=[str(c) for c in arrays["classes"]], paths=[str(p) for p in arrays["paths"]],
-                   truth=arrays["truth"].astype(np.int64), top_classes=arrays["top_classes"].astype(np.int64),
-                   top_scores=arrays["top_scores"], true_scores=arrays["true_scores"],
-                   confusion=arrays["confusion"].astype(np.int64))
+    return Results(
+        classes=[str(c) for c in arrays["classes"]],
+        paths=[str(p) for p in arrays["paths"]],
+        truth=arrays["truth"].astype(np.int64),
+        top_classes=arrays["top_classes"].astype(np.int64),
+        top_scores=arrays["top_scores"],
+        true_scores=arrays["true_scores"],
+        confusion=arrays["confusion"].astype(np.int64),
+    )

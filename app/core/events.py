@@ -3,6 +3,7 @@
 Every event is a plain JSON-ready dict with an ``"event"`` key, so the CLI can print it
 and the GUI can read it back from the child process line by line.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,10 +52,17 @@ def dataset(data: Dataset) -> dict:
         The ``dataset`` event: root, classes, per-split counts, skipped files with their reasons, scan
         warnings, the sources and what each gave, and the split sizes (``Dataset.summary``).
     """
-    return {"event": "dataset", "root": str(data.root), "classes": data.classes, "counts": data.counts(),
-            "skipped": [{"path": str(x.path), "reason": x.reason} for x in data.skipped],
-            "warnings": data.warnings, "sources": data.source_records(), "origins": data.origins(),
-            **data.summary()}
+    return {
+        "event": "dataset",
+        "root": str(data.root),
+        "classes": data.classes,
+        "counts": data.counts(),
+        "skipped": [{"path": str(x.path), "reason": x.reason} for x in data.skipped],
+        "warnings": data.warnings,
+        "sources": data.source_records(),
+        "origins": data.origins(),
+        **data.summary(),
+    }
 
 
 def new_images(count: int, images: int) -> dict:
@@ -84,14 +92,26 @@ def done(model_dir: str, models_config: str | None, metrics: dict, classes: list
     Returns:
         The ``done`` event.
     """
-    return {"event": "done", "model_dir": model_dir, "models_config": models_config, "metrics": metrics,
-            "classes": classes, "seconds": seconds}
+    return {
+        "event": "done",
+        "model_dir": model_dir,
+        "models_config": models_config,
+        "metrics": metrics,
+        "classes": classes,
+        "seconds": seconds,
+    }
 
 
 def review(label_issues: list, duplicates: list, outliers: list, seconds: dict, **extra) -> dict:
     """The data review: likely wrong labels, duplicate groups (with leaks) and outliers, each list ranked."""
-    return {"event": "review", "label_issues": label_issues, "duplicates": duplicates, "outliers": outliers,
-            "seconds": {k: float(v) for k, v in seconds.items()}, **extra}
+    return {
+        "event": "review",
+        "label_issues": label_issues,
+        "duplicates": duplicates,
+        "outliers": outliers,
+        "seconds": {k: float(v) for k, v in seconds.items()},
+        **extra,
+    }
 
 
 def ignore(_event: dict) -> None:
@@ -107,8 +127,10 @@ def json_lines(stream=None) -> EventSink:
     Returns:
         The sink.
     """
+
     def emit(event: dict) -> None:
         out = stream or sys.stdout
         out.write(json.dumps(event) + "\n")
         out.flush()
+
     return emit

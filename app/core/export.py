@@ -5,6 +5,7 @@ and renamed into place only when complete.  TF Serving loads only folders whose 
 an integer, so neither it nor ``--model`` ever sees half a model, even if the process
 is killed.
 """
+
 from __future__ import annotations
 
 import io
@@ -44,7 +45,7 @@ from .atomic import remove_stale_temps, temp_folder
 MAX_NAME = 100
 NAME_RE = re.compile(rf"[A-Za-z0-9_-][A-Za-z0-9_.-]{{0,{MAX_NAME - 1}}}")
 RESERVED_NAMES = {MODELS_CONFIG_FILE}  # the file TF Serving reads beside the model folders
-MIN_FREE_BYTES = 200 * 2 ** 20  # a version is ~30-60 MB (SavedModel + TFLite variants) written beside the last
+MIN_FREE_BYTES = 200 * 2**20  # a version is ~30-60 MB (SavedModel + TFLite variants) written beside the last
 
 
 class OutputError(ValueError):
@@ -69,8 +70,10 @@ def check_name(name: str) -> str:
     """
     if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in RESERVED_NAMES:
         shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
-        raise OutputError(f"the model name {shown} is not allowed; use 1-{MAX_NAME} letters, digits, "
-                          "'_', '.' or '-', not starting with '.'")
+        raise OutputError(
+            f"the model name {shown} is not allowed; use 1-{MAX_NAME} letters, digits, "
+            "'_', '.' or '-', not starting with '.'"
+        )
     return name
 
 
@@ -127,8 +130,9 @@ def check_output(models_dir: str | Path, name: str, min_free: int = MIN_FREE_BYT
     except OSError as exc:
         raise OutputError(f"the models folder {models_dir} cannot be used ({exc.strerror or exc})") from exc
     if free < min_free:
-        raise OutputError(f"only {free / 2 ** 20:.0f} MB is free in {folder}; a model version needs about "
-                          f"{min_free / 2 ** 20:.0f} MB")
+        raise OutputError(
+            f"only {free / 2**20:.0f} MB is free in {folder}; a model version needs about {min_free / 2**20:.0f} MB"
+        )
     return base
 
 
@@ -141,8 +145,9 @@ def _write_side_files(folder: Path, side_files: Mapping[str, Callable[[Path], No
     return written
 
 
-def build_module(backbone, head_kernel: np.ndarray, head_bias: np.ndarray, labels: Sequence[str],
-                 image_size: int, labels_file: str):
+def build_module(
+    backbone, head_kernel: np.ndarray, head_bias: np.ndarray, labels: Sequence[str], image_size: int, labels_file: str
+):
     """A tf.Module with the three serving signatures and a TFLite-friendly probabilities function.
 
     Args:
@@ -178,18 +183,24 @@ def build_module(backbone, head_kernel: np.ndarray, head_bias: np.ndarray, label
         def _outputs(self, images):
             probabilities = self._probabilities(images)
             top = tf.argmax(probabilities, axis=1, output_type=tf.int32)
-            return {PROBABILITIES_OUTPUT: probabilities,
-                    CLASSES_OUTPUT: tf.gather(self.labels, top),
-                    SCORES_OUTPUT: tf.reduce_max(probabilities, axis=1)}
+            return {
+                PROBABILITIES_OUTPUT: probabilities,
+                CLASSES_OUTPUT: tf.gather(self.labels, top),
+                SCORES_OUTPUT: tf.reduce_max(probabilities, axis=1),
+            }
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)], autograph=False)
         def serve_bytes(self, image_bytes):
-            images = tf.map_fn(lambda data: load_image(data, size, size), image_bytes,
-                               fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+            images = tf.map_fn(
+                lambda data: load_image(data, size, size),
+                image_bytes,
+                fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
+            )
             return self._outputs(images)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=IMAGES_INPUT)],
-                     autograph=False)
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name=IMAGES_INPUT)], autograph=False
+        )
         def serve_images(self, images):
             return self._outputs(images)
 
@@ -197,8 +208,9 @@ def build_module(backbone, head_kernel: np.ndarray, head_bias: np.ndarray, label
         def class_names(self, class_index):
             return {CLASS_NAME_OUTPUT: tf.gather(self.labels, class_index)}
 
-        @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name=IMAGES_INPUT)],
-                     autograph=False)
+        @tf.function(
+            input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name=IMAGES_INPUT)], autograph=False
+        )
         def tflite_probabilities(self, images):
             return {PROBABILITIES_OUTPUT: self._probabilities(images)}
 
@@ -209,13 +221,16 @@ def _convert_tflite(module, mode: str, representative: Callable[[], np.ndarray] 
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [module.tflite_probabilities.get_concrete_function()], module)
+        [module.tflite_probabilities.get_concrete_function()], module
+    )
     if mode in ("dynamic", "int8"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if mode == "int8":
+
         def dataset():
             for image in representative():
                 yield [image[None].astype(np.float32)]
+
         converter.representative_dataset = dataset
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     return converter.convert()
@@ -227,7 +242,8 @@ def _warmup_record(model_name: str, example_jpeg: bytes) -> bytes:
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     request = predict_pb2.PredictRequest(
-        model_spec=model_pb2.ModelSpec(name=model_name, signature_name=SERVING_SIGNATURE))
+        model_spec=model_pb2.ModelSpec(name=model_name, signature_name=SERVING_SIGNATURE)
+    )
     request.inputs[BYTES_INPUT].CopyFrom(tf.make_tensor_proto([example_jpeg], dtype=tf.string))
     log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
     return log.SerializeToString()
@@ -242,11 +258,21 @@ def example_jpeg(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def export(models_dir: str | Path, name: str, *, backbone, head: tuple[np.ndarray, np.ndarray],
-           labels: Sequence[str], image_size: int, metadata: Metadata, tflite: Sequence[str] = ("float",),
-           warmup_image: bytes | None = None, representative: Callable[[], np.ndarray] | None = None,
-           on_stage: Callable[[str], None] = lambda s: None,
-           side_files: Mapping[str, Callable[[Path], None]] | None = None) -> Path:
+def export(
+    models_dir: str | Path,
+    name: str,
+    *,
+    backbone,
+    head: tuple[np.ndarray, np.ndarray],
+    labels: Sequence[str],
+    image_size: int,
+    metadata: Metadata,
+    tflite: Sequence[str] = ("float",),
+    warmup_image: bytes | None = None,
+    representative: Callable[[], np.ndarray] | None = None,
+    on_stage: Callable[[str], None] = lambda s: None,
+    side_files: Mapping[str, Callable[[Path], None]] | None = None,
+) -> Path:
     """Write a complete new version and return its folder ``MODELS_DIR/NAME/VERSION``.
 
     Everything is written into a hidden temporary folder, metadata.json last, and renamed to the next
@@ -286,10 +312,15 @@ def export(models_dir: str | Path, name: str, *, backbone, head: tuple[np.ndarra
             labels_file.write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
             module = build_module(backbone, *head, labels, image_size, str(labels_file))
             on_stage("saving SavedModel")
-            tf.saved_model.save(module, str(tmp), signatures={
-                SERVING_SIGNATURE: module.serve_bytes.get_concrete_function(),
-                IMAGES_SIGNATURE: module.serve_images.get_concrete_function(),
-                CLASS_NAMES_SIGNATURE: module.class_names.get_concrete_function()})
+            tf.saved_model.save(
+                module,
+                str(tmp),
+                signatures={
+                    SERVING_SIGNATURE: module.serve_bytes.get_concrete_function(),
+                    IMAGES_SIGNATURE: module.serve_images.get_concrete_function(),
+                    CLASS_NAMES_SIGNATURE: module.class_names.get_concrete_function(),
+                },
+            )
         files = {"saved_model": SAVED_MODEL_FILE, "labels": LABELS_FILE}
         for mode in tflite:
             on_stage(f"converting to TFLite ({mode})")

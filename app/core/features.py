@@ -5,6 +5,7 @@ content hash (plus an augmentation variant) -> row.  Each batch of new vectors i
 as its own small shard, atomically, so a run killed half-way keeps what it finished and
 a second run on the same data never calls the backbone.
 """
+
 from __future__ import annotations
 
 import io
@@ -38,8 +39,9 @@ class EmbeddingCache:
         on_event: Receives ``warning`` events about the cache.
     """
 
-    def __init__(self, root: str | Path, backbone_key: str, image_size: int,
-                 on_event: events.EventSink = events.ignore):
+    def __init__(
+        self, root: str | Path, backbone_key: str, image_size: int, on_event: events.EventSink = events.ignore
+    ):
         self.folder = Path(root) / "embeddings" / f"{backbone_key}-{image_size}x{image_size}"
         self.vectors: dict[str, np.ndarray] = {}
         self._pending: dict[str, np.ndarray] = {}
@@ -70,8 +72,11 @@ class EmbeddingCache:
             done = "deleted"
         except OSError as exc:  # a read-only cache: still train, just without that file
             done = f"could not delete ({exc.strerror or exc}) and ignored"
-        on_event(events.warning(f"{done} the unreadable feature cache file {shard.name} ({reason}); "
-                                "its images will be embedded again"))
+        on_event(
+            events.warning(
+                f"{done} the unreadable feature cache file {shard.name} ({reason}); its images will be embedded again"
+            )
+        )
 
     def __contains__(self, key: str) -> bool:
         return key in self.vectors
@@ -96,8 +101,12 @@ class EmbeddingCache:
                 write_bytes(self.folder / f"{uuid.uuid4().hex}.npz", buffer.getvalue())
         except OSError as exc:  # a read-only or full cache only costs speed next time: the run goes on
             self._unwritable = True
-            self._on_event(events.warning(f"could not save image features in the cache {self.folder} "
-                                          f"({exc.strerror or exc}); they will be computed again next time"))
+            self._on_event(
+                events.warning(
+                    f"could not save image features in the cache {self.folder} "
+                    f"({exc.strerror or exc}); they will be computed again next time"
+                )
+            )
         self._pending.clear()
 
 
@@ -105,8 +114,14 @@ def _read_shard(path: Path) -> tuple[list[str], np.ndarray]:
     """(keys, vectors [N, D] float32) of one shard, or an exception if it is anything else."""
     with np.load(path, allow_pickle=False) as data:
         keys, vectors = data["keys"], data["vectors"]
-    if keys.ndim != 1 or keys.dtype.kind != "U" or vectors.ndim != 2 or len(keys) != len(vectors) \
-            or vectors.dtype != np.float32 or not np.isfinite(vectors).all():
+    if (
+        keys.ndim != 1
+        or keys.dtype.kind != "U"
+        or vectors.ndim != 2
+        or len(keys) != len(vectors)
+        or vectors.dtype != np.float32
+        or not np.isfinite(vectors).all()
+    ):
         raise ValueError(f"keys {keys.dtype}{keys.shape} and vectors {vectors.dtype}{vectors.shape} do not match")
     return keys.tolist(), vectors
 
@@ -131,9 +146,18 @@ def augment(image: np.ndarray, seed: int) -> np.ndarray:
     zoom = rng.uniform(0.8, 1.0)
     ch, cw = int(height * zoom), int(width * zoom)
     top, left = rng.integers(0, height - ch + 1), rng.integers(0, width - cw + 1)
-    crop = out[top:top + ch, left:left + cw]
-    resized = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(crop[..., c]), mode="F")
-                                   .resize((width, height), Image.Resampling.BILINEAR)) for c in range(3)], -1)
+    crop = out[top : top + ch, left : left + cw]
+    resized = np.stack(
+        [
+            np.asarray(
+                Image.fromarray(np.ascontiguousarray(crop[..., c]), mode="F").resize(
+                    (width, height), Image.Resampling.BILINEAR
+                )
+            )
+            for c in range(3)
+        ],
+        -1,
+    )
     contrast, brightness = rng.uniform(0.8, 1.2), rng.uniform(-0.1, 0.1)
     return np.clip((resized - 0.5) * contrast + 0.5 + brightness, 0.0, 1.0).astype(np.float32)
 
@@ -147,10 +171,19 @@ def cache_key(digest: str, variant: int) -> str:
     return digest if variant == 0 else f"{digest}:aug{AUGMENT_VERSION}.{variant}"
 
 
-def embed(paths: Sequence[Path], digests: Sequence[str], extractor: Callable, cache: EmbeddingCache,
-          image_size: int, *, variants: int = 0, batch_size: int = 32,
-          on_event: events.EventSink = events.ignore, stage: str = "embed",
-          on_error: Callable[[int, str], None] | None = None) -> np.ndarray:
+def embed(
+    paths: Sequence[Path],
+    digests: Sequence[str],
+    extractor: Callable,
+    cache: EmbeddingCache,
+    image_size: int,
+    *,
+    variants: int = 0,
+    batch_size: int = 32,
+    on_event: events.EventSink = events.ignore,
+    stage: str = "embed",
+    on_error: Callable[[int, str], None] | None = None,
+) -> np.ndarray:
     """Vectors for every (image, variant) pair, computing only those the cache lacks.
 
     Only images missing from the cache are decoded and run through ``extractor``;
@@ -182,8 +215,7 @@ def embed(paths: Sequence[Path], digests: Sequence[str], extractor: Callable, ca
     if not wanted:  # an empty split (a tiny folder): nothing to stack
         return np.zeros((0, 0), np.float32)
     missing_images = sorted({i for i, v in wanted if cache_key(digests[i], v) not in cache})
-    total, done = len(wanted), len(wanted) - sum(
-        1 for i, v in wanted if cache_key(digests[i], v) not in cache)
+    total, done = len(wanted), len(wanted) - sum(1 for i, v in wanted if cache_key(digests[i], v) not in cache)
     on_event(events.progress(stage, done, total))
 
     failed: set[int] = set()
@@ -204,17 +236,22 @@ def embed(paths: Sequence[Path], digests: Sequence[str], extractor: Callable, ca
                 out.append((key, base if v == 0 else augment(base, int(digests[i][:8], 16) * 64 + v)))
         return out
 
-    chunks = [missing_images[s:s + batch_size] for s in range(0, len(missing_images), batch_size)]
+    chunks = [missing_images[s : s + batch_size] for s in range(0, len(missing_images), batch_size)]
     with ThreadPoolExecutor(max_workers=DECODE_WORKERS) as pool:
         pending = [pool.map(prepare, chunk) for chunk in chunks[:2]]
         for n in range(len(chunks)):
             prepared = [pair for pairs in pending.pop(0) for pair in pairs]
             if n + 2 < len(chunks):
                 pending.append(pool.map(prepare, chunks[n + 2]))
-            done += sum(1 for i in chunks[n] if i in failed for v in range(variants + 1)
-                        if cache_key(digests[i], v) not in cache)
+            done += sum(
+                1
+                for i in chunks[n]
+                if i in failed
+                for v in range(variants + 1)
+                if cache_key(digests[i], v) not in cache
+            )
             for s in range(0, len(prepared), batch_size):
-                part = prepared[s:s + batch_size]
+                part = prepared[s : s + batch_size]
                 vectors = np.asarray(extractor(np.stack([img for _, img in part])), dtype=np.float32)
                 cache.add([key for key, _ in part], vectors)
                 done += len(part)

@@ -4,6 +4,7 @@ Same steps, same maths (see that module's docstring): JPEGs decoded at the same 
 with the accurate integer IDCT and turned upright by their EXIF orientation; other formats
 decoded whole (first frame); RGB uint8 -> float [0, 1] -> antialiased bilinear resize.
 """
+
 from __future__ import annotations
 
 import tensorflow as tf
@@ -17,13 +18,12 @@ _MAX_IFD_ENTRIES = 64
 
 def _jpeg_scale(shape, height: int, width: int):
     fit = tf.minimum(shape[1] // width, shape[0] // height)
-    return tf.case([(fit >= 8, lambda: 3), (fit >= 4, lambda: 2), (fit >= 2, lambda: 1)],
-                   default=lambda: 0)
+    return tf.case([(fit >= 8, lambda: 3), (fit >= 4, lambda: 2), (fit >= 2, lambda: 1)], default=lambda: 0)
 
 
 def _uint(raw, offset, count, little_endian):
     """Unsigned integer of ``count`` (2 or 4) bytes at ``offset`` of uint8 vector ``raw``."""
-    chunk = tf.cast(raw[offset:offset + count], tf.int64)
+    chunk = tf.cast(raw[offset : offset + count], tf.int64)
     weights = tf.constant([1, 256, 65536, 16777216][:count], tf.int64)
     weights = tf.cond(little_endian, lambda: weights, lambda: tf.reverse(weights, [0]))
     return tf.reduce_sum(chunk * weights)
@@ -47,9 +47,10 @@ def exif_orientation(data):
         little = tf.logical_and(size >= 8, tf.reduce_all(tf.equal(tiff[:2], [73, 73])))  # "II"
         ifd = tf.cond(size >= 8, lambda: _uint(tiff, 4, 4, little), lambda: tf.constant(0, tf.int64))
         count = tf.cond(ifd + 2 <= size, lambda: _uint(tiff, ifd, 2, little), lambda: tf.constant(0, tf.int64))
-        count = tf.minimum(count, tf.minimum(tf.constant(_MAX_IFD_ENTRIES, tf.int64),
-                                             tf.maximum(size - ifd - 2, 0) // 12))
-        entries = tf.reshape(tf.cast(tiff[ifd + 2:ifd + 2 + 12 * count], tf.int64), [-1, 12])
+        count = tf.minimum(
+            count, tf.minimum(tf.constant(_MAX_IFD_ENTRIES, tf.int64), tf.maximum(size - ifd - 2, 0) // 12)
+        )
+        entries = tf.reshape(tf.cast(tiff[ifd + 2 : ifd + 2 + 12 * count], tf.int64), [-1, 12])
         tags = tf.where(little, entries[:, 0] + 256 * entries[:, 1], 256 * entries[:, 0] + entries[:, 1])
         values = tf.where(little, entries[:, 8] + 256 * entries[:, 9], 256 * entries[:, 8] + entries[:, 9])
         found = tf.boolean_mask(values, tf.equal(tags, EXIF_ORIENTATION_TAG))
@@ -62,14 +63,14 @@ def exif_orientation(data):
 def _orient(image, orientation):
     transpose = lambda x: tf.transpose(x, [1, 0, 2])  # noqa: E731
     branches = [
-        lambda: image,                                   # 1
-        lambda: tf.reverse(image, [1]),                  # 2 mirror
-        lambda: tf.reverse(image, [0, 1]),               # 3 rotate 180
-        lambda: tf.reverse(image, [0]),                  # 4 flip
-        lambda: transpose(image),                        # 5 transpose
-        lambda: tf.image.rot90(image, 3),                # 6 rotate 90 clockwise
-        lambda: tf.reverse(transpose(image), [0, 1]),    # 7 transverse
-        lambda: tf.image.rot90(image, 1),                # 8 rotate 90 counter-clockwise
+        lambda: image,  # 1
+        lambda: tf.reverse(image, [1]),  # 2 mirror
+        lambda: tf.reverse(image, [0, 1]),  # 3 rotate 180
+        lambda: tf.reverse(image, [0]),  # 4 flip
+        lambda: transpose(image),  # 5 transpose
+        lambda: tf.image.rot90(image, 3),  # 6 rotate 90 clockwise
+        lambda: tf.reverse(transpose(image), [0, 1]),  # 7 transverse
+        lambda: tf.image.rot90(image, 1),  # 8 rotate 90 counter-clockwise
     ]
     return tf.switch_case(tf.cast(orientation - 1, tf.int32), branches)
 
@@ -89,9 +90,13 @@ def decode(data, height: int, width: int):
 
     def jpeg():
         scale = _jpeg_scale(tf.io.extract_jpeg_shape(data), height, width)
-        image = tf.switch_case(scale, [
-            lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r, dct_method="INTEGER_ACCURATE")
-            for r in (1, 2, 4, 8)])
+        image = tf.switch_case(
+            scale,
+            [
+                lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r, dct_method="INTEGER_ACCURATE")
+                for r in (1, 2, 4, 8)
+            ],
+        )
         return _orient(image, exif_orientation(data))
 
     def other():

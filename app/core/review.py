@@ -22,6 +22,7 @@ backbone runs and no TensorFlow is imported.  The checks are plain numpy:
 * outliers: mean cosine distance (raw embeddings: centring would make every image look far) to the
   ``OUTLIER_NEIGHBOURS`` nearest images, relative to the median such distance in the data set.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,8 +61,9 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def out_of_sample_probabilities(x: np.ndarray, labels: np.ndarray, k: int, folds: int = FOLDS,
-                                seed: int = 0) -> np.ndarray:
+def out_of_sample_probabilities(
+    x: np.ndarray, labels: np.ndarray, k: int, folds: int = FOLDS, seed: int = 0
+) -> np.ndarray:
     """Returns [N, k] class probabilities of every row from a head that never saw it (k-fold cross-validation).
 
     The head is ridge regression to one-hot targets on the top principal components (closed form: one
@@ -110,6 +112,7 @@ def _components(centred: np.ndarray, dims: int) -> np.ndarray:
 
 def _temperature(scores: np.ndarray, labels: np.ndarray) -> float:
     """The softmax scale that makes the out-of-fold scores the best probabilities (least log loss)."""
+
     def loss(t: float) -> float:
         p = _softmax(scores * t)
         return float(-np.log(np.maximum(p[np.arange(len(labels)), labels], 1e-12)).mean())
@@ -166,11 +169,11 @@ def _neighbours(x: np.ndarray, raw: np.ndarray, thumbs: np.ndarray | None, k: in
     for start in range(0, n, _BLOCK):
         rows = np.arange(min(_BLOCK, n - start))
         if k:
-            near = rf[start:start + _BLOCK] @ rf.T
+            near = rf[start : start + _BLOCK] @ rf.T
             near[rows, start + rows] = -np.inf  # not one's own neighbour
             top = np.argpartition(-near, k - 1, axis=1)[:, :k]
-            nearest[start:start + len(rows)] = np.take_along_axis(near, top, axis=1)
-        sims = xf[start:start + _BLOCK] @ xf.T
+            nearest[start : start + len(rows)] = np.take_along_axis(near, top, axis=1)
+        sims = xf[start : start + _BLOCK] @ xf.T
         sims[rows, start + rows] = -np.inf
         if thumbs is not None:
             i, j = np.nonzero(sims >= SAME_CONTENT)
@@ -201,8 +204,13 @@ def _groups(n: int, pairs: list[tuple[int, int, float]]) -> list[tuple[list[int]
     return [(rows, lowest[r]) for r, rows in members.items()]
 
 
-def thumbnail_vectors(paths: Sequence[Path], digests: Sequence[str], cache_dir: str | Path | None = None,
-                      on_event: events.EventSink = events.ignore, on_error=None) -> np.ndarray:
+def thumbnail_vectors(
+    paths: Sequence[Path],
+    digests: Sequence[str],
+    cache_dir: str | Path | None = None,
+    on_event: events.EventSink = events.ignore,
+    on_error=None,
+) -> np.ndarray:
     """Returns centred, unit-length 32x32 grey thumbnails [N, 1024], cached by content like the embeddings.
 
     They tell a re-encoded copy from a look-alike where embeddings cannot (see the module docstring).
@@ -210,18 +218,35 @@ def thumbnail_vectors(paths: Sequence[Path], digests: Sequence[str], cache_dir: 
     """
     from . import backbones, features
 
-    cache = features.EmbeddingCache(backbones.cache_root(cache_dir), "grey-thumbnail-v1", THUMB_SIZE,
-                                    on_event=on_event)
-    grey = features.embed(paths, digests, lambda batch: np.asarray(batch).mean(axis=-1).reshape(len(batch), -1),
-                          cache, THUMB_SIZE, batch_size=256, on_event=on_event, stage="thumbnails",
-                          on_error=on_error).astype(np.float64)
+    cache = features.EmbeddingCache(backbones.cache_root(cache_dir), "grey-thumbnail-v1", THUMB_SIZE, on_event=on_event)
+    grey = features.embed(
+        paths,
+        digests,
+        lambda batch: np.asarray(batch).mean(axis=-1).reshape(len(batch), -1),
+        cache,
+        THUMB_SIZE,
+        batch_size=256,
+        on_event=on_event,
+        stage="thumbnails",
+        on_error=on_error,
+    ).astype(np.float64)
     grey -= grey.mean(axis=1, keepdims=True)
     return grey / np.maximum(np.linalg.norm(grey, axis=1, keepdims=True), 1e-9)
 
 
-def find_problems(vectors: np.ndarray, labels: Sequence[int], splits: Sequence[str], digests: Sequence[str],
-                  paths: Sequence, classes: Sequence[str], thumbs: np.ndarray | None = None, *,
-                  folds: int = FOLDS, seed: int = 0, seconds: dict | None = None) -> dict:
+def find_problems(
+    vectors: np.ndarray,
+    labels: Sequence[int],
+    splits: Sequence[str],
+    digests: Sequence[str],
+    paths: Sequence,
+    classes: Sequence[str],
+    thumbs: np.ndarray | None = None,
+    *,
+    folds: int = FOLDS,
+    seed: int = 0,
+    seconds: dict | None = None,
+) -> dict:
     """Find likely wrong labels, duplicate groups (and leaks) and outliers; plain numpy, no TensorFlow.
 
     Args:
@@ -248,8 +273,10 @@ def find_problems(vectors: np.ndarray, labels: Sequence[int], splits: Sequence[s
         x = _prepared(vectors)
         if k >= 2 and np.bincount(labels, minlength=k).min() >= 2:
             probabilities = out_of_sample_probabilities(x, labels, k, min(folds, int(np.bincount(labels).min())), seed)
-            issues = [{"path": str(paths[i]), "given": classes[labels[i]], "suggested": classes[s], "score": score}
-                      for i, s, score in label_issues(probabilities, labels)]
+            issues = [
+                {"path": str(paths[i]), "given": classes[labels[i]], "suggested": classes[s], "score": score}
+                for i, s, score in label_issues(probabilities, labels)
+            ]
         seconds["labels"] = round(time.perf_counter() - t, 3)
 
         t = time.perf_counter()
@@ -264,10 +291,16 @@ def find_problems(vectors: np.ndarray, labels: Sequence[int], splits: Sequence[s
             exact = len({digests[i] for i in rows}) == 1
             members = sorted(rows, key=lambda i: str(paths[i]))
             group_splits = [splits[i] for i in members]
-            groups.append({"paths": [str(paths[i]) for i in members],
-                           "similarity": 1.0 if exact else round(min(similarity, 1.0), 4),
-                           "splits": group_splits, "leak": len(set(group_splits)) > 1,
-                           "classes": [classes[labels[i]] for i in members], "exact": exact})
+            groups.append(
+                {
+                    "paths": [str(paths[i]) for i in members],
+                    "similarity": 1.0 if exact else round(min(similarity, 1.0), 4),
+                    "splits": group_splits,
+                    "leak": len(set(group_splits)) > 1,
+                    "classes": [classes[labels[i]] for i in members],
+                    "exact": exact,
+                }
+            )
         # leaks first, then groups spanning classes (a label is wrong somewhere), then by similarity
         groups.sort(key=lambda g: (not g["leak"], len(set(g["classes"])) == 1, -g["similarity"], g["paths"]))
 
@@ -275,8 +308,9 @@ def find_problems(vectors: np.ndarray, labels: Sequence[int], splits: Sequence[s
             distance = 1.0 - nearest.mean(axis=1)
             score = distance / max(float(np.median(distance)), 1e-9)
             order = [i for i in np.argsort(-score, kind="stable") if score[i] >= OUTLIER_RATIO][:MAX_OUTLIERS]
-            outliers = [{"path": str(paths[i]), "score": round(float(score[i]), 3), "label": classes[labels[i]]}
-                        for i in order]
+            outliers = [
+                {"path": str(paths[i]), "score": round(float(score[i]), 3), "label": classes[labels[i]]} for i in order
+            ]
         seconds["duplicates_and_outliers"] = round(time.perf_counter() - t, 3)
     return events.review(issues, groups, outliers, seconds)
 
@@ -296,9 +330,16 @@ class _LazyExtractor:
         return self.model(batch)
 
 
-def review_folder(image_dir, backbone: str | None = None, cache_dir: str | Path | None = None, *,
-                  validation_percent: float = 10, test_percent: float = 10, trust_backbone: bool = False,
-                  on_event: events.EventSink = events.ignore) -> dict:
+def review_folder(
+    image_dir,
+    backbone: str | None = None,
+    cache_dir: str | Path | None = None,
+    *,
+    validation_percent: float = 10,
+    test_percent: float = 10,
+    trust_backbone: bool = False,
+    on_event: events.EventSink = events.ignore,
+) -> dict:
     """Scan, embed what the cache lacks, and review the merged set: the wizard's "Find problems" and ``review``.
 
     With a warm cache the backbone is never loaded (nor TensorFlow imported).  An image changed since the
@@ -327,8 +368,13 @@ def review_folder(image_dir, backbone: str | None = None, cache_dir: str | Path 
     info = backbones.resolve(backbone, trust=trust_backbone)
     size = info.image_size
     on_event(events.stage("scan", f"Scanning {', '.join(s.path for s in as_sources(image_dir))}"))
-    data = scan(image_dir, validation_percent=validation_percent, test_percent=test_percent, target=(size, size),
-                on_event=on_event)
+    data = scan(
+        image_dir,
+        validation_percent=validation_percent,
+        test_percent=test_percent,
+        target=(size, size),
+        on_event=on_event,
+    )
     seconds = {"scan": round(time.perf_counter() - start, 3)}
     for note in data.warnings:
         on_event(events.warning(note))
@@ -337,23 +383,40 @@ def review_folder(image_dir, backbone: str | None = None, cache_dir: str | Path 
     on_event(events.stage("embed", "Computing image features"))
     failed: dict[int, str] = {}
     items = data.items
-    cache = features.EmbeddingCache(backbones.cache_root(cache_dir), backbones.fingerprint(info), size,
-                                    on_event=on_event)
-    vectors = features.embed([i.path for i in items], [i.digest for i in items], _LazyExtractor(info, cache_dir,
-                             on_event), cache, size, on_event=on_event, on_error=failed.setdefault)
+    cache = features.EmbeddingCache(
+        backbones.cache_root(cache_dir), backbones.fingerprint(info), size, on_event=on_event
+    )
+    vectors = features.embed(
+        [i.path for i in items],
+        [i.digest for i in items],
+        _LazyExtractor(info, cache_dir, on_event),
+        cache,
+        size,
+        on_event=on_event,
+        on_error=failed.setdefault,
+    )
     if failed:  # changed since the scan: left out of the review, each named
         for i, reason in failed.items():
             on_event(events.warning(f"{items[i].path} was left out: it changed after the scan ({reason})"))
         items = [item for i, item in enumerate(items) if i not in failed]
-    thumbs = thumbnail_vectors([i.path for i in items], [i.digest for i in items], cache_dir, on_event,
-                               on_error=failed.setdefault)
+    thumbs = thumbnail_vectors(
+        [i.path for i in items], [i.digest for i in items], cache_dir, on_event, on_error=failed.setdefault
+    )
     if len(thumbs) != len(items):  # changed between the two reads: review without near-duplicates
         thumbs = None
     seconds["features"] = round(time.perf_counter() - t, 3)
 
     on_event(events.stage("review", "Looking for wrong labels, duplicates and outliers"))
-    event = find_problems(vectors, [i.label for i in items], [i.split for i in items], [i.digest for i in items],
-                          [i.path for i in items], data.classes, thumbs, seconds=seconds)
+    event = find_problems(
+        vectors,
+        [i.label for i in items],
+        [i.split for i in items],
+        [i.digest for i in items],
+        [i.path for i in items],
+        data.classes,
+        thumbs,
+        seconds=seconds,
+    )
     event["seconds"]["total"] = round(time.perf_counter() - start, 3)
     event["images"] = len(items)
     on_event(event)
@@ -386,14 +449,18 @@ def summary(event: dict, left_out: int | None) -> dict:
         event: The ``review`` event.
         left_out: Test images left out of evaluation as leaks (None when not counted).
     """
-    return {"label_issues": len(event["label_issues"]), "duplicate_groups": len(event["duplicates"]),
-            "leaks": sum(g["leak"] for g in event["duplicates"]), "outliers": len(event["outliers"]),
-            "left_out_of_evaluation": left_out,
-            "top_label_issues": [{k: row[k] for k in ("path", "given", "suggested")}
-                                 for row in event["label_issues"][:10]]}
+    return {
+        "label_issues": len(event["label_issues"]),
+        "duplicate_groups": len(event["duplicates"]),
+        "leaks": sum(g["leak"] for g in event["duplicates"]),
+        "outliers": len(event["outliers"]),
+        "left_out_of_evaluation": left_out,
+        "top_label_issues": [{k: row[k] for k in ("path", "given", "suggested")} for row in event["label_issues"][:10]],
+    }
 
 
 # --- acting on a finding: only ever on the user's click (the GUI's review step) ------------------------------------
+
 
 def move_to_class(root: str | Path, path: str | Path, class_name: str) -> Path:
     """Move one image of IMAGE_DIR into IMAGE_DIR/<class_name>/ under a free name (only on the user's click).

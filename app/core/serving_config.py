@@ -5,6 +5,7 @@ Example::
     print(docker_command("/home/me/models", "flowers"))   # docker run ... tensorflow/serving
     write_models_config("/home/me/models")                # /home/me/models/models.config
 """
+
 from __future__ import annotations
 
 import shlex
@@ -27,9 +28,11 @@ def docker_command(models_dir: str | Path, name: str) -> str:
         The command, each argument quoted for a POSIX shell.
     """
     source = Path(models_dir).expanduser().resolve() / name
-    return (f"docker run --rm -p 8500:8500 -p 8501:8501 "
-            f"-v {shlex.quote(f'{source}:{CONTAINER_ROOT}/{name}:ro')} -e MODEL_NAME={shlex.quote(name)} "
-            f"{SERVING_IMAGE}")
+    return (
+        f"docker run --rm -p 8500:8500 -p 8501:8501 "
+        f"-v {shlex.quote(f'{source}:{CONTAINER_ROOT}/{name}:ro')} -e MODEL_NAME={shlex.quote(name)} "
+        f"{SERVING_IMAGE}"
+    )
 
 
 def models_config(models: dict[str, str]) -> str:

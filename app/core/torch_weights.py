@@ -9,6 +9,7 @@ dict needs and refuses everything else; tensors come back as numpy arrays.
 >>> state["_conv_stem.weight"].shape
 (32, 3, 3, 3)
 """
+
 from __future__ import annotations
 
 import collections
@@ -76,8 +77,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise UnsafeWeightsError(f"refusing to load '{module}.{name}' from a weights file")
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType)):
+        if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
             raise UnsafeWeightsError(f"unexpected persistent id in weights file: {pid!r}")
         return _StorageRef(str(pid[2]), pid[1].dtype)
 
@@ -94,8 +94,18 @@ def _load(stream: BinaryIO, path):
         raise
     except EOFError:
         raise ValueError(f"{path} is truncated") from None
-    except (pickle.UnpicklingError, TypeError, ValueError, AttributeError, IndexError, KeyError,
-            OverflowError, MemoryError, RecursionError, struct.error) as exc:
+    except (
+        pickle.UnpicklingError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OverflowError,
+        MemoryError,
+        RecursionError,
+        struct.error,
+    ) as exc:
         raise ValueError(f"{path} is not a legacy torch weights file ({type(exc).__name__})") from None
 
 
@@ -184,6 +194,7 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             raise UnsafeWeightsError(f"{path}: {exc}") from None
         itemsize = flat.dtype.itemsize
         view = np.lib.stride_tricks.as_strided(
-            flat[ref.offset:], shape=ref.size, strides=[s * itemsize for s in ref.stride])
+            flat[ref.offset :], shape=ref.size, strides=[s * itemsize for s in ref.stride]
+        )
         out[name] = np.array(view)  # own the memory
     return out

@@ -9,6 +9,7 @@ Each stage is a small function below ``run``, timed and announced by ``_Stages``
 through ``on_event`` (see ``events``); the CLI prints those as JSON lines and the GUI reads them from a
 child process.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -59,6 +60,7 @@ class TrainSettings:
     def all_sources(self) -> list:
         """The sources to scan: ``sources`` if given, else ``image_dir`` as one folder of class folders."""
         from .dataset import as_sources
+
         return as_sources(self.sources if self.sources else self.image_dir)
 
     def model_name(self) -> str:
@@ -67,18 +69,24 @@ class TrainSettings:
             return export.check_name(self.name)
         return export.safe_name(Path(self.image_dir).resolve().name)
 
-    def check(self) -> "TrainSettings":
+    def check(self) -> TrainSettings:
         """Refuse numbers that would fail or silently misbehave later (nan, inf, negatives), before any work."""
-        def whole(field: str, low: int, high: int = 2 ** 31 - 1) -> None:
+
+        def whole(field: str, low: int, high: int = 2**31 - 1) -> None:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                bounds = f"from {low} to {high}" if high < 2 ** 31 - 1 else f"of at least {low}"
+                bounds = f"from {low} to {high}" if high < 2**31 - 1 else f"of at least {low}"
                 raise SettingsError(f"{_flag(field)} must be a whole number {bounds}, not {value!r}")
 
         def real(field: str, low: float, high: float = math.inf, low_ok: bool = False) -> None:
             value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or not (low <= value if low_ok else low < value) or not value < high:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or not (low <= value if low_ok else low < value)
+                or not value < high
+            ):
                 bounds = f"{'at least' if low_ok else 'above'} {low:g}"
                 bounds += f" and below {high:g}" if high < math.inf else ""
                 raise SettingsError(f"{_flag(field)} must be a finite number {bounds}, not {value!r}")
@@ -173,8 +181,9 @@ class _EpochReporter:
         return Reporter()
 
 
-def train_head(x_train, y_train, x_val, y_val, k: int, s: TrainSettings,
-               on_event: events.EventSink = events.ignore) -> tuple[np.ndarray, np.ndarray, int]:
+def train_head(
+    x_train, y_train, x_val, y_val, k: int, s: TrainSettings, on_event: events.EventSink = events.ignore
+) -> tuple[np.ndarray, np.ndarray, int]:
     """A softmax head on frozen features.
 
     A plain TensorFlow loop (Adam, dropout, label smoothing, class weights, early stopping
@@ -218,7 +227,7 @@ def train_head(x_train, y_train, x_val, y_val, k: int, s: TrainSettings,
     @tf.function(autograph=False)
     def run_epoch(order):
         def body(i, loss_sum, correct):
-            idx = order[i * batch:(i + 1) * batch]
+            idx = order[i * batch : (i + 1) * batch]
             xb, yb, wb = tf.gather(x, idx), tf.gather(targets, idx), tf.gather(weights, idx)
             with tf.GradientTape() as tape:
                 logits = tf.matmul(tf.nn.dropout(xb, s.dropout, seed=s.seed) if s.dropout else xb, kernel) + bias
@@ -228,13 +237,14 @@ def train_head(x_train, y_train, x_val, y_val, k: int, s: TrainSettings,
             for p, g, m, v in zip(params, grads, moments[0::2], moments[1::2]):
                 m_new = m.assign(beta1 * m + (1 - beta1) * g)
                 v_new = v.assign(beta2 * v + (1 - beta2) * tf.square(g))
-                m_hat, v_hat = m_new / (1 - beta1 ** t), v_new / (1 - beta2 ** t)
+                m_hat, v_hat = m_new / (1 - beta1**t), v_new / (1 - beta2**t)
                 p.assign_sub(s.learning_rate * m_hat / (tf.sqrt(v_hat) + epsilon))
             hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1), tf.argmax(yb, 1)), tf.float32))
             return i + 1, loss_sum + loss * tf.cast(tf.shape(idx)[0], tf.float32), correct + hits
 
-        _, loss_sum, correct = tf.while_loop(lambda i, *_: i < steps, body,
-                                             (tf.constant(0), tf.constant(0.0), tf.constant(0.0)))
+        _, loss_sum, correct = tf.while_loop(
+            lambda i, *_: i < steps, body, (tf.constant(0), tf.constant(0.0), tf.constant(0.0))
+        )
         return loss_sum / n, correct / n
 
     def measure(xs, ys):
@@ -266,10 +276,16 @@ def train_head(x_train, y_train, x_val, y_val, k: int, s: TrainSettings,
             weights = (kernel.numpy(), bias.numpy())
             if not usable(weights):
                 if best is None:
-                    raise TrainingError("training diverged in the first epoch (the weights are no longer finite "
-                                        "numbers); try a smaller learning rate")
-                on_event(events.warning(f"training diverged at epoch {epochs_run} (the weights are no longer finite "
-                                        "numbers); keeping the best earlier weights"))
+                    raise TrainingError(
+                        "training diverged in the first epoch (the weights are no longer finite "
+                        "numbers); try a smaller learning rate"
+                    )
+                on_event(
+                    events.warning(
+                        f"training diverged at epoch {epochs_run} (the weights are no longer finite "
+                        "numbers); keeping the best earlier weights"
+                    )
+                )
                 break
             monitored = metrics["val_loss"] if has_val else metrics["loss"]
             if best is None or monitored < best_loss - 1e-6:
@@ -299,7 +315,7 @@ def _image_batches(items, size: int, batch_size: int, k: int, seed: int, augment
             image = load_image(Path(paths[j]).read_bytes(), (size, size))
             if augment:
                 image = features.augment(image, int(seed * 1000003 + j))
-            yield image, _one_hot(labels[j:j + 1], k)[0]
+            yield image, _one_hot(labels[j : j + 1], k)[0]
 
     spec = (tf.TensorSpec((size, size, 3), tf.float32), tf.TensorSpec((k,), tf.float32))
     return tf.data.Dataset.from_generator(generate, output_signature=spec).batch(batch_size).prefetch(2)
@@ -326,18 +342,29 @@ def fine_tune(location: str, head, data: Dataset, size: int, s: TrainSettings, o
     k = len(data.classes)
     layer = hub.KerasLayer(location, trainable=True)
     dense = keras.layers.Dense(k)
-    model = keras.Sequential([keras.layers.InputLayer(input_shape=(size, size, 3)), layer,
-                              keras.layers.Dropout(s.dropout, seed=s.seed), dense])
+    model = keras.Sequential(
+        [
+            keras.layers.InputLayer(input_shape=(size, size, 3)),
+            layer,
+            keras.layers.Dropout(s.dropout, seed=s.seed),
+            dense,
+        ]
+    )
     dense.set_weights(list(head))
-    model.compile(optimizer=keras.optimizers.SGD(s.fine_tune_learning_rate, momentum=0.9),
-                  loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=s.label_smoothing),
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.SGD(s.fine_tune_learning_rate, momentum=0.9),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=s.label_smoothing),
+        metrics=["accuracy"],
+    )
     train, val = data.split("train"), data.split("validation")
-    model.fit(_image_batches(train, size, s.batch_size, k, s.seed, s.augment),
-              validation_data=_image_batches(val, size, s.batch_size, k, s.seed, False) if val else None,
-              epochs=s.fine_tune_epochs, verbose=0,
-              class_weight=class_weights(np.array([i.label for i in train]), k),
-              callbacks=[_EpochReporter.make(on_event, epoch_offset, s.fine_tune_epochs, "fine_tune")])
+    model.fit(
+        _image_batches(train, size, s.batch_size, k, s.seed, s.augment),
+        validation_data=_image_batches(val, size, s.batch_size, k, s.seed, False) if val else None,
+        epochs=s.fine_tune_epochs,
+        verbose=0,
+        class_weight=class_weights(np.array([i.label for i in train]), k),
+        callbacks=[_EpochReporter.make(on_event, epoch_offset, s.fine_tune_epochs, "fine_tune")],
+    )
     if not all(np.isfinite(w).all() for w in model.get_weights()):
         return None  # diverged: the caller keeps the frozen backbone and its head
     kernel, bias = dense.get_weights()
@@ -380,81 +407,132 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
         with stages("review", "Looking for wrong labels, duplicates and outliers"):
             review_summary = _review(data, splits, vectors, copies, s.cache_dir, on_event)
     else:
-        on_event(events.warning("the data review is off: copies shared between the splits were not looked for, "
-                                "so the test accuracy may be inflated"))
+        on_event(
+            events.warning(
+                "the data review is off: copies shared between the splits were not looked for, "
+                "so the test accuracy may be inflated"
+            )
+        )
     labels = {name: np.array([i.label for i in items], dtype=np.int64) for name, items in splits.items()}
     k = len(data.classes)
     with stages("train", "Training the classifier head"):
-        kernel, bias, epochs_run = train_head(vectors["train"], np.repeat(labels["train"], copies + 1),
-                                              vectors["validation"], labels["validation"], k, s, on_event)
+        kernel, bias, epochs_run = train_head(
+            vectors["train"],
+            np.repeat(labels["train"], copies + 1),
+            vectors["validation"],
+            labels["validation"],
+            k,
+            s,
+            on_event,
+        )
     backbone, head, test_vectors = extractor, (kernel, bias), vectors["test"]
     if s.fine_tune:
         with stages("fine_tune", "Fine-tuning the backbone"):
-            backbone, head, test_vectors = _fine_tune_or_keep(location, (backbone, head, test_vectors), data,
-                                                              splits["test"], size, s, on_event, epochs_run)
+            backbone, head, test_vectors = _fine_tune_or_keep(
+                location, (backbone, head, test_vectors), data, splits["test"], size, s, on_event, epochs_run
+            )
     with stages("evaluate", "Evaluating on the test split"):
         probabilities = _softmax(test_vectors @ head[0] + head[1] if len(test_vectors) else np.zeros((0, k)))
         report = evaluate(probabilities, labels["test"], data.classes, [i.path for i in splits["test"]])
         val_accuracy = None if s.fine_tune else _accuracy(vectors["validation"], labels["validation"], kernel, bias)
     metrics = {**summary(report), "validation_accuracy": val_accuracy}
     metadata = store.new_metadata(
-        data.classes, size, backbone=info.to_dict(), split_sizes={name: len(items) for name, items in splits.items()},
-        skipped_files=len(data.skipped), review=review_summary, metrics=metrics,  # the rest: results.npz
-        training={**{key: value for key, value in asdict(s).items()
-                     if key not in ("image_dir", "models_dir", "cache_dir", "sources")},
-                  "epochs_run": epochs_run, "image_dir": str(data.root), "sources": data.source_records()})
+        data.classes,
+        size,
+        backbone=info.to_dict(),
+        split_sizes={name: len(items) for name, items in splits.items()},
+        skipped_files=len(data.skipped),
+        review=review_summary,
+        metrics=metrics,  # the rest: results.npz
+        training={
+            **{
+                key: value
+                for key, value in asdict(s).items()
+                if key not in ("image_dir", "models_dir", "cache_dir", "sources")
+            },
+            "epochs_run": epochs_run,
+            "image_dir": str(data.root),
+            "sources": data.source_records(),
+        },
+    )
     with stages("export", "Exporting SavedModel and TFLite") as say:
         model_dir = _export(s, backbone, head, metadata, splits, probabilities, labels["test"], say)
         config = _write_serving_config(s.models_dir, on_event)
-    done = events.done(str(model_dir), config and str(config), {**metrics, "epochs_run": epochs_run}, data.classes,
-                       stages.total())
+    done = events.done(
+        str(model_dir), config and str(config), {**metrics, "epochs_run": epochs_run}, data.classes, stages.total()
+    )
     on_event(done)
     return done
 
 
 def _scan(sources: list, s: TrainSettings, size: int, on_event: events.EventSink) -> Dataset:
     """The scan stage: the data set, announced by the ``dataset`` event and a warning per scan note."""
-    data = scan(sources, validation_percent=s.validation_percent, test_percent=s.test_percent,
-                target=(size, size), on_event=on_event)
+    data = scan(
+        sources,
+        validation_percent=s.validation_percent,
+        test_percent=s.test_percent,
+        target=(size, size),
+        on_event=on_event,
+    )
     on_event(events.dataset(data))
     for note in data.warnings:
         on_event(events.warning(note))
     return data
 
 
-def _embed(data: Dataset, info, extractor, copies: int, cache_dir, on_event: events.EventSink,
-           say) -> tuple[dict, dict]:
+def _embed(
+    data: Dataset, info, extractor, copies: int, cache_dir, on_event: events.EventSink, say
+) -> tuple[dict, dict]:
     """The embed stage: (splits, feature vectors per split), through the embedding cache.
 
     Images that cannot be read any more (changed since the scan) are left out, as the scan would have.
     """
     size = info.image_size
-    cache = features.EmbeddingCache(backbones.cache_root(cache_dir), backbones.fingerprint(info), size,
-                                    on_event=on_event)
+    cache = features.EmbeddingCache(
+        backbones.cache_root(cache_dir), backbones.fingerprint(info), size, on_event=on_event
+    )
     splits = {name: data.split(name) for name in ("train", "validation", "test")}
     new = new_images(data, cache, copies)
     on_event(events.new_images(new, len(data.items)))
-    say(f"Computing image features: {new} new image{'s' if new != 1 else ''} ({len(data.items) - new} already "
-        "cached)")
+    say(f"Computing image features: {new} new image{'s' if new != 1 else ''} ({len(data.items) - new} already cached)")
     vectors, failed = {}, {}
     for name, items in splits.items():
-        vectors[name] = features.embed([i.path for i in items], [i.digest for i in items], extractor, cache, size,
-                                       variants=copies if name == "train" else 0, batch_size=32,
-                                       on_event=on_event, stage=f"embed_{name}",
-                                       on_error=lambda i, reason, items=items: failed.setdefault(items[i].path, reason))
+        vectors[name] = features.embed(
+            [i.path for i in items],
+            [i.digest for i in items],
+            extractor,
+            cache,
+            size,
+            variants=copies if name == "train" else 0,
+            batch_size=32,
+            on_event=on_event,
+            stage=f"embed_{name}",
+            on_error=lambda i, reason, items=items: failed.setdefault(items[i].path, reason),
+        )
     if failed:
         _leave_out(data, failed, on_event)
         splits = {name: data.split(name) for name in splits}
     return splits, vectors
 
 
-def _fine_tune_or_keep(location: str, frozen: tuple, data: Dataset, test_items: list, size: int, s: TrainSettings,
-                       on_event: events.EventSink, epochs_run: int) -> tuple:
+def _fine_tune_or_keep(
+    location: str,
+    frozen: tuple,
+    data: Dataset,
+    test_items: list,
+    size: int,
+    s: TrainSettings,
+    on_event: events.EventSink,
+    epochs_run: int,
+) -> tuple:
     """The fine-tune stage: (backbone, head, test vectors) fine-tuned, or ``frozen`` as given if it diverged."""
     tuned = fine_tune(location, frozen[1], data, size, s, on_event, epochs_run)
     if tuned is None:
-        on_event(events.warning("fine-tuning diverged (the weights are no longer finite numbers); "
-                                "exporting the model without it"))
+        on_event(
+            events.warning(
+                "fine-tuning diverged (the weights are no longer finite numbers); exporting the model without it"
+            )
+        )
         return frozen
     backbone, head = tuned
     return backbone, head, _features_of(backbone, test_items, size)
@@ -465,20 +543,38 @@ def _accuracy(vectors: np.ndarray, labels: np.ndarray, kernel: np.ndarray, bias:
     return float(np.mean(np.argmax(vectors @ kernel + bias, 1) == labels)) if len(labels) else None
 
 
-def _export(s: TrainSettings, backbone, head: tuple, metadata: store.Metadata, splits: dict,
-            probabilities: np.ndarray, test_labels: np.ndarray, say) -> Path:
+def _export(
+    s: TrainSettings,
+    backbone,
+    head: tuple,
+    metadata: store.Metadata,
+    splits: dict,
+    probabilities: np.ndarray,
+    test_labels: np.ndarray,
+    say,
+) -> Path:
     """The export stage: the new version folder, with the test results stored beside the model."""
     size = metadata.input["height"]
     example = splits["test"][0] if splits["test"] else splits["train"][0]
     train_items, test_items = splits["train"], splits["test"]
     return export.export(
-        s.models_dir, s.model_name(), backbone=backbone, head=head, labels=metadata.labels, image_size=size,
-        metadata=metadata, tflite=store.tflite_variants(s.tflite),
+        s.models_dir,
+        s.model_name(),
+        backbone=backbone,
+        head=head,
+        labels=metadata.labels,
+        image_size=size,
+        metadata=metadata,
+        tflite=store.tflite_variants(s.tflite),
         warmup_image=export.example_jpeg(load_image(example.path.read_bytes(), (size, size))),
         representative=lambda: (load_image(i.path.read_bytes(), (size, size)) for i in train_items[:100]),
         on_stage=say,
-        side_files={store.RESULTS_FILE: lambda path: save_results(path, probabilities, test_labels, metadata.labels,
-                                                                  [i.path for i in test_items])})
+        side_files={
+            store.RESULTS_FILE: lambda path: save_results(
+                path, probabilities, test_labels, metadata.labels, [i.path for i in test_items]
+            )
+        },
+    )
 
 
 def _write_serving_config(models_dir: str, on_event: events.EventSink) -> Path | None:
@@ -486,8 +582,12 @@ def _write_serving_config(models_dir: str, on_event: events.EventSink) -> Path |
     try:
         return serving_config.write_models_config(models_dir)
     except (OSError, ValueError) as exc:
-        on_event(events.warning(f"the model was exported, but {Path(models_dir) / store.MODELS_CONFIG_FILE} could "
-                                f"not be updated ({getattr(exc, 'strerror', None) or exc}); run serve-config later"))
+        on_event(
+            events.warning(
+                f"the model was exported, but {Path(models_dir) / store.MODELS_CONFIG_FILE} could "
+                f"not be updated ({getattr(exc, 'strerror', None) or exc}); run serve-config later"
+            )
+        )
         return None
 
 
@@ -502,9 +602,13 @@ def new_images(data: Dataset, cache: features.EmbeddingCache, copies: int = 0) -
     Returns:
         How many images the backbone has to run on.
     """
-    return sum(1 for item in data.items
-               if any(features.cache_key(item.digest, v) not in cache
-                      for v in range(copies + 1 if item.split == "train" else 1)))
+    return sum(
+        1
+        for item in data.items
+        if any(
+            features.cache_key(item.digest, v) not in cache for v in range(copies + 1 if item.split == "train" else 1)
+        )
+    )
 
 
 def _review(data: Dataset, splits: dict, vectors: dict, copies: int, cache_dir, on_event) -> dict:
@@ -514,13 +618,21 @@ def _review(data: Dataset, splits: dict, vectors: dict, copies: int, cache_dir, 
     changed in place).  Returns the summary metadata.json keeps.
     """
     items = [item for name in ("train", "validation", "test") for item in splits[name]]
-    parts = [part for part in (vectors["train"][::copies + 1], vectors["validation"], vectors["test"]) if len(part)]
+    parts = [part for part in (vectors["train"][:: copies + 1], vectors["validation"], vectors["test"]) if len(part)]
     rows = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
     failed: dict = {}
-    thumbs = review.thumbnail_vectors([i.path for i in items], [i.digest for i in items], cache_dir, on_event,
-                                      on_error=failed.setdefault)
-    event = review.find_problems(rows, [i.label for i in items], [i.split for i in items], [i.digest for i in items],
-                                 [i.path for i in items], data.classes, None if failed else thumbs)
+    thumbs = review.thumbnail_vectors(
+        [i.path for i in items], [i.digest for i in items], cache_dir, on_event, on_error=failed.setdefault
+    )
+    event = review.find_problems(
+        rows,
+        [i.label for i in items],
+        [i.split for i in items],
+        [i.digest for i in items],
+        [i.path for i in items],
+        data.classes,
+        None if failed else thumbs,
+    )
     event["images"] = len(items)
     on_event(event)
     leaked = review.held_out_leaks(event)
@@ -530,9 +642,13 @@ def _review(data: Dataset, splits: dict, vectors: dict, copies: int, cache_dir, 
             splits[name] = [splits[name][n] for n in keep]
             vectors[name] = vectors[name][keep]
     if leaked:
-        on_event(events.warning(f"{len(leaked)} validation or test image{'s have' if len(leaked) != 1 else ' has'} "
-                                "a near-copy in an earlier split; left out of evaluation so the accuracy is not "
-                                "inflated"))
+        on_event(
+            events.warning(
+                f"{len(leaked)} validation or test image{'s have' if len(leaked) != 1 else ' has'} "
+                "a near-copy in an earlier split; left out of evaluation so the accuracy is not "
+                "inflated"
+            )
+        )
     return review.summary(event, len(leaked))
 
 
@@ -553,7 +669,7 @@ def _leave_out(data: Dataset, failed: dict, on_event: events.EventSink) -> None:
 def _features_of(extractor, items, size: int, batch_size: int = 32) -> np.ndarray:
     out = []
     for s in range(0, len(items), batch_size):
-        batch = np.stack([load_image(i.path.read_bytes(), (size, size)) for i in items[s:s + batch_size]])
+        batch = np.stack([load_image(i.path.read_bytes(), (size, size)) for i in items[s : s + batch_size]])
         out.append(np.asarray(extractor(batch)))
     return np.concatenate(out) if out else np.zeros((0, 1))
 
@@ -596,8 +712,12 @@ def free_name(models_dir: str | Path, name: str, classes: list[str]) -> str:
     for n in range(2, 1000):
         candidate = f"{name}-{n}"
         old = newest_classes(models_dir, candidate)
-        if old is None and not (Path(models_dir).expanduser() / candidate).exists() or \
-                old is not None and sorted(old) == sorted(classes):
+        if (
+            old is None
+            and not (Path(models_dir).expanduser() / candidate).exists()
+            or old is not None
+            and sorted(old) == sorted(classes)
+        ):
             return candidate
     return f"{name}-{datetime.now(timezone.utc):%Y%m%d%H%M%S}"
 
@@ -626,11 +746,19 @@ def recorded_settings(model: str | Path, cache_dir: str | None = None) -> tuple[
         rows = recorded.get("sources") or [{"path": recorded["image_dir"], "kind": "folder"}]
         sources = [Source.from_dict(row) for row in rows]
     except (OSError, ValueError, KeyError, TypeError, AttributeError, DatasetError):
-        raise TrainingError(f"{newest / 'metadata.json'} does not record how the model was trained; "
-                            "train it again with `retrain-studio train`") from None
+        raise TrainingError(
+            f"{newest / 'metadata.json'} does not record how the model was trained; "
+            "train it again with `retrain-studio train`"
+        ) from None
     known = {f.name for f in fields(TrainSettings)} - {"image_dir", "models_dir", "name", "cache_dir", "sources"}
-    settings = TrainSettings(sources[0].path, str(base.parent), name=base.name, cache_dir=cache_dir, sources=sources,
-                             **{k: v for k, v in recorded.items() if k in known})
+    settings = TrainSettings(
+        sources[0].path,
+        str(base.parent),
+        name=base.name,
+        cache_dir=cache_dir,
+        sources=sources,
+        **{k: v for k, v in recorded.items() if k in known},
+    )
     try:
         settings.check()
     except SettingsError as exc:

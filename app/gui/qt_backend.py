@@ -4,11 +4,12 @@ Opening a backend can take seconds (TensorFlow's import, a slow server), so it h
 classifier's own owner thread (``qt_owner.ModelOwner``), which also makes every later call into
 it; the owner is kept until the choice changes.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
@@ -27,11 +28,18 @@ from app.store import is_version_name
 from .qt_common import ElidedLabel, Job, icon, one_sentence, remember, sentence, setting
 from .qt_owner import ModelOwner
 
-BACKENDS = [("tflite", "Local TFLite"), ("savedmodel", "Local SavedModel"),
-            ("grpc", "Remote gRPC"), ("rest", "Remote REST")]
-PLACEHOLDERS = {"tflite": "model folder (MODELS/NAME or MODELS/NAME/VERSION)",
-                "savedmodel": "model folder (MODELS/NAME or MODELS/NAME/VERSION)",
-                "grpc": "grpc://localhost:8500/MODEL", "rest": "http://localhost:8501/v1/models/MODEL"}
+BACKENDS = [
+    ("tflite", "Local TFLite"),
+    ("savedmodel", "Local SavedModel"),
+    ("grpc", "Remote gRPC"),
+    ("rest", "Remote REST"),
+]
+PLACEHOLDERS = {
+    "tflite": "model folder (MODELS/NAME or MODELS/NAME/VERSION)",
+    "savedmodel": "model folder (MODELS/NAME or MODELS/NAME/VERSION)",
+    "grpc": "grpc://localhost:8500/MODEL",
+    "rest": "http://localhost:8501/v1/models/MODEL",
+}
 DEFAULT_PORTS = {"grpc": 8500, "rest": 8501}
 MAX_RECENT = 8
 
@@ -101,12 +109,14 @@ def open_choice(choice: BackendChoice):
 
     if not choice.location.strip():
         from app.inference.base import ModelError
+
         raise ModelError("choose a model folder or server address first")
     if choice.remote:
         url = choice.location.strip()
         expected = ("grpc://", "grpcs://") if choice.kind == "grpc" else ("http://", "https://")
         if not url.startswith(expected):
             from app.inference.base import ModelError
+
             raise ModelError(f"a {choice.label()} address starts with {' or '.join(expected)}")
         return open_classifier(server=url, timeout_s=setting("remote/timeout", 10.0, float))
     return open_classifier(choice.location.strip(), choice.kind)
@@ -126,7 +136,7 @@ def model_label(classifier) -> str:
     target = getattr(classifier, "target", None)
     if target is not None:
         return f"{target.model}@{target.address}" + (f" v{target.version}" if target.version else "")
-    version = getattr(classifier, "version_dir", None) or getattr(classifier, "model_file").parent
+    version = getattr(classifier, "version_dir", None) or classifier.model_file.parent
     version = Path(version)
     return f"{version.parent.name} v{version.name}" if is_version_name(version.name) else version.name
 
@@ -171,6 +181,7 @@ class BackendBar(QWidget):
         self.kind = QComboBox()
         self.kind.setAccessibleName("Backend")
         from app import classify_only
+
         for key, text in BACKENDS:
             if key == "savedmodel" and classify_only():
                 continue  # no TensorFlow in this build
@@ -253,7 +264,7 @@ class BackendBar(QWidget):
         if not value:
             return
         recent = [r for r in (setting(self._recent_key(), "") or "").split("\n") if r and r != value]
-        remember(self._recent_key(), "\n".join([value] + recent[:MAX_RECENT - 1]))
+        remember(self._recent_key(), "\n".join([value] + recent[: MAX_RECENT - 1]))
 
     def _kind_changed(self) -> None:
         remember("backend/kind", self.kind.currentData())
@@ -301,8 +312,13 @@ class BackendBar(QWidget):
         self.state = state
 
     # --- opening and calling ----------------------------------------------------------
-    def submit(self, fn: Callable, on_done: Callable | None = None, on_error: Callable | None = None,
-               on_progress: Callable | None = None) -> Job:
+    def submit(
+        self,
+        fn: Callable,
+        on_done: Callable | None = None,
+        on_error: Callable | None = None,
+        on_progress: Callable | None = None,
+    ) -> Job:
         """Run ``fn(classifier, job)`` on the current choice's owner thread; callbacks run on the GUI thread."""
         return self._current_owner().submit(fn, on_done, on_error, on_progress)
 
@@ -318,8 +334,9 @@ class BackendBar(QWidget):
             self.owner.close()
         self.owner, self.owner_choice = ModelOwner(lambda: open_choice(choice), f"owner {choice.label()}"), choice
         self.live_owner[:] = [self.owner]
-        self._set_status("busy", f"Loading {choice.label()} model…" if not choice.remote
-                         else f"Connecting to {choice.location}…")
+        self._set_status(
+            "busy", f"Loading {choice.label()} model…" if not choice.remote else f"Connecting to {choice.location}…"
+        )
         owner = self.owner
 
         def opened(result):
@@ -344,8 +361,9 @@ class BackendBar(QWidget):
         if self.owner is not None:
             self.owner.close()
         self.owner, self.owner_choice = None, None
-        self.submit(lambda classifier, _job: None,
-                    lambda _: self.message.emit(f"Connected: {self.description}", "info"))
+        self.submit(
+            lambda classifier, _job: None, lambda _: self.message.emit(f"Connected: {self.description}", "info")
+        )
 
     def forget_version(self, version_dir: str) -> None:
         """A version was deleted: close a classifier opened from it (or from its model's base folder, which

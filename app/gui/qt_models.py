@@ -1,4 +1,5 @@
 """Models view: every exported model and version in the models folder, with what it is and weighs."""
+
 from __future__ import annotations
 
 import json
@@ -45,9 +46,15 @@ def version_cells(info: VersionInfo) -> list[str]:
     """The cells of one version's row."""
     saved = info.size - sum(info.tflite.values())
     accuracy = info.accuracy_text() + (f" on {info.test_images} images" if info.test_images else "")
-    return [f"version {info.version}", str(info.classes) if info.classes is not None else "?", accuracy,
-            info.created, info.backbone, human_size(saved),
-            ", ".join(f"{name} {human_size(size)}" for name, size in info.tflite.items()) or "—"]
+    return [
+        f"version {info.version}",
+        str(info.classes) if info.classes is not None else "?",
+        accuracy,
+        info.created,
+        info.backbone,
+        human_size(saved),
+        ", ".join(f"{name} {human_size(size)}" for name, size in info.tflite.items()) or "—",
+    ]
 
 
 def move_to_trash(path: Path) -> bool:
@@ -96,8 +103,13 @@ class ModelsView(QWidget):
         self.retrain = Retrain(self)
         self.retrain_button.setVisible(not classify_only())
         actions = QHBoxLayout()
-        for button in (self.open_button, self.results_button, self.reveal_button, self.retrain_button,
-                       self.delete_button):
+        for button in (
+            self.open_button,
+            self.results_button,
+            self.reveal_button,
+            self.retrain_button,
+            self.delete_button,
+        ):
             actions.addWidget(button)
         actions.addStretch(1)
         layout = QVBoxLayout(self)
@@ -168,12 +180,18 @@ class ModelsView(QWidget):
         for button in (self.open_button, self.results_button, self.reveal_button):
             button.setEnabled(any_selected)
         self.retrain_button.setEnabled(any_selected and not self.retrain.running())
-        self.retrain_button.setToolTip("A retraining is running" if self.retrain.running() else
-                                       "Train the next version of this model from its folders and settings, in the "
-                                       "background (only new images are embedded)")
+        self.retrain_button.setToolTip(
+            "A retraining is running"
+            if self.retrain.running()
+            else "Train the next version of this model from its folders and settings, in the "
+            "background (only new images are embedded)"
+        )
         self.delete_button.setEnabled(version_row)  # never silently the newest of a model row
-        self.delete_button.setToolTip("Move this version to the trash (asks first)" if version_row
-                                      else "Select a version (not a model) to delete it")
+        self.delete_button.setToolTip(
+            "Move this version to the trash (asks first)"
+            if version_row
+            else "Select a version (not a model) to delete it"
+        )
 
     def open_selected(self) -> None:
         version = self.selected_version()
@@ -207,12 +225,16 @@ class ModelsView(QWidget):
             self.message.emit(sentence(str(exc)), "error")
             return
         change = class_change(settings)
-        if change:  # the same rule as a new training under an existing name, said before anything starts
-            if not ask(self, QMessageBox.Icon.Warning, "Classes changed",
-                       f"{settings.name} was trained on {', '.join(change[0])}; its folders now have "
-                       f"{', '.join(change[1])}. Clients of {settings.name} would switch class sets.",
-                       "Retrain anyway"):
-                return
+        # the same rule as a new training under an existing name, said before anything starts
+        if change and not ask(
+            self,
+            QMessageBox.Icon.Warning,
+            "Classes changed",
+            f"{settings.name} was trained on {', '.join(change[0])}; its folders now have "
+            f"{', '.join(change[1])}. Clients of {settings.name} would switch class sets.",
+            "Retrain anyway",
+        ):
+            return
         self.retrain.start(version.parent, allow_new_classes=bool(change))
         self._update_buttons()
 
@@ -223,18 +245,28 @@ class ModelsView(QWidget):
             return
         info = read_version(version)
         classes = info.classes if info.classes is not None else "?"
-        what = (f"Model: {info.model}\nVersion: {info.version}\nClasses: {classes}\nTest accuracy: "
-                f"{info.accuracy_text()}\nSize: {human_size(info.size)}\nFolder: {version}")
-        if not ask(self, QMessageBox.Icon.Question, "Delete version",
-                   f"Move {info.model} version {info.version} to the trash?", "Move to trash",
-                   what + "\n\nTF Serving stops serving this version. You can restore it from the trash."):
+        what = (
+            f"Model: {info.model}\nVersion: {info.version}\nClasses: {classes}\nTest accuracy: "
+            f"{info.accuracy_text()}\nSize: {human_size(info.size)}\nFolder: {version}"
+        )
+        if not ask(
+            self,
+            QMessageBox.Icon.Question,
+            "Delete version",
+            f"Move {info.model} version {info.version} to the trash?",
+            "Move to trash",
+            what + "\n\nTF Serving stops serving this version. You can restore it from the trash.",
+        ):
             return
         try:
             trashed = delete_version(version, move_to_trash)
             if trashed:
                 self.version_deleted.emit(str(version))
-                self.message.emit(f"Moved {info.model} version {info.version} to the trash. To undo, restore "
-                                  f"“{version.name}” from the trash (it goes back to {version.parent}).", "info")
+                self.message.emit(
+                    f"Moved {info.model} version {info.version} to the trash. To undo, restore "
+                    f"“{version.name}” from the trash (it goes back to {version.parent}).",
+                    "info",
+                )
             elif self._confirm_permanent(info):
                 delete_version(version, None)
                 self.version_deleted.emit(str(version))
@@ -244,9 +276,14 @@ class ModelsView(QWidget):
         self.refresh()
 
     def _confirm_permanent(self, info: VersionInfo) -> bool:
-        return ask(self, QMessageBox.Icon.Warning, "No trash",
-                   f"There is no trash for {info.path}. Delete {info.model} version {info.version} "
-                   "permanently? This cannot be undone.", "Delete permanently")
+        return ask(
+            self,
+            QMessageBox.Icon.Warning,
+            "No trash",
+            f"There is no trash for {info.path}. Delete {info.model} version {info.version} "
+            "permanently? This cannot be undone.",
+            "Delete permanently",
+        )
 
 
 RETRAIN_STAGES = ["scan", "backbone", "embed_train", "embed_validation", "embed_test", "train", "evaluate", "export"]
@@ -278,7 +315,8 @@ class Retrain:
         self.process.readyReadStandardError.connect(self._read_errors)
         self.process.finished.connect(self._finished)
         self.process.errorOccurred.connect(
-            lambda error: error == QProcess.ProcessError.FailedToStart and self._finished(-1, None))
+            lambda error: error == QProcess.ProcessError.FailedToStart and self._finished(-1, None)
+        )
         self._status(0, f"Retraining {model.name}: starting…")
         self.process.start(program[0], args)
 
@@ -308,15 +346,17 @@ class Retrain:
     def _read_errors(self) -> None:
         for line in bytes(self.process.readAllStandardError()).decode("utf-8", "replace").splitlines():
             if line.startswith("retrain-studio: "):
-                self.error = self.error or line[len("retrain-studio: "):]
+                self.error = self.error or line[len("retrain-studio: ") :]
 
     def _handle(self, event: dict) -> None:
         kind, name = event["event"], self.model.name
         if kind == "new_images":
             count = event["count"]
-            self.view.retrain_message.emit(f"Retraining {name} in the background: {count} new "
-                                           f"image{'s' * (count != 1)} of {event['images']}. You can keep classifying.",
-                                           "info")
+            self.view.retrain_message.emit(
+                f"Retraining {name} in the background: {count} new "
+                f"image{'s' * (count != 1)} of {event['images']}. You can keep classifying.",
+                "info",
+            )
         elif kind in ("stage", "progress"):
             stage = "embed_train" if event["stage"] == "embed" else event["stage"]
             if stage not in RETRAIN_STAGES:
@@ -325,8 +365,11 @@ class Retrain:
             at = RETRAIN_STAGES.index(stage)
             fraction = event["done"] / event["total"] if kind == "progress" and event["total"] else 0.0
             percent = int(100 * (sum(weights[:at]) + weights[at] * fraction) / sum(weights))
-            self._status(percent, f"Retraining {name}: {STAGE_NAMES.get(event['stage'], event['stage']).lower()} "
-                                  f"({max(self.percent, percent)}%)")
+            self._status(
+                percent,
+                f"Retraining {name}: {STAGE_NAMES.get(event['stage'], event['stage']).lower()} "
+                f"({max(self.percent, percent)}%)",
+            )
         elif kind == "error":
             self.error = event["message"]
         elif kind == "done":
@@ -339,12 +382,17 @@ class Retrain:
             new = read_version(done["model_dir"])
             self.view.retrain_message.emit(
                 f"Retrained {name}: version {new.version} has test accuracy {new.accuracy_text()} "
-                f"(version {previous.version}: {previous.accuracy_text()}).", "info")
+                f"(version {previous.version}: {previous.accuracy_text()}).",
+                "info",
+            )
             text = f"Retrained {name}: version {new.version}, test accuracy {new.accuracy_text()}."
         else:
             remove_stale_temps(self.model)  # a child stopped while exporting leaves a hidden temporary folder
-            text = f"Retraining {name} " + ("was cancelled." if self.error == "cancelled" else "failed: " + sentence(
-                self.error or f"the process stopped unexpectedly (exit code {code})"))
+            text = f"Retraining {name} " + (
+                "was cancelled."
+                if self.error == "cancelled"
+                else "failed: " + sentence(self.error or f"the process stopped unexpectedly (exit code {code})")
+            )
             if self.error != "cancelled":
                 self.view.retrain_message.emit(text, "error")
         self.process = None

@@ -11,6 +11,7 @@ Each call is a ``qt_common.Job``, the same unit ``run_in_background`` runs on th
 cross back to the GUI thread through its queued signal; no Qt widget is touched on the owner
 thread. Every callback runs on the GUI thread.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -18,11 +19,11 @@ import contextlib
 import queue
 import threading
 import weakref
-from typing import Callable
+from collections.abc import Callable
 
 from .qt_common import Job, post
 
-_LIVE: "weakref.WeakSet[ModelOwner]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[ModelOwner] = weakref.WeakSet()
 
 
 @atexit.register
@@ -54,8 +55,13 @@ class ModelOwner:
         self._thread.start()
         _LIVE.add(self)
 
-    def submit(self, fn: Callable, on_done: Callable | None = None, on_error: Callable | None = None,
-               on_progress: Callable | None = None) -> Job:
+    def submit(
+        self,
+        fn: Callable,
+        on_done: Callable | None = None,
+        on_error: Callable | None = None,
+        on_progress: Callable | None = None,
+    ) -> Job:
         job = Job(fn, on_done, on_error, on_progress, alive=lambda: not self.closed)
         self._queue.put(job)
         return job

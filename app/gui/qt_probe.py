@@ -7,6 +7,7 @@ trees. The test waits for expected text there instead of reading pixels.
 RETRAIN_STUDIO_WATCHDOG=1: a 10 ms timer logs event-loop stalls (every new longest gap, and every gap
 over 100 ms) to the same file, or to stderr without a UI log.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,8 +62,12 @@ class Probe(QObject):
         for window in QApplication.topLevelWidgets():
             if window.isVisible():
                 title = window.windowTitle()
-                current[("window", title)] = {"kind": "window", "window": title, "modal": window.isModal(),
-                                              **rect(window)}
+                current[("window", title)] = {
+                    "kind": "window",
+                    "window": title,
+                    "modal": window.isModal(),
+                    **rect(window),
+                }
                 for widget in [window, *window.findChildren(QWidget)]:
                     if widget.isVisible():
                         for key, record in read(widget):
@@ -92,12 +97,28 @@ def read(widget: QWidget):
     elif isinstance(widget, QLabel) and widget.text():
         yield ("label", ident), {"kind": "label", "text": widget.text()}
     elif isinstance(widget, QAbstractButton):
-        yield ("button", ident), {"kind": "checkbox" if isinstance(widget, QCheckBox) else "button",
-                                  "text": widget.text().replace("&", ""), "enabled": widget.isEnabled(),
-                                  "checked": widget.isChecked(), "focus": widget.hasFocus(), **rect(widget)}
+        yield (
+            ("button", ident),
+            {
+                "kind": "checkbox" if isinstance(widget, QCheckBox) else "button",
+                "text": widget.text().replace("&", ""),
+                "enabled": widget.isEnabled(),
+                "checked": widget.isChecked(),
+                "focus": widget.hasFocus(),
+                **rect(widget),
+            },
+        )
     elif isinstance(widget, QLineEdit):
-        yield ("edit", ident), {"kind": "edit", "text": widget.text(), "name": widget.accessibleName(),
-                                "focus": widget.hasFocus(), **rect(widget)}
+        yield (
+            ("edit", ident),
+            {
+                "kind": "edit",
+                "text": widget.text(),
+                "name": widget.accessibleName(),
+                "focus": widget.hasFocus(),
+                **rect(widget),
+            },
+        )
     elif isinstance(widget, QTableWidget) and widget.rowCount() <= SMALL_VIEW:
         for r in range(widget.rowCount()):
             cells = [widget.item(r, c).text() if widget.item(r, c) else "" for c in range(widget.columnCount())]
@@ -109,8 +130,18 @@ def read(widget: QWidget):
             area = widget.visualItemRect(item)
             corner = widget.viewport().mapToGlobal(area.topLeft())
             cells = [item.text(c) for c in range(item.columnCount())]
-            yield ("item", ident, where), {"kind": "item", "cells": cells, "selected": item.isSelected(),
-                                           "x": corner.x(), "y": corner.y(), "w": area.width(), "h": area.height()}
+            yield (
+                ("item", ident, where),
+                {
+                    "kind": "item",
+                    "cells": cells,
+                    "selected": item.isSelected(),
+                    "x": corner.x(),
+                    "y": corner.y(),
+                    "w": area.width(),
+                    "h": area.height(),
+                },
+            )
 
 
 def install(app: QApplication) -> Probe | None:

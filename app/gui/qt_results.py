@@ -3,6 +3,7 @@
 The wizard's Results page and the Models page's "Open results" show the same ResultsView, so
 results are never lost when the wizard moves on: they live in the version folder.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,8 +46,12 @@ def accuracy_lines(correct: int, images: int) -> tuple[str, str, str]:
     low, high = wilson_interval(correct, images)
     headline = f"Test accuracy {correct / images:.1%}"
     detail = f"{correct} of {images} test images correct · 95% confidence interval {low:.0%} to {high:.0%}"
-    warning = (f"⚠ Only {images} test images: the real accuracy could be anywhere from {low:.0%} to {high:.0%}. "
-               "More photos per class (or a larger test split) give a firmer number." if images < SMALL_SAMPLE else "")
+    warning = (
+        f"⚠ Only {images} test images: the real accuracy could be anywhere from {low:.0%} to {high:.0%}. "
+        "More photos per class (or a larger test split) give a firmer number."
+        if images < SMALL_SAMPLE
+        else ""
+    )
     return headline, detail, warning
 
 
@@ -100,7 +105,8 @@ class ResultsView(QWidget):
         layout.addWidget(self.images, 1)
         self.matrix.cellClicked.connect(self.show_cell)
         self.images.itemDoubleClicked.connect(
-            lambda item: item.toolTip() and open_in_file_manager(item.toolTip(), self))
+            lambda item: item.toolTip() and open_in_file_manager(item.toolTip(), self)
+        )
         self._pairs: list[tuple[int, int, int]] = []
         self.thumbnails: Job | None = None  # the thumbnails of the cell shown
 
@@ -108,9 +114,10 @@ class ResultsView(QWidget):
         """Show the results stored with ``version``; False (and one sentence in the view) when there are none."""
         self.version = Path(version)
         info = read_version(self.version)
-        self.where.setText(f"Saved with model <b>{info.model}</b> version {info.version} ({self.version})."
-                           + (" Reopen them any time: Models → select the version → Open results."
-                              if self.reopen_hint else ""))
+        self.where.setText(
+            f"Saved with model <b>{info.model}</b> version {info.version} ({self.version})."
+            + (" Reopen them any time: Models → select the version → Open results." if self.reopen_hint else "")
+        )
         try:
             self.results = load_results(self.version)
         except ResultsError as exc:
@@ -201,9 +208,13 @@ class ResultsView(QWidget):
 
     def show_mistakes(self) -> None:
         mistakes = self.results.rows(mistakes=True) if self.results else []
-        self.cell_title.setText(f"Misclassified test images ({len(mistakes)})" if mistakes else
-                                "No test image was misclassified." if self.results and self.results.images else
-                                "No test images were set aside.")
+        self.cell_title.setText(
+            f"Misclassified test images ({len(mistakes)})"
+            if mistakes
+            else "No test image was misclassified."
+            if self.results and self.results.images
+            else "No test images were set aside."
+        )
         self._show_images(mistakes)
 
     def _clear_images(self) -> None:

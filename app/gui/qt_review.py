@@ -5,6 +5,7 @@ starts in the GUI process.  Nothing changes without a click: *Exclude* writes th
 (``IMAGE_DIR/.retrain-studio/excluded.txt``), *Move to suggested class* moves the file inside IMAGE_DIR
 under a free name; *Undo* reverses the last action, *Include again* an exclusion.  Nothing is deleted.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,13 @@ from .qt_common import (
 )
 
 LEAK_COLOUR = "#f6c7c3"
-STAGES = {"scan": "Scanning images", "backbone": "Loading the backbone", "embed": "Computing features",
-          "thumbnails": "Making thumbnails", "review": "Looking for problems"}
+STAGES = {
+    "scan": "Scanning images",
+    "backbone": "Loading the backbone",
+    "embed": "Computing features",
+    "thumbnails": "Making thumbnails",
+    "review": "Looking for problems",
+}
 
 
 def review_command(folder: str, backbone: str | None = None) -> list[str]:
@@ -64,14 +70,19 @@ class ReviewDialog(QDialog):
         self.progress = QProgressBar()
         self.progress.setObjectName("review_progress")
         self.progress.setRange(0, 0)
-        self.note = QLabel("Select images, then exclude them from training or move them to the suggested class. "
-                           "Nothing is deleted; Undo reverses the last action.")
+        self.note = QLabel(
+            "Select images, then exclude them from training or move them to the suggested class. "
+            "Nothing is deleted; Undo reverses the last action."
+        )
         self.note.setObjectName("review_note")
         self.note.setWordWrap(True)
         self.tabs = QTabWidget()
         self.grids = {}
-        for key, name in (("label_issues", "Likely wrong labels"), ("duplicates", "Duplicates"),
-                          ("outliers", "Outliers")):
+        for key, name in (
+            ("label_issues", "Likely wrong labels"),
+            ("duplicates", "Duplicates"),
+            ("outliers", "Outliers"),
+        ):
             grid = thumbnail_grid(96, 170, 150)
             grid.setObjectName(key)
             grid.setAccessibleName(name)
@@ -86,8 +97,12 @@ class ReviewDialog(QDialog):
         self.move_button = QPushButton(icon("mdi6.folder-move"), "Move to suggested class")
         self.move_button.setToolTip("Move the selected files into the class the review suggests")
         self.undo_button = QPushButton(icon("mdi6.undo"), "Undo")
-        for widget, name in ((self.exclude_button, "exclude"), (self.include_button, "include_again"),
-                             (self.move_button, "move_to_suggested"), (self.undo_button, "undo")):
+        for widget, name in (
+            (self.exclude_button, "exclude"),
+            (self.include_button, "include_again"),
+            (self.move_button, "move_to_suggested"),
+            (self.undo_button, "undo"),
+        ):
             widget.setObjectName(name)
             widget.setAccessibleName(widget.text())
         actions = QHBoxLayout()
@@ -141,8 +156,9 @@ class ReviewDialog(QDialog):
             elif kind == "progress" and event["total"]:
                 self.progress.setRange(0, event["total"])
                 self.progress.setValue(event["done"])
-                self.status.setText(f"{STAGES.get(event['stage'], event['stage'])}: {event['done']} of "
-                                    f"{event['total']}")
+                self.status.setText(
+                    f"{STAGES.get(event['stage'], event['stage'])}: {event['done']} of {event['total']}"
+                )
             elif kind == "error":
                 self.error = event["message"]
             elif kind == "review":
@@ -151,7 +167,7 @@ class ReviewDialog(QDialog):
     def _read_stderr(self):
         for line in bytes(self.process.readAllStandardError()).decode("utf-8", "replace").splitlines():
             if line.startswith("retrain-studio: "):
-                self.error = line[len("retrain-studio: "):]
+                self.error = line[len("retrain-studio: ") :]
 
     def _finished(self, code: int, _status):
         self._read_stdout()
@@ -167,15 +183,21 @@ class ReviewDialog(QDialog):
     def show_report(self, report: dict) -> None:
         issues, groups, outliers = report["label_issues"], report["duplicates"], report["outliers"]
         leaks = sum(g["leak"] for g in groups)
-        self.status.setText(f"Found {len(issues)} likely wrong label{'s' * (len(issues) != 1)}, {len(groups)} "
-                            f"duplicate group{'s' * (len(groups) != 1)} ({leaks} leak{'s' * (leaks != 1)} between "
-                            f"splits) and {len(outliers)} outlier{'s' * (len(outliers) != 1)}.")
+        self.status.setText(
+            f"Found {len(issues)} likely wrong label{'s' * (len(issues) != 1)}, {len(groups)} "
+            f"duplicate group{'s' * (len(groups) != 1)} ({leaks} leak{'s' * (leaks != 1)} between "
+            f"splits) and {len(outliers)} outlier{'s' * (len(outliers) != 1)}."
+        )
         self.tabs.setTabText(0, f"Likely wrong labels ({len(issues)})")
         self.tabs.setTabText(1, f"Duplicates ({len(groups)})")
         self.tabs.setTabText(2, f"Outliers ({len(outliers)})")
         for row in issues:
-            self._add("label_issues", row["path"], f"{row['given']} → {row['suggested']}\n{row['score']:.2f}",
-                      suggested=row["suggested"])
+            self._add(
+                "label_issues",
+                row["path"],
+                f"{row['given']} → {row['suggested']}\n{row['score']:.2f}",
+                suggested=row["suggested"],
+            )
         for number, group in enumerate(groups, 1):
             for path, split, name in zip(group["paths"], group["splits"], group.get("classes", [""] * 99)):
                 caption = f"group {number}{' · LEAK' if group['leak'] else ''}\n{name} · {split}"
@@ -197,8 +219,10 @@ class ReviewDialog(QDialog):
         except ValueError:
             shown = path
         item = QListWidgetItem(f"{Path(path).name}\n{caption}")
-        item.setData(Qt.ItemDataRole.UserRole, {"path": path, "suggested": suggested, "caption": caption,
-                                                "excluded": False, "moved_from": None})
+        item.setData(
+            Qt.ItemDataRole.UserRole,
+            {"path": path, "suggested": suggested, "caption": caption, "excluded": False, "moved_from": None},
+        )
         item.setToolTip(shown + ("\nA leak: copies in different splits inflate the measured accuracy" if leak else ""))
         if leak:
             item.setBackground(QColor(LEAK_COLOUR))
@@ -223,8 +247,12 @@ class ReviewDialog(QDialog):
         self.undo_button.setEnabled(bool(self.undo_stack))
 
     def _items_for(self, paths: set[str]) -> list[QListWidgetItem]:
-        return [grid.item(i) for grid in self.grids.values() for i in range(grid.count())
-                if grid.item(i).data(Qt.ItemDataRole.UserRole)["path"] in paths]
+        return [
+            grid.item(i)
+            for grid in self.grids.values()
+            for i in range(grid.count())
+            if grid.item(i).data(Qt.ItemDataRole.UserRole)["path"] in paths
+        ]
 
     def _say(self, text: str, error: bool = False) -> None:
         self.note.setText(text)
@@ -275,8 +303,10 @@ class ReviewDialog(QDialog):
         if moves:
             self.undo_stack.append(("move", moves))
             self.changed = True
-            self._say(f"Moved {len(moves)} file{'s' * (len(moves) != 1)} to the suggested class; Undo moves "
-                      f"{'them' if len(moves) != 1 else 'it'} back.")
+            self._say(
+                f"Moved {len(moves)} file{'s' * (len(moves) != 1)} to the suggested class; Undo moves "
+                f"{'them' if len(moves) != 1 else 'it'} back."
+            )
         self.update_buttons()
 
     def _moved(self, old: str, new: str, moved_from: str | None) -> None:

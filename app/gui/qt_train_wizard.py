@@ -5,6 +5,7 @@ TensorFlow never starts in the GUI process and Cancel can simply kill the child:
 export is atomic, so a killed run leaves no model version behind.  Leaving a running
 training (Back, Esc, Cancel, closing the window) always asks first.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,10 +57,10 @@ from app.core.dataset import (
     set_excluded,
 )
 from app.core.serving_config import docker_command, models_config
-from app.store import human_size
 from app.core.training import TrainSettings, free_name, newest_classes
 from app.imaging import class_name_problem
 from app.paths import sample_data_dir
+from app.store import human_size
 
 from .qt_common import (
     Job,
@@ -85,15 +86,33 @@ BACKBONES = {  # CLI id -> what a person choosing one needs to know (ImageNet to
     "efficientnet_lite2": "EfficientNet-Lite2 — most accurate, slowest, 260 px, 6.1 M params, 78 % ImageNet",
 }
 BACKBONE_CHOICES = list(BACKBONES)
-STAGE_NAMES = {"start": "Starting", "scan": "Scanning images", "backbone": "Loading the backbone",
-               "embed": "Computing features", "embed_train": "Computing features (train)",
-               "embed_validation": "Computing features (validation)", "embed_test": "Computing features (test)",
-               "train": "Training the classifier", "fine_tune": "Fine-tuning the backbone", "evaluate": "Evaluating",
-               "export": "Exporting", "review": "Reviewing the data", "thumbnails": "Making thumbnails"}
+STAGE_NAMES = {
+    "start": "Starting",
+    "scan": "Scanning images",
+    "backbone": "Loading the backbone",
+    "embed": "Computing features",
+    "embed_train": "Computing features (train)",
+    "embed_validation": "Computing features (validation)",
+    "embed_test": "Computing features (test)",
+    "train": "Training the classifier",
+    "fine_tune": "Fine-tuning the backbone",
+    "evaluate": "Evaluating",
+    "export": "Exporting",
+    "review": "Reviewing the data",
+    "thumbnails": "Making thumbnails",
+}
 # Expected share of a run's time per stage (measured on the sample: the backbone load and the TFLite export
 # dominate small sets, features large ones); features are shared among the splits by their sizes.
-STAGE_WEIGHTS = {"start": 6, "scan": 4, "backbone": 18, "embed": 36, "train": 8, "fine_tune": 0, "evaluate": 1,
-                 "export": 27}
+STAGE_WEIGHTS = {
+    "start": 6,
+    "scan": 4,
+    "backbone": 18,
+    "embed": 36,
+    "train": 8,
+    "fine_tune": 0,
+    "evaluate": 1,
+    "export": 27,
+}
 FINE_TUNE_WEIGHT = 150
 OVERFIT_GAP, OVERFIT_EPOCHS = 0.15, 3
 MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -118,13 +137,30 @@ def train_command(settings: TrainSettings, allow_new_classes: bool = False) -> l
     """The child process: this interpreter running the CLI (or the frozen app itself)."""
     program = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "app"]
     sources = settings.all_sources()
-    args = ["train", *[s.path for s in sources if s.kind == FOLDER],
-            *[f"--class={s.class_name()}={s.path}" for s in sources if s.kind == CLASS],
-            "-o", settings.models_dir, "--name", settings.model_name(),
-            "--backbone", settings.backbone, "--epochs", str(settings.epochs),
-            "--learning-rate", str(settings.learning_rate),
-            "--validation-percent", str(settings.validation_percent), "--test-percent", str(settings.test_percent),
-            "--seed", str(settings.seed), "--tflite", settings.tflite, "--json"]
+    args = [
+        "train",
+        *[s.path for s in sources if s.kind == FOLDER],
+        *[f"--class={s.class_name()}={s.path}" for s in sources if s.kind == CLASS],
+        "-o",
+        settings.models_dir,
+        "--name",
+        settings.model_name(),
+        "--backbone",
+        settings.backbone,
+        "--epochs",
+        str(settings.epochs),
+        "--learning-rate",
+        str(settings.learning_rate),
+        "--validation-percent",
+        str(settings.validation_percent),
+        "--test-percent",
+        str(settings.test_percent),
+        "--seed",
+        str(settings.seed),
+        "--tflite",
+        settings.tflite,
+        "--json",
+    ]
     if settings.augment:
         args.append("--augment")
     if settings.fine_tune:
@@ -139,8 +175,10 @@ class FolderPage(QWizardPage):
         super().__init__()
         self.setObjectName("folder_page")
         self.setTitle("Choose your photos")
-        self.setSubTitle("One sub-folder per class: photos/cats/*.jpg, photos/dogs/*.jpg … "
-                         "Drop a folder here, browse for one, or start with the bundled sample.")
+        self.setSubTitle(
+            "One sub-folder per class: photos/cats/*.jpg, photos/dogs/*.jpg … "
+            "Drop a folder here, browse for one, or start with the bundled sample."
+        )
         self.setAcceptDrops(True)
         self.folder = QLineEdit(setting("train/last_folder", ""))
         self.folder.setObjectName("training_folder")
@@ -163,8 +201,9 @@ class FolderPage(QWizardPage):
         self.extra = read_only_table(["Class", "More images from"])
         self.extra.setObjectName("more_sources")
         self.extra.setAccessibleName("More folders")
-        self.extra.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked
-                                   | QAbstractItemView.EditTrigger.EditKeyPressed)  # only a class name is editable
+        self.extra.setEditTriggers(
+            QAbstractItemView.EditTrigger.DoubleClicked | QAbstractItemView.EditTrigger.EditKeyPressed
+        )  # only a class name is editable
         self.extra.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.extra.setToolTip("Classes of the same name merge. Double-click a one-class folder's class to rename it.")
         add_classes = QPushButton(icon("mdi6.folder-multiple-plus"), "Add folder of classes…")
@@ -191,7 +230,8 @@ class FolderPage(QWizardPage):
         add_one.clicked.connect(lambda: self._browse_source(CLASS))
         self.remove_source.clicked.connect(self._remove_source)
         self.extra.itemSelectionChanged.connect(
-            lambda: self.remove_source.setEnabled(bool(self.extra.selectionModel().selectedRows())))
+            lambda: self.remove_source.setEnabled(bool(self.extra.selectionModel().selectedRows()))
+        )
         self.extra.itemChanged.connect(lambda _item: self._edited())
 
     def add_source(self, source: Source) -> None:
@@ -309,9 +349,12 @@ class ReviewPage(QWizardPage):
         self.problems_button = QPushButton(icon("mdi6.magnify-scan"), "Find problems…")
         self.problems_button.setObjectName("find_problems")
         self.problems_button.setAccessibleName("Find problems")
-        self.problems_button.setToolTip("Look for likely wrong labels, duplicates (and leaks between the splits) and "
-                                        "outliers; you decide what to exclude or move")
+        self.problems_button.setToolTip(
+            "Look for likely wrong labels, duplicates (and leaks between the splits) and "
+            "outliers; you decide what to exclude or move"
+        )
         import pyqtgraph as pg
+
         self.chart = pg.PlotWidget(background=None)
         self.chart.setMinimumHeight(160)
         self.chart.setLabel("left", "images")
@@ -386,8 +429,9 @@ class ReviewPage(QWizardPage):
         def current(handler):  # answers of a cancelled or replaced scan are ignored
             return lambda value: job is self.scan_job and handler(value)
 
-        job = self.scan_job = run_in_background(work, current(self._show), current(self._failed), self,
-                                                current(self._progress))
+        job = self.scan_job = run_in_background(
+            work, current(self._show), current(self._failed), self, current(self._progress)
+        )
         self.completeChanged.emit()
 
     def stop_scan(self) -> None:
@@ -430,19 +474,28 @@ class ReviewPage(QWizardPage):
         self.scan_button.hide()
         counts = [sum(data.counts()[c].values()) for c in data.classes]
         s = data.summary()
-        self.summary.setText(f"<b>{s['images']} images in {len(data.classes)} classes</b> — train {s['train']}, "
-                             f"validation {s['validation']}, test {s['test']}; {s['skipped_count']} skipped.")
+        self.summary.setText(
+            f"<b>{s['images']} images in {len(data.classes)} classes</b> — train {s['train']}, "
+            f"validation {s['validation']}, test {s['test']}; {s['skipped_count']} skipped."
+        )
         if len(data.sources) > 1:  # where each class's images come from
             origins = data.origins()
-            self.summary.setText(self.summary.text() + "<br>" + "; ".join(
-                f"{c}: " + ", ".join(f"{n} from {Path(where).name}" for where, n in origins[c].items())
-                for c in data.classes))
+            self.summary.setText(
+                self.summary.text()
+                + "<br>"
+                + "; ".join(
+                    f"{c}: " + ", ".join(f"{n} from {Path(where).name}" for where, n in origins[c].items())
+                    for c in data.classes
+                )
+            )
         self.warnings.setText("\n".join(f"⚠ {w}" for w in data.warnings))
         self.warnings.setVisible(bool(data.warnings))
         if loose:
             many = loose != 1
-            self.loose.setText(f"⚠ {loose} image{'s' if many else ''} directly in the folder "
-                               f"{'are' if many else 'is'} not used: put {'them' if many else 'it'} in a class folder.")
+            self.loose.setText(
+                f"⚠ {loose} image{'s' if many else ''} directly in the folder "
+                f"{'are' if many else 'is'} not used: put {'them' if many else 'it'} in a class folder."
+            )
             self.loose.show()
         self.chart.addItem(pg.BarGraphItem(x=list(range(len(counts))), height=counts, width=0.6, brush="#1a73e8"))
         self.chart.getAxis("bottom").setTicks([[(i, c) for i, c in enumerate(data.classes)]])
@@ -514,8 +567,9 @@ class ClassBrowser(QDialog):
         self.resize(760, 560)
         self.root, self.paths, self.changed = root, paths, False
         excluded = excluded_files(root)
-        self.note = QLabel(f"{len(paths)} images. Untick an image to leave it out of training; tick it again "
-                           "to bring it back.")
+        self.note = QLabel(
+            f"{len(paths)} images. Untick an image to leave it out of training; tick it again to bring it back."
+        )
         self.note.setWordWrap(True)
         self.grid = thumbnail_grid(96, 132, 132)
         self.grid.setObjectName("class_images")
@@ -538,8 +592,11 @@ class ClassBrowser(QDialog):
 
     def _ticked(self, _item):
         mine = {p.resolve() for p in self.paths}
-        unticked = {self.paths[i].resolve() for i in range(self.grid.count())
-                    if self.grid.item(i).checkState() != Qt.CheckState.Checked}
+        unticked = {
+            self.paths[i].resolve()
+            for i in range(self.grid.count())
+            if self.grid.item(i).checkState() != Qt.CheckState.Checked
+        }
         try:
             set_excluded(self.root, (excluded_files(self.root) - mine) | unticked)
         except (OSError, ValueError) as exc:  # a read-only folder, a name with a line break
@@ -565,9 +622,11 @@ class OptionsPage(QWizardPage):
             self.backbone.addItem(text, backbone_id)
         remembered = setting("train/backbone", BACKBONE_CHOICES[0])
         self.backbone.setCurrentText(BACKBONES.get(remembered, remembered))
-        self.backbone.setToolTip("A bundled EfficientNet-Lite (works offline; a bigger one is slower and a little "
-                                 "more accurate), a TF Hub / Kaggle feature-vector handle (needs internet), "
-                                 "or a local SavedModel folder")
+        self.backbone.setToolTip(
+            "A bundled EfficientNet-Lite (works offline; a bigger one is slower and a little "
+            "more accurate), a TF Hub / Kaggle feature-vector handle (needs internet), "
+            "or a local SavedModel folder"
+        )
         self.models_dir = QLineEdit(default_models_dir())
         self.models_dir.setObjectName("models_dir")
         self.models_dir.setAccessibleName("Save models in")
@@ -604,24 +663,32 @@ class OptionsPage(QWizardPage):
 
         defaults = TrainSettings("", "")
         self.epochs = QSpinBox(minimum=1, maximum=1000, value=defaults.epochs)
-        self.learning_rate = QDoubleSpinBox(decimals=5, minimum=1e-5, maximum=1.0, singleStep=0.0005,
-                                            value=defaults.learning_rate)
+        self.learning_rate = QDoubleSpinBox(
+            decimals=5, minimum=1e-5, maximum=1.0, singleStep=0.0005, value=defaults.learning_rate
+        )
         self.validation = QDoubleSpinBox(minimum=0, maximum=45, value=defaults.validation_percent, suffix=" %")
         self.test = QDoubleSpinBox(minimum=0, maximum=45, value=defaults.test_percent, suffix=" %")
         self.augment = QCheckBox("Add augmented copies (mirror, zoom, brightness)")
         self.fine_tune = QCheckBox("Fine-tune the backbone (slow; for large data sets)")
-        self.seed = QSpinBox(minimum=0, maximum=2 ** 31 - 1, value=defaults.seed)
+        self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=defaults.seed)
         self.tflite = QComboBox()
         self.tflite.addItems(["float", "dynamic", "int8", "none"])
-        for widget, name in [(self.epochs, "epochs"), (self.learning_rate, "learning_rate"),
-                             (self.validation, "validation_percent"), (self.test, "test_percent"),
-                             (self.seed, "seed"), (self.tflite, "tflite_export")]:
+        for widget, name in [
+            (self.epochs, "epochs"),
+            (self.learning_rate, "learning_rate"),
+            (self.validation, "validation_percent"),
+            (self.test, "test_percent"),
+            (self.seed, "seed"),
+            (self.tflite, "tflite_export"),
+        ]:
             widget.setObjectName(name)
         from superqt import QCollapsible
+
         # folded: the arrow points right (more to see); open: down (what it shows is below)
         down, right = icon("mdi6.chevron-down"), icon("mdi6.chevron-right")
-        advanced = QCollapsible("Advanced", expandedIcon="▾" if down.isNull() else down,
-                                collapsedIcon="▸" if right.isNull() else right)
+        advanced = QCollapsible(
+            "Advanced", expandedIcon="▾" if down.isNull() else down, collapsedIcon="▸" if right.isNull() else right
+        )
         advanced.setObjectName("advanced")
         inner = QWidget()
         grid = QFormLayout(inner)
@@ -675,10 +742,15 @@ class OptionsPage(QWizardPage):
             return
         new_name = free_name(models_dir, name, classes)
         added, removed = sorted(set(classes) - set(old)), sorted(set(old) - set(classes))
-        change = "; ".join(part for part in (f"adds {', '.join(added)}" if added else "",
-                                             f"drops {', '.join(removed)}" if removed else "") if part)
-        self.conflict.setText(f"⚠ A model named {name} already exists with other classes ({', '.join(old)}); "
-                              f"this data set {change}. Clients of {name} would switch class sets silently.")
+        change = "; ".join(
+            part
+            for part in (f"adds {', '.join(added)}" if added else "", f"drops {', '.join(removed)}" if removed else "")
+            if part
+        )
+        self.conflict.setText(
+            f"⚠ A model named {name} already exists with other classes ({', '.join(old)}); "
+            f"this data set {change}. Clients of {name} would switch class sets silently."
+        )
         self.use_new_name.setText(f"Use {new_name}")
         self.use_new_name.setProperty("name", new_name)
         self.conflict_box.show()
@@ -699,21 +771,33 @@ class OptionsPage(QWizardPage):
 
     def settings(self) -> TrainSettings:
         return TrainSettings(
-            image_dir=str(self.folder()), sources=self.wizard().folder_page.sources(),
-            models_dir=str(Path(self.models_dir.text()).expanduser()), name=self.name.text().strip() or None,
-            backbone=self.backbone_id(), epochs=self.epochs.value(),
-            learning_rate=self.learning_rate.value(), validation_percent=self.validation.value(),
-            test_percent=self.test.value(), augment=self.augment.isChecked(), fine_tune=self.fine_tune.isChecked(),
-            seed=self.seed.value(), tflite=self.tflite.currentText())
+            image_dir=str(self.folder()),
+            sources=self.wizard().folder_page.sources(),
+            models_dir=str(Path(self.models_dir.text()).expanduser()),
+            name=self.name.text().strip() or None,
+            backbone=self.backbone_id(),
+            epochs=self.epochs.value(),
+            learning_rate=self.learning_rate.value(),
+            validation_percent=self.validation.value(),
+            test_percent=self.test.value(),
+            augment=self.augment.isChecked(),
+            fine_tune=self.fine_tune.isChecked(),
+            seed=self.seed.value(),
+            tflite=self.tflite.currentText(),
+        )
 
     def problem(self) -> str | None:
         """Why Train cannot start yet, as one sentence; None when it can."""
         name = self.name.text().strip()
-        return ("Choose where to save the model." if not self.models_dir.text().strip() else
-                "Use letters, digits, '.', '-' and '_' in the model name." if name and not MODEL_NAME.fullmatch(
-                    name) else
-                f"Use the new name or tick “{self.keep_name.text()}”." if self.has_conflict()
-                and not self.keep_name.isChecked() else None)
+        return (
+            "Choose where to save the model."
+            if not self.models_dir.text().strip()
+            else "Use letters, digits, '.', '-' and '_' in the model name."
+            if name and not MODEL_NAME.fullmatch(name)
+            else f"Use the new name or tick “{self.keep_name.text()}”."
+            if self.has_conflict() and not self.keep_name.isChecked()
+            else None
+        )
 
     def _clear_solved_problem(self) -> None:
         """The error this page raised goes once its cause is gone (a new name, the box ticked), not at Train."""
@@ -762,6 +846,7 @@ class TrainingPage(QWizardPage):
         self.overfitting.setStyleSheet(f"color: {tone('low')}; font-weight: bold;")
         self.overfitting.hide()
         import pyqtgraph as pg
+
         self.loss_plot = pg.PlotWidget(background=None, title="loss")
         self.acc_plot = pg.PlotWidget(background=None, title="accuracy")
         for plot in (self.loss_plot, self.acc_plot):  # the legend is a label above the charts, never on a curve
@@ -774,8 +859,9 @@ class TrainingPage(QWizardPage):
             "accuracy": self.acc_plot.plot(pen=pg.mkPen(colours["train"], width=2), name="train"),
             "val_accuracy": self.acc_plot.plot(pen=pg.mkPen(colours["validation"], width=2), name="validation"),
         }
-        legend = QLabel("   ".join(f"<span style='color:{c}; font-weight:bold'>━━</span> {n}"
-                                   for n, c in colours.items()))
+        legend = QLabel(
+            "   ".join(f"<span style='color:{c}; font-weight:bold'>━━</span> {n}" for n, c in colours.items())
+        )
         legend.setObjectName("chart_legend")
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
@@ -839,18 +925,28 @@ class TrainingPage(QWizardPage):
 
     def _weight(self, stage: str) -> float:
         if stage.startswith("embed_"):
-            return self._weights["embed"] * self._split_share.get(stage[len("embed_"):], 0.0)
+            return self._weights["embed"] * self._split_share.get(stage[len("embed_") :], 0.0)
         return self._weights.get(stage, 0)
 
     def _advance(self, stage: str, done: float = 0.0) -> None:
         """Move the bar to ``done`` (0..1) through ``stage``; it never moves back."""
-        order = ["start", "scan", "backbone", "embed_train", "embed_validation", "embed_test", "train", "fine_tune",
-                 "evaluate", "export"]
+        order = [
+            "start",
+            "scan",
+            "backbone",
+            "embed_train",
+            "embed_validation",
+            "embed_test",
+            "train",
+            "fine_tune",
+            "evaluate",
+            "export",
+        ]
         if stage == "embed":
             stage = "embed_train"
         if stage not in order:
             return
-        before = sum(self._weight(s) for s in order[:order.index(stage)])
+        before = sum(self._weight(s) for s in order[: order.index(stage)])
         total = sum(self._weight(s) for s in order)
         self._fraction = max(self._fraction, min(1.0, (before + self._weight(stage) * done) / total))
         self._stage = stage
@@ -884,7 +980,7 @@ class TrainingPage(QWizardPage):
             if line.strip() and not line.startswith(("I0000", "W0000", "WARNING: All log", "E0000")):
                 self.log.appendPlainText(line)
                 if line.startswith("retrain-studio: "):
-                    self.error = line[len("retrain-studio: "):]
+                    self.error = line[len("retrain-studio: ") :]
 
     def _handle(self, event: dict) -> None:
         kind = event.get("event")
@@ -908,13 +1004,16 @@ class TrainingPage(QWizardPage):
             sizes = {k: event.get(k, 0) for k in ("train", "validation", "test")}
             if sum(sizes.values()):
                 self._split_share = {k: v / sum(sizes.values()) for k, v in sizes.items()}
-            self.log.appendPlainText(f"{event['images']} images, {len(event['classes'])} classes, "
-                                     f"{event['skipped_count']} skipped")
+            self.log.appendPlainText(
+                f"{event['images']} images, {len(event['classes'])} classes, {event['skipped_count']} skipped"
+            )
         elif kind == "review":
             leaks = sum(g["leak"] for g in event["duplicates"])
-            self.log.appendPlainText(f"review: {len(event['label_issues'])} likely wrong labels, "
-                                     f"{len(event['duplicates'])} duplicate groups ({leaks} leaks), "
-                                     f"{len(event['outliers'])} outliers (Back to the review step: Find problems…)")
+            self.log.appendPlainText(
+                f"review: {len(event['label_issues'])} likely wrong labels, "
+                f"{len(event['duplicates'])} duplicate groups ({leaks} leaks), "
+                f"{len(event['outliers'])} outliers (Back to the review step: Find problems…)"
+            )
         elif kind == "warning":
             self.log.appendPlainText("warning: " + event["message"])
         elif kind == "error":
@@ -931,7 +1030,8 @@ class TrainingPage(QWizardPage):
         if self._overfit_epochs >= OVERFIT_EPOCHS:
             self.overfitting.setText(
                 f"⚠ Possible overfitting: training accuracy is {gap * 100:.0f} points above validation for "
-                f"{self._overfit_epochs} epochs. More images per class or augmentation (Advanced) usually help.")
+                f"{self._overfit_epochs} epochs. More images per class or augmentation (Advanced) usually help."
+            )
             self.overfitting.show()
 
     def _finished(self, code: int, status):
@@ -987,13 +1087,19 @@ class ResultsPage(QWizardPage):
     def __init__(self):
         super().__init__()
         self.setTitle("Results on the test split")
-        self.setSubTitle("Images the model never saw while training. Click a cell of the confusion matrix to see "
-                         "its images.")
+        self.setSubTitle(
+            "Images the model never saw while training. Click a cell of the confusion matrix to see its images."
+        )
         from .qt_results import ResultsView
+
         self.view = ResultsView(self)
         # the view's parts, under the names this page always had
         self.accuracy, self.matrix, self.images, self.cell_title = (
-            self.view.accuracy, self.view.matrix, self.view.images, self.view.cell_title)
+            self.view.accuracy,
+            self.view.matrix,
+            self.view.images,
+            self.view.cell_title,
+        )
         QVBoxLayout(self).addWidget(self.view)
 
     def initializePage(self):
@@ -1075,9 +1181,14 @@ class TrainWizard(QWizard):
         self.folder_page, self.review_page, self.options_page = FolderPage(), ReviewPage(), OptionsPage()
         self.training_page, self.results_page, self.export_page = TrainingPage(), ResultsPage(), ExportPage()
         self.results_page.setObjectName("results_page")
-        for page_id, page in ((Page.FOLDER, self.folder_page), (Page.REVIEW, self.review_page),
-                              (Page.OPTIONS, self.options_page), (Page.TRAINING, self.training_page),
-                              (Page.RESULTS, self.results_page), (Page.EXPORT, self.export_page)):
+        for page_id, page in (
+            (Page.FOLDER, self.folder_page),
+            (Page.REVIEW, self.review_page),
+            (Page.OPTIONS, self.options_page),
+            (Page.TRAINING, self.training_page),
+            (Page.RESULTS, self.results_page),
+            (Page.EXPORT, self.export_page),
+        ):
             self.setPage(page_id, page)
         self.training_page.finished_ok.connect(lambda event: self.trained.emit(event["model_dir"]))
         self.training_page.progress_changed.connect(self.progress)
@@ -1100,9 +1211,13 @@ class TrainWizard(QWizard):
         """True when no training runs, or the user agreed to stop it (it is then stopped: nothing is kept)."""
         if not self.training_page.running():
             return True
-        box = QMessageBox(QMessageBox.Icon.Question, "Stop training?",
-                          "Stop training? The run so far is discarded; no model version is written.",
-                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "Stop training?",
+            "Stop training? The run so far is discarded; no model version is written.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            self,
+        )
         box.setDefaultButton(QMessageBox.StandardButton.No)
         if box.exec() != QMessageBox.StandardButton.Yes:
             return False  # even if the run ended meanwhile: the user chose to stay

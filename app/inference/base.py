@@ -5,6 +5,7 @@ Example::
     clf = open_classifier("models/flowers")          # highest version, like TF Serving
     [p.label for p in clf.classify([Path("rose.jpg").read_bytes()])]
 """
+
 from __future__ import annotations
 
 import math
@@ -18,6 +19,7 @@ from app.store import ModelError
 @dataclass
 class Timings:
     """Milliseconds one image spent in each step; a step a backend does not have stays 0."""
+
     decode_ms: float = 0.0
     preprocess_ms: float = 0.0
     inference_ms: float = 0.0
@@ -32,6 +34,7 @@ class Timings:
 @dataclass
 class Prediction:
     """One image's answer: the top-k (label, probability), best first, or ``error`` (one sentence)."""
+
     top_k: list[tuple[str, float]] = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
     request_bytes: int = 0
@@ -50,6 +53,7 @@ class Prediction:
 
 class Classifier(Protocol):
     """What every backend is: a name, its class names, and ``classify``."""
+
     name: str
     labels: list[str]
 
@@ -94,8 +98,10 @@ def ranked(probabilities, labels: Sequence[str], k: int) -> list[tuple[str, floa
         ModelError: the output and the labels disagree in number, or a probability is not finite.
     """
     if len(probabilities) != len(labels):
-        raise ModelError(f"the model gives {len(probabilities)} probabilities but has {len(labels)} class names; "
-                         "its folder is damaged or mixed up")
+        raise ModelError(
+            f"the model gives {len(probabilities)} probabilities but has {len(labels)} class names; "
+            "its folder is damaged or mixed up"
+        )
     if not all(math.isfinite(float(p)) for p in probabilities):
         raise ModelError("the model gave probabilities that are not finite numbers; its file may be damaged")
     order = sorted(range(len(probabilities)), key=lambda i: -float(probabilities[i]))[:k]

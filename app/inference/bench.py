@@ -10,6 +10,7 @@ one at a time so every timing is a single image's, as a user dropping files on t
 them.  Each file is read just before it is classified (never all up front), and a file that cannot be
 read or decoded is counted and listed in ``failures`` while the run goes on.
 """
+
 from __future__ import annotations
 
 import time
@@ -73,8 +74,13 @@ def summary(values: Sequence[float]) -> dict:
     if not len(values):
         return {"mean": None, "median": None, "p95": None, "min": None, "max": None}
     array = np.asarray(values, dtype=np.float64)
-    stats = {"mean": array.mean(), "median": np.median(array), "p95": np.percentile(array, 95, method="nearest"),
-             "min": array.min(), "max": array.max()}
+    stats = {
+        "mean": array.mean(),
+        "median": np.median(array),
+        "p95": np.percentile(array, 95, method="nearest"),
+        "min": array.min(),
+        "max": array.max(),
+    }
     return {name: round(float(value), 3) for name, value in stats.items()}
 
 
@@ -109,8 +115,9 @@ def bench(classifier: Classifier, files: Sequence[Path | tuple[Path, str]], back
         "total_ms": summary([p.timings.total_ms for _, p in ok]),
         "request_bytes_mean": round(float(np.mean([p.request_bytes for _, p in ok])), 1) if ok else None,
         "images_per_s": round(len(files) / wall, 2) if wall > 0 else None,
-        "failures": [{"path": str(f), "error": p.error}
-                     for f, p in zip(files, predictions, strict=True) if p.error is not None],
+        "failures": [
+            {"path": str(f), "error": p.error} for f, p in zip(files, predictions, strict=True) if p.error is not None
+        ],
     }
 
 

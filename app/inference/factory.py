@@ -1,4 +1,5 @@
 """Open the right backend for a model path or server URL."""
+
 from __future__ import annotations
 
 from .base import Classifier, ModelError
@@ -6,8 +7,9 @@ from .base import Classifier, ModelError
 LOCAL_BACKENDS = ("tflite", "savedmodel")
 
 
-def open_classifier(model: str | None = None, backend: str = "tflite", server: str | None = None,
-                    **options) -> Classifier:
+def open_classifier(
+    model: str | None = None, backend: str = "tflite", server: str | None = None, **options
+) -> Classifier:
     """The right backend for a model path or a server URL.
 
     Example::
@@ -31,19 +33,25 @@ def open_classifier(model: str | None = None, backend: str = "tflite", server: s
     """
     if server:
         from .remote import parse_target
+
         target = parse_target(server)
         if target.protocol == "grpc":
             from .serving_grpc import GrpcClassifier
+
             return GrpcClassifier(target, **options)
         from .serving_rest import RestClassifier
+
         return RestClassifier(target, **options)
     if backend == "tflite":
         from .tflite import TFLiteClassifier
+
         return TFLiteClassifier(model, threads=options.get("threads"))
     if backend == "savedmodel":
         from app import classify_only
+
         if classify_only():
             raise ModelError("this build has no TensorFlow: use the TFLite backend or a server")
         from .savedmodel import SavedModelClassifier
+
         return SavedModelClassifier(model)
     raise ModelError(f"unknown backend '{backend}' (use {' or '.join(LOCAL_BACKENDS)})")

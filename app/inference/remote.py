@@ -14,6 +14,7 @@ probabilities summing to 1) and anything else is a one-sentence ``ReplyError``. 
 that belong to one request (too large, too slow, refused, a bad reply) are that image's
 error in ``classify``; only a server that cannot be used at all ends a run.
 """
+
 from __future__ import annotations
 
 import re
@@ -61,10 +62,14 @@ class ReplyError(RequestError):
 def wrong_protocol(target: RemoteTarget) -> RemoteError:
     """The error for a REST client on a gRPC port or the converse, naming the URL that would work."""
     if target.protocol == "rest":
-        return RemoteError(f"{target.address} answered in HTTP/2: this port speaks gRPC; use "
-                           f"grpc://{target.host}:{target.port}/{target.model} or the REST port (8501)")
-    return RemoteError(f"{target.address} answered in HTTP/1.1: this port speaks REST; use "
-                       f"http://{target.host}:{target.port}/v1/models/{target.model} or the gRPC port (8500)")
+        return RemoteError(
+            f"{target.address} answered in HTTP/2: this port speaks gRPC; use "
+            f"grpc://{target.host}:{target.port}/{target.model} or the REST port (8501)"
+        )
+    return RemoteError(
+        f"{target.address} answered in HTTP/1.1: this port speaks REST; use "
+        f"http://{target.host}:{target.port}/v1/models/{target.model} or the gRPC port (8500)"
+    )
 
 
 def check_token(token: str | None) -> str | None:
@@ -104,13 +109,16 @@ def token_warning(target: RemoteTarget, token: str | None) -> str | None:
     if not token or target.secure:
         return None
     secure = "grpcs" if target.protocol == "grpc" else "https"
-    return (f"the token is sent unencrypted to {target.scheme}://{target.address}; anyone on the network can "
-            f"read it (use {secure}://)")
+    return (
+        f"the token is sent unencrypted to {target.scheme}://{target.address}; anyone on the network can "
+        f"read it (use {secure}://)"
+    )
 
 
 @dataclass(frozen=True)
 class RemoteTarget:
     """A parsed server URL: where to connect and which model, version and signature to ask for."""
+
     scheme: str
     host: str
     port: int
@@ -147,8 +155,9 @@ def parse_target(url: str) -> RemoteTarget:
     parsed = urlparse(url.strip())
     scheme = parsed.scheme.lower()
     if scheme not in DEFAULT_PORTS or not parsed.hostname:
-        raise RemoteError(f"'{url}' is not a server address; use grpc://host:8500/MODEL or "
-                         "http://host:8501/v1/models/MODEL")
+        raise RemoteError(
+            f"'{url}' is not a server address; use grpc://host:8500/MODEL or http://host:8501/v1/models/MODEL"
+        )
     try:
         port = parsed.port or DEFAULT_PORTS[scheme]
     except ValueError:
@@ -165,13 +174,20 @@ def parse_target(url: str) -> RemoteTarget:
         raise RemoteError(f"'{url}' does not name one model (grpc://host:port/MODEL)")
     if version is not None and not str(version).isdigit():
         raise RemoteError(f"version must be a number, not '{version}'")
-    return RemoteTarget(scheme, parsed.hostname, port, path, int(version) if version else None,
-                        query.get("signature", DEFAULT_SIGNATURE))
+    return RemoteTarget(
+        scheme,
+        parsed.hostname,
+        port,
+        path,
+        int(version) if version else None,
+        query.get("signature", DEFAULT_SIGNATURE),
+    )
 
 
 @dataclass(frozen=True)
 class SignatureNames:
     """Which input takes image bytes and which outputs hold probabilities and top-1 labels."""
+
     image_input: str
     probabilities: str
     classes: str | None
@@ -191,17 +207,22 @@ def choose_names(signatures: dict[str, dict[str, dict[str, str]]], target: Remot
         RemoteError: no such signature, not exactly one string input, or no probabilities output.
     """
     if target.signature not in signatures:
-        raise RemoteError(f"model '{target.model}' has no signature '{target.signature}' "
-                          f"(it has {', '.join(sorted(signatures)) or 'none'})")
+        raise RemoteError(
+            f"model '{target.model}' has no signature '{target.signature}' "
+            f"(it has {', '.join(sorted(signatures)) or 'none'})"
+        )
     signature = signatures[target.signature]
     strings = [name for name, dtype in signature["inputs"].items() if dtype == "DT_STRING"]
     if len(strings) != 1 or len(signature["inputs"]) != 1:
-        raise RemoteError(f"signature '{target.signature}' of model '{target.model}' does not take encoded image "
-                          "bytes (it needs exactly one string input)")
+        raise RemoteError(
+            f"signature '{target.signature}' of model '{target.model}' does not take encoded image "
+            "bytes (it needs exactly one string input)"
+        )
     outputs = signature["outputs"]
     floats = [name for name, dtype in outputs.items() if dtype == "DT_FLOAT"]
-    probabilities = PROBABILITIES_OUTPUT if PROBABILITIES_OUTPUT in outputs else \
-        (floats[0] if len(floats) == 1 else None)
+    probabilities = (
+        PROBABILITIES_OUTPUT if PROBABILITIES_OUTPUT in outputs else (floats[0] if len(floats) == 1 else None)
+    )
     if probabilities is None:
         raise RemoteError(f"signature '{target.signature}' has no '{PROBABILITIES_OUTPUT}' output")
     classes = CLASSES_OUTPUT if outputs.get(CLASSES_OUTPUT) == "DT_STRING" else None
@@ -256,6 +277,7 @@ class RemoteClassifier:
         if CLASS_NAMES_SIGNATURE not in self.signatures():
             return []
         from .base import warm_up_image
+
         count = int(self.predict([warm_up_image()])[0].shape[1])
         try:
             names = self.lookup_class_names(count)
@@ -298,17 +320,23 @@ class RemoteClassifier:
         if array.dtype.kind not in "fiu":
             raise ReplyError(f"{where} answered with probabilities that are not numbers")
         if array.ndim != 2 or array.shape[0] != rows:
-            raise ReplyError(f"{where} answered with probabilities of shape {list(array.shape)} for {rows} "
-                             f"image{'s' if rows != 1 else ''}")
+            raise ReplyError(
+                f"{where} answered with probabilities of shape {list(array.shape)} for {rows} "
+                f"image{'s' if rows != 1 else ''}"
+            )
         if self.class_count is not None and array.shape[1] != self.class_count:
-            raise ReplyError(f"{where} answered with {array.shape[1]} probabilities per image, but model "
-                             f"'{self.target.model}' has {self.class_count} classes")
+            raise ReplyError(
+                f"{where} answered with {array.shape[1]} probabilities per image, but model "
+                f"'{self.target.model}' has {self.class_count} classes"
+            )
         if not np.isfinite(array).all():
             raise ReplyError(f"{where} answered with probabilities that are not finite (NaN or infinity)")
-        if self.labels and ((array < -SOFTMAX_TOLERANCE).any() or (array > 1 + SOFTMAX_TOLERANCE).any()
-                            or (np.abs(array.sum(axis=1) - 1) > SOFTMAX_TOLERANCE).any()):
-            raise ReplyError(f"{where} answered with probabilities that are not between 0 and 1 or do not "
-                             "sum to 1")
+        if self.labels and (
+            (array < -SOFTMAX_TOLERANCE).any()
+            or (array > 1 + SOFTMAX_TOLERANCE).any()
+            or (np.abs(array.sum(axis=1) - 1) > SOFTMAX_TOLERANCE).any()
+        ):
+            raise ReplyError(f"{where} answered with probabilities that are not between 0 and 1 or do not sum to 1")
         return array.astype(np.float32)
 
     def checked_reply(self, values, top1, rows: int) -> tuple[np.ndarray, list[str] | None]:
@@ -326,7 +354,7 @@ class RemoteClassifier:
         """
         good, predictions = check_images(images)
         for start in range(0, len(good), self.batch_size):
-            chunk = good[start:start + self.batch_size]
+            chunk = good[start : start + self.batch_size]
             try:
                 self._classify_batch(images, chunk, predictions, top_k)
             except RequestError as exc:
@@ -353,6 +381,8 @@ class RemoteClassifier:
             ranking = ranked(probabilities[row], labels, top_k)
             if not self.labels and top1:
                 ranking[0] = (top1[row], ranking[0][1])
-            predictions[i] = Prediction(ranking, Timings(preprocess_ms=encode_ms / n, network_ms=network_ms,
-                                                         total_ms=elapsed_ms / n),
-                                        request_bytes=round(request_bytes / n))
+            predictions[i] = Prediction(
+                ranking,
+                Timings(preprocess_ms=encode_ms / n, network_ms=network_ms, total_ms=elapsed_ms / n),
+                request_bytes=round(request_bytes / n),
+            )

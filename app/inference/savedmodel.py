@@ -1,4 +1,5 @@
 """Local SavedModel backend: raw bytes into ``serving_default``, through the concrete signature."""
+
 from __future__ import annotations
 
 import time
@@ -40,8 +41,9 @@ class SavedModelClassifier:
         except Exception as exc:
             raise ModelError(f"cannot load SavedModel {self.version_dir}: {str(exc).splitlines()[0]}") from None
         if signature not in self._model.signatures:
-            raise ModelError(f"the model has no signature '{signature}' "
-                             f"(it has {', '.join(self._model.signatures) or 'none'})")
+            raise ModelError(
+                f"the model has no signature '{signature}' (it has {', '.join(self._model.signatures) or 'none'})"
+            )
         self._fn = self._model.signatures[signature]
         inputs = self._fn.structured_input_signature[1]
         string_inputs = [k for k, spec in inputs.items() if spec.dtype == tf.string]
@@ -78,8 +80,9 @@ class SavedModelClassifier:
         try:
             out = self._fn(**{self._input: self._tf.constant([data])})
         except Exception as exc:
-            return Prediction(request_bytes=len(data),
-                              error=f"the model could not decode this image ({type(exc).__name__})")
+            return Prediction(
+                request_bytes=len(data), error=f"the model could not decode this image ({type(exc).__name__})"
+            )
         elapsed = (time.perf_counter() - start) * 1000
         probabilities = out[PROBABILITIES_OUTPUT].numpy()[0]
         timings = Timings(inference_ms=elapsed, total_ms=elapsed)

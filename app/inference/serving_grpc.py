@@ -6,6 +6,7 @@ Message limits are raised (gRPC's default 4 MiB receive limit fails on large pho
 every call has a deadline, and ``grpcs://`` uses TLS with an optional CA file and
 bearer token.  Replies are capped at ``MAX_REPLY_BYTES`` (64 MB) and checked like REST's.
 """
+
 from __future__ import annotations
 
 import time
@@ -37,8 +38,16 @@ _STATES = {0: "UNKNOWN", 10: "START", 20: "LOADING", 30: "AVAILABLE", 40: "UNLOA
 class GrpcClassifier(RemoteClassifier):
     name = "grpc"
 
-    def __init__(self, target: RemoteTarget | str, *, timeout_s: float = 10.0, ca_file: str | None = None,
-                 token: str | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES, on_warning=None):
+    def __init__(
+        self,
+        target: RemoteTarget | str,
+        *,
+        timeout_s: float = 10.0,
+        ca_file: str | None = None,
+        token: str | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        on_warning=None,
+    ):
         from tensorflow_serving.apis import (
             model_service_pb2_grpc,
             prediction_service_pb2_grpc,
@@ -46,8 +55,10 @@ class GrpcClassifier(RemoteClassifier):
 
         target, token = checked_args(target, token)
         self.timeout_s = timeout_s
-        options = [("grpc.max_send_message_length", max_message_bytes),
-                   ("grpc.max_receive_message_length", MAX_REPLY_BYTES)]
+        options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", MAX_REPLY_BYTES),
+        ]
         if target.secure:
             root = Path(ca_file).expanduser().read_bytes() if ca_file else None
             self._channel = grpc.secure_channel(target.address, grpc.ssl_channel_credentials(root), options)
@@ -90,9 +101,12 @@ class GrpcClassifier(RemoteClassifier):
             known = set(types_pb2.DataType.values())
             name = lambda t: types_pb2.DataType.Name(t.dtype) if t.dtype in known else ""  # noqa: E731
             self._signatures = {
-                key: {"inputs": {k: name(v) for k, v in sig.inputs.items()},
-                      "outputs": {k: name(v) for k, v in sig.outputs.items()}}
-                for key, sig in signature_map.signature_def.items()}
+                key: {
+                    "inputs": {k: name(v) for k, v in sig.inputs.items()},
+                    "outputs": {k: name(v) for k, v in sig.outputs.items()},
+                }
+                for key, sig in signature_map.signature_def.items()
+            }
         return self._signatures
 
     def status(self) -> list[tuple[int, str]]:
@@ -183,8 +197,9 @@ def _translate(exc: grpc.RpcError, target: RemoteTarget, timeout_s: float, reque
         if "failed parsing http/2" in lowered or "http1" in lowered:
             return wrong_protocol(target)
         if any(word in lowered for word in ("ssl", "tls", "handshake", "certificate")):
-            return RemoteError(f"the TLS handshake with {where} failed: check grpcs:// versus grpc:// and the "
-                               "CA certificate")
+            return RemoteError(
+                f"the TLS handshake with {where} failed: check grpcs:// versus grpc:// and the CA certificate"
+            )
         if "dns" in lowered or "resolve" in lowered:
             return RemoteError(f"cannot find the host '{target.host}'")
         return RemoteError(f"cannot reach a TF Serving gRPC server at {where} (is it running, on this port?)")
@@ -198,10 +213,13 @@ def _translate(exc: grpc.RpcError, target: RemoteTarget, timeout_s: float, reque
         return RemoteError(f"model '{target.model}' has no signature '{target.signature}'")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         if f"vs. {MAX_REPLY_BYTES})" in details:  # our own receive limit, not the server's
-            return ReplyError(f"{where} sent a reply larger than the {MAX_REPLY_BYTES // 2 ** 20} MB "
-                              "a prediction can need")
-        return RequestError(f"the request ({request_bytes / 1e6:.1f} MB) is larger than {where} accepts; "
-                           "send fewer or smaller images, or raise the server's limit")
+            return ReplyError(
+                f"{where} sent a reply larger than the {MAX_REPLY_BYTES // 2**20} MB a prediction can need"
+            )
+        return RequestError(
+            f"the request ({request_bytes / 1e6:.1f} MB) is larger than {where} accepts; "
+            "send fewer or smaller images, or raise the server's limit"
+        )
     if code == grpc.StatusCode.UNAUTHENTICATED or code == grpc.StatusCode.PERMISSION_DENIED:
         return RemoteError(f"{where} refused the credentials ({details or code.name})")
     if code == grpc.StatusCode.INVALID_ARGUMENT:

@@ -8,6 +8,7 @@ keep-alive connection is reused across a batch.  Standard library only: no Tenso
 watchdog shuts the socket when it passes, so a server that drips one byte a second cannot
 hold a call open.  Replies larger than ``MAX_REPLY_BYTES`` (64 MB) are refused.
 """
+
 from __future__ import annotations
 
 import base64
@@ -38,8 +39,15 @@ from .remote import (
 class RestClassifier(RemoteClassifier):
     name = "rest"
 
-    def __init__(self, target: RemoteTarget | str, *, timeout_s: float = 10.0, ca_file: str | None = None,
-                 token: str | None = None, on_warning=None):
+    def __init__(
+        self,
+        target: RemoteTarget | str,
+        *,
+        timeout_s: float = 10.0,
+        ca_file: str | None = None,
+        token: str | None = None,
+        on_warning=None,
+    ):
         target, token = checked_args(target, token)
         self.target, self.timeout_s = target, timeout_s
         self._headers = {"Content-Type": "application/json"}
@@ -87,12 +95,15 @@ class RestClassifier(RemoteClassifier):
             response = conn.getresponse()
             length = response.getheader("Content-Length", "")
             if length.strip().isdigit() and int(length) > MAX_REPLY_BYTES:
-                raise ReplyError(f"{self.where} sent a reply of {int(length) / 2 ** 20:.0f} MB, more than the "
-                                 f"{MAX_REPLY_BYTES // 2 ** 20} MB a prediction can need")
+                raise ReplyError(
+                    f"{self.where} sent a reply of {int(length) / 2**20:.0f} MB, more than the "
+                    f"{MAX_REPLY_BYTES // 2**20} MB a prediction can need"
+                )
             payload = response.read(MAX_REPLY_BYTES + 1)
             if len(payload) > MAX_REPLY_BYTES:
-                raise ReplyError(f"{self.where} sent a reply larger than the {MAX_REPLY_BYTES // 2 ** 20} MB "
-                                 "a prediction can need")
+                raise ReplyError(
+                    f"{self.where} sent a reply larger than the {MAX_REPLY_BYTES // 2**20} MB a prediction can need"
+                )
             return response, payload
         finally:
             watchdog.cancel()
@@ -115,11 +126,16 @@ class RestClassifier(RemoteClassifier):
         try:
             data = json.loads(payload)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-            raise ReplyError(f"{where} answered with something that is not TF Serving JSON "
-                             f"(HTTP {response.status})") from None
+            raise ReplyError(
+                f"{where} answered with something that is not TF Serving JSON (HTTP {response.status})"
+            ) from None
         if response.status != 200:
-            raise _translate(response.status, str(data.get("error", data)) if isinstance(data, dict) else str(data),
-                             self.target, len(body or b""))
+            raise _translate(
+                response.status,
+                str(data.get("error", data)) if isinstance(data, dict) else str(data),
+                self.target,
+                len(body or b""),
+            )
         if not isinstance(data, dict):
             raise ReplyError(f"{where} answered with JSON that is not an object")
         return data
@@ -139,13 +155,16 @@ class RestClassifier(RemoteClassifier):
         if isinstance(exc, http.client.HTTPException):
             return RemoteError(f"{where} does not answer like a TF Serving REST server ({type(exc).__name__})")
         if isinstance(exc, ssl.SSLError):
-            return RemoteError(f"the TLS handshake with {where} failed: check https:// versus http:// and "
-                               f"the CA certificate ({exc.reason or exc})")
+            return RemoteError(
+                f"the TLS handshake with {where} failed: check https:// versus http:// and "
+                f"the CA certificate ({exc.reason or exc})"
+            )
         if isinstance(exc, socket.gaierror):
             return RemoteError(f"cannot find the host '{self.target.host}'")
         if isinstance(exc, OSError):
-            return RemoteError(f"cannot reach a TF Serving REST server at {where} "
-                               f"({exc.strerror or type(exc).__name__})")
+            return RemoteError(
+                f"cannot reach a TF Serving REST server at {where} ({exc.strerror or type(exc).__name__})"
+            )
         return RemoteError(f"the call to {where} failed ({type(exc).__name__})")
 
     def signatures(self) -> dict:
@@ -154,9 +173,12 @@ class RestClassifier(RemoteClassifier):
             try:
                 defs = data.get("metadata", {}).get("signature_def", {}).get("signature_def", {})
                 self._signatures = {
-                    str(key): {"inputs": {str(k): str(v.get("dtype", "")) for k, v in sig.get("inputs", {}).items()},
-                               "outputs": {str(k): str(v.get("dtype", "")) for k, v in sig.get("outputs", {}).items()}}
-                    for key, sig in defs.items()}
+                    str(key): {
+                        "inputs": {str(k): str(v.get("dtype", "")) for k, v in sig.get("inputs", {}).items()},
+                        "outputs": {str(k): str(v.get("dtype", "")) for k, v in sig.get("outputs", {}).items()},
+                    }
+                    for key, sig in defs.items()
+                }
             except (AttributeError, TypeError):
                 raise ReplyError(f"{self.where} answered with model metadata that is not TF Serving's") from None
         return self._signatures
@@ -170,8 +192,12 @@ class RestClassifier(RemoteClassifier):
 
     def predict(self, images: Sequence[bytes]):
         start = time.perf_counter()
-        body = json.dumps({"signature_name": self.target.signature,
-                           "instances": [{"b64": base64.b64encode(data).decode("ascii")} for data in images]}).encode()
+        body = json.dumps(
+            {
+                "signature_name": self.target.signature,
+                "instances": [{"b64": base64.b64encode(data).decode("ascii")} for data in images],
+            }
+        ).encode()
         encode_ms = (time.perf_counter() - start) * 1e3
         rows = self._send("POST", self._base + ":predict", body).get("predictions")
         if not isinstance(rows, list):
@@ -215,8 +241,9 @@ def _translate(status: int, message: str, target: RemoteTarget, request_bytes: i
     if status == 400 and "signature" in message.lower() and "not found" in message.lower():
         return RemoteError(f"model '{target.model}' has no signature '{target.signature}'")
     if status in (413, 429) or "larger than" in message:
-        return RequestError(f"the request ({request_bytes / 1e6:.1f} MB) is larger than {where} accepts; "
-                           "send fewer or smaller images")
+        return RequestError(
+            f"the request ({request_bytes / 1e6:.1f} MB) is larger than {where} accepts; send fewer or smaller images"
+        )
     if status in (401, 403):
         return RemoteError(f"{where} refused the credentials (HTTP {status})")
     if status == 504:

@@ -3,6 +3,7 @@
 Decoding and resizing happen on the host with ``preprocess`` (a .tflite cannot decode
 JPEG), and this module never imports TensorFlow, so classification starts fast.
 """
+
 from __future__ import annotations
 
 import time
@@ -91,6 +92,10 @@ class TFLiteClassifier:
         t2 = time.perf_counter()
         probabilities = self.invoke(image)
         t3 = time.perf_counter()
-        timings = Timings(decode_ms=(t1 - t0) * 1e3, preprocess_ms=(t2 - t1) * 1e3,
-                          inference_ms=(t3 - t2) * 1e3, total_ms=(t3 - t0) * 1e3)
+        timings = Timings(
+            decode_ms=(t1 - t0) * 1e3,
+            preprocess_ms=(t2 - t1) * 1e3,
+            inference_ms=(t3 - t2) * 1e3,
+            total_ms=(t3 - t0) * 1e3,
+        )
         return Prediction(ranked(probabilities, self.labels, k), timings, len(data))

@@ -1,7 +1,8 @@
 """Render resources/icons/retrain-studio.svg to the freedesktop hicolor PNG sizes.
 
-    QT_QPA_PLATFORM=offscreen .venv/bin/python packaging/linux/render_icons.py
+QT_QPA_PLATFORM=offscreen .venv/bin/python packaging/linux/render_icons.py
 """
+
 from pathlib import Path
 
 from PySide6.QtCore import Qt

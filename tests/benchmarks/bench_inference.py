@@ -7,6 +7,7 @@ classifies N held-out test images one at a time through TFLite, SavedModel, and 
 Serving over gRPC and REST (the protocol double in a separate process on loopback).
 Prints per-image median total ms for each backend and the ratios the targets name.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,12 @@ def cold_start(model: Path, image: Path, runs: int = 3) -> float:
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "app", "classify", "--backend", "tflite", "--model", str(model),
-                        str(image)], check=True, capture_output=True, cwd=REPO)
+        subprocess.run(
+            [sys.executable, "-m", "app", "classify", "--backend", "tflite", "--model", str(model), str(image)],
+            check=True,
+            capture_output=True,
+            cwd=REPO,
+        )
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -44,25 +49,37 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
+    from app.imaging import load_image
     from app.inference.bench import bench, labeled_files
     from app.inference.factory import open_classifier
-    from app.imaging import load_image
 
     work = Path(tempfile.mkdtemp(prefix="bench-infer-"))
     train_dir = fashion_mnist.write_folders(work / "train", 150)
     held = fashion_mnist.write_folders(work / "held", args.images // 10, split="test")
-    subprocess.run([sys.executable, "-m", "app", "train", str(train_dir), "-o", str(work / "models"), "--name", "fm",
-                    "--json"], check=True, capture_output=True, cwd=REPO)
+    subprocess.run(
+        [sys.executable, "-m", "app", "train", str(train_dir), "-o", str(work / "models"), "--name", "fm", "--json"],
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+    )
     model = work / "models" / "fm"
     files = labeled_files(held)
 
-    server = subprocess.Popen([sys.executable, str(REPO / "tests/serving/double.py"), f"fm={model}"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+    server = subprocess.Popen(
+        [sys.executable, str(REPO / "tests/serving/double.py"), f"fm={model}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
+    )
     try:
         ports = json.loads(server.stdout.readline())
-        targets = {"tflite": ("tflite", None), "savedmodel": ("savedmodel", None),
-                   "grpc": (None, f"grpc://127.0.0.1:{ports['grpc_port']}/fm"),
-                   "rest": (None, f"http://127.0.0.1:{ports['rest_port']}/v1/models/fm")}
+        targets = {
+            "tflite": ("tflite", None),
+            "savedmodel": ("savedmodel", None),
+            "grpc": (None, f"grpc://127.0.0.1:{ports['grpc_port']}/fm"),
+            "rest": (None, f"http://127.0.0.1:{ports['rest_port']}/v1/models/fm"),
+        }
         rows = {}
         for name, (backend, url) in targets.items():
             classifier = open_classifier(None if url else model, backend, url)
@@ -89,28 +106,42 @@ def main(argv=None) -> dict:
         "grpc_added_ms": round(median["grpc"] - median["savedmodel"], 2),
         "rest_added_ms": round(median["rest"] - median["savedmodel"], 2),
         "request_bytes_mean": {name: rows[name]["request_bytes_mean"] for name in ("grpc", "rest")},
-        "float_tensor_vs_request": {name: round(FLOAT_TENSOR_BYTES / rows[name]["request_bytes_mean"], 1)
-                                    for name in ("grpc", "rest")},
+        "float_tensor_vs_request": {
+            name: round(FLOAT_TENSOR_BYTES / rows[name]["request_bytes_mean"], 1) for name in ("grpc", "rest")
+        },
         "cold_start_tflite_s": round(cold_start(model / "1", files[0]), 3),
         "rows": rows,
     }
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{len(files)} held-out Fashion-MNIST images, one at a time; 2-core CPU; server = protocol double "
-              "(Python, separate process, loopback)")
+        print(
+            f"{len(files)} held-out Fashion-MNIST images, one at a time; 2-core CPU; server = protocol double "
+            "(Python, separate process, loopback)"
+        )
         print(f"{'backend':<11} {'accuracy':>8} {'median total ms':>16} {'p95':>8} {'request bytes':>14} {'img/s':>7}")
         for name, row in rows.items():
-            print(f"{name:<11} {row['accuracy']:>8.3f} {row['total_ms']['median']:>16.2f} {row['total_ms']['p95']:>8.2f} "
-                  f"{row['request_bytes_mean']:>14.0f} {row['images_per_s']:>7.1f}")
-        print(f"TFLite: bare invoke() median {bare_invoke:.2f} ms; total is {result['tflite_overhead_pct']}% more "
-              "(target < 30%)")
-        print(f"gRPC adds {result['grpc_added_ms']} ms (target < 3), REST adds {result['rest_added_ms']} ms "
-              "(target < 5) per image over in-process SavedModel")
-        print(f"decoded float tensor ({FLOAT_TENSOR_BYTES} B) vs request: gRPC {result['float_tensor_vs_request']['grpc']}x, "
-              f"REST {result['float_tensor_vs_request']['rest']}x smaller (target >= 50x)")
-        print(f"cold start, classify --backend tflite on one image, from process start: "
-              f"{result['cold_start_tflite_s']:.2f} s (target < 1.5)")
+            print(
+                f"{name:<11} {row['accuracy']:>8.3f} {row['total_ms']['median']:>16.2f} {row['total_ms']['p95']:>8.2f} "
+                f"{row['request_bytes_mean']:>14.0f} {row['images_per_s']:>7.1f}"
+            )
+        print(
+            f"TFLite: bare invoke() median {bare_invoke:.2f} ms; total is {result['tflite_overhead_pct']}% more "
+            "(target < 30%)"
+        )
+        print(
+            f"gRPC adds {result['grpc_added_ms']} ms (target < 3), REST adds {result['rest_added_ms']} ms "
+            "(target < 5) per image over in-process SavedModel"
+        )
+        print(
+            f"decoded float tensor ({FLOAT_TENSOR_BYTES} B) vs request: "
+            f"gRPC {result['float_tensor_vs_request']['grpc']}x, "
+            f"REST {result['float_tensor_vs_request']['rest']}x smaller (target >= 50x)"
+        )
+        print(
+            f"cold start, classify --backend tflite on one image, from process start: "
+            f"{result['cold_start_tflite_s']:.2f} s (target < 1.5)"
+        )
     return result
 
 

@@ -8,6 +8,7 @@ reviews that twice with ``retrain-studio review --json`` (each a separate proces
 second run is the warm-cache time.  Prints recall/precision of the label issues, copies found, leaks, the clean
 set's false alarms, and the seconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,12 @@ import fashion_mnist  # noqa: E402
 
 def review(folder: Path, cache: Path) -> tuple[dict, float]:
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "app", "review", str(folder), "--cache-dir", str(cache), "--json"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "app", "review", str(folder), "--cache-dir", str(cache), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return json.loads(out.splitlines()[-1]), round(time.perf_counter() - start, 2)
 
 
@@ -54,17 +59,30 @@ def main(argv=None) -> dict:
     wrong = {str(p) for p in truth["wrong"]}
     flagged = [row["path"] for row in report["label_issues"]]
     right = len(wrong & set(flagged))
-    found = sum(1 for original, copy in truth["copies"]
-                if any(str(copy) in g["paths"] and str(original) in g["paths"] for g in report["duplicates"]))
-    result = {"images": report["images"], "clean_images": clean_report["images"], "wrong_planted": len(wrong),
-              "label_issues": len(flagged), "recall": round(right / len(wrong), 3),
-              "precision": round(right / max(1, len(flagged)), 3), "copies_found": found,
-              "copies_planted": len(truth["copies"]), "leaks": sum(g["leak"] for g in report["duplicates"]),
-              "duplicate_groups": len(report["duplicates"]), "outliers": len(report["outliers"]),
-              "clean_label_issues": len(clean_report["label_issues"]),
-              "clean_duplicate_groups": len(clean_report["duplicates"]),
-              "clean_outliers": len(clean_report["outliers"]),
-              "cold_clean_wall_s": cold_s, "warm_wall_s": warm_s, "warm_seconds": report["seconds"]}
+    found = sum(
+        1
+        for original, copy in truth["copies"]
+        if any(str(copy) in g["paths"] and str(original) in g["paths"] for g in report["duplicates"])
+    )
+    result = {
+        "images": report["images"],
+        "clean_images": clean_report["images"],
+        "wrong_planted": len(wrong),
+        "label_issues": len(flagged),
+        "recall": round(right / len(wrong), 3),
+        "precision": round(right / max(1, len(flagged)), 3),
+        "copies_found": found,
+        "copies_planted": len(truth["copies"]),
+        "leaks": sum(g["leak"] for g in report["duplicates"]),
+        "duplicate_groups": len(report["duplicates"]),
+        "outliers": len(report["outliers"]),
+        "clean_label_issues": len(clean_report["label_issues"]),
+        "clean_duplicate_groups": len(clean_report["duplicates"]),
+        "clean_outliers": len(clean_report["outliers"]),
+        "cold_clean_wall_s": cold_s,
+        "warm_wall_s": warm_s,
+        "warm_seconds": report["seconds"],
+    }
     shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return result

@@ -8,6 +8,7 @@ comparison, and test accuracy against a linear probe (logistic regression, C cho
 the validation split) on the same frozen features — on the run's own test split and on
 1000 held-out Fashion-MNIST test images.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,25 @@ import fashion_mnist  # noqa: E402
 
 def train(data: Path, models: Path, cache: Path) -> dict:
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "app", "train", str(data), "-o", str(models), "--name", "fm",
-                          "--cache-dir", str(cache), "--json"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "train",
+            str(data),
+            "-o",
+            str(models),
+            "--name",
+            "fm",
+            "--cache-dir",
+            str(cache),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     done = json.loads(out.splitlines()[-1])
     done["wall_s"] = round(time.perf_counter() - start, 2)
     return done
@@ -59,7 +77,7 @@ def main(argv=None) -> dict:
     extractor(images[:32])  # trace once, as the training run does
     t = time.perf_counter()
     for s in range(0, len(images), 32):
-        extractor(images[s:s + 32])
+        extractor(images[s : s + 32])
     forward_s = time.perf_counter() - t
 
     cold = train(data, work / "models", cache)
@@ -83,12 +101,13 @@ def main(argv=None) -> dict:
     import io
 
     from PIL import Image
+
     encoded = []
     for i in pick:
         buf = io.BytesIO()
         Image.fromarray(test_images[i]).save(buf, "PNG")
         encoded.append(load_image(buf.getvalue(), (224, 224)))
-    H = np.concatenate([np.asarray(extractor(np.stack(encoded[s:s + 64]))) for s in range(0, len(encoded), 64)])
+    H = np.concatenate([np.asarray(extractor(np.stack(encoded[s : s + 64]))) for s in range(0, len(encoded), 64)])
     # Our folders are in CLASSES order sorted by name; map Fashion-MNIST labels to our indices
     index = {name: i for i, name in enumerate(scanned.classes)}
     truth = np.array([index[fashion_mnist.CLASSES[c]] for c in test_labels[pick]])
@@ -96,14 +115,18 @@ def main(argv=None) -> dict:
     probe_holdout = float(probe.score(H, truth))
 
     result = {
-        "images": len(files), "backbone_conversion_s": round(convert_s, 2),
+        "images": len(files),
+        "backbone_conversion_s": round(convert_s, 2),
         "bare_forward_s": round(forward_s, 2),
-        "cold": {"wall_s": cold["wall_s"], **cold["seconds"]}, "warm": {"wall_s": warm["wall_s"], **warm["seconds"]},
+        "cold": {"wall_s": cold["wall_s"], **cold["seconds"]},
+        "warm": {"wall_s": warm["wall_s"], **warm["seconds"]},
         "cold_vs_forward_plus_10s": round(cold["wall_s"] / (forward_s + 10), 3),
         "test_split_images": len(Y["test"]),
         "head_test_accuracy": cold["metrics"]["test_accuracy"],
-        "probe_test_accuracy": round(float(probe.score(X["test"], Y["test"])), 4), "probe_C": probe.C,
-        "holdout_images": len(pick), "head_holdout_accuracy": round(head_holdout, 4),
+        "probe_test_accuracy": round(float(probe.score(X["test"], Y["test"])), 4),
+        "probe_C": probe.C,
+        "holdout_images": len(pick),
+        "head_holdout_accuracy": round(head_holdout, 4),
         "probe_holdout_accuracy": round(probe_holdout, 4),
     }
     if args.json:
@@ -114,12 +137,17 @@ def main(argv=None) -> dict:
         print(f"bare backbone forward pass over the same images: {forward_s:.1f} s")
         for name in ("cold", "warm"):
             r = result[name]
-            print(f"{name:>4} run: wall {r['wall_s']:.1f} s  (" +
-                  ", ".join(f"{k} {v:.1f}" for k, v in r.items() if k not in ("wall_s",)) + ")")
+            print(
+                f"{name:>4} run: wall {r['wall_s']:.1f} s  ("
+                + ", ".join(f"{k} {v:.1f}" for k, v in r.items() if k not in ("wall_s",))
+                + ")"
+            )
         print(f"cold run / (bare forward + 10 s) = {result['cold_vs_forward_plus_10s']:.2f}  (target <= 1.3)")
         print(f"warm rerun: {warm['wall_s']:.1f} s  (target < 15)")
-        print(f"test split ({len(Y['test'])} images): head {result['head_test_accuracy']:.3f}, "
-              f"linear probe {result['probe_test_accuracy']:.3f} (C={probe.C})")
+        print(
+            f"test split ({len(Y['test'])} images): head {result['head_test_accuracy']:.3f}, "
+            f"linear probe {result['probe_test_accuracy']:.3f} (C={probe.C})"
+        )
         print(f"held-out Fashion-MNIST test ({len(pick)} images): head {head_holdout:.3f}, probe {probe_holdout:.3f}")
     return result
 

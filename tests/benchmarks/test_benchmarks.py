@@ -1,4 +1,5 @@
 """Benchmarks print numbers; they are slow and not part of the default suite (pytest -m slow)."""
+
 import pytest
 
 

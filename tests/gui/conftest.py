@@ -1,4 +1,5 @@
 """GUI fixtures: offscreen Qt, settings in a temp folder, a screenshot folder, drag-and-drop helpers."""
+
 from __future__ import annotations
 
 import os
@@ -40,15 +41,18 @@ def drop(widget, paths) -> None:
     mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
     centre = widget.rect().center()
     try:  # PySide6 6.12 takes a QPointF (a QPoint is deprecated there); 6.11 only a QPoint
-        enter = QDragEnterEvent(QPointF(centre), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                                Qt.KeyboardModifier.NoModifier)
+        enter = QDragEnterEvent(
+            QPointF(centre), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+        )
     except TypeError:
-        enter = QDragEnterEvent(centre, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                                Qt.KeyboardModifier.NoModifier)
+        enter = QDragEnterEvent(
+            centre, Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+        )
     QApplication.sendEvent(widget, enter)
     assert enter.isAccepted()
-    event = QDropEvent(QPointF(centre), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                       Qt.KeyboardModifier.NoModifier)
+    event = QDropEvent(
+        QPointF(centre), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    )
     QApplication.sendEvent(widget, event)
 
 

@@ -3,6 +3,7 @@
 Widgets are found by visible text or accessible name and driven with QTest clicks and keys; no test
 calls a method whose name starts with ``_``.
 """
+
 import csv
 import gc
 import os
@@ -63,8 +64,12 @@ def type_into(edit, text, enter=True):
 def open_page(window, name):
     sidebar = window.sidebar
     item = sidebar.findItems(name, Qt.MatchFlag.MatchExactly)[0]
-    QTest.mouseClick(sidebar.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
-                     sidebar.visualItemRect(item).center())
+    QTest.mouseClick(
+        sidebar.viewport(),
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+        sidebar.visualItemRect(item).center(),
+    )
     return window.pages.currentWidget()
 
 
@@ -101,8 +106,12 @@ def summary(page):
 def wait_done(qtbot, page, count, timeout=90_000):
     """Until the batch ends and ``count`` rows are shown."""
     cancel = find(page, QAbstractButton, "Cancel")
-    qtbot.waitUntil(lambda: not cancel.isEnabled() and results(page).model().rowCount() >= count
-                    and "…" not in column(page, "Label"), timeout=timeout)
+    qtbot.waitUntil(
+        lambda: (
+            not cancel.isEnabled() and results(page).model().rowCount() >= count and "…" not in column(page, "Label")
+        ),
+        timeout=timeout,
+    )
 
 
 def with_dialog(qtbot, trigger, drive, close="Close"):
@@ -134,7 +143,7 @@ def with_dialog(qtbot, trigger, drive, close="Close"):
 
 
 def class_files(fm_dir, name, n, start=0):
-    return sorted((fm_dir / name).glob("*.png"))[start:start + n]
+    return sorted((fm_dir / name).glob("*.png"))[start : start + n]
 
 
 # --- the tests ---------------------------------------------------------------------------------
@@ -155,8 +164,12 @@ def test_drop_files_and_a_folder(window, qtbot, trained, fm_dir, screenshots, tm
     assert "(Local TFLite)" in summary(page)
     table = results(page)
     table.setFocus()
-    QTest.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
-                     table.visualRect(table.model().index(0, 1)).center())
+    QTest.mouseClick(
+        table.viewport(),
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+        table.visualRect(table.model().index(0, 1)).center(),
+    )
     assert "bag" in find(page, QListWidget, "Top classes").item(0).text()
     save_shot(window, screenshots, "classify")
 
@@ -275,7 +288,7 @@ def test_mixed_backends_loading_state_and_stages_that_do_not_apply(window, qtbot
     page = open_page(window, "Classify")
     choose_backend(window, "Local TFLite", trained["models"] / "clothes")
     drop(page, class_files(fm_dir, "bag", 2))
-    assert summary(page) != "No images yet" and "Loading Local TFLite model…" == summary(page)
+    assert summary(page) != "No images yet" and summary(page) == "Loading Local TFLite model…"
     wait_done(qtbot, page, 2)
     choose_backend(window, "Local SavedModel", trained["models"] / "clothes")
     drop(page, class_files(fm_dir, "sneaker", 2))
@@ -297,21 +310,30 @@ def test_compare_runs_all_four_backends(window, qtbot, trained, fm_dir, screensh
     wait_done(qtbot, page, 4)
     shown = {}
     with TFServingDouble({"clothes": trained["models"] / "clothes"}) as server:
+
         def drive(dialog):
-            for label, address in (("Remote gRPC", f"127.0.0.1:{server.grpc_port}/clothes"),
-                                   ("Remote REST", f"127.0.0.1:{server.rest_port}/clothes")):
+            for label, address in (
+                ("Remote gRPC", f"127.0.0.1:{server.grpc_port}/clothes"),
+                ("Remote REST", f"127.0.0.1:{server.rest_port}/clothes"),
+            ):
                 box = find(dialog, QCheckBox, label)
                 if not box.isChecked():
                     click(box)
                 type_into(find(dialog, QLineEdit, f"{label} address"), address, enter=False)
-            assert all(find(dialog, QCheckBox, label).isChecked() for label in
-                       ("Local TFLite", "Local SavedModel", "Remote gRPC", "Remote REST"))
+            assert all(
+                find(dialog, QCheckBox, label).isChecked()
+                for label in ("Local TFLite", "Local SavedModel", "Remote gRPC", "Remote REST")
+            )
             click(find(dialog, QAbstractButton, "Run"))
             status = find(dialog, QLabel, "Compare status")
             qtbot.waitUntil(lambda: status.text().startswith("Done"), timeout=180_000)
             table = find(dialog, QTableWidget, "Comparison")
-            shown.update({table.item(r, 0).text(): [table.item(r, c).text() for c in range(table.columnCount())]
-                          for r in range(table.rowCount())})
+            shown.update(
+                {
+                    table.item(r, 0).text(): [table.item(r, c).text() for c in range(table.columnCount())]
+                    for r in range(table.rowCount())
+                }
+            )
             save_shot(dialog, screenshots, "compare")
 
         with_dialog(qtbot, lambda: click(find(page, QAbstractButton, "Compare backends")), drive)
@@ -330,6 +352,7 @@ def test_compare_shows_a_failed_backend_s_sentence_whole(window, qtbot, trained,
     wait_done(qtbot, page, 2)
     seen = {}
     with TFServingDouble({"clothes": trained["models"] / "clothes"}) as server:
+
         def drive(dialog):
             click(find(dialog, QCheckBox, "Local SavedModel"))  # untick: TFLite and the broken REST are enough
             click(find(dialog, QCheckBox, "Remote REST"))
@@ -341,10 +364,15 @@ def test_compare_shows_a_failed_backend_s_sentence_whole(window, qtbot, trained,
             row = next(r for r in range(table.rowCount()) if table.item(r, 0).text() == "Remote REST")
             text = table.item(row, 1).text()
             cell = table.visualRect(table.model().index(row, 1))
-            needed = table.fontMetrics().boundingRect(QRect(0, 0, cell.width() - 8, 10_000),
-                                                      Qt.TextFlag.TextWordWrap, text)
-            seen.update(text=text, status=status.text(), fits=needed.height() <= cell.height(),
-                        wide=cell.width() >= table.viewport().width() // 2)
+            needed = table.fontMetrics().boundingRect(
+                QRect(0, 0, cell.width() - 8, 10_000), Qt.TextFlag.TextWordWrap, text
+            )
+            seen.update(
+                text=text,
+                status=status.text(),
+                fits=needed.height() <= cell.height(),
+                wide=cell.width() >= table.viewport().width() // 2,
+            )
 
         with_dialog(qtbot, lambda: click(find(page, QAbstractButton, "Compare backends")), drive)
     assert "speaks gRPC" in seen["text"]
@@ -458,8 +486,12 @@ class Tracked:
 
     def __init__(self, inner):
         self.inner = inner
-        self.entry = {"made_on": threading.get_ident(), "closed_on": None, "ref": weakref.ref(inner),
-                      "kind": type(inner).__name__}
+        self.entry = {
+            "made_on": threading.get_ident(),
+            "closed_on": None,
+            "ref": weakref.ref(inner),
+            "kind": type(inner).__name__,
+        }
         Tracked.log.append(self.entry)
 
     def close(self):
@@ -481,8 +513,12 @@ def test_a_replaced_classifier_is_closed_on_its_own_thread(window, qtbot, traine
     monkeypatch.setattr(factory, "open_classifier", lambda *a, **k: Tracked(real(*a, **k)))
     page = open_page(window, "Classify")
     with TFServingDouble({"clothes": trained["models"] / "clothes"}) as server:
-        chosen = [("Local TFLite", trained["models"] / "clothes"), ("Remote REST", server.rest_url("clothes")),
-                  ("Remote gRPC", server.grpc_url("clothes")), ("Local TFLite", trained["version_dir"])]
+        chosen = [
+            ("Local TFLite", trained["models"] / "clothes"),
+            ("Remote REST", server.rest_url("clothes")),
+            ("Remote gRPC", server.grpc_url("clothes")),
+            ("Local TFLite", trained["version_dir"]),
+        ]
         for n, (label, where) in enumerate(chosen):
             choose_backend(window, label, where)
             drop(page, class_files(fm_dir, "bag", 1, n))
@@ -493,13 +529,19 @@ def test_a_replaced_classifier_is_closed_on_its_own_thread(window, qtbot, traine
             click(find(dialog, QCheckBox, "Remote gRPC"))
             type_into(find(dialog, QLineEdit, "Remote gRPC address"), server.grpc_url("clothes"), enter=False)
             click(find(dialog, QAbstractButton, "Run"))
-            qtbot.waitUntil(lambda: find(dialog, QLabel, "Compare status").text().startswith("Done"),
-                            timeout=120_000)
+            qtbot.waitUntil(lambda: find(dialog, QLabel, "Compare status").text().startswith("Done"), timeout=120_000)
 
         with_dialog(qtbot, lambda: click(find(page, QAbstractButton, "Compare backends")), drive)
         kinds = [entry["kind"] for entry in Tracked.log]
-        assert kinds == ["TFLiteClassifier", "RestClassifier", "GrpcClassifier", "TFLiteClassifier",
-                         "TFLiteClassifier", "SavedModelClassifier", "GrpcClassifier"]
+        assert kinds == [
+            "TFLiteClassifier",
+            "RestClassifier",
+            "GrpcClassifier",
+            "TFLiteClassifier",
+            "TFLiteClassifier",
+            "SavedModelClassifier",
+            "GrpcClassifier",
+        ]
         in_use = Tracked.log[3]  # the page's current model stays open
         replaced = [entry for entry in Tracked.log if entry is not in_use]
         qtbot.waitUntil(lambda: all(entry["closed_on"] for entry in replaced), timeout=30_000)
@@ -612,9 +654,13 @@ def test_table_sorts_filters_flags_and_scores_a_labelled_folder(window, qtbot, t
 
     def read_matrix(dialog):
         table = find(dialog, QTableWidget, "Confusion matrix")
-        matrix.update({(table.verticalHeaderItem(r).text(), table.horizontalHeaderItem(c).text()):
-                       int(table.item(r, c).text()) for r in range(table.rowCount())
-                       for c in range(table.columnCount())})
+        matrix.update(
+            {
+                (table.verticalHeaderItem(r).text(), table.horizontalHeaderItem(c).text()): int(table.item(r, c).text())
+                for r in range(table.rowCount())
+                for c in range(table.columnCount())
+            }
+        )
 
     with_dialog(qtbot, lambda: click(find(page, QAbstractButton, "Confusion matrix…")), read_matrix)
     assert sum(matrix.values()) == 200 and sum(v for (t, p), v in matrix.items() if t == p) == correct
@@ -622,8 +668,12 @@ def test_table_sorts_filters_flags_and_scores_a_labelled_folder(window, qtbot, t
     table = results(page)
     header = table.horizontalHeader()
     score_column = ["", "File", "Truth", "Label", "Score"].index("Score")
-    QTest.mouseClick(header.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
-                     QPoint(header.sectionViewportPosition(score_column) + 10, header.height() // 2))
+    QTest.mouseClick(
+        header.viewport(),
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+        QPoint(header.sectionViewportPosition(score_column) + 10, header.height() // 2),
+    )
     scores = [float(v.split()[0]) for v in column(page, "Score")]
     assert scores == sorted(scores) or scores == sorted(scores, reverse=True)
 
@@ -690,6 +740,7 @@ def test_right_wrong_and_low_marks_are_readable_in_both_themes(qtbot, trained, f
     def luminance(c):
         def channel(v):
             return v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
+
         return 0.2126 * channel(c.redF()) + 0.7152 * channel(c.greenF()) + 0.0722 * channel(c.blueF())
 
     folder = tmp_path / "labelled"
@@ -714,8 +765,11 @@ def test_right_wrong_and_low_marks_are_readable_in_both_themes(qtbot, trained, f
             names = [model.headerData(c, Qt.Orientation.Horizontal) for c in range(model.columnCount())]
             base = app.palette().color(QPalette.ColorRole.Base)
             marked = [model.index(r, names.index("Label")) for r in range(model.rowCount())]
-            marked += [model.index(r, names.index("Score")) for r in range(model.rowCount())
-                       if model.index(r, names.index("Score")).data().endswith(" low")]
+            marked += [
+                model.index(r, names.index("Score"))
+                for r in range(model.rowCount())
+                if model.index(r, names.index("Score")).data().endswith(" low")
+            ]
             assert len(marked) > 7 and any(t != label for t, label in zip(column(page, "Truth"), column(page, "Label")))
             for index in marked:
                 colour = index.data(Qt.ItemDataRole.ForegroundRole)
@@ -763,23 +817,26 @@ def test_columns_that_matter_fit_a_1024x700_window(window, qtbot, trained, fm_di
     save_shot(window, screenshots, "classify-1024x700")
 
 
-@pytest.mark.parametrize("kind, typed, expected", [
-    ("grpc", "myhost:9000", "grpc://myhost:9000/flowers"),
-    ("grpc", "myhost", "grpc://myhost:8500/flowers"),
-    ("grpc", "myhost:9000/other/", "grpc://myhost:9000/other"),
-    ("grpc", "grpcs://secure:443/x", "grpcs://secure:443/x"),
-    ("grpc", "[::1]:8500", "grpc://[::1]:8500/flowers"),
-    ("rest", "myhost:8501", "http://myhost:8501/v1/models/flowers"),
-    ("rest", "myhost:8501/other", "http://myhost:8501/v1/models/other"),
-    ("rest", "https://h:1/v1/models/m/versions/2", "https://h:1/v1/models/m/versions/2"),
-    ("rest", "http://h:8501/m", "http://h:8501/v1/models/m"),
-    ("rest", "   ", ""),
-    ("rest", "http://h:8501/v1/models/", "http://h:8501/v1/models/flowers"),
-    ("grpc", "h:8500?version=2", "grpc://h:8500/flowers?version=2"),
-    ("grpc", "h:8500/m?version=2", "grpc://h:8500/m?version=2"),
-    ("rest", "://nothing", "://nothing"),
-    ("tflite", "models/flowers", "models/flowers"),
-])
+@pytest.mark.parametrize(
+    "kind, typed, expected",
+    [
+        ("grpc", "myhost:9000", "grpc://myhost:9000/flowers"),
+        ("grpc", "myhost", "grpc://myhost:8500/flowers"),
+        ("grpc", "myhost:9000/other/", "grpc://myhost:9000/other"),
+        ("grpc", "grpcs://secure:443/x", "grpcs://secure:443/x"),
+        ("grpc", "[::1]:8500", "grpc://[::1]:8500/flowers"),
+        ("rest", "myhost:8501", "http://myhost:8501/v1/models/flowers"),
+        ("rest", "myhost:8501/other", "http://myhost:8501/v1/models/other"),
+        ("rest", "https://h:1/v1/models/m/versions/2", "https://h:1/v1/models/m/versions/2"),
+        ("rest", "http://h:8501/m", "http://h:8501/v1/models/m"),
+        ("rest", "   ", ""),
+        ("rest", "http://h:8501/v1/models/", "http://h:8501/v1/models/flowers"),
+        ("grpc", "h:8500?version=2", "grpc://h:8500/flowers?version=2"),
+        ("grpc", "h:8500/m?version=2", "grpc://h:8500/m?version=2"),
+        ("rest", "://nothing", "://nothing"),
+        ("tflite", "models/flowers", "models/flowers"),
+    ],
+)
 def test_typed_server_addresses_are_completed(kind, typed, expected):
     from app.gui.qt_backend import complete_address
 

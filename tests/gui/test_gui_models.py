@@ -1,4 +1,5 @@
 """Models page and stored results, driven as a user does: clicks on rows and buttons, real message boxes."""
+
 import json
 import re
 import shutil
@@ -46,10 +47,13 @@ def answer_boxes(seen: list, *answers: str):
             return
         answered.append(box)
         seen.append(box.text() + "\n" + box.informativeText())
-        QTest.mouseClick(next(b for b in box.buttons() if b.text().replace("&", "") == answers[len(answered) - 1]),
-                         Qt.MouseButton.LeftButton)
+        QTest.mouseClick(
+            next(b for b in box.buttons() if b.text().replace("&", "") == answers[len(answered) - 1]),
+            Qt.MouseButton.LeftButton,
+        )
         if len(answered) < len(answers):
             QTimer.singleShot(20, poll)
+
     QTimer.singleShot(0, poll)
     return lambda: stopped.append(True)
 
@@ -62,8 +66,9 @@ def click_row(qtbot, tree, item) -> None:
 
 def click_cell(qtbot, table, row: int, column: int) -> None:
     table.scrollToItem(table.item(row, column))
-    qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton,
-                     pos=table.visualItemRect(table.item(row, column)).center())
+    qtbot.mouseClick(
+        table.viewport(), Qt.MouseButton.LeftButton, pos=table.visualItemRect(table.item(row, column)).center()
+    )
 
 
 def open_models(window, qtbot, folder: Path):
@@ -80,8 +85,9 @@ def open_models(window, qtbot, folder: Path):
     return view
 
 
-def fabricated_version(models: Path, name: str, classes: list[str], per_class: int, wrong: float = 0.0,
-                       seed: int = 0) -> Path:
+def fabricated_version(
+    models: Path, name: str, classes: list[str], per_class: int, wrong: float = 0.0, seed: int = 0
+) -> Path:
     """A version folder as training writes it (metadata.json + results.npz + tiny files), without TensorFlow."""
     rng = np.random.default_rng(seed)
     version = models / name / "1"
@@ -102,9 +108,17 @@ def fabricated_version(models: Path, name: str, classes: list[str], per_class: i
         paths.append(str(path))
     save_results(version / RESULTS_FILE, probabilities, truth, classes, paths)
     metrics = summary(evaluate(probabilities, truth, classes, paths))
-    (version / "metadata.json").write_text(json.dumps({
-        "labels": classes, "metrics": metrics, "backbone": {"id": "efficientnet_lite0"},
-        "created": "2026-11-25T05:00:00+00:00", "files": {"results": RESULTS_FILE}}))
+    (version / "metadata.json").write_text(
+        json.dumps(
+            {
+                "labels": classes,
+                "metrics": metrics,
+                "backbone": {"id": "efficientnet_lite0"},
+                "created": "2026-11-25T05:00:00+00:00",
+                "files": {"results": RESULTS_FILE},
+            }
+        )
+    )
     return version
 
 
@@ -166,8 +180,10 @@ def test_delete_asks_naming_the_version_and_moves_it_to_the_trash(window, qtbot,
     assert (trash / "files" / "2" / "saved_model.pb").is_file()
     info = (trash / "info" / "2.trashinfo").read_text()
     assert f"Path={version}" in info or "Path=" + str(version).replace(" ", "%20") in info
-    assert window.messages.text.text().startswith("Moved clothes version 2 to the trash") and "restore" in \
-        window.messages.text.text()
+    assert (
+        window.messages.text.text().startswith("Moved clothes version 2 to the trash")
+        and "restore" in window.messages.text.text()
+    )
     assert view.tree.topLevelItem(0).childCount() == 1
     assert "version 2" not in status.text()  # the deleted version is no longer shown as the open model
 
@@ -300,6 +316,7 @@ def test_cancel_on_the_results_page_keeps_them_reopenable(window, qtbot, tmp_pat
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # models go to the default folder under it
     from app.gui.qt_train_wizard import default_models_dir
+
     window.activateWindow()
     QTest.qWaitForWindowActive(window)
     QTest.keyClick(window, Qt.Key.Key_1, Qt.KeyboardModifier.ControlModifier)

@@ -1,4 +1,5 @@
 """Models → Retrain: the next version trained in a child process while the user keeps working elsewhere."""
+
 import re
 
 import fashion_mnist
@@ -8,8 +9,9 @@ from test_gui_models import answer_boxes, button, click_row, open_models
 
 
 def _sidebar_item(window, name: str):
-    return next(window.sidebar.item(i) for i in range(window.sidebar.count())
-                if window.sidebar.item(i).text().startswith(name))
+    return next(
+        window.sidebar.item(i) for i in range(window.sidebar.count()) if window.sidebar.item(i).text().startswith(name)
+    )
 
 
 def test_retrain_from_models_runs_in_the_background_and_reports_both_accuracies(window, qtbot, tmp_path, cache_dir):
@@ -18,8 +20,27 @@ def test_retrain_from_models_runs_in_the_background_and_reports_both_accuracies(
     a = fashion_mnist.write_folders(tmp_path / "a", 12, [1, 7], start=3200)
     usb = fashion_mnist.write_folders(tmp_path / "usb", 12, [8], start=3200) / "bag"
     models = tmp_path / "models"
-    assert cli.main(["train", str(a), "--class", f"handbag={usb}", "-o", str(models), "--name", "shoes",
-                     "--epochs", "5", "--tflite", "none", "--cache-dir", str(cache_dir)]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                str(a),
+                "--class",
+                f"handbag={usb}",
+                "-o",
+                str(models),
+                "--name",
+                "shoes",
+                "--epochs",
+                "5",
+                "--tflite",
+                "none",
+                "--cache-dir",
+                str(cache_dir),
+            ]
+        )
+        == 0
+    )
     fashion_mnist.write_folders(a, 3, [1, 7], start=3300)  # 6 new images
 
     view = open_models(window, qtbot, models)
@@ -34,8 +55,10 @@ def test_retrain_from_models_runs_in_the_background_and_reports_both_accuracies(
     qtbot.waitUntil(lambda: "6 new images" in window.messages.text.text(), timeout=120_000)
     assert "keep classifying" in window.messages.text.text()
     qtbot.waitUntil(lambda: window.messages.text.text().startswith("Retrained shoes"), timeout=300_000)
-    assert re.fullmatch(r"Retrained shoes: version 2 has test accuracy (\d+\.\d%|—) \(version 1: (\d+\.\d%|—)\)\.",
-                        window.messages.text.text())
+    assert re.fullmatch(
+        r"Retrained shoes: version 2 has test accuracy (\d+\.\d%|—) \(version 1: (\d+\.\d%|—)\)\.",
+        window.messages.text.text(),
+    )
     assert models_item.text() == "Models" and (models / "shoes" / "2" / "saved_model.pb").is_file()
 
     view = open_models(window, qtbot, models)

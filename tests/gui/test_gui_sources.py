@@ -1,4 +1,5 @@
 """The wizard's first page takes several folders: dropped, renamed, removed, merged by class, trained on."""
+
 import json
 
 from conftest import drop
@@ -30,7 +31,10 @@ def test_training_from_a_folder_a_dropped_folder_and_a_renamed_one_class_folder(
     drop(first, [b, pants, stray])
     table = first.findChild(QTableWidget, "more_sources")
     assert [(table.item(r, 0).text(), table.item(r, 1).text()) for r in range(table.rowCount())] == [
-        ("(its sub-folders)", str(b)), ("trouser", str(pants)), ("dress", str(stray))]
+        ("(its sub-folders)", str(b)),
+        ("trouser", str(pants)),
+        ("dress", str(stray)),
+    ]
 
     _cell(qtbot, table, 1, 0, double=True)  # rename the one-class folder's class
     editor = QApplication.focusWidget()
@@ -62,7 +66,8 @@ def test_training_from_a_folder_a_dropped_folder_and_a_renamed_one_class_folder(
     assert metadata["training"]["sources"] == [
         {"path": str(a), "kind": "folder", "classes": ["bag", "dress"]},
         {"path": str(b), "kind": "folder", "classes": ["bag", "sneaker"]},
-        {"path": str(pants), "kind": "class", "name": "trousers", "classes": ["trousers"]}]
+        {"path": str(pants), "kind": "class", "name": "trousers", "classes": ["trousers"]},
+    ]
 
 
 def test_add_one_class_folder_through_the_file_dialog_then_refuse_a_bad_class_name(window, qtbot, tmp_path):
@@ -89,6 +94,7 @@ def test_add_one_class_folder_through_the_file_dialog_then_refuse_a_bad_class_na
         QTest.keyClicks(name, str(pants))
         chosen.append((dialog.windowTitle(), name.text()))
         QTest.keyClick(name, Qt.Key.Key_Return)
+
     QTimer.singleShot(0, fill)
     click(qtbot, button(first, "Add one-class folder…"))
     assert chosen == [("Add a folder that is one class", str(pants))]
@@ -107,5 +113,7 @@ def test_add_one_class_folder_through_the_file_dialog_then_refuse_a_bad_class_na
     click(qtbot, button(window.wizard, "Next"))
     assert window.wizard.currentPage() is first  # refused, in one sentence, before any scan
     error = first.findChild(QLabel, "folder_error")
-    assert error.isVisible() and error.text() == "Class name '../up' cannot be a class: its name is a path ('/', " \
-                                                 "'.' or '..')."
+    assert (
+        error.isVisible()
+        and error.text() == "Class name '../up' cannot be a class: its name is a path ('/', '.' or '..')."
+    )

@@ -2,6 +2,7 @@
 
 Everything is driven with mouse clicks, key presses and typed text; no test calls a `_`-method.
 """
+
 import subprocess
 import sys
 import textwrap
@@ -107,8 +108,11 @@ def test_settings_persist_across_a_restart(qtbot, trained):
 
 
 def test_keyboard_shortcuts(window):
-    shortcuts = {a.text().replace("&", ""): a.shortcut() for menu in window.menuBar().findChildren(type(
-        window.menuBar().actions()[0].menu())) for a in menu.actions()}
+    shortcuts = {
+        a.text().replace("&", ""): a.shortcut()
+        for menu in window.menuBar().findChildren(type(window.menuBar().actions()[0].menu()))
+        for a in menu.actions()
+    }
     assert shortcuts["Open images…"] == QKeySequence(QKeySequence.StandardKey.Open)
     assert shortcuts["Quit"] == QKeySequence("Ctrl+Q")
     assert shortcuts["Train a new model"] == QKeySequence("Ctrl+T")
@@ -158,10 +162,13 @@ def test_messages_keep_the_layout_still_and_stay_on_their_page(window, qtbot, tr
 
 def contrast(a: QColor, b: QColor) -> float:
     """WCAG 2 contrast ratio of two colours."""
+
     def luminance(c: QColor) -> float:
         def channel(v: float) -> float:
             return v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
+
         return 0.2126 * channel(c.redF()) + 0.7152 * channel(c.greenF()) + 0.0722 * channel(c.blueF())
+
     high, low = sorted((luminance(a), luminance(b)), reverse=True)
     return (high + 0.05) / (low + 0.05)
 
@@ -174,8 +181,9 @@ def test_selected_sidebar_item_is_readable_in_both_themes(qtbot, screenshots):
         for scheme in ("light", "dark"):
             apply_theme(app, scheme)
             palette = app.palette()
-            colours = contrast(palette.color(QPalette.ColorRole.Highlight),
-                               palette.color(QPalette.ColorRole.HighlightedText))
+            colours = contrast(
+                palette.color(QPalette.ColorRole.Highlight), palette.color(QPalette.ColorRole.HighlightedText)
+            )
             window = _new_window(qtbot)
             shortcut(window, "Ctrl+2")
             QApplication.processEvents()
@@ -269,8 +277,14 @@ def test_a_long_backend_status_ends_in_an_ellipsis_inside_the_window(window, qtb
     QTest.keyClick(location.lineEdit(), Qt.Key.Key_Return)
     QTest.keyClick(window, Qt.Key.Key_K, Qt.KeyboardModifier.ControlModifier)  # Check connection
     status = next(label for label in window.findChildren(QLabel) if label.accessibleName() == "Backend status")
-    qtbot.waitUntil(lambda: "a_model_with_a_very_long_name_" * 3 in status.text()
-                    or "127.0.0.1:9" in status.text() and len(status.text()) > 60, timeout=20_000)
+    qtbot.waitUntil(
+        lambda: (
+            "a_model_with_a_very_long_name_" * 3 in status.text()
+            or "127.0.0.1:9" in status.text()
+            and len(status.text()) > 60
+        ),
+        timeout=20_000,
+    )
     QApplication.processEvents()
     assert status.fontMetrics().horizontalAdvance(status.text()) > status.width()  # really too long to fit
     assert window.width() <= 1024 and window.minimumSizeHint().width() <= 1024  # the window did not have to grow

@@ -1,6 +1,7 @@
 """The training wizard, driven as a person drives it: clicks on buttons found by their text, keys typed into
 the focused widget, pages found by objectName, dialogs answered by clicking their buttons.  Most runs go
 through the real child process on the bundled sample data; progress tests use a scripted child."""
+
 import json
 import shutil
 import sys
@@ -80,6 +81,7 @@ def open_train(window, qtbot) -> None:
 
 def answer(qtbot, text: str, asked: list, tries: int = 200) -> None:
     """When a message box is shown, note its text and click its button ``text``."""
+
     def poll(left=tries):
         box = QApplication.activeModalWidget()
         if isinstance(box, QMessageBox):
@@ -87,6 +89,7 @@ def answer(qtbot, text: str, asked: list, tries: int = 200) -> None:
             button(box, text).click()
         elif left:
             QTimer.singleShot(25, lambda: poll(left - 1))
+
     QTimer.singleShot(25, poll)
 
 
@@ -285,7 +288,8 @@ def test_a_one_class_folder_is_one_sentence(window, qtbot, tmp_path):
     click(qtbot, button(window.wizard, "Next"))
     assert window.wizard.findChild(QLabel, "folder_error").text() == (
         f"{tmp_path / 'photos'} has 1 class folder with images; put the images in at least 2 sub-folders, one per "
-        "class.")
+        "class."
+    )
 
 
 def test_the_scan_shows_progress_and_can_be_cancelled(window, qtbot, tmp_path):
@@ -391,8 +395,9 @@ def test_back_and_esc_ask_before_stopping_a_training(window, qtbot, tmp_path, ca
 
     click(qtbot, button(window.wizard, "Back"))  # nothing runs: no question
     assert len(asked) == 3 and current(window) == "options_page"
-    assert not (models / "sample").exists() or (version_folders(models / "sample") == []
-                                                 and not list((models / "sample").glob(".tmp-*")))
+    assert not (models / "sample").exists() or (
+        version_folders(models / "sample") == [] and not list((models / "sample").glob(".tmp-*"))
+    )
 
 
 def test_quitting_asks_before_stopping_a_training(window, qtbot, tmp_path, cache_dir):
@@ -414,7 +419,7 @@ def test_quitting_asks_before_stopping_a_training(window, qtbot, tmp_path, cache
 
 
 # --- defect 11: one overall progress bar, the sidebar, overfitting -------------------------------------------------
-FAKE_CHILD = r'''
+FAKE_CHILD = r"""
 import json, sys, time
 def say(**event):
     print(json.dumps(event), flush=True)
@@ -437,7 +442,7 @@ say(event="stage", stage="evaluate", message="Evaluating")
 say(event="stage", stage="export", message="Exporting")
 print("READY", flush=True)
 time.sleep(120)
-'''
+"""
 
 
 @pytest.fixture
@@ -462,8 +467,9 @@ def test_one_progress_bar_with_total_eta_sidebar_and_overfitting_warning(window,
         return "READY" in training.log.toPlainText()
 
     open_page = window.findChild(QListWidget)
-    qtbot.mouseClick(open_page.viewport(), Qt.MouseButton.LeftButton,
-                     pos=open_page.visualItemRect(open_page.item(1)).center())  # watch from Classify
+    qtbot.mouseClick(
+        open_page.viewport(), Qt.MouseButton.LeftButton, pos=open_page.visualItemRect(open_page.item(1)).center()
+    )  # watch from Classify
     qtbot.waitUntil(watch, timeout=60_000)
     assert values == sorted(values), "the bar went back"
     assert len(set(values)) > 10 and 700 <= values[-1] < 1000
@@ -475,6 +481,7 @@ def test_one_progress_bar_with_total_eta_sidebar_and_overfitting_warning(window,
     assert not warning.isHidden() and "39 points above validation" in warning.text()
 
     import pyqtgraph as pg
+
     for plot in (training.loss_plot, training.acc_plot):  # the legend sits above the charts, not on the curves
         assert not [i for i in plot.scene().items() if isinstance(i, pg.LegendItem)]
     assert "train" in training.findChild(QLabel, "chart_legend").text()
@@ -586,6 +593,7 @@ def test_backbones_have_human_names_and_the_advanced_arrow_points_the_right_way(
 
     def shows(glyph):
         return toggle.icon().pixmap(16, 16).toImage() == icon(glyph).pixmap(16, 16).toImage()
+
     assert isinstance(toggle, QPushButton) and not toggle.icon().isNull()
     assert shows("mdi6.chevron-right") and augment.visibleRegion().isEmpty()  # folded away
     open_advanced(qtbot, options)
@@ -593,8 +601,9 @@ def test_backbones_have_human_names_and_the_advanced_arrow_points_the_right_way(
 
 
 # --- issue 12: the data review step ---------------------------------------------------------------------------------
-def test_find_problems_shows_wrong_labels_and_duplicates_and_acts_only_on_clicks(window, qtbot, tmp_path, cache_dir,
-                                                                                 screenshots):
+def test_find_problems_shows_wrong_labels_and_duplicates_and_acts_only_on_clicks(
+    window, qtbot, tmp_path, cache_dir, screenshots
+):
     from app.core.dataset import split_of
 
     folder = tmp_path / "clothes"
@@ -605,8 +614,9 @@ def test_find_problems_shows_wrong_labels_and_duplicates_and_acts_only_on_clicks
     other_bag = sorted((folder / "bag").glob("*.png"))[1]
     (folder / "bag" / stray.name).write_bytes(other_bag.read_bytes())  # the name is taken: a move must not overwrite
     sneaker = sorted((folder / "sneaker").glob("*.png"))[0]
-    copy_name = next(f"again_{n}.png" for n in range(200)
-                     if split_of(f"again_{n}.png", 10, 10) != split_of(sneaker.name, 10, 10))
+    copy_name = next(
+        f"again_{n}.png" for n in range(200) if split_of(f"again_{n}.png", 10, 10) != split_of(sneaker.name, 10, 10)
+    )
     shutil.copy(sneaker, folder / "sneaker" / copy_name)  # an identical copy in another split: a leak
     before = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.png"))
 
@@ -666,8 +676,9 @@ def test_a_failing_review_is_one_sentence_and_changes_nothing(window, qtbot, tmp
     dialog = window.findChild(QDialog, "data_review")
     status = dialog.findChild(QLabel, "review_status")
     qtbot.waitUntil(lambda: status.text().startswith(("Found", "The review failed")), timeout=60_000)
-    assert status.text() == (f"The review failed: {folder} has 1 class folder; put the images in at least 2 "
-                             "sub-folders, one per class")
+    assert status.text() == (
+        f"The review failed: {folder} has 1 class folder; put the images in at least 2 sub-folders, one per class"
+    )
     assert not button(dialog, "Exclude").isEnabled() and not button(dialog, "Undo").isEnabled()
     click(qtbot, button(dialog, "Close"))
     assert not (folder / ".retrain-studio").exists()

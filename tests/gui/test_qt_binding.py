@@ -2,6 +2,7 @@
 to ``None`` per call of a void Qt method, so a few minutes of use freed ``None`` and aborted the app
 ("Fatal Python error: none_dealloc"). pyproject.toml keeps that release out; this test catches a binding that
 brings the bug back."""
+
 import sys
 
 from PySide6.QtCore import QObject

@@ -16,6 +16,7 @@ It can also misbehave, as a broken or hostile server would: set ``fault`` to one
 a time, a huge reply...), or ``delay_s`` with ``slow_from_bytes`` to make only large
 requests slow.
 """
+
 from __future__ import annotations
 
 import base64
@@ -41,10 +42,15 @@ from tensorflow_serving.apis import (
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 DEFAULT_SIGNATURE = "serving_default"
-HTTP_CODES = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.FAILED_PRECONDITION: 400,
-              grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-              grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.UNKNOWN: 500,
-              grpc.StatusCode.INTERNAL: 500}
+HTTP_CODES = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INTERNAL: 500,
+}
 
 
 # Replies a client must refuse.  Numeric and label faults apply to both protocols; the rest to one.
@@ -61,8 +67,11 @@ def _misbehave(fault: str | None, signature: str, outputs: dict) -> dict:
     out = dict(outputs)
     if fault in NUMERIC_FAULTS and (signature or DEFAULT_SIGNATURE) == DEFAULT_SIGNATURE:
         if fault in ("extra_row", "missing_row", "empty"):
-            change = {"extra_row": lambda v: np.concatenate([v, v[:1]]), "missing_row": lambda v: v[:-1],
-                      "empty": lambda v: v[:0]}[fault]
+            change = {
+                "extra_row": lambda v: np.concatenate([v, v[:1]]),
+                "missing_row": lambda v: v[:-1],
+                "empty": lambda v: v[:0],
+            }[fault]
             return {k: change(v) for k, v in out.items()}
         p = out["probabilities"].copy()
         if fault == "columns":
@@ -74,10 +83,12 @@ def _misbehave(fault: str | None, signature: str, outputs: dict) -> dict:
         out["probabilities"] = p
     if fault in LABEL_FAULTS and signature == "class_names":
         names = out["class_name"]
-        out["class_name"] = {"labels_count": lambda: names[:-1],
-                             "labels_utf8": lambda: np.array([b"\xff\xfe" + n for n in names], dtype=object),
-                             "labels_control": lambda: np.array([n + b"\n\x1b[31m" for n in names], dtype=object),
-                             "labels_duplicate": lambda: np.array([names[0]] * len(names), dtype=object)}[fault]()
+        out["class_name"] = {
+            "labels_count": lambda: names[:-1],
+            "labels_utf8": lambda: np.array([b"\xff\xfe" + n for n in names], dtype=object),
+            "labels_control": lambda: np.array([n + b"\n\x1b[31m" for n in names], dtype=object),
+            "labels_duplicate": lambda: np.array([names[0]] * len(names), dtype=object),
+        }[fault]()
     return out
 
 
@@ -100,8 +111,7 @@ class LoadedModel:
         folder = Path(base_path) / str(self.version)
         self.model = tf.saved_model.load(str(folder))
         saved = saved_model_pb2.SavedModel.FromString((folder / "saved_model.pb").read_bytes())
-        self.signature_defs = {k: v for k, v in saved.meta_graphs[0].signature_def.items()
-                               if not k.startswith("__")}
+        self.signature_defs = {k: v for k, v in saved.meta_graphs[0].signature_def.items() if not k.startswith("__")}
 
     def signature(self, name: str):
         name = name or DEFAULT_SIGNATURE
@@ -113,28 +123,38 @@ class LoadedModel:
         name, signature = self.signature(signature_name)
         expected = set(signature.inputs)
         if set(inputs) != expected:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"input size does not match signature: {len(inputs)}!={len(expected)} "
-                               f"len({{{','.join(sorted(inputs))}}}) != len({{{','.join(sorted(expected))}}}). "
-                               f"Sent extra: {{{','.join(sorted(set(inputs) - expected))}}}. "
-                               f"Missing but required: {{{','.join(sorted(expected - set(inputs)))}}}.")
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"input size does not match signature: {len(inputs)}!={len(expected)} "
+                f"len({{{','.join(sorted(inputs))}}}) != len({{{','.join(sorted(expected))}}}). "
+                f"Sent extra: {{{','.join(sorted(set(inputs) - expected))}}}. "
+                f"Missing but required: {{{','.join(sorted(expected - set(inputs)))}}}.",
+            )
         tensors = {}
         for key, value in inputs.items():
             dtype = tf.dtypes.as_dtype(signature.inputs[key].dtype)
             try:
                 tensors[key] = tf.constant(value, dtype=dtype)
             except (TypeError, ValueError) as exc:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"Expects arg[0] to be {dtype.name}: {exc}")
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"Expects arg[0] to be {dtype.name}: {exc}"
+                ) from None
         try:
             outputs = self.model.signatures[name](**tensors)
         except tf.errors.InvalidArgumentError as exc:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, exc.message.splitlines()[0])
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, exc.message.splitlines()[0]) from None
         return {k: v.numpy() for k, v in outputs.items()}
 
 
 class TFServingDouble:
-    def __init__(self, models: dict[str, Path], *, max_receive_bytes: int = 2 ** 31 - 1,
-                 tls: tuple[bytes, bytes] | None = None, rest: bool = True):
+    def __init__(
+        self,
+        models: dict[str, Path],
+        *,
+        max_receive_bytes: int = 2**31 - 1,
+        tls: tuple[bytes, bytes] | None = None,
+        rest: bool = True,
+    ):
         self.models = {name: LoadedModel(name, path) for name, path in models.items()}
         self.delay_s = 0.0  # set to make every Predict slow (deadline tests)
         self.slow_from_bytes = 0  # ... or only requests carrying at least this many image bytes
@@ -142,8 +162,7 @@ class TFServingDouble:
         self.max_receive_bytes = max_receive_bytes
         self.requests = 0
         self.last_authorization = None  # what the last request sent as its bearer token
-        options = [("grpc.max_receive_message_length", max_receive_bytes),
-                   ("grpc.max_send_message_length", 2 ** 31 - 1)]
+        options = [("grpc.max_receive_message_length", max_receive_bytes), ("grpc.max_send_message_length", 2**31 - 1)]
         self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=options)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_Prediction(self), self._grpc)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelService(self), self._grpc)
@@ -156,7 +175,7 @@ class TFServingDouble:
         self.rest_port = self._rest.server_address[1] if self._rest else None
 
     # lifecycle
-    def start(self) -> "TFServingDouble":
+    def start(self) -> TFServingDouble:
         self._grpc.start()
         if self._rest:
             threading.Thread(target=self._rest.serve_forever, daemon=True).start()
@@ -210,9 +229,11 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
             wanted = list(request.output_filter) or list(outputs)
             for alias in wanted:
                 if alias not in outputs:
-                    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                       f"output tensor alias not found in signature: {alias} Outputs expected "
-                                       f"to be in the set {{{','.join(sorted(outputs))}}}.")
+                    raise ServingError(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"output tensor alias not found in signature: {alias} Outputs expected "
+                        f"to be in the set {{{','.join(sorted(outputs))}}}.",
+                    )
         except ServingError as exc:
             context.abort(exc.code, exc.message)
         response = predict_pb2.PredictResponse()
@@ -238,8 +259,10 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
         try:
             model = self.server.find(spec.name, version)
             if list(request.metadata_field) != ["signature_def"]:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   "Metadata field signature_def is required, and only signature_def is supported")
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "Metadata field signature_def is required, and only signature_def is supported",
+                )
         except ServingError as exc:
             context.abort(exc.code, exc.message)
         response = get_model_metadata_pb2.GetModelMetadataResponse()
@@ -248,8 +271,9 @@ class _Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         for key, value in model.signature_defs.items():
             signature_map.signature_def[key].CopyFrom(value)
-        response.metadata["signature_def"].Pack(signature_map if self.server.fault != "bad_metadata"
-                                                else get_model_status_pb2.GetModelStatusResponse())
+        response.metadata["signature_def"].Pack(
+            signature_map if self.server.fault != "bad_metadata" else get_model_status_pb2.GetModelStatusResponse()
+        )
         return response
 
 
@@ -263,8 +287,9 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
         if model is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {spec.name}")
         if spec.HasField("version") and spec.version.value != model.version:
-            context.abort(grpc.StatusCode.NOT_FOUND,
-                          f"Could not find version {spec.version.value} of model {spec.name}")
+            context.abort(
+                grpc.StatusCode.NOT_FOUND, f"Could not find version {spec.version.value} of model {spec.name}"
+            )
         response = get_model_status_pb2.GetModelStatusResponse()
         status = response.model_version_status.add()
         status.version, status.state = model.version, AVAILABLE
@@ -317,6 +342,7 @@ class _RestHandler(BaseHTTPRequestHandler):
 
     def _route(self):
         import re
+
         match = re.fullmatch(r"/v1/models/([^/:]+)(?:/versions/(\d+))?(?::(predict)|/(metadata))?", self.path)
         if not match:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"Malformed request: {self.command} {self.path}")
@@ -337,25 +363,39 @@ class _RestHandler(BaseHTTPRequestHandler):
                 signature_map = get_model_metadata_pb2.SignatureDefMap()
                 for key, value in model.signature_defs.items():
                     signature_map.signature_def[key].CopyFrom(value)
-                return self._reply(200, {
-                    "model_spec": {"name": name, "signature_name": "", "version": str(model.version)},
-                    "metadata": {"signature_def": json_format.MessageToDict(
-                        signature_map, preserving_proto_field_name=True)}})
+                return self._reply(
+                    200,
+                    {
+                        "model_spec": {"name": name, "signature_name": "", "version": str(model.version)},
+                        "metadata": {
+                            "signature_def": json_format.MessageToDict(signature_map, preserving_proto_field_name=True)
+                        },
+                    },
+                )
             model = self.server.serving.models.get(name)
             if model is None:
                 raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
             if version is not None and version != model.version:
                 raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find version {version} of model {name}")
-            return self._reply(200, {"model_version_status": [{
-                "version": str(model.version), "state": "AVAILABLE",
-                "status": {"error_code": "OK", "error_message": ""}}]})
+            return self._reply(
+                200,
+                {
+                    "model_version_status": [
+                        {
+                            "version": str(model.version),
+                            "state": "AVAILABLE",
+                            "status": {"error_code": "OK", "error_message": ""},
+                        }
+                    ]
+                },
+            )
         except ServingError as exc:
             self._reply(HTTP_CODES.get(exc.code, 500), {"error": exc.message})
 
     def _misbehave(self, fault: str) -> bool:
         """Answer a predict request as a broken server would; True when the reply has been sent."""
         if fault == "drip":  # a valid reply, one byte every half second: only a whole-call deadline ends it
-            for byte in b'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}':
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}":
                 time.sleep(0.5)
                 self.wfile.write(bytes([byte]))
                 self.wfile.flush()
@@ -404,11 +444,16 @@ class _RestHandler(BaseHTTPRequestHandler):
             try:
                 request = json.loads(body)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"JSON Parse error: {exc.msg}. at offset: {exc.pos}")
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"JSON Parse error: {exc.msg}. at offset: {exc.pos}"
+                ) from None
             if not isinstance(request, dict) or ("instances" in request) == ("inputs" in request):
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   "Missing 'inputs' or 'instances' key" if isinstance(request, dict) and
-                                   "instances" not in request else "Not both 'inputs' and 'instances' can be set")
+                raise ServingError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "Missing 'inputs' or 'instances' key"
+                    if isinstance(request, dict) and "instances" not in request
+                    else "Not both 'inputs' and 'instances' can be set",
+                )
             model = self.server.serving.find(name, version)
             signature_name, signature = model.signature(request.get("signature_name", ""))
             input_names = sorted(signature.inputs)
@@ -421,12 +466,17 @@ class _RestHandler(BaseHTTPRequestHandler):
                 elif len(input_names) == 1:
                     inputs = {input_names[0]: _from_json(rows)}
                 else:
-                    raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "instances must be objects for signatures "
-                                       "with more than one input")
+                    raise ServingError(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        "instances must be objects for signatures with more than one input",
+                    )
             else:
                 columns = request["inputs"]
-                inputs = ({k: _from_json(v) for k, v in columns.items()} if isinstance(columns, dict)
-                          and set(columns) != {"b64"} else {input_names[0]: _from_json(columns)})
+                inputs = (
+                    {k: _from_json(v) for k, v in columns.items()}
+                    if isinstance(columns, dict) and set(columns) != {"b64"}
+                    else {input_names[0]: _from_json(columns)}
+                )
             _, outputs = self.server.serving.predict(name, version, signature_name, inputs)
             as_json = {k: _to_json(v, k.endswith("_bytes")) for k, v in outputs.items()}
             if fault == "missing_key" and "probabilities" in as_json:

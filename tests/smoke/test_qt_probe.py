@@ -1,4 +1,5 @@
 """The UI log and stall watchdog the X smoke test reads (app/gui/qt_probe.py): on when asked, off by default."""
+
 import json
 import os
 import subprocess
@@ -9,8 +10,14 @@ from pathlib import Path
 def run_app(tmp_path: Path, **env) -> subprocess.CompletedProcess:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-           "RETRAIN_STUDIO_QUIT_AFTER_SHOW": "1", **env}
+    env = {
+        **os.environ,
+        "QT_QPA_PLATFORM": "offscreen",
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "RETRAIN_STUDIO_QUIT_AFTER_SHOW": "1",
+        **env,
+    }
     script = Path(sys.executable).parent / "retrain-studio"
     return subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=60, cwd=home)
 

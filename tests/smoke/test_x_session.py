@@ -8,6 +8,7 @@ when its expected text does not appear in time; the test fails on any failed ste
 restarted so later steps still run and are reported), or a traceback or a Qt wrong-thread warning in the
 app's stderr. It prints each step's time and the longest event-loop gap (RETRAIN_STUDIO_WATCHDOG=1).
 """
+
 from __future__ import annotations
 
 import csv
@@ -79,7 +80,7 @@ class Journey:
             outcome = f"FAILED: {exc}"
         problems = self.app.problems()
         if len(problems) > self.seen_problems and outcome == "ok":
-            outcome = f"FAILED: in the app's stderr: {problems[self.seen_problems:]}"
+            outcome = f"FAILED: in the app's stderr: {problems[self.seen_problems :]}"
         self.seen_problems = len(problems)
         if outcome != "ok":
             self.shot("failed")
@@ -118,8 +119,9 @@ class Journey:
 
     def button(self, text: str, timeout: float = 15, window: str | None = None, enabled: bool = True) -> dict:
         """A visible button whose text matches; waits until it is enabled."""
-        return self.wait(f"an enabled button {text!r}", timeout, kind="button", text=text, window=window,
-                         enabled=enabled)
+        return self.wait(
+            f"an enabled button {text!r}", timeout, kind="button", text=text, window=window, enabled=enabled
+        )
 
     def press(self, text: str, timeout: float = 15, window: str | None = None) -> None:
         """Click a button once it stands still (a banner appearing or fading moves the layout)."""
@@ -143,8 +145,13 @@ def serving_double(tmp_path):
 
     def start(name: str, model: Path) -> subprocess.Popen:
         with (tmp_path / "double.log").open("wb") as log:
-            process = subprocess.Popen([sys.executable, str(REPO / "tests/serving/double.py"), f"{name}={model}"],
-                                       stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO)
+            process = subprocess.Popen(
+                [sys.executable, str(REPO / "tests/serving/double.py"), f"{name}={model}"],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                cwd=REPO,
+            )
         processes.append(process)
         return process
 
@@ -170,10 +177,14 @@ def test_new_user_journey_under_x(display, shots, tmp_path, cache_dir, serving_d
         aborted = f"journey stopped: {exc}"
     finally:
         app.stop()
-    report = "\n".join(f"  {name:<16} {seconds:5.1f} s  gap {f'{gap:.0f}' if gap else '<100':>4} ms  {outcome}"
-                       for name, outcome, seconds, gap in journey.results)
-    print(f"\nX smoke journey: {time.monotonic() - started:.0f} s, longest event-loop gap {journey.longest_gap:.0f} ms"
-          f", screenshots in {shots}\n{report}")
+    report = "\n".join(
+        f"  {name:<16} {seconds:5.1f} s  gap {f'{gap:.0f}' if gap else '<100':>4} ms  {outcome}"
+        for name, outcome, seconds, gap in journey.results
+    )
+    print(
+        f"\nX smoke journey: {time.monotonic() - started:.0f} s, longest event-loop gap {journey.longest_gap:.0f} ms"
+        f", screenshots in {shots}\n{report}"
+    )
     failed = [f"{name}: {outcome}" for name, outcome, *_ in journey.results if outcome != "ok"]
     assert not failed and not aborted, "\n".join(failed + [aborted])
 
@@ -211,8 +222,12 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
             j.shot("running")
         except StepFailed:
             pass
-        wait_for(j.app, "the end of training (Next enabled or a failure)", lambda: j.ui.find(
-            "button", text=r"^Next", enabled=True) or j.ui.find("label", text=r"^Failed"), 180)
+        wait_for(
+            j.app,
+            "the end of training (Next enabled or a failure)",
+            lambda: j.ui.find("button", text=r"^Next", enabled=True) or j.ui.find("label", text=r"^Failed"),
+            180,
+        )
         failure = j.ui.find("label", text=r"^Failed")
         if failure:
             raise StepFailed(failure[0]["text"])
@@ -271,15 +286,20 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
         j.settle()
         j.shot("dialog")
         x.key("Return")
-        wait_for(j.app, f"the {what} dialog closing",
-                 lambda: not j.ui.find("window", window=re.escape(dialog["window"])))
+        wait_for(
+            j.app, f"the {what} dialog closing", lambda: not j.ui.find("window", window=re.escape(dialog["window"]))
+        )
 
     def classify_folder():
         x.key("ctrl+2")
         j.settle()
         answer_file_dialog("ctrl+shift+o", "folder", r"(?i)folder", BAG)
-        j.wait(f"{len(images)} images classified", 60, kind="label",
-               text=rf"(?i)\b{len(images)}\b[^·]*classified|classified\D{{0,12}}\b{len(images)}\b")
+        j.wait(
+            f"{len(images)} images classified",
+            60,
+            kind="label",
+            text=rf"(?i)\b{len(images)}\b[^·]*classified|classified\D{{0,12}}\b{len(images)}\b",
+        )
         j.settle()
         j.shot()
 
@@ -307,8 +327,10 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
         ports = json.loads(double.stdout.readline() or "{}") if ready else {}
         if "grpc_port" not in ports:
             raise StepFailed("the TF Serving double did not start (see double.log)")
-        urls = {"Remote gRPC": f"grpc://127.0.0.1:{ports['grpc_port']}/sample_data",
-                "Remote REST": f"http://127.0.0.1:{ports['rest_port']}/v1/models/sample_data"}
+        urls = {
+            "Remote gRPC": f"grpc://127.0.0.1:{ports['grpc_port']}/sample_data",
+            "Remote REST": f"http://127.0.0.1:{ports['rest_port']}/v1/models/sample_data",
+        }
         x.key("ctrl+2")
         j.settle()
         j.press("^Compare backends", window=MAIN)
@@ -319,8 +341,9 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
             if not box["checked"]:
                 x.click(box)
             if name in urls:  # the address field beside the check box: click, select all, type
-                edit = min(j.ui.find("edit", window=window), key=lambda e: abs(e["y"] + e["h"] / 2 -
-                                                                                box["y"] - box["h"] / 2))
+                edit = min(
+                    j.ui.find("edit", window=window), key=lambda e: abs(e["y"] + e["h"] / 2 - box["y"] - box["h"] / 2)
+                )
                 x.click(edit)
                 x.key("ctrl+a")
                 x.type(urls[name])
@@ -333,12 +356,16 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
 
         def table():  # a row per backend, and the run over (Run enabled again)
             rows = {r["cells"][0]: r["cells"] for r in j.ui.find("row", window=window) if r["cells"][1:2] != [""]}
-            return set(BACKENDS) <= set(rows) and j.ui.find("button", text="^Run$", window=window, enabled=True) \
-                and rows
+            return (
+                set(BACKENDS) <= set(rows) and j.ui.find("button", text="^Run$", window=window, enabled=True) and rows
+            )
 
         rows = wait_for(j.app, "a result row for each of the four backends", table, 120)
-        bad = [f"{name}: {' '.join(cells[1:])}" for name, cells in rows.items()  # the image count and a time
-               if str(len(images)) not in cells or not any(re.fullmatch(r"\d+\.\d+", c) for c in cells)]
+        bad = [
+            f"{name}: {' '.join(cells[1:])}"
+            for name, cells in rows.items()  # the image count and a time
+            if str(len(images)) not in cells or not any(re.fullmatch(r"\d+\.\d+", c) for c in cells)
+        ]
         j.shot("results")
         x.key("Escape")
         wait_for(j.app, "the Compare dialog closing", lambda: not j.ui.find("window", window=window), 10)
@@ -364,15 +391,18 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
             gone = "" if version.exists() else f"; {version} was deleted without asking"
             raise StepFailed("no confirm dialog appeared after Delete version…" + gone) from None
         window = re.escape(dialog["window"])
-        j.wait("the dialog naming what will be deleted", kind="label", window=window,
-               text=rf"{re.escape(str(version))}|sample_data.*version 1|version 1.*sample_data")
+        j.wait(
+            "the dialog naming what will be deleted",
+            kind="label",
+            window=window,
+            text=rf"{re.escape(str(version))}|sample_data.*version 1|version 1.*sample_data",
+        )
         j.shot("confirm")
         if not version.exists():
             raise StepFailed(f"{version} was deleted before the user confirmed")
         j.press(r"(?i)^(delete|move to trash|yes|ok)", window=window)
         wait_for(j.app, "the version folder leaving the models folder", lambda: not version.exists(), 10)
-        wait_for(j.app, "the Models list without version 1", lambda: not j.ui.find("item", text=r"^version 1 \|"),
-                 10)
+        wait_for(j.app, "the Models list without version 1", lambda: not j.ui.find("item", text=r"^version 1 \|"), 10)
         trash = home / ".local/share/Trash/files"
         if not [p for p in trash.glob("*") if (p / "saved_model.pb").exists()]:
             raise StepFailed(f"the deleted version is not in the trash ({trash})")

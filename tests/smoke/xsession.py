@@ -3,6 +3,7 @@ the app as its own process, and the app's UI log (app/gui/qt_probe.py) read as t
 
 Nothing here calls app code: the app is driven with real key presses and mouse clicks only.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -42,10 +43,14 @@ class Display:
         self.processes: list[subprocess.Popen] = []
         self.name = ""
 
-    def __enter__(self) -> "Display":
+    def __enter__(self) -> Display:
         read, write = os.pipe()
-        xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", self.size, "-nolisten", "tcp"],
-                                pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        xvfb = subprocess.Popen(
+            ["Xvfb", "-displayfd", str(write), "-screen", "0", self.size, "-nolisten", "tcp"],
+            pass_fds=(write,),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.processes.append(xvfb)
         os.close(write)
         number = b""
@@ -61,8 +66,9 @@ class Display:
             self.__exit__()
             raise RuntimeError("Xvfb did not start")
         self.name = ":" + number.decode().strip()
-        self.processes.append(subprocess.Popen(["openbox"], env=self.env(), stdout=subprocess.DEVNULL,
-                                               stderr=subprocess.DEVNULL))
+        self.processes.append(
+            subprocess.Popen(["openbox"], env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
         deadline = time.monotonic() + 20  # openbox is up once it answers EWMH questions
         while self.xdotool("get_num_desktops", check=False).returncode != 0:
             if time.monotonic() > deadline:
@@ -84,8 +90,9 @@ class Display:
         return {**os.environ, "DISPLAY": self.name, **extra}
 
     def xdotool(self, *args, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(["xdotool", *args], env=self.env(), capture_output=True, text=True, check=check,
-                              timeout=30)
+        return subprocess.run(
+            ["xdotool", *args], env=self.env(), capture_output=True, text=True, check=check, timeout=30
+        )
 
     # --- a person's hands and eyes ----------------------------------------------------
     def key(self, *combos: str) -> None:
@@ -100,8 +107,9 @@ class Display:
         self.xdotool("mousemove", str(x), str(y), "click", "1")  # --sync hangs when the pointer is already there
 
     def screenshot(self, path: Path) -> None:
-        subprocess.run(["import", "-window", "root", str(path)], env=self.env(), check=True, timeout=30,
-                       capture_output=True)
+        subprocess.run(
+            ["import", "-window", "root", str(path)], env=self.env(), check=True, timeout=30, capture_output=True
+        )
 
 
 class UiLog:
@@ -136,14 +144,16 @@ class UiLog:
                 self.state[record["id"]] = record
                 self.history.append(record)
 
-    def find(self, kind: str | None = None, text: str | None = None, window: str | None = None,
-             **fields) -> list[dict]:
+    def find(self, kind: str | None = None, text: str | None = None, window: str | None = None, **fields) -> list[dict]:
         """Records on screen now; ``text`` and ``window`` are regular expressions (searched)."""
-        return [r for r in self.state.values()
-                if (kind is None or r["kind"] == kind)
-                and (text is None or re.search(text, r.get("text", "") or " | ".join(r.get("cells", []))))
-                and (window is None or re.search(window, r.get("window", "")))
-                and all(r.get(k) == v for k, v in fields.items())]
+        return [
+            r
+            for r in self.state.values()
+            if (kind is None or r["kind"] == kind)
+            and (text is None or re.search(text, r.get("text", "") or " | ".join(r.get("cells", []))))
+            and (window is None or re.search(window, r.get("window", "")))
+            and all(r.get(k) == v for k, v in fields.items())
+        ]
 
     def windows(self) -> list[str]:
         return [r["window"] for r in self.state.values() if r["kind"] == "window"]
@@ -163,11 +173,17 @@ class App:
         self.ui_log = self.logs / f"ui-{self.runs}.jsonl"
         self.stderr_path = self.logs / f"stderr-{self.runs}.log"
         env = self.display.env(
-            QT_QPA_PLATFORM="xcb", HOME=str(self.home), XDG_CONFIG_HOME=str(self.home / ".config"),
-            XDG_DATA_HOME=str(self.home / ".local/share"), XDG_CACHE_HOME=str(self.home / ".cache"),
-            RETRAIN_STUDIO_UI_LOG=str(self.ui_log), RETRAIN_STUDIO_WATCHDOG="1", PYTHONUNBUFFERED="1",
+            QT_QPA_PLATFORM="xcb",
+            HOME=str(self.home),
+            XDG_CONFIG_HOME=str(self.home / ".config"),
+            XDG_DATA_HOME=str(self.home / ".local/share"),
+            XDG_CACHE_HOME=str(self.home / ".cache"),
+            RETRAIN_STUDIO_UI_LOG=str(self.ui_log),
+            RETRAIN_STUDIO_WATCHDOG="1",
+            PYTHONUNBUFFERED="1",
             PYTHONFAULTHANDLER="1",  # a crash prints every thread's stack
-            **self.extra_env)
+            **self.extra_env,
+        )
         env.pop("QT_QPA_PLATFORMTHEME", None)
         env.pop("XDG_CURRENT_DESKTOP", None)
         for folder in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):  # as a desktop login has them
@@ -192,8 +208,11 @@ class App:
         own = [line.strip()[:200] for line in text.splitlines() if line.strip() and not TF_NOISE.match(line)]
         fatal = next((i for i, line in enumerate(own) if line.startswith("Fatal Python error")), None)
         if fatal is not None:  # the frames of the thread that crashed, the app's own first
-            frames = [line for line in itertools.takewhile(lambda l: not l.startswith("Thread 0x"), own[fatal + 1:])
-                      if line.startswith("File")]
+            frames = [
+                line
+                for line in itertools.takewhile(lambda text: not text.startswith("Thread 0x"), own[fatal + 1 :])
+                if line.startswith("File")
+            ]
             return " | ".join([own[fatal]] + ([f for f in frames if "/app/" in f] or frames)[:4])
         return " | ".join(own[-lines:])
 
