@@ -65,8 +65,24 @@ def test_backbone_registry():
         backbones.resolve("resnet9000")
 
 
-def test_hub_handle_offline_gives_a_clear_error(cache_dir, monkeypatch):
-    monkeypatch.setenv("TFHUB_CACHE_DIR", str(cache_dir / "hub"))
-    info = backbones.resolve("https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5")
-    with pytest.raises(backbones.BackboneError, match="could not download"):
-        backbones.load(info, cache_dir)
+def test_hub_handle_offline_gives_a_clear_error(tmp_path, monkeypatch):
+    """What a machine without internet sees, wherever the test runs: every URL fails to resolve."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    asked = []
+
+    def offline(request, *args, **kwargs):
+        asked.append(getattr(request, "full_url", request))
+        raise urllib.error.URLError(socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "hub"))  # empty: nothing cached from an earlier run
+    handle = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5"
+    with pytest.raises(backbones.BackboneError) as info:
+        backbones.load(backbones.resolve(handle), tmp_path)
+    assert asked and all(url.startswith("https://") for url in asked)  # hub's own download was tried, and failed
+    assert str(info.value) == (
+        f"could not download {handle} (no internet?): <urlopen error [Errno -3] Temporary failure in name resolution>"
+    )

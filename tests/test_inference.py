@@ -115,10 +115,27 @@ def test_falls_back_to_tflite_runtime(monkeypatch, trained):
 
 
 def test_thread_count_is_honoured(trained, sample):
-    from app.inference.tflite import TFLiteClassifier
-
-    one = TFLiteClassifier(trained["models"] / "clothes", threads=1)
-    assert one.classify(sample[0][:1])[0].label == sample[1][0]
+    """``--threads N`` gives the interpreter N threads: its pool adds N - 1 workers to the calling thread, counted
+    in /proc/self/task of a fresh process (no TensorFlow there, so no other thread pool starts meanwhile)."""
+    script = textwrap.dedent(f"""
+        import json, os
+        from app.inference.factory import open_classifier
+        from app.inference.tflite import interpreter_class
+        interpreter_class()  # loading the runtime starts one thread of its own, whatever the setting
+        threads = lambda: len(os.listdir("/proc/self/task"))
+        counts = {{}}
+        for n in (1, 3):
+            before = threads()
+            c = open_classifier({str(trained["models"] / "clothes")!r}, "tflite", threads=n)
+            label = c.classify([{sample[0][0]!r}])[0].label
+            counts[n] = [threads() - before, label]
+            del c
+        print(json.dumps(counts))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = json.loads(result.stdout)
+    assert counts == {"1": [0, sample[1][0]], "3": [2, sample[1][0]]}
 
 
 @pytest.mark.parametrize("backend", ["tflite", "savedmodel"])

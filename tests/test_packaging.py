@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 REPO = Path(__file__).resolve().parents[1]
 LINUX = REPO / "packaging" / "linux"
+VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]  # the one users install
 
 
 def _tool(name: str) -> str:
@@ -64,8 +66,9 @@ def test_serving_compose_and_example_config():
 
 
 def test_version_flag():
+    """``--version`` says the version pyproject.toml gives the package (app.__version__ must follow it)."""
     out = subprocess.run([sys.executable, "-m", "app", "--version"], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and out.stdout.strip() == "retrain-studio 0.1.0"
+    assert out.returncode == 0 and out.stdout.strip() == f"retrain-studio {VERSION}"
 
 
 @pytest.mark.slow
@@ -80,7 +83,7 @@ def test_bundle_builds_and_starts(variant, folder, tmp_path):
     binary = REPO / "dist" / folder / "retrain-studio"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "QT_QPA_PLATFORM": "offscreen"}  # no venv, no PYTHONPATH
     version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, env=env, timeout=120)
-    assert version.returncode == 0 and version.stdout.startswith("retrain-studio 0.1.0")
+    assert version.returncode == 0 and version.stdout.startswith(f"retrain-studio {VERSION}")
     gui = subprocess.run(
         [str(binary)], capture_output=True, text=True, timeout=120, env={**env, "RETRAIN_STUDIO_QUIT_AFTER_SHOW": "1"}
     )

@@ -215,6 +215,11 @@ def test_cancel_leaves_no_version(window, qtbot, tmp_path, cache_dir):
 
 def test_a_failing_child_shows_its_error(window, qtbot, tmp_path, cache_dir, monkeypatch):
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "hub"))
+    # the training child downloads through a proxy where nothing listens: offline, with or without internet
+    for name in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
     options = to_options(window, qtbot, tmp_path / "models")
     backbone = options.findChild(QComboBox, "backbone")
     type_into(qtbot, backbone.lineEdit(), "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5")
