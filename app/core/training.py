@@ -13,9 +13,11 @@ child process.
 from __future__ import annotations
 
 import importlib
+import itertools
 import math
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -27,8 +29,10 @@ from app import store
 from app.imaging import load_image
 
 from . import backbones, events, export, features, review, serving_config
-from .dataset import Dataset, Skipped, scan
+from .dataset import Dataset, ImageItem, Skipped, scan
 from .evaluation import evaluate, save_results, summary
+
+CALIBRATION_IMAGES = 100  # int8 calibration: enough images to measure each activation's range
 
 
 @dataclass
@@ -567,7 +571,7 @@ def _export(
         metadata=metadata,
         tflite=store.tflite_variants(s.tflite),
         warmup_image=export.example_jpeg(load_image(example.path.read_bytes(), (size, size))),
-        representative=lambda: (load_image(i.path.read_bytes(), (size, size)) for i in train_items[:100]),
+        representative=lambda: (load_image(i.path.read_bytes(), (size, size)) for i in calibration_items(train_items)),
         on_stage=say,
         side_files={
             store.RESULTS_FILE: lambda path: save_results(
@@ -575,6 +579,28 @@ def _export(
             )
         },
     )
+
+
+def calibration_items(items: Sequence[ImageItem], least: int = CALIBRATION_IMAGES) -> list[ImageItem]:
+    """The training images an int8 export calibrates on: every class in turn, at least one image of each.
+
+    The int8 model's value ranges are measured on these images only, and the split lists images in class
+    order: the first ``least`` alone could all be of the first classes, leaving the others' activations
+    outside the ranges and their answers distorted.  So classes take turns (the first image of each class,
+    then the second of each, ...), and a data set with more classes than ``least`` gets one image per class.
+
+    Args:
+        items: The training split.
+        least: How many images to take when there are enough (more when there are more classes).
+
+    Returns:
+        Up to ``max(least, number of classes)`` items, in turn by class.
+    """
+    by_class: dict[int, list[ImageItem]] = {}
+    for item in items:
+        by_class.setdefault(item.label, []).append(item)
+    turns = [item for row in itertools.zip_longest(*by_class.values()) for item in row if item is not None]
+    return turns[: max(least, len(by_class))]
 
 
 def _write_serving_config(models_dir: str, on_event: events.EventSink) -> Path | None:
