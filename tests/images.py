@@ -29,6 +29,23 @@ def with_orientation(image: np.ndarray, orientation: int) -> bytes:
     return encode(img, "JPEG", exif=exif.tobytes(), quality=95)
 
 
+def with_exif_orientation(jpeg: bytes, orientation: int, byte_order: str) -> bytes:
+    """``jpeg`` with an EXIF APP1 segment written by hand, in either TIFF byte order ("II" little-endian, as
+    most phones write it, or "MM" big-endian, the only one Pillow writes), holding a Make tag and then
+    Orientation, inserted after the JFIF APP0 segment."""
+    order = "<" if byte_order == "II" else ">"
+    entries = [
+        struct.pack(order + "HHI4s", 0x010F, 2, 4, b"Cam\0"),  # Make, ASCII, 4 bytes held in the entry itself
+        struct.pack(order + "HHIHH", 0x0112, 3, 1, orientation, 0),  # Orientation, SHORT, left-justified
+    ]
+    ifd = struct.pack(order + "H", len(entries)) + b"".join(entries) + struct.pack(order + "I", 0)
+    tiff = byte_order.encode() + struct.pack(order + "HI", 42, 8) + ifd
+    segment = b"\xff\xe1" + struct.pack(">H", 2 + 6 + len(tiff)) + b"Exif\0\0" + tiff
+    assert jpeg[:4] == b"\xff\xd8\xff\xe0", "expected a JFIF JPEG"
+    end_of_app0 = 4 + struct.unpack(">H", jpeg[4:6])[0]
+    return jpeg[:end_of_app0] + segment + jpeg[end_of_app0:]
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims to be width x height but holds one compressed row: a bomb's signature."""
 

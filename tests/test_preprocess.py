@@ -5,7 +5,7 @@ import io
 import numpy as np
 import pytest
 import skimage.data
-from images import bad_images, good_images, with_orientation
+from images import bad_images, encode, good_images, with_exif_orientation, with_orientation
 from PIL import Image
 
 from app import imaging as preprocess
@@ -39,6 +39,47 @@ def test_exif_orientation_makes_photos_upright():
     turned = preprocess.decode(with_orientation(chelsea, 6), SIZE)  # "rotate 90 CW to view"
     assert upright.shape == (300, 451, 3) and turned.shape == (451, 300, 3)
     np.testing.assert_allclose(np.rot90(upright, -1).astype(int), turned.astype(int), atol=2)
+
+
+# What each EXIF orientation asks a viewer to do to the stored pixels (EXIF 2.32, tag 0x0112), in numpy.
+UPRIGHT = {
+    1: lambda p: p,
+    2: lambda p: p[:, ::-1],  # mirror left-right
+    3: lambda p: p[::-1, ::-1],  # rotate 180
+    4: lambda p: p[::-1, :],  # mirror top-bottom
+    5: lambda p: np.rot90(p[:, ::-1], 1),  # mirror left-right, then rotate 90 counter-clockwise (transpose)
+    6: lambda p: np.rot90(p, -1),  # rotate 90 clockwise
+    7: lambda p: np.rot90(p[:, ::-1], -1),  # mirror left-right, then rotate 90 clockwise (transverse)
+    8: lambda p: np.rot90(p, 1),  # rotate 90 counter-clockwise
+    0: lambda p: p,  # not an orientation: left as stored
+    9: lambda p: p,
+}
+
+
+@pytest.fixture(scope="module")
+def graph_decode():
+    import tensorflow as tf
+
+    from app.core.graph_preprocess import decode
+
+    return tf.function(lambda data: decode(data, *SIZE), input_signature=[tf.TensorSpec([], tf.string)])
+
+
+@pytest.mark.parametrize("byte_order", ["II", "MM"])
+@pytest.mark.parametrize("orientation", sorted(UPRIGHT))
+def test_every_exif_orientation_in_both_byte_orders_stands_upright(graph_decode, byte_order, orientation):
+    """Host (Pillow) and graph (TensorFlow) decoders both turn the stored pixels as the tag says, whether the
+    EXIF block is little-endian ("II", as phones write it) or big-endian ("MM"): the same pixels as the
+    untagged image turned by hand."""
+    plain = encode(Image.fromarray(skimage.data.chelsea()).resize((96, 64)), "JPEG", quality=95)  # landscape
+    tagged = with_exif_orientation(plain, orientation, byte_order)
+    expected_host = UPRIGHT[orientation](preprocess.decode(plain, SIZE))
+    expected_graph = UPRIGHT[orientation](graph_decode(plain).numpy())
+    host, graph = preprocess.decode(tagged, SIZE), graph_decode(tagged).numpy()
+    assert host.shape == graph.shape == ((96, 64, 3) if orientation in (5, 6, 7, 8) else (64, 96, 3))
+    np.testing.assert_array_equal(host, expected_host)
+    np.testing.assert_array_equal(graph, expected_graph)
+    np.testing.assert_array_equal(host, graph)
 
 
 def test_modes_are_converted_faithfully():
