@@ -107,3 +107,37 @@ def test_a_damaged_results_file_is_one_error(tmp_path, damage):
         np.savez(target, format=np.array(1), classes=np.array([{"x": 1}], dtype=object))
     with pytest.raises(ResultsError):
         load_results(tmp_path)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_evaluate_agrees_with_sklearn(seed):
+    """Accuracy, per-class precision/recall/F1/support and the confusion matrix against sklearn.metrics, on random
+    labels where one class is never predicted (precision 0, not a division error) and one never occurs."""
+    from sklearn import metrics
+
+    rng = np.random.default_rng(seed)
+    k, n = 6, 200
+    truth = rng.choice(k - 1, n)  # class 5 never occurs in the truth
+    probabilities = rng.random((n, k))
+    probabilities[:, 2] = 0.0  # class 2 is never predicted
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    predicted = probabilities.argmax(axis=1)
+    classes = [f"c{i}" for i in range(k)]
+    report = evaluate(probabilities, truth, classes, [f"/x/{i}.png" for i in range(n)])
+
+    assert report["accuracy"] == pytest.approx(metrics.accuracy_score(truth, predicted), abs=1e-12)
+    assert report["images"] == n and report["correct"] == int(metrics.accuracy_score(truth, predicted, normalize=False))
+    assert report["confusion_matrix"] == metrics.confusion_matrix(truth, predicted, labels=range(k)).tolist()
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(
+        truth, predicted, labels=range(k), zero_division=0
+    )
+    for c, name in enumerate(classes):
+        row = report["per_class"][name]
+        assert row["precision"] == pytest.approx(precision[c], abs=1e-12), (name, "precision")
+        assert row["recall"] == pytest.approx(recall[c], abs=1e-12), (name, "recall")
+        assert row["f1"] == pytest.approx(f1[c], abs=1e-12), (name, "f1")
+        assert row["support"] == support[c]
+    assert report["per_class"]["c2"]["precision"] == 0.0 and report["per_class"]["c2"]["recall"] == 0.0
+    assert report["per_class"]["c5"]["support"] == 0 and report["per_class"]["c5"]["recall"] == 0.0
+    assert len(report["mistakes"]) == n - report["correct"]
+    assert all(row["true"] != row["predicted"] for row in report["mistakes"])
