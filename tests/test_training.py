@@ -270,6 +270,41 @@ def _features(seed: int = 0):
     return rng.uniform(0, 3, (40, 16)).astype(np.float32), np.repeat([0, 1], 20)
 
 
+def test_early_stopping_ends_with_the_best_epochs_weights():
+    """Noise the head can memorise: the validation loss falls for a few epochs, then rises.  The run stops
+    ``patience`` epochs after the lowest one and returns that epoch's head, not the last one's."""
+    from app.core.training import TrainSettings, train_head
+
+    def two_classes(n, seed):  # one weak informative feature among 64 noisy ones
+        rng = np.random.default_rng(seed)
+        y = np.repeat([0, 1], n // 2)
+        x = rng.normal(0, 1, (n, 64)).astype(np.float32)
+        x[:, 0] += np.where(y == 1, 1.0, -1.0)
+        return x, y
+
+    (x, y), (x_val, y_val) = two_classes(40, 1), two_classes(200, 2)
+    settings = dict(learning_rate=0.01, dropout=0.0, label_smoothing=0.0, batch_size=8, patience=10)
+    seen = []
+    kernel, bias, epochs = train_head(
+        x, y, x_val, y_val, 2, TrainSettings("a", "b", epochs=300, **settings), on_event=seen.append
+    )
+    losses = [e["val_loss"] for e in seen if e["event"] == "epoch"]
+    best = int(np.argmin(losses)) + 1
+    assert 1 < best < epochs == best + 10 == len(losses)  # it improved, then waited `patience` epochs
+    assert losses[-1] > losses[best - 1] + 0.02  # ... while the validation loss rose
+
+    def val_loss(k, b):  # the returned head, scored as the exported model would score it
+        logits = x_val @ k + b
+        log_p = logits - logits.max(axis=1, keepdims=True)
+        log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+        return float(-log_p[np.arange(len(y_val)), y_val].mean())
+
+    assert val_loss(kernel, bias) == pytest.approx(min(losses), abs=1e-5)
+    at_best, bias_at_best, _ = train_head(x, y, x_val, y_val, 2, TrainSettings("a", "b", epochs=best, **settings))
+    np.testing.assert_allclose(kernel, at_best, rtol=1e-5)  # the same seed, stopped by hand at the best epoch
+    np.testing.assert_allclose(bias, bias_at_best, rtol=1e-5, atol=1e-7)
+
+
 def test_nan_validation_loss_keeps_the_first_epochs_weights():
     from app.core.training import TrainSettings, train_head
 
