@@ -2,6 +2,7 @@
 
 import re
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -139,6 +140,45 @@ def test_message_too_large(trained):
         assert all(re.match(r"the request \(.* MB\) is larger than .* accepts", p.error) for p in out)
     # and the client's own receive limit is raised: a 3 MB answer arrives intact
     assert len(big) > 200_000
+
+
+def test_rest_retries_once_when_the_server_closed_a_kept_alive_connection(server, sample):
+    """TF Serving closes a kept-alive REST connection after its idle timeout; the client's next request then
+    meets a closed socket.  It is sent again, once, on a new connection, and the user sees nothing of it; a
+    fresh connection closed without an answer, or a call past its deadline, is not repeated."""
+    images, truth = sample
+    classifier = open_classifier(server=server.rest_url("clothes"), timeout_s=5)
+    assert classifier.classify(images[:1])[0].label == truth[0]
+    connections, predicts = server.rest_connections, server.requests
+    assert server.close_idle_rest_connections() == 1  # one kept-alive connection served every call so far
+
+    out = classifier.classify(images[:2])
+    assert [p.label for p in out] == truth[:2] and all(p.error is None for p in out)
+    assert server.rest_connections == connections + 1  # the retry's new connection
+    assert server.requests == predicts + 1  # the stale connection's attempt never reached the model
+
+    try:
+        server.fault = "hang_up"  # the server closes every connection without answering
+        connections = server.rest_connections
+        out = classifier.classify(images[:1])  # on the kept-alive connection: retried once, on a new one
+        assert out[0].error == f"http://127.0.0.1:{server.rest_port} closed the connection (RemoteDisconnected)"
+        assert server.rest_connections == connections + 1
+        out = classifier.classify(images[:1])  # on a fresh connection: not repeated
+        assert out[0].error.endswith("closed the connection (RemoteDisconnected)")
+        assert server.rest_connections == connections + 2
+    finally:
+        server.fault = None
+
+    slow = open_classifier(server=server.rest_url("clothes"), timeout_s=0.5)
+    predicts = server.requests
+    try:
+        server.delay_s = 1.0
+        out = slow.classify(images[:1])
+        assert out[0].error.endswith("did not answer within 0.5 s")
+        time.sleep(1.5)  # the server finishes the late request; a retry would have sent a second one
+        assert server.requests == predicts + 1
+    finally:
+        server.delay_s = 0.0
 
 
 @pytest.fixture(scope="module")

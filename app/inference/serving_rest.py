@@ -2,7 +2,8 @@
 
 Images go as ``{"instances": [{"b64": ...}]}`` (the bytes, base64, never pixels); names
 come from ``GET .../metadata``; ``GET /v1/models/NAME`` is the connection check.  One
-keep-alive connection is reused across a batch.  Standard library only: no TensorFlow.
+keep-alive connection is reused across calls; when the server has closed it while idle, the request
+is sent once more on a new connection.  Standard library only: no TensorFlow.
 
 ``timeout_s`` is a deadline for the whole call (connect, send, every byte of the reply): a
 watchdog shuts the socket when it passes, so a server that drips one byte a second cannot
@@ -110,7 +111,12 @@ class RestClassifier(RemoteClassifier):
 
     def _send(self, method: str, path: str, body: bytes | None = None) -> dict:
         deadline = time.monotonic() + self.timeout_s
-        for attempt in (0, 1):  # a kept-alive connection the server closed gets one fresh retry
+        for attempt in (0, 1):
+            # A kept-alive connection may have been closed by the server while idle (its keep-alive timeout):
+            # the request then meets a closed socket before the server saw it.  Such a request, and only on a
+            # reused connection, is sent once more on a new one (every request here is safe to repeat: a
+            # prediction changes nothing).  A fresh connection closed, or a call past its deadline, is an error.
+            reused = self._connection().sock is not None
             try:
                 response, payload = self._exchange(method, path, body, deadline)
                 break
@@ -119,7 +125,8 @@ class RestClassifier(RemoteClassifier):
                 raise
             except Exception as exc:
                 self.close()
-                error = self._failure(exc, time.monotonic() >= deadline, retry=not attempt, request=bool(body))
+                retry = reused and not attempt
+                error = self._failure(exc, time.monotonic() >= deadline, retry=retry, request=bool(body))
                 if error is not None:
                     raise error from None
         where = self.where

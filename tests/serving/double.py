@@ -15,12 +15,21 @@ It can also misbehave, as a broken or hostile server would: set ``fault`` to one
 ``FAULTS`` (wrong shapes, NaN, bad labels, wrong JSON types, a reply dripped one byte at
 a time, a huge reply...), or ``delay_s`` with ``slow_from_bytes`` to make only large
 requests slow.
+
+With ``tls`` both the gRPC and the REST port speak TLS only.  REST connections are kept alive (HTTP/1.1);
+``close_idle_rest_connections()`` closes them as the real server does when one has been idle past its
+keep-alive timeout, and ``rest_connections`` counts the connections accepted.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
+import ssl
+import sys
+import tempfile
 import threading
 import time
 from concurrent import futures
@@ -58,7 +67,17 @@ NUMERIC_FAULTS = ("columns", "extra_row", "missing_row", "empty", "nan", "inf", 
 LABEL_FAULTS = ("labels_count", "labels_utf8", "labels_control", "labels_duplicate")
 METADATA_FAULTS = ("bad_metadata", "bad_status")  # GetModelMetadata / GetModelStatus answered wrongly
 GRPC_FAULTS = ("missing_key", "wrong_type", "bad_shape", "huge")
-REST_FAULTS = ("missing_key", "wrong_type", "not_object", "not_json", "rows_not_list", "drip", "huge", "huge_declared")
+REST_FAULTS = (
+    "missing_key",
+    "wrong_type",
+    "not_object",
+    "not_json",
+    "rows_not_list",
+    "drip",
+    "huge",
+    "huge_declared",
+    "hang_up",  # the connection closed without an answer, as a crashing server's would be
+)
 FAULTS = NUMERIC_FAULTS + LABEL_FAULTS + METADATA_FAULTS + tuple(dict.fromkeys(GRPC_FAULTS + REST_FAULTS))
 
 
@@ -161,14 +180,18 @@ class TFServingDouble:
         self.fault: str | None = None  # one of FAULTS: answer wrongly on purpose
         self.max_receive_bytes = max_receive_bytes
         self.requests = 0
+        self.rest_connections = 0  # REST connections accepted (a kept-alive one serves many requests)
+        self._rest_open: set = set()  # the sockets of REST connections not closed yet
         self.last_authorization = None  # what the last request sent as its bearer token
         options = [("grpc.max_receive_message_length", max_receive_bytes), ("grpc.max_send_message_length", 2**31 - 1)]
         self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=options)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_Prediction(self), self._grpc)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelService(self), self._grpc)
+        self.rest_tls: ssl.SSLContext | None = None
         if tls:
             credentials = grpc.ssl_server_credentials([(tls[0], tls[1])])  # (private key, certificate)
             self.grpc_port = self._grpc.add_secure_port("127.0.0.1:0", credentials)
+            self.rest_tls = _server_tls_context(*tls)
         else:
             self.grpc_port = self._grpc.add_insecure_port("127.0.0.1:0")
         self._rest = _RestServer(("127.0.0.1", 0), _RestHandler, self) if rest else None
@@ -197,7 +220,21 @@ class TFServingDouble:
         return f"{scheme}://127.0.0.1:{self.grpc_port}/{name}"
 
     def rest_url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.rest_port}/v1/models/{name}"
+        return f"{'https' if self.rest_tls else 'http'}://127.0.0.1:{self.rest_port}/v1/models/{name}"
+
+    def close_idle_rest_connections(self, timeout_s: float = 10.0) -> int:
+        """Close every open REST connection, as an idle keep-alive timeout would, and wait until they are closed.
+
+        Call it while no request is under way.  Returns how many were closed.
+        """
+        sockets = list(self._rest_open)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # the handler's wait for the next request ends; it closes
+        deadline = time.monotonic() + timeout_s
+        while self._rest_open and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return len(sockets)
 
     # shared logic
     def find(self, name: str, version: int | None) -> LoadedModel:
@@ -298,12 +335,28 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
+def _server_tls_context(key_pem: bytes, cert_pem: bytes) -> ssl.SSLContext:
+    """A server-side TLS context from PEM bytes (ssl wants files: written to a temporary folder, read once)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with tempfile.TemporaryDirectory() as folder:
+        key, cert = Path(folder, "key.pem"), Path(folder, "cert.pem")
+        key.write_bytes(key_pem)
+        cert.write_bytes(cert_pem)
+        context.load_cert_chain(cert, key)
+    return context
+
+
 class _RestServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address, handler, serving: TFServingDouble):
         self.serving = serving
         super().__init__(address, handler)
+
+    def handle_error(self, request, client_address):
+        """A client that fails the TLS handshake or hangs up is that connection's end, not a test's noise."""
+        if not isinstance(sys.exc_info()[1], OSError):  # ssl.SSLError and ConnectionError are OSErrors
+            super().handle_error(request, client_address)
 
 
 def _to_json(value: np.ndarray, binary: bool):
@@ -331,6 +384,22 @@ class _RestHandler(BaseHTTPRequestHandler):
 
     def log_message(self, *args):  # quiet test output
         pass
+
+    def setup(self):
+        serving = self.server.serving
+        serving.rest_connections += 1
+        if serving.rest_tls is not None:  # the handshake in this connection's thread: a stuck client blocks no one
+            self.request.settimeout(10)
+            self.request = serving.rest_tls.wrap_socket(self.request, server_side=True)
+            self.request.settimeout(None)
+        serving._rest_open.add(self.request)
+        super().setup()
+
+    def finish(self):
+        try:
+            super().finish()
+        finally:
+            self.server.serving._rest_open.discard(self.request)
 
     def _reply(self, code: int, body: dict) -> None:
         data = json.dumps(body).encode()
@@ -405,6 +474,9 @@ class _RestHandler(BaseHTTPRequestHandler):
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n[")
             for _ in range(80):
                 self.wfile.write(b"0," * (1 << 19))
+            return True
+        if fault == "hang_up":
+            self.close_connection = True
             return True
         if fault == "huge_declared":
             self.close_connection = True
@@ -499,7 +571,6 @@ def main(argv=None) -> None:
     Prints ``{"grpc_port": ..., "rest_port": ...}`` on one line, then serves until killed.
     """
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser()
     parser.add_argument("models", nargs="+", metavar="NAME=PATH")
