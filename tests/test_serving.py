@@ -225,6 +225,49 @@ def test_tls(trained, sample, tls_files, server):
         open_classifier(server=server.grpc_url("clothes", scheme="grpcs"), ca_file=str(cert), timeout_s=3)
 
 
+def test_rest_over_tls(trained, sample, tls_files, fm_dir):
+    """https:// with the server's self-signed certificate as --ca-file classifies; without it, or over plain
+    http:// to the TLS port, the user gets one sentence."""
+    import json
+    import sys
+
+    key, cert = tls_files
+    files = sorted((fm_dir / "bag").glob("*.png"))[:2]
+    tls = (key.read_bytes(), cert.read_bytes())
+    with TFServingDouble({"clothes": trained["models"] / "clothes"}, tls=tls) as secure:
+        url = secure.rest_url("clothes")
+        assert url.startswith("https://")
+
+        def classify(*flags):
+            return subprocess.run(
+                [sys.executable, "-m", "app", "classify", "--server", url, *flags, *map(str, files), "--json"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+
+        trusted = classify("--ca-file", str(cert))
+        assert trusted.returncode == 0, trusted.stderr[-2000:]
+        rows = [json.loads(line) for line in trusted.stdout.splitlines()]
+        assert [r["label"] for r in rows] == ["bag", "bag"] and rows[0]["backend"] == "rest"
+
+        untrusted = classify("--timeout", "5")
+        assert untrusted.returncode == 1 and trusted.stdout
+        last = untrusted.stderr.strip().splitlines()[-1]
+        assert re.fullmatch(
+            rf"retrain-studio: the TLS handshake with https://127\.0\.0\.1:{secure.rest_port} failed: check https:// "
+            r"versus http:// and the CA certificate \(CERTIFICATE_VERIFY_FAILED\)",
+            last,
+        ), last
+
+        classifier = open_classifier(server=url, ca_file=str(cert))
+        secure.close_idle_rest_connections()  # the keep-alive retry works over TLS too
+        assert classifier.classify(sample[0][:1])[0].label == sample[1][0]
+        with pytest.raises(RemoteError) as info:
+            open_classifier(server=url.replace("https://", "http://"), timeout_s=5)
+        assert "\n" not in str(info.value) and str(info.value).startswith(f"http://127.0.0.1:{secure.rest_port} ")
+
+
 def test_bench_command_compares_all_backends(trained, server, fm_dir):
     import json
     import sys

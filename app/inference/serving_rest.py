@@ -36,6 +36,16 @@ from .remote import (
     wrong_protocol,
 )
 
+# What a request meets on a connection the server has closed: plain HTTP, or TLS (the socket's end of file
+# arrives without TLS's own closing message, which Python reports as SSLEOFError).
+_CLOSED_BY_SERVER = (
+    http.client.RemoteDisconnected,
+    BrokenPipeError,
+    ConnectionResetError,
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+)
+
 
 class RestClassifier(RemoteClassifier):
     name = "rest"
@@ -154,9 +164,9 @@ class RestClassifier(RemoteClassifier):
             return RequestError(f"{where} did not answer within {self.timeout_s:g} s")
         if isinstance(exc, http.client.BadStatusLine) and str(exc.args[0] if exc.args else "")[:2] == "\0\0":
             return wrong_protocol(self.target)  # an HTTP/2 frame: a gRPC port
+        if retry and isinstance(exc, _CLOSED_BY_SERVER):
+            return None
         if isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)):
-            if retry:
-                return None
             error = RequestError if request else RemoteError  # a large request may be what it refused
             return error(f"{where} closed the connection ({type(exc).__name__})")
         if isinstance(exc, http.client.HTTPException):
