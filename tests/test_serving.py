@@ -138,8 +138,76 @@ def test_message_too_large(trained):
         classifier = open_classifier(server=small.grpc_url("clothes"))
         out = classifier.classify([big] * 3)
         assert all(re.match(r"the request \(.* MB\) is larger than .* accepts", p.error) for p in out)
-    # and the client's own receive limit is raised: a 3 MB answer arrives intact
-    assert len(big) > 200_000
+
+
+GRPC_DEFAULT_RECEIVE_BYTES = 4 * 1024 * 1024  # gRPC's default grpc.max_receive_message_length
+
+
+@pytest.fixture(scope="module")
+def wide_model(tmp_path_factory):
+    """A model with 140,000 classes on a one-line stand-in backbone (mean colour): 8 images' probabilities
+    (the client's batch) are 4.5 MB, more than gRPC's default receive limit."""
+    import tensorflow as tf
+
+    from app import store
+    from app.core import export
+
+    class MeanColour(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)], autograph=False)
+        def __call__(self, images):
+            return tf.concat([tf.reduce_mean(images, axis=[1, 2]), tf.ones_like(images[:, 0, 0, :1])], axis=1)
+
+    k = 140_000
+    labels = [f"class_{i:06d}" for i in range(k)]
+    kernel = np.random.default_rng(0).normal(0, 4, (4, k)).astype(np.float32)
+    models = tmp_path_factory.mktemp("wide")
+    export.export(
+        models,
+        "wide",
+        backbone=MeanColour(),
+        head=(kernel, np.zeros(k, np.float32)),
+        labels=labels,
+        image_size=32,
+        metadata=store.new_metadata(labels, 32),
+        tflite=(),
+    )
+    return models / "wide"
+
+
+def test_grpc_client_receives_replies_above_grpcs_default_limit(wide_model, fm_dir):
+    """The client raises its receive limit: a 4.5 MB reply arrives whole, where a channel with gRPC's default
+    limit is refused the same reply."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    images = [path.read_bytes() for path in sorted(fm_dir.rglob("*.png"))[::25]]  # 8 images, of every class
+    with TFServingDouble({"wide": wide_model}, rest=False) as wide:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "wide"
+        request.inputs["image_bytes"].CopyFrom(tf_string_vector(images))
+        request.output_filter.append("probabilities")
+        channel = grpc.insecure_channel(f"127.0.0.1:{wide.grpc_port}")  # gRPC's default options
+        with channel, pytest.raises(grpc.RpcError) as refused:
+            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        sizes = re.search(r"larger than max \((\d+) vs\. (\d+)\)", refused.value.details())
+        assert sizes and int(sizes[2]) == GRPC_DEFAULT_RECEIVE_BYTES < int(sizes[1]), refused.value.details()
+
+        out = open_classifier(server=wide.grpc_url("wide"), timeout_s=60).classify(images, top_k=5)
+        sent = wide.models["wide"].run("serving_default", {"image_bytes": images})["probabilities"]  # the server's
+    assert [p.error for p in out] == [None] * 8
+    labels = [f"class_{i:06d}" for i in range(sent.shape[1])]
+    for got, row in zip(out, sent):
+        top = np.argsort(-row, kind="stable")[:5]
+        assert got.top_k == [(labels[i], pytest.approx(float(row[i]), rel=1e-6)) for i in top]
+
+
+def tf_string_vector(values: list[bytes]):
+    """A DT_STRING TensorProto of shape [len(values)], as a TF Serving client sends encoded images."""
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(values))])
+    return tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_shape=shape, string_val=values)
 
 
 def test_rest_retries_once_when_the_server_closed_a_kept_alive_connection(server, sample):
@@ -252,7 +320,7 @@ def test_rest_over_tls(trained, sample, tls_files, fm_dir):
         assert [r["label"] for r in rows] == ["bag", "bag"] and rows[0]["backend"] == "rest"
 
         untrusted = classify("--timeout", "5")
-        assert untrusted.returncode == 1 and trusted.stdout
+        assert untrusted.returncode == 1 and untrusted.stdout == ""
         last = untrusted.stderr.strip().splitlines()[-1]
         assert re.fullmatch(
             rf"retrain-studio: the TLS handshake with https://127\.0\.0\.1:{secure.rest_port} failed: check https:// "
