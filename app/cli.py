@@ -161,6 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
     classify.add_argument("--top-k", type=int, default=3)
     classify.add_argument("--json", action="store_true")
+    classify.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        metavar="N",
+        help="images per model call; a server gets N images in one request (default 1)",
+    )
+    classify.add_argument(
+        "--progress",
+        action="store_true",
+        help="show a progress bar on stderr even when it is not a terminal (it shows on a terminal without --json)",
+    )
     _backend_flags(classify)
 
     bench = sub.add_parser("bench", help="accuracy and timings of one or more backends on a labeled folder")
@@ -529,12 +541,20 @@ def cmd_classify(args) -> int:
             "no image files found in the given paths"
             + (f" ({len(found)} skipped, e.g. {printable(found[0].path)}: {found[0].reason})" if found else "")
         )
-    from app.imaging import ImageError, read_image_file
+    if args.batch < 1:
+        raise UsageError("--batch must be at least 1")
     from app.inference.base import Prediction
     from app.inference.bench import summary
     from app.inference.factory import open_classifier
+    from app.inference.pipeline import classify_files
 
     classifier = open_classifier(args.model, args.backend, args.server, **_backend_options(args, bool(args.server)))
+    if args.server:
+        _batched(classifier, args.batch)
+    tried_paths = [entry.path for entry in found if not entry.reason]
+    answers = classify_files(classifier, tried_paths, batch=args.batch, top_k=args.top_k)
+    bar = _progress_bar(len(tried_paths), args.progress or (not args.json and sys.stderr.isatty()))
+    out = (lambda line: bar.write(line, file=sys.stdout)) if bar is not None else print  # noqa: E731
     totals, skipped = [], 0
     for entry in found:
         path = entry.path
@@ -542,10 +562,9 @@ def cmd_classify(args) -> int:
             skipped += 1
             prediction = Prediction(error=entry.reason)
         else:
-            try:
-                prediction = classifier.classify([read_image_file(path)], top_k=args.top_k)[0]
-            except ImageError as exc:  # not a regular file, too big, unreadable: this file's error
-                prediction = Prediction(error=str(exc))
+            prediction = next(answers)
+            if bar is not None:
+                bar.update(1)
         if prediction.error is None:
             totals.append(prediction.timings.total_ms)
         if args.json:
@@ -566,14 +585,16 @@ def cmd_classify(args) -> int:
                 flush=True,
             )
         elif entry.reason:
-            print(f"{printable(path)}  skipped: {printable(entry.reason)}")
+            out(f"{printable(path)}  skipped: {printable(entry.reason)}")
         elif prediction.error:
-            print(f"{printable(path)}  error: {printable(prediction.error)}")
+            out(f"{printable(path)}  error: {printable(prediction.error)}")
         else:
-            print(
+            out(
                 f"{printable(path)}  {printable(prediction.label):<20} {prediction.score:.3f}  "
                 f"{prediction.timings.total_ms:7.1f} ms"
             )
+    if bar is not None:
+        bar.close()
     if not args.json:
         tried = len(found) - skipped
         stats = summary(totals)
@@ -761,6 +782,15 @@ def _bench_load(args, backends: list[str], files: list, load) -> int:
     if args.csv:
         _write_csv(args.csv, list(CSV_COLUMNS), rows)
     return 0
+
+
+def _progress_bar(total: int, show: bool):
+    """A tqdm bar on stderr for people (None when not shown): files done, rate and time left."""
+    if not show:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True, leave=False, mininterval=0.2)
 
 
 def _batched(classifier, batch: int):
