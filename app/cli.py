@@ -740,7 +740,7 @@ def _bench_load(args, backends: list[str], files: list, load) -> int:
             flush=True,
         )
         print(
-            f"{'backend':<32} {'conc':>4} {'img/s':>8} {'req/s':>8} {'p50':>8} {'p90':>8} {'p95':>8} {'p99':>8} "
+            f"{'backend':<40} {'conc':>4} {'img/s':>8} {'req/s':>8} {'p50':>8} {'p90':>8} {'p95':>8} {'p99':>8} "
             f"{'max':>8}  client split ms (mean per request)",
             flush=True,
         )
@@ -762,7 +762,7 @@ def _bench_load(args, backends: list[str], files: list, load) -> int:
         if row["errors"]:
             notes.append(f"{row['errors']} of {row['requests']} requests failed: {row['error_examples'][0]}")
         print(
-            f"{printable(row['backend'])[:32]:<32} {row['concurrency']:>4} {number(row['images_per_s'])} "
+            f"{printable(row['backend'])[:40]:<40} {row['concurrency']:>4} {number(row['images_per_s'])} "
             f"{number(row['requests_per_s'])} {number(row['p50_ms'])} {number(row['p90_ms'])} "
             f"{number(row['p95_ms'])} {number(row['p99_ms'])} {number(row['max_ms'])}  {split}"
             + "".join(f"\n    {printable(n)}" for n in notes),
