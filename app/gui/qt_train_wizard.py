@@ -693,15 +693,7 @@ class OptionsPage(QWizardPage):
             (self.tflite, "tflite_export"),
         ]:
             widget.setObjectName(name)
-        from superqt import QCollapsible
-
-        # folded: the arrow points right (more to see); open: down (what it shows is below)
-        down, right = icon("mdi6.chevron-down"), icon("mdi6.chevron-right")
-        advanced = QCollapsible(
-            "Advanced", expandedIcon="▾" if down.isNull() else down, collapsedIcon="▸" if right.isNull() else right
-        )
-        advanced.setObjectName("advanced")
-        inner = QWidget()
+        inner = QWidget()  # folded into the Advanced section when the page first opens (_make_advanced)
         grid = QFormLayout(inner)
         grid.addRow("Most epochs (early stopping)", self.epochs)
         grid.addRow("Learning rate", self.learning_rate)
@@ -711,10 +703,11 @@ class OptionsPage(QWizardPage):
         grid.addRow("", self.fine_tune)
         grid.addRow("Seed", self.seed)
         grid.addRow("TFLite export", self.tflite)
-        advanced.addWidget(inner)
+        self.advanced_options, self.advanced = inner, None
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(advanced)
+        self.advanced_slot = QVBoxLayout()
+        layout.addLayout(self.advanced_slot)
         layout.addStretch(1)
         browse.clicked.connect(self._browse)
         self.name.textEdited.connect(self._name_typed)
@@ -728,8 +721,25 @@ class OptionsPage(QWizardPage):
     def folder(self) -> Path:
         return Path(self.field("folder").strip()).expanduser().resolve()
 
+    def _make_advanced(self) -> None:
+        """The folded Advanced section, made when the page first opens: superqt imports qtpy, whose
+        ``from PySide6.QtWidgets import *`` costs about 0.12 s of CPU the window would spend before it appears."""
+        if self.advanced is not None:
+            return
+        from superqt import QCollapsible
+
+        # folded: the arrow points right (more to see); open: down (what it shows is below)
+        down, right = icon("mdi6.chevron-down"), icon("mdi6.chevron-right")
+        self.advanced = QCollapsible(
+            "Advanced", expandedIcon="▾" if down.isNull() else down, collapsedIcon="▸" if right.isNull() else right
+        )
+        self.advanced.setObjectName("advanced")
+        self.advanced.addWidget(self.advanced_options)
+        self.advanced_slot.addWidget(self.advanced)
+
     def initializePage(self):
         """The name follows the chosen folder until the user types one."""
+        self._make_advanced()
         folder = self.folder()
         if self.name_for != folder and (self.name_for is not None or not self.name.text().strip()):
             self.name_for = folder
