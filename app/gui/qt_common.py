@@ -114,6 +114,36 @@ class GlyphIconEngine(QIconEngine):
         return GlyphIconEngine(self.family, self.char, self.color, self.selected)
 
 
+LATER_MODULES = ("qtpy.QtWidgets", "superqt", "pyqtgraph")  # the wizard's Advanced section and charts
+
+
+def import_later(names=LATER_MODULES) -> threading.Thread:
+    """Import modules that pages need later on a background thread, once the window is on screen.
+
+    They are kept out of start-up (qtpy's star imports, superqt and pyqtgraph cost about 0.3 s of CPU), and
+    importing them here, while the user looks at the window, spares the first Next click that hitch. Only
+    modules are imported on the thread (class definitions); every widget is still made on the GUI thread,
+    which gets the GIL back every few milliseconds meanwhile.
+
+    Args:
+        names: module names; one that fails to import is left for the page to report.
+
+    Returns:
+        The (daemon) thread, already started.
+    """
+    import contextlib
+    import importlib
+
+    def run():
+        for name in names:
+            with contextlib.suppress(Exception):  # the page that needs it imports it again and says what is wrong
+                importlib.import_module(name)
+
+    thread = threading.Thread(target=run, name="import-later", daemon=True)
+    thread.start()
+    return thread
+
+
 def settings() -> QSettings:
     # QSettings(org, app) always means NativeFormat; naming the format honours setDefaultFormat
     # (the tests point IniFormat at a temporary folder, so they never touch the user's settings)
