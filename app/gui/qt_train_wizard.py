@@ -867,7 +867,7 @@ class TrainingPage(QWizardPage):
         self.overfitting.setStyleSheet(f"color: {tone('low')}; font-weight: bold;")
         self.overfitting.hide()
         colours = self.COLOURS
-        self.curves: dict = {}  # the loss and accuracy charts are made when the page first opens (_make_plots)
+        self.curves: dict = {}  # the loss and accuracy charts are made when the page first opens (make_plots)
         legend = QLabel(
             "   ".join(f"<span style='color:{c}; font-weight:bold'>━━</span> {n}" for n, c in colours.items())
         )
@@ -892,7 +892,7 @@ class TrainingPage(QWizardPage):
 
     COLOURS = {"train": "#1a73e8", "validation": "#f9ab00"}
 
-    def _make_plots(self) -> None:
+    def make_plots(self) -> None:
         """The loss and accuracy charts, made when the page first opens: pyqtgraph's import and two plots cost
         about 0.15 s of CPU that the window would otherwise spend before it appears."""
         if self.curves:
@@ -914,7 +914,7 @@ class TrainingPage(QWizardPage):
         }
 
     def initializePage(self):
-        self._make_plots()
+        self.make_plots()
         self.done_event, self.error, self.history = None, None, {k: [] for k in self.curves}
         self._cancelled = False
         for curve in self.curves.values():
@@ -1223,6 +1223,8 @@ class TrainWizard(QWizard):
             self.setPage(page_id, page)
         self.training_page.finished_ok.connect(lambda event: self.trained.emit(event["model_dir"]))
         self.training_page.progress_changed.connect(self.progress)
+        # the training charts are made while the options are read, so the Train click itself stays light
+        self.currentIdChanged.connect(lambda page_id: page_id == Page.OPTIONS and self.training_page.make_plots())
         self.setButtonText(QWizard.WizardButton.FinishButton, "Train another")
         self.options_page.setButtonText(QWizard.WizardButton.NextButton, "Train")
         back = self.button(QWizard.WizardButton.BackButton)
