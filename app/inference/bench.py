@@ -175,7 +175,7 @@ def stable(windows: Sequence[dict], tolerance: float = 0.10) -> bool:
     "Within" is max / min <= 1 + tolerance over the three; a window without a successful request is never stable.
 
     Args:
-        windows: ``measure_level``'s windows, each with ``images_per_s`` and ``p95_ms``.
+        windows: ``_measure_level``'s windows, each with ``images_per_s`` and ``p95_ms``.
         tolerance: 0.10 is 10 %.
 
     Returns:
@@ -320,7 +320,7 @@ def _window(records: Sequence[tuple], seconds: float) -> dict:
     }
 
 
-def measure_level(
+def _measure_level(
     workers: Sequence[_Worker], settings: LoadSettings, cancelled: Callable[[], bool] = lambda: False
 ) -> dict:
     """Load the backend with ``len(workers)`` requests in flight and measure windows until stable.
@@ -467,7 +467,7 @@ def sweep(
                 worker.opened.wait()
                 if worker.error is not None:
                     raise worker.error
-            row = {"backend": backend, **measure_level(workers[:concurrency], settings, cancelled)}
+            row = {"backend": backend, **_measure_level(workers[:concurrency], settings, cancelled)}
             rows.append(row)
             if on_level is not None:
                 on_level(row)

@@ -107,7 +107,15 @@ class TFLiteClassifier:
         return Prepared(image, len(data), (t1 - t0) * 1e3, (t2 - t1) * 1e3)
 
     def classify_prepared(self, items: Sequence[Prepared | Prediction], top_k: int = 5) -> list[Prediction]:
-        """Run the model on ``prepare``'s results (an error Prediction passes through unchanged)."""
+        """Run the model on ``prepare``'s results, on the thread that owns the interpreter.
+
+        Args:
+            items: ``prepare``'s results; an error Prediction passes through unchanged.
+            top_k: labels kept per image.
+
+        Returns:
+            One Prediction per item, in order, with decode, preprocess and inference timings.
+        """
         out = []
         for item in items:
             if isinstance(item, Prediction):
