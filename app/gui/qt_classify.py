@@ -1055,7 +1055,11 @@ class CompareDialog(QDialog):
         side_layout.addWidget(self.chart, 1)
         self.tabs = QTabWidget()
         self.tabs.addTab(side_by_side, "Side by side")
-        self.tabs.addTab(self._sweep_tab(), "Load sweep")
+        self.sweep_page = QWidget()  # filled when the tab is first opened (_build_sweep_tab)
+        QVBoxLayout(self.sweep_page).setContentsMargins(0, 0, 0, 0)
+        self.sweep_button: QPushButton | None = None
+        self.tabs.addTab(self.sweep_page, "Load sweep")
+        self.tabs.currentChanged.connect(lambda i: self.tabs.widget(i) is self.sweep_page and self._build_sweep_tab())
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.tabs, 1)
@@ -1068,12 +1072,15 @@ class CompareDialog(QDialog):
         self.sweep_job = None
         self.sweep_rows: dict[str, list[dict]] = {}
 
-    def _sweep_tab(self) -> QWidget:
-        """Concurrency levels, the *Run load sweep* button, a table per level and the throughput-vs-p95 chart."""
+    def _build_sweep_tab(self) -> None:
+        """Concurrency levels, the *Run load sweep* button, a table per level and the throughput-vs-p95 chart,
+        made when the tab first opens (the dialog opens as fast as before, with the one comparison table)."""
+        if self.sweep_button is not None:
+            return
         import pyqtgraph as pg
 
-        tab = QWidget()
-        layout = QVBoxLayout(tab)
+        content = QWidget()
+        layout = QVBoxLayout(content)
         layout.setContentsMargins(0, 0, 0, 0)
         line = QHBoxLayout()
         line.addWidget(QLabel("Requests in flight:"))
@@ -1099,7 +1106,9 @@ class CompareDialog(QDialog):
         self.sweep_chart.setLabel("left", "images/s")
         self.sweep_chart.addLegend()
         layout.addWidget(self.sweep_chart, 1)
-        return tab
+        self.sweep_button.setEnabled(self.run_button.isEnabled())
+        self.sweep_page.layout().addWidget(content)
+        content.show()  # at once: a widget added to a shown page would otherwise appear one event later
 
     def run_sweep(self) -> None:
         """Each ticked backend through the concurrency levels (``bench.sweep``, as ``bench --concurrency``)."""
@@ -1226,7 +1235,8 @@ class CompareDialog(QDialog):
             self.status.setText("Tick at least one backend.")
             return
         self.run_button.setEnabled(False)
-        self.sweep_button.setEnabled(False)
+        if self.sweep_button is not None:
+            self.sweep_button.setEnabled(False)
         self.results = {}
         self.table.setRowCount(0)
         self.queue = picked
@@ -1236,7 +1246,8 @@ class CompareDialog(QDialog):
         """Start the next backend: open it on a fresh owner thread, bench it there, close the owner."""
         if not self.queue:
             self.run_button.setEnabled(True)
-            self.sweep_button.setEnabled(True)
+            if self.sweep_button is not None:
+                self.sweep_button.setEnabled(True)
             self._show_chart()
             return
         choice = self.queue.pop(0)
