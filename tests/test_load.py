@@ -97,8 +97,11 @@ def test_a_level_that_never_settles_says_so():
 
 
 def test_a_steady_level_stops_at_three_windows():
-    row = sweep(Sleeper, [b"x"], LoadSettings(duration_s=0.3, max_windows=6), "s")[0]
-    assert row["stable"] is True and 3 <= row["windows"] <= 6
+    """10 ms per request every time; the tolerance is wide (x4) so a loaded machine's scheduling jitter cannot
+    keep the level from settling: what is tested is that a settled level stops at the third window."""
+    settings = LoadSettings(duration_s=0.3, max_windows=6, tolerance=3.0)
+    row = sweep(lambda: Sleeper(seconds=lambda call: 0.01), [b"x"], settings, "s")[0]
+    assert row["stable"] is True and row["windows"] == 3
 
 
 def test_failed_requests_are_counted_not_fatal():
