@@ -788,9 +788,15 @@ def _progress_bar(total: int, show: bool):
     """A tqdm bar on stderr for people (None when not shown): files done, rate and time left."""
     if not show:
         return None
+    import shutil
+
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True, leave=False, mininterval=0.2)
+    width = shutil.get_terminal_size((80, 24)).columns or 80  # a terminal reporting 0 columns would get no bar
+    plain = not (sys.stderr.encoding or "").lower().replace("-", "").startswith("utf8")  # block characters or #
+    return tqdm(
+        total=total, unit="img", file=sys.stderr, ncols=min(width, 120), ascii=plain, leave=False, mininterval=0.2
+    )
 
 
 def _batched(classifier, batch: int):
