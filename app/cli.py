@@ -145,7 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve-config", help="write MODELS_DIR/models.config for tensorflow/serving")
     serve.add_argument("models_dir", help="the folder holding NAME/VERSION model folders")
     serve.add_argument("--container-root", default="/models", help="where MODELS_DIR is mounted in the container")
-    serve.add_argument("--stdout", action="store_true", help="print it instead of writing the file")
+    serve.add_argument("--stdout", action="store_true", help="print models.config instead of writing the files")
+    serve.add_argument(
+        "--batch-threads",
+        type=int,
+        metavar="N",
+        help="num_batch_threads in batching_parameters.txt: the server's CPU cores (default: this machine's)",
+    )
 
     classify = sub.add_parser("classify", help="classify image files or folders")
     source = classify.add_mutually_exclusive_group(required=True)
@@ -155,6 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
     classify.add_argument("--top-k", type=int, default=3)
     classify.add_argument("--json", action="store_true")
+    classify.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        metavar="N",
+        help="images per model call; a server gets N images in one request (default 1)",
+    )
+    classify.add_argument(
+        "--progress",
+        action="store_true",
+        help="show a progress bar on stderr even when it is not a terminal (it shows on a terminal without --json)",
+    )
     _backend_flags(classify)
 
     bench = sub.add_parser("bench", help="accuracy and timings of one or more backends on a labeled folder")
@@ -165,10 +183,32 @@ def build_parser() -> argparse.ArgumentParser:
         default="tflite,savedmodel",
         help="comma-separated: tflite, savedmodel, grpc://host:8500/NAME, http://host:8501/v1/models/NAME",
     )
-    bench.add_argument("--limit", type=int, help="at most N images, sampled across classes")
-    bench.add_argument("--json", action="store_true")
+    bench.add_argument(
+        "--limit", type=int, help="at most N images, sampled across classes (a load sweep cycles through 256 at most)"
+    )
+    bench.add_argument("--json", action="store_true", help="print one JSON object per backend (per level in a sweep)")
+    bench.add_argument("--csv", metavar="FILE", help="also write the rows to FILE as CSV")
+    load = bench.add_argument_group(
+        "load sweep (like Triton's perf_analyzer; any of these flags turns it on)",
+        "Each level keeps N requests in flight (one worker thread and classifier each), throws away warm-up "
+        "requests, then measures windows until the last 3 agree within 10%% in throughput and p95.",
+    )
+    load.add_argument("--concurrency", metavar="N,N,...", help="requests in flight, e.g. 1,2,4,8 (default 1)")
+    load.add_argument("--batch", type=int, metavar="N", help="images per request (default 1)")
+    window = load.add_mutually_exclusive_group()
+    window.add_argument("--duration", type=float, metavar="S", help="seconds per measurement window (default 2)")
+    window.add_argument(
+        "--count", type=int, metavar="N", help="requests per measurement window (instead of --duration)"
+    )
+    load.add_argument(
+        "--max-windows", type=int, metavar="N", help="windows per level before giving up on stability (default 10)"
+    )
+    load.add_argument("--warmup", type=int, metavar="N", help="requests thrown away per level (default 2 per worker)")
     _backend_flags(bench)
     return parser
+
+
+LOAD_FLAGS = ("concurrency", "batch", "duration", "count", "max_windows", "warmup")
 
 
 def _backend_flags(parser: argparse.ArgumentParser) -> None:
@@ -501,12 +541,20 @@ def cmd_classify(args) -> int:
             "no image files found in the given paths"
             + (f" ({len(found)} skipped, e.g. {printable(found[0].path)}: {found[0].reason})" if found else "")
         )
-    from app.imaging import ImageError, read_image_file
+    if args.batch < 1:
+        raise UsageError("--batch must be at least 1")
     from app.inference.base import Prediction
     from app.inference.bench import summary
     from app.inference.factory import open_classifier
+    from app.inference.pipeline import classify_files
 
     classifier = open_classifier(args.model, args.backend, args.server, **_backend_options(args, bool(args.server)))
+    if args.server:
+        _batched(classifier, args.batch)
+    tried_paths = [entry.path for entry in found if not entry.reason]
+    answers = classify_files(classifier, tried_paths, batch=args.batch, top_k=args.top_k)
+    bar = _progress_bar(len(tried_paths), args.progress or (not args.json and sys.stderr.isatty()))
+    out = (lambda line: bar.write(line, file=sys.stdout)) if bar is not None else print  # noqa: E731
     totals, skipped = [], 0
     for entry in found:
         path = entry.path
@@ -514,10 +562,9 @@ def cmd_classify(args) -> int:
             skipped += 1
             prediction = Prediction(error=entry.reason)
         else:
-            try:
-                prediction = classifier.classify([read_image_file(path)], top_k=args.top_k)[0]
-            except ImageError as exc:  # not a regular file, too big, unreadable: this file's error
-                prediction = Prediction(error=str(exc))
+            prediction = next(answers)
+            if bar is not None:
+                bar.update(1)
         if prediction.error is None:
             totals.append(prediction.timings.total_ms)
         if args.json:
@@ -538,14 +585,16 @@ def cmd_classify(args) -> int:
                 flush=True,
             )
         elif entry.reason:
-            print(f"{printable(path)}  skipped: {printable(entry.reason)}")
+            out(f"{printable(path)}  skipped: {printable(entry.reason)}")
         elif prediction.error:
-            print(f"{printable(path)}  error: {printable(prediction.error)}")
+            out(f"{printable(path)}  error: {printable(prediction.error)}")
         else:
-            print(
+            out(
                 f"{printable(path)}  {printable(prediction.label):<20} {prediction.score:.3f}  "
                 f"{prediction.timings.total_ms:7.1f} ms"
             )
+    if bar is not None:
+        bar.close()
     if not args.json:
         tried = len(found) - skipped
         stats = summary(totals)
@@ -557,7 +606,7 @@ def cmd_classify(args) -> int:
 
 
 def cmd_serve_config(args) -> int:
-    from app.core.serving_config import find_models, models_config, write_models_config
+    from app.core.serving_config import find_models, models_config, write_batching_parameters, write_models_config
 
     names = find_models(args.models_dir)
     if not names:
@@ -565,14 +614,17 @@ def cmd_serve_config(args) -> int:
     if args.stdout:
         print(models_config({n: f"{args.container_root}/{n}" for n in names}), end="")
     else:
+        if args.batch_threads is not None and not 1 <= args.batch_threads <= 4096:
+            raise UsageError("--batch-threads must be between 1 and 4096")
+        written = Path(args.models_dir) / "models.config"
         try:
             path = write_models_config(args.models_dir, args.container_root)
+            written = Path(args.models_dir) / "batching_parameters.txt"
+            batching = write_batching_parameters(args.models_dir, args.batch_threads)
         except OSError as exc:  # a folder named models.config, a read-only or full disk
-            raise ValueError(
-                f"cannot write {printable(Path(args.models_dir) / 'models.config')} "
-                f"({exc.strerror or type(exc).__name__})"
-            ) from None
+            raise ValueError(f"cannot write {printable(written)} ({exc.strerror or type(exc).__name__})") from None
         print(f"{path}: {len(names)} model{'s' if len(names) != 1 else ''} ({', '.join(names)})")
+        print(f"{batching}: a starting point for --enable_batching --batching_parameters_file (see its comments)")
     return 0
 
 
@@ -588,10 +640,13 @@ def cmd_bench(args) -> int:
         raise UsageError("--limit must be at least 1")
     if not Path(args.test_dir).expanduser().is_dir():
         raise UsageError(f"no such folder: {args.test_dir}")
+    load = _load_settings(args)
     skipped: list = []
     files = labeled_files(args.test_dir, args.limit, skipped)
     if not files:
         raise UsageError(f"no images found under {args.test_dir}")
+    if load is not None:
+        return _bench_load(args, backends, files, load)
     rows = []
     for backend in backends:
         remote = "://" in backend
@@ -625,7 +680,146 @@ def cmd_bench(args) -> int:
                     f"{printable(r['backend'])}: {r['errors']} of {r['images']} images failed, e.g. "
                     + "; ".join(f"{printable(f['path'])}: {printable(f['error'])}" for f in r["failures"][:3])
                 )
+    if args.csv:
+        columns = ["backend", "images", "errors", "accuracy"]
+        columns += [f"{k}_{s}" for k in ("preprocess_ms", "inference_ms", "network_ms", "total_ms") for s in STATS]
+        columns += ["request_bytes_mean", "images_per_s"]
+        flat = [{**r, **{f"{k}_{s}": r[k][s] for k in columns_of(r) for s in STATS}} for r in rows]
+        _write_csv(args.csv, columns, flat)
     return 0
+
+
+STATS = ("mean", "median", "p95", "min", "max")
+
+
+def columns_of(row: dict) -> list[str]:
+    """The timing summaries in a bench row (the keys holding ``summary`` dicts)."""
+    return [k for k, v in row.items() if isinstance(v, dict) and set(v) == set(STATS)]
+
+
+def _load_settings(args):
+    """The sweep's LoadSettings when any load flag is given, else None (the one-image-at-a-time bench)."""
+    if all(getattr(args, name) is None for name in LOAD_FLAGS):
+        return None
+    from app.inference.bench import LoadSettings
+
+    try:
+        levels = tuple(int(c) for c in (args.concurrency or "1").split(",") if c.strip())
+    except ValueError:
+        raise UsageError(f"--concurrency takes whole numbers separated by commas, not {args.concurrency!r}") from None
+    if args.duration is not None and not 0 < args.duration <= 3600:
+        raise UsageError("--duration must be between 0 and 3600 seconds")
+    if any(c > 256 for c in levels):
+        raise UsageError("--concurrency levels above 256 would open too many classifiers")
+    try:
+        return LoadSettings(
+            concurrency=levels,
+            batch=1 if args.batch is None else args.batch,
+            duration_s=args.duration,
+            count=args.count,
+            warmup=args.warmup,
+            max_windows=10 if args.max_windows is None else args.max_windows,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _bench_load(args, backends: list[str], files: list, load) -> int:
+    """``bench`` as a load generator: each backend through every concurrency level (``bench.sweep``)."""
+    from app.inference.bench import CSV_COLUMNS, load_payloads, sweep
+    from app.inference.factory import open_classifier
+
+    payloads, unreadable = load_payloads(files, args.limit or 256)
+    if not payloads:
+        raise UsageError(f"none of the images under {args.test_dir} can be read")
+    if not args.json:
+        window = f"{load.duration_s:g} s" if load.count is None else f"{load.count} requests"
+        print(
+            f"Load sweep: {len(payloads)} images cycled, {load.batch} per request, windows of {window} "
+            f"(at most {load.max_windows}); latency per request in ms",
+            flush=True,
+        )
+        print(
+            f"{'backend':<40} {'conc':>4} {'img/s':>8} {'req/s':>8} {'p50':>8} {'p90':>8} {'p95':>8} {'p99':>8} "
+            f"{'max':>8}  client split ms (mean per request)",
+            flush=True,
+        )
+    rows = []
+
+    def show(row: dict) -> None:
+        rows.append(row)
+        if args.json:
+            print(json.dumps(row), flush=True)
+            return
+        number = lambda v: f"{v:8.2f}" if v is not None else f"{'-':>8}"  # noqa: E731
+        if remote:
+            split = f"encode {row['preprocess_ms'] or 0:.2f} / network+server {row['network_ms'] or 0:.2f} / reply "
+            split += f"{row['reply_ms'] or 0:.2f}"
+        else:
+            split = f"decode+resize {(row['decode_ms'] or 0) + (row['preprocess_ms'] or 0):.2f} / inference "
+            split += f"{row['inference_ms'] or 0:.2f}"
+        notes = [] if row["stable"] else [f"not stable after {row['windows']} windows"]
+        if row["errors"]:
+            notes.append(f"{row['errors']} of {row['requests']} requests failed: {row['error_examples'][0]}")
+        print(
+            f"{printable(row['backend'])[:40]:<40} {row['concurrency']:>4} {number(row['images_per_s'])} "
+            f"{number(row['requests_per_s'])} {number(row['p50_ms'])} {number(row['p90_ms'])} "
+            f"{number(row['p95_ms'])} {number(row['p99_ms'])} {number(row['max_ms'])}  {split}"
+            + "".join(f"\n    {printable(n)}" for n in notes),
+            flush=True,
+        )
+
+    for backend in backends:
+        remote = "://" in backend
+        options = _backend_options(args, remote)
+        if remote:  # one request carries the whole batch, as a client of a batching server would send it
+            opener = lambda url=backend, o=options: _batched(open_classifier(server=url, **o), load.batch)  # noqa: E731
+        else:
+            opener = lambda name=backend, o=options: open_classifier(args.model, name, **o)  # noqa: E731
+        sweep(opener, payloads, load, backend, on_level=show)
+    if not args.json and unreadable:
+        print(f"{len(unreadable)} files could not be read, e.g. {printable(unreadable[0]['path'])}")
+    if args.csv:
+        _write_csv(args.csv, list(CSV_COLUMNS), rows)
+    return 0
+
+
+def _progress_bar(total: int, show: bool):
+    """A tqdm bar on stderr for people (None when not shown): files done, rate and time left."""
+    if not show:
+        return None
+    import shutil
+
+    from tqdm import tqdm
+
+    width = shutil.get_terminal_size((80, 24)).columns or 80  # a terminal reporting 0 columns would get no bar
+    plain = not (sys.stderr.encoding or "").lower().replace("-", "").startswith("utf8")  # block characters or #
+    return tqdm(
+        total=total, unit="img", file=sys.stderr, ncols=min(width, 120), ascii=plain, leave=False, mininterval=0.2
+    )
+
+
+def _batched(classifier, batch: int):
+    """A remote classifier that sends up to ``batch`` images in one request (its ``batch_size``)."""
+    classifier.batch_size = max(batch, 1)
+    return classifier
+
+
+def _write_csv(path: str, columns: list[str], rows: list[dict]) -> None:
+    """The rows as CSV (only ``columns``), written atomically."""
+    import csv
+    import io
+
+    from app.core.atomic import write_bytes
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    try:
+        write_bytes(Path(path).expanduser(), buffer.getvalue().encode("utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot write {printable(path)} ({exc.strerror or type(exc).__name__})") from None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -40,6 +40,7 @@ RESULTS_FILE = "results.npz"
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 TFLITE_FILES = {"float": "model.tflite", "dynamic": "model_dynamic.tflite", "int8": "model_int8.tflite"}
 MODELS_CONFIG_FILE = "models.config"  # beside the model folders, for TF Serving
+BATCHING_PARAMETERS_FILE = "batching_parameters.txt"  # beside them too: TF Serving's --batching_parameters_file
 
 # --- the SavedModel's signatures and their input / output names ------------------------------------------------
 SERVING_SIGNATURE = "serving_default"  # encoded image bytes in (what TF Serving clients call)

@@ -69,7 +69,14 @@ def test_classify_json_keeps_going_past_a_corrupt_file(trained, fm_dir, tmp_path
     assert "truncated" in rows[0]["error"] or "decode" in rows[0]["error"]
     for row in rows[1:]:
         assert row["label"] == "sneaker" and len(row["top_k"]) == 2 and row["backend"] == "savedmodel"
-        assert set(row["timings"]) == {"decode_ms", "preprocess_ms", "inference_ms", "network_ms", "total_ms"}
+        assert set(row["timings"]) == {
+            "decode_ms",
+            "preprocess_ms",
+            "inference_ms",
+            "network_ms",
+            "reply_ms",
+            "total_ms",
+        }
     assert [row["request_bytes"] for row in rows[1:]] == [path.stat().st_size for path in good]  # the file's bytes
 
 

@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
@@ -98,3 +99,82 @@ def test_serve_config_that_cannot_be_written_is_one_plain_sentence(tmp_path):
     assert result.stderr.splitlines()[-1] == (
         f"retrain-studio: cannot write {tmp_path / 'models.config'} (Is a directory)"
     )
+
+
+def batching_message():
+    """TF Serving's BatchingParameters (session_bundle_config.proto), which tensorflow-serving-api does not ship:
+    rebuilt field for field (names, numbers, wrapper types) so the suggested file is parsed as the server parses it."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
+
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="session_bundle_config.proto", package="tensorflow.serving", syntax="proto3"
+    )
+    proto.dependency.append("google/protobuf/wrappers.proto")
+    message = proto.message_type.add(name="BatchingParameters")
+    wrapped = [
+        ("max_batch_size", 1, "Int64Value"),
+        ("batch_timeout_micros", 2, "Int64Value"),
+        ("max_enqueued_batches", 3, "Int64Value"),
+        ("num_batch_threads", 4, "Int64Value"),
+        ("thread_pool_name", 5, "StringValue"),
+    ]
+    for name, number, kind in wrapped:
+        message.field.add(
+            name=name,
+            number=number,
+            label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+            type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
+            type_name=f".google.protobuf.{kind}",
+        )
+    message.field.add(
+        name="allowed_batch_sizes",
+        number=6,
+        label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED,
+        type=descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
+    )
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
+
+
+def test_serve_config_writes_batching_parameters_tf_serving_can_parse(trained, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(trained["models"] / "clothes", models / "clothes")
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "serve-config", str(models), "--batch-threads", "6"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "batching_parameters.txt" in result.stdout
+    params = text_format.Parse((models / "batching_parameters.txt").read_text(), batching_message()())
+    assert params.num_batch_threads.value == 6 and params.max_enqueued_batches.value == 6
+    assert params.max_batch_size.value == 32 and params.batch_timeout_micros.value == 1000
+    assert parse((models / "models.config").read_text()).model_config_list.config[0].name == "clothes"
+    with pytest.raises(text_format.ParseError):  # the check can fail: a misspelt field is refused
+        text_format.Parse("max_batch_sise { value: 3 }", batching_message()())
+    bad = subprocess.run(
+        [sys.executable, "-m", "app", "serve-config", str(models), "--batch-threads", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "--batch-threads" in bad.stderr
+
+
+def test_batching_parameters_default_to_this_machine_s_cores():
+    import os
+
+    from app.core.serving_config import batching_parameters
+
+    params = text_format.Parse(batching_parameters(), batching_message()())
+    assert params.num_batch_threads.value == os.cpu_count()
+
+
+def test_a_model_cannot_be_named_like_the_batching_file(tmp_path):
+    from app.core.export import OutputError, check_name
+
+    with pytest.raises(OutputError, match="is not allowed"):
+        check_name("batching_parameters.txt")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from app.store import (
+    BATCHING_PARAMETERS_FILE,
     BYTES_INPUT,
     CLASS_INDEX_INPUT,
     CLASS_NAME_OUTPUT,
@@ -44,7 +45,7 @@ from .atomic import remove_stale_temps, temp_folder
 
 MAX_NAME = 100
 NAME_RE = re.compile(rf"[A-Za-z0-9_-][A-Za-z0-9_.-]{{0,{MAX_NAME - 1}}}")
-RESERVED_NAMES = {MODELS_CONFIG_FILE}  # the file TF Serving reads beside the model folders
+RESERVED_NAMES = {MODELS_CONFIG_FILE, BATCHING_PARAMETERS_FILE}  # files TF Serving reads beside the model folders
 MIN_FREE_BYTES = 200 * 2**20  # a version is ~30-60 MB (SavedModel + TFLite variants) written beside the last
 
 

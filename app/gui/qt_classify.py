@@ -50,13 +50,14 @@ from PySide6.QtWidgets import (
     QStackedLayout,
     QTableView,
     QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from app.imaging import IMAGE_EXTENSIONS, ImageError, find_images, printable, read_image_file, walk
 from app.inference.base import Prediction
-from app.inference.bench import bench, summary
+from app.inference.bench import LoadSettings, bench, load_payloads, summary, sweep
 from app.store import model_folders
 
 from .qt_backend import (
@@ -998,7 +999,8 @@ class ClassifyView(QWidget):
 class CompareDialog(QDialog):
     """The same images through each ticked backend, one backend at a time, each in its own owner thread.
 
-    Statistics come from ``app.inference.bench`` (the CLI's ``bench``), so GUI and CLI agree.
+    Statistics come from ``app.inference.bench`` (the CLI's ``bench``), so GUI and CLI agree. The *Load sweep*
+    tab runs ``bench.sweep`` (the CLI's ``bench --concurrency``) and charts images/s against p95 per backend.
     """
 
     def __init__(self, backend: BackendBar, rows: list[Row], parent=None):
@@ -1046,16 +1048,184 @@ class CompareDialog(QDialog):
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
         buttons.addButton(self.run_button, QDialogButtonBox.ButtonRole.ActionRole)
+        side_by_side = QWidget()
+        side_layout = QVBoxLayout(side_by_side)
+        side_layout.setContentsMargins(0, 0, 0, 0)
+        side_layout.addWidget(self.table)
+        side_layout.addWidget(self.chart, 1)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(side_by_side, "Side by side")
+        self.sweep_page = QWidget()  # filled when the tab is first opened (_build_sweep_tab)
+        QVBoxLayout(self.sweep_page).setContentsMargins(0, 0, 0, 0)
+        self.sweep_button: QPushButton | None = None
+        self.tabs.addTab(self.sweep_page, "Load sweep")
+        self.tabs.currentChanged.connect(lambda i: self.tabs.widget(i) is self.sweep_page and self._build_sweep_tab())
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(self.table)
-        layout.addWidget(self.chart, 1)
+        layout.addWidget(self.tabs, 1)
         layout.addWidget(self.status)
         layout.addWidget(buttons)
         self.run_button.clicked.connect(self.run)
         self.results: dict[str, dict] = {}
         self.owners: list[ModelOwner] = []
         self.queue: list[BackendChoice] = []
+        self.sweep_job = None
+        self.sweep_rows: dict[str, list[dict]] = {}
+
+    def _build_sweep_tab(self) -> None:
+        """Concurrency levels, the *Run load sweep* button, a table per level and the throughput-vs-p95 chart,
+        made when the tab first opens (the dialog opens as fast as before, with the one comparison table)."""
+        if self.sweep_button is not None:
+            return
+        import pyqtgraph as pg
+
+        content = QWidget()
+        layout = QVBoxLayout(content)
+        layout.setContentsMargins(0, 0, 0, 0)
+        line = QHBoxLayout()
+        line.addWidget(QLabel("Requests in flight:"))
+        self.levels_edit = QLineEdit(setting("compare/concurrency", "1,2,4") or "1,2,4")
+        self.levels_edit.setAccessibleName("Concurrency levels")
+        self.levels_edit.setToolTip(
+            "Comma-separated levels; each keeps that many requests going at once, one classifier per thread"
+        )
+        line.addWidget(self.levels_edit, 1)
+        self.sweep_button = QPushButton(icon("mdi6.chart-line"), "Run load sweep")
+        self.sweep_button.clicked.connect(self.run_sweep)
+        line.addWidget(self.sweep_button)
+        layout.addLayout(line)
+        self.sweep_table = read_only_table(
+            ["Backend", "In flight", "Images/s", "Median ms", "P95 ms", "P99 ms", "Errors", "Stable"]
+        )
+        self.sweep_table.setAccessibleName("Load sweep")
+        layout.addWidget(self.sweep_table)
+        self.sweep_chart = pg.PlotWidget(background=None)
+        self.sweep_chart.setAccessibleName("Throughput vs p95")
+        self.sweep_chart.setMinimumHeight(160)
+        self.sweep_chart.setLabel("bottom", "p95 latency per request (ms)")
+        self.sweep_chart.setLabel("left", "images/s")
+        self.sweep_chart.addLegend()
+        layout.addWidget(self.sweep_chart, 1)
+        self.sweep_button.setEnabled(self.run_button.isEnabled())
+        self.sweep_page.layout().addWidget(content)
+        content.show()  # at once: a widget added to a shown page would otherwise appear one event later
+
+    def run_sweep(self) -> None:
+        """Each ticked backend through the concurrency levels (``bench.sweep``, as ``bench --concurrency``)."""
+        picked = [
+            BackendChoice(k, complete_address(k, e.text())) for k, (b, e) in self.choices.items() if b.isChecked()
+        ]
+        try:
+            levels = tuple(int(c) for c in self.levels_edit.text().split(",") if c.strip())
+            if not levels or any(not 1 <= c <= 64 for c in levels):
+                raise ValueError
+        except ValueError:
+            self.status.setText("Type the requests in flight as whole numbers from 1 to 64, e.g. 1,2,4.")
+            return
+        if not picked:
+            self.status.setText("Tick at least one backend.")
+            return
+        remember("compare/concurrency", self.levels_edit.text().strip())
+        self.sweep_button.setEnabled(False)
+        self.run_button.setEnabled(False)
+        self.sweep_rows = {}
+        self.sweep_table.setRowCount(0)
+        self.sweep_chart.clear()
+        files = list(self.files)
+        settings = LoadSettings(concurrency=levels, count=20, max_windows=5)
+        self.status.setText(f"Load sweep: {', '.join(c.label() for c in picked)} at {self.levels_edit.text()}…")
+
+        def work(job):
+            payloads, _ = load_payloads(files, 64)
+            for choice in picked:
+                if job.cancelled.is_set():
+                    break
+                try:
+                    sweep(
+                        lambda choice=choice: open_choice(choice),
+                        payloads,
+                        settings,
+                        choice.label(),
+                        on_level=job.progress,
+                        cancelled=job.cancelled.is_set,
+                    )
+                except Exception as exc:  # this backend's one sentence; the next one still runs
+                    job.progress({"backend": choice.label(), "error": exc.with_traceback(None)})
+            return None
+
+        self.sweep_job = run_in_background(work, self._sweep_done, self._sweep_failed, self, self._add_level)
+
+    def _add_level(self, row: dict) -> None:
+        row_index = self.sweep_table.rowCount()
+        self.sweep_table.setRowCount(row_index + 1)
+        name = row["backend"]
+        if "error" in row:
+            cells = [name, one_sentence(row["error"])] + [""] * 6
+        else:
+            self.sweep_rows.setdefault(name, []).append(row)
+            number = lambda v: f"{v:.1f}" if v is not None else "—"  # noqa: E731
+            cells = [
+                name,
+                str(row["concurrency"]),
+                number(row["images_per_s"]),
+                number(row["p50_ms"]),
+                number(row["p95_ms"]),
+                number(row["p99_ms"]),
+                str(row["errors"]),
+                "yes" if row["stable"] else "no",
+            ]
+        for c, text in enumerate(cells):
+            self.sweep_table.setItem(row_index, c, QTableWidgetItem(text))
+        if "error" not in row and not row["stable"]:
+            self.sweep_table.item(row_index, 7).setToolTip(
+                f"The last 3 of {row['windows']} windows still differed by more than 10% in images/s or p95"
+            )
+        if "error" in row:
+            self.sweep_table.setSpan(row_index, 1, 1, self.sweep_table.columnCount() - 1)
+            self.sweep_table.resizeRowToContents(row_index)
+        self._draw_sweep()
+
+    def _draw_sweep(self) -> None:
+        """One line per backend: x = p95 ms, y = images/s, each point labelled with its requests in flight."""
+        import pyqtgraph as pg
+
+        self.sweep_chart.clear()
+        colours = ["#1a73e8", "#f9ab00", "#188038", "#d93025"]
+        for n, (name, rows) in enumerate(self.sweep_rows.items()):
+            points = [(r["p95_ms"], r["images_per_s"], r["concurrency"]) for r in rows if r["p95_ms"] is not None]
+            colour = colours[n % len(colours)]
+            self.sweep_chart.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                pen=pg.mkPen(colour, width=2),
+                symbol="o",
+                symbolBrush=colour,
+                name=name,
+            )
+            for x, y, level in points:
+                label = pg.TextItem(f"{level}", color=colour, anchor=(0, 1))
+                label.setPos(x, y)
+                self.sweep_chart.addItem(label)
+
+    def _sweep_done(self, _result) -> None:
+        self.sweep_button.setEnabled(True)
+        self.run_button.setEnabled(True)
+        failed = [
+            self.sweep_table.item(r, 0).text()
+            for r in range(self.sweep_table.rowCount())
+            if self.sweep_table.columnSpan(r, 1) > 1
+        ]
+        self.status.setText(
+            f"Done: load sweep of {len(self.sweep_rows)} backend{'s' * (len(self.sweep_rows) != 1)}"
+            + (f"; {', '.join(failed)} failed (see its row)" if failed else "")
+            + ". Up and to the left is better: more images per second at a lower 95th percentile; "
+            "the numbers are the requests in flight."
+        )
+
+    def _sweep_failed(self, exc) -> None:
+        self.sweep_button.setEnabled(True)
+        self.run_button.setEnabled(True)
+        self.status.setText(f"The load sweep stopped: {one_sentence(exc)}")
 
     def run(self) -> None:
         picked = [
@@ -1065,6 +1235,8 @@ class CompareDialog(QDialog):
             self.status.setText("Tick at least one backend.")
             return
         self.run_button.setEnabled(False)
+        if self.sweep_button is not None:
+            self.sweep_button.setEnabled(False)
         self.results = {}
         self.table.setRowCount(0)
         self.queue = picked
@@ -1074,6 +1246,8 @@ class CompareDialog(QDialog):
         """Start the next backend: open it on a fresh owner thread, bench it there, close the owner."""
         if not self.queue:
             self.run_button.setEnabled(True)
+            if self.sweep_button is not None:
+                self.sweep_button.setEnabled(True)
             self._show_chart()
             return
         choice = self.queue.pop(0)
@@ -1145,6 +1319,8 @@ class CompareDialog(QDialog):
 
     def done(self, result) -> None:
         """Closing stops listening; a backend still running finishes on its own thread and is released there."""
+        if self.sweep_job is not None:  # the sweep stops after its current window; its threads close their models
+            self.sweep_job.cancel()
         for owner in self.owners:
             owner.close(discard=True)
         self.queue = []

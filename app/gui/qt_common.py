@@ -17,24 +17,131 @@ from PySide6.QtCore import (
     QUrl,
     Signal,
 )
-from PySide6.QtGui import QDesktopServices, QIcon, QImage, QImageReader, QPixmap
+from PySide6.QtGui import QDesktopServices, QIcon, QIconEngine, QImage, QImageReader, QPixmap
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QToolButton, QWidget
 
 ORGANIZATION, APPLICATION = "RetrainStudio", "Retrain Studio"
 
 
 def icon(name: str, color: str | None = None, selected: str | None = None) -> QIcon:
-    """A vector icon from qtawesome (scales at any DPI); an empty icon if fonts are unavailable.
+    """A vector icon (scales at any DPI) from the Material Design Icons font qtawesome ships: ``"mdi6.NAME"``.
 
-    ``selected``: its colour on a selected item (the palette's highlighted text, for contrast).
+    The font and its name map are read straight from qtawesome's folder and painted by ``GlyphIconEngine``:
+    importing qtawesome itself imports qtpy, whose ``from PySide6.QtWidgets import *`` costs about 0.12 s of
+    CPU before the window can appear (measured by tests/benchmarks/bench_startup.py). Other prefixes, or a
+    missing font, fall back to qtawesome; an empty icon if that fails too.
+
+    Args:
+        name: ``"mdi6."`` and a Material Design icon name.
+        color: its colour (default: the theme's, ``apply_theme``).
+        selected: its colour on a selected item (the palette's highlighted text, for contrast).
+
+    Returns:
+        The icon.
     """
+    prefix, _, glyph = name.partition(".")
+    font = _icon_font() if prefix == "mdi6" else None
+    if font is not None and glyph in font[1]:
+        return QIcon(GlyphIconEngine(font[0], font[1][glyph], color or _ICON_COLOR[0], selected))
     try:
         import qtawesome
 
-        options = {k: v for k, v in (("color", color), ("color_selected", selected)) if v}
+        options = {k: v for k, v in (("color", color or _ICON_COLOR[0]), ("color_selected", selected)) if v}
         return qtawesome.icon(name, **options)
     except Exception:  # a missing icon font must never stop the app
         return QIcon()
+
+
+_ICON_COLOR = ["#3c4043"]  # the theme's icon colour (apply_theme)
+_ICON_FONT: list = []  # [(family, {name: character}) or None], loaded once
+
+
+def _icon_font() -> tuple[str, dict[str, str]] | None:
+    """(font family, {icon name: character}) of qtawesome's Material Design Icons 6 font, or None."""
+    if not _ICON_FONT:
+        _ICON_FONT.append(None)
+        try:
+            import importlib.util
+            import json
+
+            from PySide6.QtGui import QFontDatabase
+
+            folder = Path(importlib.util.find_spec("qtawesome").origin).parent / "fonts"
+            ttf = sorted(folder.glob("materialdesignicons6-webfont-*.ttf"))[-1]
+            charmap = folder / ttf.name.replace("-webfont-", "-webfont-charmap-").replace(".ttf", ".json")
+            families = QFontDatabase.applicationFontFamilies(QFontDatabase.addApplicationFont(str(ttf)))
+            chars = {key: chr(int(code, 16)) for key, code in json.loads(charmap.read_text()).items()}
+            _ICON_FONT[0] = (families[0], chars)
+        except Exception:  # no qtawesome, or another layout of it: qtawesome's own path is tried
+            pass
+    return _ICON_FONT[0]
+
+
+class GlyphIconEngine(QIconEngine):
+    """Paints one font glyph at any size, as qtawesome does (glyph 7/8 of the height, centred), in the icon's
+    colour, the palette's disabled text colour when disabled, and ``selected`` on a selected item."""
+
+    def __init__(self, family: str, char: str, color: str, selected: str | None = None):
+        super().__init__()
+        self.family, self.char, self.color, self.selected = family, char, color, selected
+
+    def paint(self, painter, rect, mode, state) -> None:
+        from PySide6.QtGui import QColor, QFont, QGuiApplication, QPalette
+
+        if mode == QIcon.Mode.Disabled:
+            colour = QGuiApplication.palette().color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text)
+        else:
+            colour = QColor(self.selected if mode == QIcon.Mode.Selected and self.selected else self.color)
+        font = QFont(self.family)
+        font.setPixelSize(max(1, round(0.875 * rect.height())))
+        painter.save()
+        painter.setFont(font)
+        painter.setPen(colour)
+        painter.drawText(rect, int(Qt.AlignmentFlag.AlignCenter), self.char)
+        painter.restore()
+
+    def pixmap(self, size, mode, state):
+        from PySide6.QtGui import QPainter
+
+        pixmap = QPixmap(size)
+        pixmap.fill(Qt.GlobalColor.transparent)
+        painter = QPainter(pixmap)
+        self.paint(painter, pixmap.rect(), mode, state)
+        painter.end()
+        return pixmap
+
+    def clone(self):
+        return GlyphIconEngine(self.family, self.char, self.color, self.selected)
+
+
+LATER_MODULES = ("qtpy.QtWidgets", "superqt", "pyqtgraph")  # the wizard's Advanced section and charts
+
+
+def import_later(names=LATER_MODULES) -> threading.Thread:
+    """Import modules that pages need later on a background thread, once the window is on screen.
+
+    They are kept out of start-up (qtpy's star imports, superqt and pyqtgraph cost about 0.3 s of CPU), and
+    importing them here, while the user looks at the window, spares the first Next click that hitch. Only
+    modules are imported on the thread (class definitions); every widget is still made on the GUI thread,
+    which gets the GIL back every few milliseconds meanwhile.
+
+    Args:
+        names: module names; one that fails to import is left for the page to report.
+
+    Returns:
+        The (daemon) thread, already started.
+    """
+    import contextlib
+    import importlib
+
+    def run():
+        for name in names:
+            with contextlib.suppress(Exception):  # the page that needs it imports it again and says what is wrong
+                importlib.import_module(name)
+
+    thread = threading.Thread(target=run, name="import-later", daemon=True)
+    thread.start()
+    return thread
 
 
 def settings() -> QSettings:
@@ -436,12 +543,12 @@ def apply_theme(app, scheme: str | None = None) -> str:
 
 
 def _icon_color(color: str) -> None:
-    try:
-        import qtawesome
+    """The theme's icon colour, for ``icon`` (qtawesome is told only once it has been imported: see ``icon``)."""
+    import sys
 
-        qtawesome.set_defaults(color=color)
-    except Exception:
-        pass
+    _ICON_COLOR[0] = color
+    if "qtawesome" in sys.modules:
+        sys.modules["qtawesome"].set_defaults(color=color)
 
 
 def thumbnail_grid(icon_px: int, cell_width: int, cell_height: int):

@@ -289,11 +289,14 @@ def run(argv: list[str]) -> int:
     app.setWindowIcon(app_icon())
     window = MainWindow()
     window.show()
+    from PySide6.QtCore import QTimer
+
+    from .qt_common import import_later
+
+    QTimer.singleShot(300, import_later)  # after the first paint: what later pages need (see import_later)
     from . import qt_probe
 
     qt_probe.install(app)  # off unless RETRAIN_STUDIO_UI_LOG / RETRAIN_STUDIO_WATCHDOG
     if os.environ.get("RETRAIN_STUDIO_QUIT_AFTER_SHOW"):  # smoke test of a built bundle
-        from PySide6.QtCore import QTimer
-
         QTimer.singleShot(300, lambda: (print("window shown:", window.windowTitle(), flush=True), app.quit()))
     return app.exec()

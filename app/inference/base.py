@@ -18,12 +18,17 @@ from app.store import ModelError
 
 @dataclass
 class Timings:
-    """Milliseconds one image spent in each step; a step a backend does not have stays 0."""
+    """Milliseconds one image spent in each step; a step a backend does not have stays 0.
+
+    For remote backends ``preprocess_ms`` is the client encoding the request (serialising the bytes),
+    ``network_ms`` the network and the server, and ``reply_ms`` the client decoding and checking the reply.
+    """
 
     decode_ms: float = 0.0
     preprocess_ms: float = 0.0
     inference_ms: float = 0.0
     network_ms: float = 0.0
+    reply_ms: float = 0.0
     total_ms: float = 0.0
 
     def to_dict(self) -> dict:

@@ -264,8 +264,9 @@ class RemoteClassifier:
         """[(version, state)] as the server reports them (the connection check)."""
         raise NotImplementedError
 
-    def predict(self, images: Sequence[bytes]) -> tuple[np.ndarray, list[str] | None, int, float]:
-        """-> (probabilities [N,K], top-1 labels or None, request bytes, client-side encode ms), checked."""
+    def predict(self, images: Sequence[bytes]) -> tuple[np.ndarray, list[str] | None, int, float, float]:
+        """-> (probabilities [N,K], top-1 labels or None, request bytes, client-side encode ms, reply decode ms),
+        checked."""
         raise NotImplementedError
 
     def lookup_class_names(self, count: int) -> list:
@@ -370,12 +371,12 @@ class RemoteClassifier:
 
     def _classify_batch(self, images, chunk: list[int], predictions: list[Prediction], top_k: int) -> None:
         start = time.perf_counter()
-        probabilities, top1, request_bytes, encode_ms = self.predict([images[i] for i in chunk])
+        probabilities, top1, request_bytes, encode_ms, reply_ms = self.predict([images[i] for i in chunk])
         elapsed_ms = (time.perf_counter() - start) * 1e3
         if self.class_count is None:  # a model without class_names: later replies must agree with the first
             self.class_count = int(probabilities.shape[1])
         n = len(chunk)
-        network_ms = max(0.0, elapsed_ms - encode_ms) / n
+        network_ms = max(0.0, elapsed_ms - encode_ms - reply_ms) / n
         for row, i in enumerate(chunk):
             labels = labels_for(self.labels, probabilities.shape[1])
             ranking = ranked(probabilities[row], labels, top_k)
@@ -383,6 +384,8 @@ class RemoteClassifier:
                 ranking[0] = (top1[row], ranking[0][1])
             predictions[i] = Prediction(
                 ranking,
-                Timings(preprocess_ms=encode_ms / n, network_ms=network_ms, total_ms=elapsed_ms / n),
+                Timings(
+                    preprocess_ms=encode_ms / n, network_ms=network_ms, reply_ms=reply_ms / n, total_ms=elapsed_ms / n
+                ),
                 request_bytes=round(request_bytes / n),
             )

@@ -132,12 +132,13 @@ class GrpcClassifier(RemoteClassifier):
         size = request.ByteSize()
         encode_ms = (time.perf_counter() - start) * 1e3
         response = self._call(self._predict_stub.Predict, request)
+        received = time.perf_counter()
         values = self._to_numpy(self._output(response, self.names.probabilities))
         top1 = None
         if self.names.classes:
             top1 = list(self._output(response, self.names.classes, "DT_STRING").string_val)
         probabilities, top1 = self.checked_reply(values, top1, len(images))
-        return probabilities, top1, size, encode_ms
+        return probabilities, top1, size, encode_ms, (time.perf_counter() - received) * 1e3
 
     def lookup_class_names(self, count: int) -> list:
         request = self._request(CLASS_NAMES_SIGNATURE, CLASS_INDEX_INPUT, _vector("DT_INT32", list(range(count))))

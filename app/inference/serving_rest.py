@@ -120,6 +120,10 @@ class RestClassifier(RemoteClassifier):
             watchdog.cancel()
 
     def _send(self, method: str, path: str, body: bytes | None = None) -> dict:
+        return self._parse(*self._round_trip(method, path, body), body)
+
+    def _round_trip(self, method: str, path: str, body: bytes | None):
+        """(response, payload) of one call within the deadline, the reply not yet parsed."""
         deadline = time.monotonic() + self.timeout_s
         for attempt in (0, 1):
             # A kept-alive connection may have been closed by the server while idle (its keep-alive timeout):
@@ -128,8 +132,7 @@ class RestClassifier(RemoteClassifier):
             # prediction changes nothing).  A fresh connection closed, or a call past its deadline, is an error.
             reused = self._connection().sock is not None
             try:
-                response, payload = self._exchange(method, path, body, deadline)
-                break
+                return self._exchange(method, path, body, deadline)
             except ReplyError:
                 self.close()
                 raise
@@ -139,6 +142,10 @@ class RestClassifier(RemoteClassifier):
                 error = self._failure(exc, time.monotonic() >= deadline, retry=retry, request=bool(body))
                 if error is not None:
                     raise error from None
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _parse(self, response, payload: bytes, body: bytes | None) -> dict:
+        """The reply's JSON object, or the one-sentence error its status or content means."""
         where = self.where
         try:
             data = json.loads(payload)
@@ -216,7 +223,9 @@ class RestClassifier(RemoteClassifier):
             }
         ).encode()
         encode_ms = (time.perf_counter() - start) * 1e3
-        rows = self._send("POST", self._base + ":predict", body).get("predictions")
+        exchanged = self._round_trip("POST", self._base + ":predict", body)
+        received = time.perf_counter()
+        rows = self._parse(*exchanged, body).get("predictions")
         if not isinstance(rows, list):
             raise ReplyError(f"{self.where} answered without a list of predictions")
         top1 = None
@@ -231,7 +240,7 @@ class RestClassifier(RemoteClassifier):
         else:  # a signature with a single output answers with bare values
             values = rows
         probabilities, top1 = self.checked_reply(values, top1, len(images))
-        return probabilities, top1, len(body), encode_ms
+        return probabilities, top1, len(body), encode_ms, (time.perf_counter() - received) * 1e3
 
     def lookup_class_names(self, count: int) -> list:
         body = json.dumps({"signature_name": CLASS_NAMES_SIGNATURE, "instances": list(range(count))}).encode()

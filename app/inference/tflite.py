@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from app.imaging import ImageError, decode, resize
 from app.store import TFLITE_FILES, ModelError, labels_for, read_metadata, resolve_version
@@ -79,9 +82,20 @@ class TFLiteClassifier:
 
     def classify(self, images: Sequence[bytes], top_k: int = 5) -> list[Prediction]:
         """One Prediction per encoded image, in order; a bad image gets ``error`` set."""
-        return [self._classify_one(data, top_k) for data in images]
+        return self.classify_prepared([self.prepare(data) for data in images], top_k)
 
-    def _classify_one(self, data: bytes, k: int) -> Prediction:
+    def prepare(self, data: bytes) -> Prepared | Prediction:
+        """Decode and resize one image on the host, for ``classify_prepared``.
+
+        It uses no interpreter state, so worker threads may run it while the model thread runs
+        ``invoke`` (``pipeline.classify_files`` overlaps them).
+
+        Args:
+            data: an encoded image.
+
+        Returns:
+            The model-size pixels with their timings, or a Prediction carrying the decode error.
+        """
         t0 = time.perf_counter()
         try:
             pixels = decode(data, self.size)
@@ -90,12 +104,41 @@ class TFLiteClassifier:
         t1 = time.perf_counter()
         image = resize(pixels, self.size)
         t2 = time.perf_counter()
-        probabilities = self.invoke(image)
-        t3 = time.perf_counter()
-        timings = Timings(
-            decode_ms=(t1 - t0) * 1e3,
-            preprocess_ms=(t2 - t1) * 1e3,
-            inference_ms=(t3 - t2) * 1e3,
-            total_ms=(t3 - t0) * 1e3,
-        )
-        return Prediction(ranked(probabilities, self.labels, k), timings, len(data))
+        return Prepared(image, len(data), (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+
+    def classify_prepared(self, items: Sequence[Prepared | Prediction], top_k: int = 5) -> list[Prediction]:
+        """Run the model on ``prepare``'s results, on the thread that owns the interpreter.
+
+        Args:
+            items: ``prepare``'s results; an error Prediction passes through unchanged.
+            top_k: labels kept per image.
+
+        Returns:
+            One Prediction per item, in order, with decode, preprocess and inference timings.
+        """
+        out = []
+        for item in items:
+            if isinstance(item, Prediction):
+                out.append(item)
+                continue
+            start = time.perf_counter()
+            probabilities = self.invoke(item.image)
+            inference_ms = (time.perf_counter() - start) * 1e3
+            timings = Timings(
+                decode_ms=item.decode_ms,
+                preprocess_ms=item.preprocess_ms,
+                inference_ms=inference_ms,
+                total_ms=item.decode_ms + item.preprocess_ms + inference_ms,
+            )
+            out.append(Prediction(ranked(probabilities, self.labels, top_k), timings, item.request_bytes))
+        return out
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One image decoded and resized on the host, waiting for the interpreter."""
+
+    image: np.ndarray
+    request_bytes: int
+    decode_ms: float
+    preprocess_ms: float

@@ -26,3 +26,11 @@ def test_review_benchmark():
     result = main([])  # 10 classes x 150: 1,500 images (+20 copies)
     assert result["images"] == 1520 and result["warm_wall_s"] < 5
     assert result["copies_found"] >= 18 and result["recall"] >= 0.8
+
+
+@pytest.mark.slow
+def test_classify_benchmark():
+    from benchmarks.bench_classify import main
+
+    result = main(["--images", "1000"])
+    assert result["large"]["images"] == 1000 and result["rss_growth_mb"] < 50

@@ -888,3 +888,56 @@ def test_check_connection_during_a_batch_lets_the_batch_finish(window, qtbot, tr
     assert not any(v.startswith("error") or v == "cancelled" for v in labels)
     assert summary(page).startswith("200 classified")
     qtbot.waitUntil(lambda: "classes" in find(window, QLabel, "Backend status").text(), timeout=30_000)
+
+
+def test_compare_load_sweep_charts_throughput_against_p95(window, qtbot, trained, fm_dir, screenshots):
+    """Issue 11: Compare's *Load sweep* tab runs each ticked backend at 1 and 2 requests in flight and draws
+    images/s against p95, one line per backend, the same numbers as its table."""
+    import pyqtgraph as pg
+    from PySide6.QtWidgets import QTabBar
+
+    page = open_page(window, "Classify")
+    choose_backend(window, "Local TFLite", trained["models"] / "clothes")
+    drop(page, class_files(fm_dir, "bag", 4))
+    wait_done(qtbot, page, 4)
+    seen = {}
+    with TFServingDouble({"clothes": trained["models"] / "clothes"}) as server:
+
+        def drive(dialog):
+            for label in ("Local SavedModel", "Remote gRPC"):
+                if find(dialog, QCheckBox, label).isChecked():
+                    click(find(dialog, QCheckBox, label))
+            if not find(dialog, QCheckBox, "Remote REST").isChecked():
+                click(find(dialog, QCheckBox, "Remote REST"))
+            type_into(find(dialog, QLineEdit, "Remote REST address"), f"127.0.0.1:{server.rest_port}/clothes", False)
+            bar = dialog.findChild(QTabBar)
+            tab = [bar.tabText(i) for i in range(bar.count())].index("Load sweep")
+            QTest.mouseClick(bar, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, bar.tabRect(tab).center())
+            type_into(find(dialog, QLineEdit, "Concurrency levels"), "1,2", enter=False)
+            click(find(dialog, QAbstractButton, "Run load sweep"))
+            status = find(dialog, QLabel, "Compare status")
+            qtbot.waitUntil(lambda: status.text().startswith("Done: load sweep"), timeout=180_000)
+            table = find(dialog, QTableWidget, "Load sweep")
+            seen["rows"] = [
+                [table.item(r, c).text() for c in range(table.columnCount())] for r in range(table.rowCount())
+            ]
+            chart = find(dialog, pg.PlotWidget, "Throughput vs p95")
+            seen["curves"] = {c.name(): c.getData() for c in chart.getPlotItem().listDataItems()}
+            seen["status"] = status.text()
+            save_shot(dialog, screenshots, "compare-load-sweep")
+
+        with_dialog(qtbot, lambda: click(find(page, QAbstractButton, "Compare backends")), drive)
+    rows = seen["rows"]
+    assert [(r[0], r[1]) for r in rows] == [
+        ("Local TFLite", "1"),
+        ("Local TFLite", "2"),
+        ("Remote REST", "1"),
+        ("Remote REST", "2"),
+    ], rows
+    assert all(float(r[2]) > 0 and r[6] == "0" for r in rows), rows
+    assert set(seen["curves"]) == {"Local TFLite", "Remote REST"}
+    for name, (xs, ys) in seen["curves"].items():
+        mine = [r for r in rows if r[0] == name]
+        assert [f"{y:.1f}" for y in ys] == [r[2] for r in mine]  # images/s up the side
+        assert [f"{x:.1f}" for x in xs] == [r[4] for r in mine]  # p95 along the bottom
+    assert "failed" not in seen["status"]
