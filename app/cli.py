@@ -86,6 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=_default("seed"))
     train.add_argument("--cache-dir", help="where backbones and image features are cached")
     train.add_argument("--tflite", choices=["float", "dynamic", "int8", "none"], default="float")
+    train.add_argument(
+        "--unknown-rate",
+        type=float,
+        default=_default("unknown_rate"),
+        metavar="F",
+        help="share of held-out images of the model's own classes it may call unknown (sets the threshold)",
+    )
+    train.add_argument(
+        "--min-accuracy",
+        type=float,
+        metavar="F",
+        help="publish no version if the test accuracy is below F (0-1)",
+    )
     train.add_argument("--json", action="store_true", help="print one JSON event per line")
     train.add_argument(
         "--allow-new-classes",
@@ -273,6 +286,8 @@ def cmd_train(args) -> int:
         cache_dir=args.cache_dir,
         tflite=args.tflite,
         trust_backbone=args.trust_backbone,
+        unknown_rate=args.unknown_rate,
+        min_accuracy=args.min_accuracy,
         review=not args.no_review,
         sources=sources,
     )
@@ -507,7 +522,8 @@ def cmd_classify(args) -> int:
     from app.inference.factory import open_classifier
 
     classifier = open_classifier(args.model, args.backend, args.server, **_backend_options(args, bool(args.server)))
-    totals, skipped = [], 0
+    _warn_fidelity(classifier)
+    totals, skipped, unknowns = [], 0, 0
     for entry in found:
         path = entry.path
         if entry.reason:  # found while searching a folder but not tried: same row, "skipped" true
@@ -520,6 +536,7 @@ def cmd_classify(args) -> int:
                 prediction = Prediction(error=str(exc))
         if prediction.error is None:
             totals.append(prediction.timings.total_ms)
+            unknowns += bool(prediction.unknown)
         if args.json:
             print(
                 json.dumps(
@@ -531,6 +548,8 @@ def cmd_classify(args) -> int:
                         "timings": prediction.timings.to_dict(),
                         "request_bytes": prediction.request_bytes,
                         "backend": classifier.name,
+                        "unknown": prediction.unknown,
+                        "ood_score": prediction.ood_score,
                         "error": prediction.error,
                         "skipped": bool(entry.reason),
                     }
@@ -541,6 +560,11 @@ def cmd_classify(args) -> int:
             print(f"{printable(path)}  skipped: {printable(entry.reason)}")
         elif prediction.error:
             print(f"{printable(path)}  error: {printable(prediction.error)}")
+        elif prediction.unknown:  # none of the model's classes: said first, the closest class after it
+            print(
+                f"{printable(path)}  {'UNKNOWN':<20} {prediction.score:.3f}  {prediction.timings.total_ms:7.1f} ms"
+                f"  (none of the classes; closest: {printable(prediction.label)}, ood score {prediction.ood_score:.3f})"
+            )
         else:
             print(
                 f"{printable(path)}  {printable(prediction.label):<20} {prediction.score:.3f}  "
@@ -550,10 +574,25 @@ def cmd_classify(args) -> int:
         tried = len(found) - skipped
         stats = summary(totals)
         print(
-            f"{len(totals)} classified, {tried - len(totals)} failed, {skipped} skipped with {classifier.name}"
+            f"{len(totals)} classified ({unknowns} unknown), {tried - len(totals)} failed, {skipped} skipped "
+            f"with {classifier.name}"
             + (f"; total ms mean {stats['mean']:.1f}, median {stats['median']:.1f}" if totals else "")
         )
     return 0
+
+
+def _warn_fidelity(classifier) -> None:
+    """Say on stderr when the local file being used answered unlike the trained model at export (metadata.json)."""
+    from app.core.trust import artifact_name, fidelity_warnings
+
+    metadata = getattr(classifier, "metadata", None)
+    if metadata is None:  # a server: its files were checked where they were exported
+        return
+    model_file = getattr(classifier, "model_file", None)
+    for sentence in fidelity_warnings(
+        metadata.fidelity, artifact_name(classifier.name, model_file and model_file.name)
+    ):
+        _warn(sentence)
 
 
 def cmd_serve_config(args) -> int:
@@ -605,13 +644,15 @@ def cmd_bench(args) -> int:
     if not args.json:
         print(f"{len(files)} images from {printable(args.test_dir)}; times in ms per image (median / p95)")
         print(
-            f"{'backend':<40} {'acc':>6} {'preprocess':>14} {'inference':>14} {'total':>14} {'bytes':>10} {'img/s':>7}"
+            f"{'backend':<40} {'acc':>6} {'unkn':>6} {'preprocess':>14} {'inference':>14} {'total':>14} "
+            f"{'bytes':>10} {'img/s':>7}"
         )
         for r in rows:
             cell = lambda s: f"{s['median']:.2f} / {s['p95']:.2f}" if s["median"] is not None else "-"  # noqa: E731
             acc = f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "-"
+            unknown = f"{r['unknown_rate']:.3f}" if r.get("unknown_rate") is not None else "-"
             print(
-                f"{printable(r['backend'])[:40]:<40} {acc:>6} {cell(r['preprocess_ms']):>14} "
+                f"{printable(r['backend'])[:40]:<40} {acc:>6} {unknown:>6} {cell(r['preprocess_ms']):>14} "
                 f"{cell(r['inference_ms']):>14} {cell(r['total_ms']):>14} {r['request_bytes_mean'] or 0:>10.0f} "
                 f"{r['images_per_s'] or 0:>7.1f}"
             )

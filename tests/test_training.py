@@ -14,7 +14,7 @@ from PIL import Image
 
 from app.core.evaluation import load_results
 from app.imaging import load_image
-from app.store import version_folders
+from app.store import tflite_outputs, version_folders
 
 STATED_TEST_ACCURACY = 0.85  # 5 Fashion-MNIST classes, 40 images each, frozen EfficientNet-Lite0
 TFLITE_TOLERANCE = 1e-5
@@ -42,7 +42,16 @@ def test_each_stage_is_announced_once_in_order_and_timed(trained):
     timed in ``done``'s seconds."""
     seen = trained["events"]
     stages = [e["stage"] for e in seen if e["event"] == "stage"]
-    assert list(dict.fromkeys(stages)) == ["scan", "backbone", "embed", "review", "train", "evaluate", "export"]
+    assert list(dict.fromkeys(stages)) == [
+        "scan",
+        "backbone",
+        "embed",
+        "review",
+        "train",
+        "calibrate",
+        "evaluate",
+        "export",
+    ]
     assert stages.count("export") > 2 and all(stages.count(name) == 1 for name in set(stages) - {"export"})
     kinds = [
         e["event"] if e["event"] != "stage" else e["stage"] for e in seen if e["event"] not in ("progress", "epoch")
@@ -57,7 +66,17 @@ def test_each_stage_is_announced_once_in_order_and_timed(trained):
         and kinds[-1] == "done"
     )
     seconds = trained["done"]["seconds"]
-    assert set(seconds) == {"scan", "load_backbone", "embed", "review", "train", "evaluate", "export", "total"}
+    assert set(seconds) == {
+        "scan",
+        "load_backbone",
+        "embed",
+        "review",
+        "train",
+        "calibrate",
+        "evaluate",
+        "export",
+        "total",
+    }
     assert all(value >= 0 for value in seconds.values()) and seconds["total"] >= sum(seconds.values()) / 2
 
 
@@ -128,7 +147,7 @@ def test_tflite_agrees_with_savedmodel(trained, loaded, fm_dir):
 
     interpreter = Interpreter(model_path=str(trained["version_dir"] / "model.tflite"))
     interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    inp, out = interpreter.get_input_details()[0], tflite_outputs(interpreter.get_output_details())[0]
     files = [sorted((fm_dir / c).glob("*.png"))[-1] for c in trained["done"]["classes"]]
     worst = 0.0
     for path in files:

@@ -88,6 +88,7 @@ COLUMNS = [
     "Truth",
     "Label",
     "Score",
+    "Unknown",
     "Decode",
     "Preprocess",
     "Inference",
@@ -97,9 +98,23 @@ COLUMNS = [
     "Backend",
     "Model",
 ]
-(THUMB_COL, FILE, TRUTH, LABEL, SCORE, DECODE, PREPROCESS, INFERENCE, NETWORK, TOTAL, BYTES, BACKEND, MODEL) = range(
-    len(COLUMNS)
-)
+(
+    THUMB_COL,
+    FILE,
+    TRUTH,
+    LABEL,
+    SCORE,
+    UNKNOWN,
+    DECODE,
+    PREPROCESS,
+    INFERENCE,
+    NETWORK,
+    TOTAL,
+    BYTES,
+    BACKEND,
+    MODEL,
+) = range(len(COLUMNS))
+UNKNOWN_TEXT = "unknown"  # the Unknown column of an image that looks like none of the model's classes
 TIMING_FIELDS = ["decode_ms", "preprocess_ms", "inference_ms", "network_ms", "total_ms"]
 WIDTHS = {
     THUMB_COL: 56,
@@ -107,6 +122,7 @@ WIDTHS = {
     TRUTH: 72,
     LABEL: 90,
     SCORE: 66,
+    UNKNOWN: 70,
     DECODE: 72,
     PREPROCESS: 76,
     INFERENCE: 70,
@@ -185,6 +201,11 @@ class Row:
     def low(self, threshold: float) -> bool:
         return self.status == "ok" and self.prediction.score is not None and self.prediction.score < threshold
 
+    @property
+    def unknown(self) -> bool:
+        """Classified, and the model says it looks like none of its classes."""
+        return self.status == "ok" and bool(self.prediction.unknown)
+
 
 class ResultsModel(QAbstractTableModel):
     SORT_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -220,6 +241,8 @@ class ResultsModel(QAbstractTableModel):
             if p.error:
                 return p.error
             flag = f"\nbelow the low-confidence threshold {self.threshold:.2f}" if row.low(self.threshold) else ""
+            if row.unknown:
+                flag += f"\nlooks like none of the model's classes (ood score {p.ood_score:.3f}); closest: {p.label}"
             return "\n".join(f"{label}: {score:.3f}" for label, score in p.top_k) + flag
         if (
             role == Qt.ItemDataRole.TextAlignmentRole
@@ -240,6 +263,8 @@ class ResultsModel(QAbstractTableModel):
                 return QColor(tone("muted"))
             if column == SCORE and row.low(self.threshold):
                 return QColor(tone("low"))
+            if column == UNKNOWN and row.unknown:
+                return QColor(tone("bad"))
             if column == LABEL and row.truth and row.status == "ok":
                 return QColor(tone("good" if p.label == row.truth else "bad"))
         if role != Qt.ItemDataRole.DisplayRole:
@@ -266,6 +291,8 @@ class ResultsModel(QAbstractTableModel):
             return p.label
         if column == SCORE:
             return f"{p.score:.3f}" + (" low" if row.low(self.threshold) else "")
+        if column == UNKNOWN:  # a model exported without the unknown-input detector cannot say
+            return "—" if p.unknown is None else UNKNOWN_TEXT if p.unknown else ""
         if DECODE <= column <= TOTAL:
             name = TIMING_FIELDS[column - DECODE]
             return NOT_APPLICABLE.get(row.kind, {}).get(name) or f"{getattr(p.timings, name):.2f}"
@@ -332,6 +359,8 @@ class ResultsFilter(QSortFilterProxyModel):
             return row.status in ("failed", "cancelled")
         if self.mode == "low":
             return row.low(model.threshold)
+        if self.mode == "unknown":
+            return row.unknown
         if self.mode == "wrong":  # a labelled folder's errors are wrong classes, not failed files
             return row.status == "ok" and bool(row.truth) and row.prediction.label != row.truth
         if self.mode.startswith("label:"):
@@ -408,6 +437,7 @@ class ClassifyView(QWidget):
         self.show_filter.addItem("All images", "all")
         self.show_filter.addItem("Errors and cancelled", "errors")
         self.show_filter.addItem("Low confidence", "low")
+        self.show_filter.addItem("Unknown (none of the classes)", "unknown")
         self.show_filter.addItem("Misclassified (not its class folder)", "wrong")
         self.threshold = QDoubleSpinBox()
         self.threshold.setAccessibleName("Low-confidence threshold")
@@ -831,6 +861,9 @@ class ClassifyView(QWidget):
         low = sum(1 for r in rows if r.low(self.model.threshold))
         if low:
             parts.append(f"{low} below {self.model.threshold:.2f} confidence")
+        unknown = sum(1 for r in rows if r.unknown)
+        if unknown:
+            parts.append(f"{unknown} unknown (none of the classes)")
         by_backend: dict[str, list[float]] = {}
         for r in rows:
             if r.status == "ok":
@@ -934,6 +967,10 @@ class ClassifyView(QWidget):
         if p is not None and p.error:
             self.detail_top.addItem(CANCELLED if p.error == CANCELLED else f"error: {p.error}")
         elif p is not None:
+            if p.unknown:
+                self.detail_top.addItem(
+                    f"Unknown: looks like none of the model's classes (ood score {p.ood_score:.3f})"
+                )
             self.detail_top.addItems([f"{label}  {score:.3f}" for label, score in p.top_k])
             stages = [
                 ("decode", DECODE),
@@ -961,7 +998,20 @@ class ClassifyView(QWidget):
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(
-            ["file", "truth", "label", "score", "top_k", *TIMING_FIELDS, "request_bytes", "backend", "model", "error"]
+            [
+                "file",
+                "truth",
+                "label",
+                "score",
+                "top_k",
+                *TIMING_FIELDS,
+                "request_bytes",
+                "backend",
+                "model",
+                "error",
+                "unknown",
+                "ood_score",
+            ]
         )
         for row in self.model.rows:
             p = row.prediction or Prediction(error="not classified")
@@ -977,6 +1027,8 @@ class ClassifyView(QWidget):
                     row.backend,
                     row.model,
                     p.error or "",
+                    "" if p.unknown is None else str(p.unknown).lower(),
+                    "" if p.ood_score is None else f"{p.ood_score:.6f}",
                 ]
             )
         from app.core.atomic import write_bytes

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from app.imaging import ImageError, decode, resize
-from app.store import TFLITE_FILES, ModelError, labels_for, read_metadata, resolve_version
+from app.store import TFLITE_FILES, ModelError, labels_for, read_metadata, resolve_version, tflite_outputs
 
 from .base import Prediction, Timings, ranked, warm_up_image
 
@@ -64,7 +64,8 @@ class TFLiteClassifier:
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load {model_file.name}: {str(exc).splitlines()[0]}") from None
         self._input = self._interpreter.get_input_details()[0]
-        self._output = self._interpreter.get_output_details()[0]
+        self._output, self._ood = tflite_outputs(self._interpreter.get_output_details())
+        self.unknown_threshold = self.metadata.unknown_threshold  # the .tflite gives ood_score; the flag is this
         _, height, width, _ = self._input["shape"]
         self.size = (int(height), int(width))
         self.labels = labels_for(self.metadata.labels, int(self._output["shape"][-1]))
@@ -91,6 +92,7 @@ class TFLiteClassifier:
         image = resize(pixels, self.size)
         t2 = time.perf_counter()
         probabilities = self.invoke(image)
+        ood = float(self._interpreter.get_tensor(self._ood["index"])[0]) if self._ood is not None else None
         t3 = time.perf_counter()
         timings = Timings(
             decode_ms=(t1 - t0) * 1e3,
@@ -98,4 +100,5 @@ class TFLiteClassifier:
             inference_ms=(t3 - t2) * 1e3,
             total_ms=(t3 - t0) * 1e3,
         )
-        return Prediction(ranked(probabilities, self.labels, k), timings, len(data))
+        unknown = None if ood is None or self.unknown_threshold is None else ood > self.unknown_threshold
+        return Prediction(ranked(probabilities, self.labels, k), timings, len(data), unknown=unknown, ood_score=ood)

@@ -888,3 +888,39 @@ def test_check_connection_during_a_batch_lets_the_batch_finish(window, qtbot, tr
     assert not any(v.startswith("error") or v == "cancelled" for v in labels)
     assert summary(page).startswith("200 classified")
     qtbot.waitUntil(lambda: "classes" in find(window, QLabel, "Backend status").text(), timeout=30_000)
+
+
+def test_images_of_none_of_the_classes_are_shown_as_unknown(window, qtbot, trained, fm_dir, tmp_path):
+    """Issue 13: a drawn digit and a photo are none of the clothes classes; the table says so in its Unknown
+    column, the Show filter finds them, and the detail pane says it first (the label stays the closest class)."""
+    import numpy as np
+    import skimage.data
+    from PIL import Image, ImageDraw, ImageFont
+
+    digit = Image.new("L", (28, 28), 0)
+    ImageDraw.Draw(digit).text((8, 2), "7", 255, font=ImageFont.load_default(size=22))
+    digit.save(tmp_path / "digit.png")
+    Image.fromarray(np.asarray(skimage.data.chelsea())).save(tmp_path / "cat.jpg")
+    clothes = [class_files(fm_dir, name, 1)[0] for name in ("bag", "trouser")]
+    page = open_page(window, "Classify")
+    choose_backend(window, "Local TFLite", trained["models"] / "clothes")
+    drop(page, [*clothes, tmp_path / "digit.png", tmp_path / "cat.jpg"])
+    wait_done(qtbot, page, 4)
+    shown = dict(zip(column(page, "File"), column(page, "Unknown")))
+    assert shown == {clothes[0].name: "", clothes[1].name: "", "digit.png": "unknown", "cat.jpg": "unknown"}
+    assert "2 unknown" in summary(page)
+    show = find(page, QComboBox, "Show")
+    show.setFocus()
+    QTest.keyClick(show, Qt.Key.Key_Home)
+    for _ in range(show.findText("Unknown (none of the classes)")):
+        QTest.keyClick(show, Qt.Key.Key_Down)
+    assert sorted(column(page, "File")) == ["cat.jpg", "digit.png"]
+    assert set(column(page, "Label")) <= set(trained["done"]["classes"])  # still the closest class
+    table = results(page)
+    QTest.mouseClick(
+        table.viewport(),
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+        table.visualRect(table.model().index(0, 1)).center(),
+    )
+    assert find(page, QListWidget, "Top classes").item(0).text().startswith("Unknown: looks like none")

@@ -188,6 +188,8 @@ def test_wizard_trains_the_sample_end_to_end(window, qtbot, tmp_path, cache_dir,
     assert (version / "model.tflite").exists() and str(version) in export.where.text()
     assert "tensorflow/serving" in export.docker.toPlainText() and "-e MODEL_NAME=sample" in export.docker.toPlainText()
     assert 'name: "sample"' in export.config.toPlainText()
+    check = next(label for label in export.findChildren(QLabel) if label.accessibleName() == "Export check")
+    assert check.text().startswith("Checked: all 3 exported files answer the ")  # both signatures, model.tflite
     sizes = {export.files.item(r, 0).text(): export.files.item(r, 1).text() for r in range(export.files.rowCount())}
     assert sizes["assets/labels.txt"] == "26 B" and sizes["model.tflite"].endswith(" MB")
     save_shot(window, screenshots, "train-6-export")

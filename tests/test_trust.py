@@ -1,0 +1,237 @@
+"""Trust in each answer, on real data: "none of these", calibrated confidence, and proof that every file agrees.
+
+One real training run on 8 Fashion-MNIST classes (shirt and ankle boot held out); then images it never saw
+go through every backend: its own classes (Fashion-MNIST's test set), the two held-out classes, and
+images from another domain (digits drawn here with Pillow, and photos from skimage).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import fashion_mnist
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+from serving.double import TFServingDouble
+
+from app.core import trust
+from app.inference.factory import open_classifier
+from app.store import read_metadata
+
+KEPT = [0, 1, 2, 3, 4, 5, 7, 8]  # t-shirt, trouser, pullover, dress, coat, sandal, sneaker, bag
+HELD_OUT = [6, 9]  # shirt, ankle boot: never trained on
+PER_CLASS = 50
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def drawn_digits(count: int, seed: int = 0) -> list[bytes]:
+    """White digits on black, 28x28 like Fashion-MNIST, in random sizes and places."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        image = Image.new("L", (28, 28), 0)
+        font = ImageFont.load_default(size=int(rng.integers(16, 26)))
+        ImageDraw.Draw(image).text((int(rng.integers(2, 10)), int(rng.integers(0, 6))), str(i % 10), 255, font=font)
+        out.append(_png(np.array(image)))
+    return out
+
+
+def photos() -> list[bytes]:
+    import skimage.data
+
+    names = ["astronaut", "chelsea", "coffee", "rocket", "camera", "cat", "hubble_deep_field", "immunohistochemistry"]
+    return [_png(np.asarray(getattr(skimage.data, name)())) for name in names]
+
+
+@pytest.fixture(scope="module")
+def eight(tmp_path_factory, cache_dir) -> dict:
+    """A model of 8 Fashion-MNIST classes, and the images to judge it with (each a list of encoded bytes)."""
+    from app.core.training import TrainSettings, run
+
+    root = tmp_path_factory.mktemp("fm8")
+    fashion_mnist.write_folders(root / "clothes", PER_CLASS, KEPT)
+    done = run(
+        TrainSettings(
+            str(root / "clothes"),
+            str(root / "models"),
+            name="eight",
+            cache_dir=str(cache_dir),
+            validation_percent=20,
+            test_percent=20,
+            tflite="dynamic",
+        )
+    )
+    images, labels = fashion_mnist.load("test")
+    pick = lambda classes, n: [_png(images[i]) for c in classes for i in np.flatnonzero(labels == c)[:n]]  # noqa: E731
+    own_truth = [fashion_mnist.CLASSES[c] for c in KEPT for _ in range(15)]
+    return {
+        "done": done,
+        "base": root / "models" / "eight",
+        "sets": {
+            "own": pick(KEPT, 15),
+            "held_out": pick(HELD_OUT, 20),
+            "other_domain": drawn_digits(40) + photos(),
+        },
+        "own_truth": own_truth,
+    }
+
+
+def unknown_rates(predictions: dict) -> dict:
+    return {name: float(np.mean([p.unknown for p in rows])) for name, rows in predictions.items()}
+
+
+def test_unknown_inputs_are_flagged_alike_by_every_backend(eight):
+    sets = eight["sets"]
+    with TFServingDouble({"eight": eight["base"]}) as server:
+        backends = {
+            "tflite": open_classifier(eight["base"], "tflite"),
+            "savedmodel": open_classifier(eight["base"], "savedmodel"),
+            "grpc": open_classifier(server=server.grpc_url("eight")),
+            "rest": open_classifier(server=server.rest_url("eight")),
+        }
+        answers = {
+            name: {s: clf.classify(images, top_k=3) for s, images in sets.items()} for name, clf in backends.items()
+        }
+    for name, by_set in answers.items():
+        for rows in by_set.values():
+            assert all(p.error is None and isinstance(p.unknown, bool) for p in rows), name
+            assert all(isinstance(p.ood_score, float) for p in rows), name
+    rates = {name: unknown_rates(by_set) for name, by_set in answers.items()}
+    print("\nunknown rates per backend:", json.dumps(rates, indent=1))
+    flags = {name: [p.unknown for s in sets for p in by_set[s]] for name, by_set in answers.items()}
+    assert flags["tflite"] == flags["savedmodel"] == flags["grpc"] == flags["rest"]
+    reference = rates["savedmodel"]
+    assert reference["other_domain"] >= 0.95
+    assert reference["own"] <= 0.10
+    own = answers["savedmodel"]["own"]
+    accuracy = np.mean([p.label == truth for p, truth in zip(own, eight["own_truth"])])
+    print(f"own-class accuracy {accuracy:.3f}; held-out classes flagged {reference['held_out']:.2%}")
+    assert accuracy >= 0.7
+    # the label stays the closest class, even when unknown
+    assert all(p.label in eight["done"]["classes"] for p in answers["rest"]["other_domain"])
+
+
+def test_metadata_records_calibration_threshold_and_fidelity(eight):
+    meta = read_metadata(eight["done"]["model_dir"])
+    calibration = meta.calibration
+    print("\ncalibration:", json.dumps(calibration))
+    assert calibration["temperature"] > 0 and calibration["temperature"] != 1.0
+    assert calibration["validation_ece_after"] <= calibration["validation_ece_before"]
+    assert 0 <= calibration["test_ece_after"] < 0.2
+    unknown = meta.unknown
+    assert unknown["kind"] == trust.OOD_KIND and unknown["target_unknown_rate"] == 0.05
+    assert 0 < unknown["threshold"] < 2 and unknown["chosen_on_unknown_rate"] <= 0.05
+    table = meta.fidelity["artifacts"]
+    print("fidelity:", json.dumps(table, indent=1))
+    assert set(table) == {
+        "saved_model:serving_default",
+        "saved_model:serving_images",
+        "model.tflite",
+        "model_dynamic.tflite",
+    }
+    for name, row in table.items():
+        assert row["images"] == meta.split_sizes["test"] > 0
+        assert row["within_tolerance"] is True, name
+    assert table["model.tflite"]["max_abs_diff"] <= trust.TOLERANCES["float"]["max_abs_diff"]
+    assert table["saved_model:serving_images"]["top1_agreement"] == 1.0
+
+
+def test_served_probabilities_are_the_calibrated_ones(eight):
+    """Every backend's scores are softmax(logits / T): the SavedModel's differ from the uncalibrated head's."""
+    meta = read_metadata(eight["done"]["model_dir"])
+    temperature = meta.calibration["temperature"]
+    clf = open_classifier(eight["base"], "tflite")
+    score = clf.classify(eight["sets"]["own"][:1], top_k=8)[0]
+    probabilities = np.array([p for _, p in sorted(score.top_k, key=lambda kv: clf.labels.index(kv[0]))])
+    logits = np.log(probabilities)  # up to a constant: the calibrated logits
+    uncalibrated = trust.softmax((logits * temperature)[None])[0]
+    assert np.abs(uncalibrated - probabilities).max() > 1e-3  # T really changed the answer
+    assert probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_temperature_and_ece_maths():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 1.5, (4000, 4))
+    truth = trust.softmax(logits)  # labels drawn from these probabilities: calibrated at T = 1
+    labels = (rng.random((4000, 1)) > truth.cumsum(axis=1)).sum(axis=1)
+    overconfident = logits * 4  # the same ranking, far too sure: T = 4 undoes it
+    before = trust.expected_calibration_error(trust.softmax(overconfident), labels)
+    t = trust.fit_temperature(overconfident, labels)
+    after = trust.expected_calibration_error(trust.softmax(overconfident / t), labels)
+    assert 3.0 < t < 5.0
+    assert after < 0.03 < before
+    assert trust.fit_temperature(np.zeros((0, 4)), []) == 1.0
+
+
+def test_threshold_meets_the_target_rate_on_held_out_scores():
+    scores = np.random.default_rng(1).random(1000)
+    threshold = trust.unknown_threshold(scores, 0.05)
+    assert np.mean(scores > threshold) == pytest.approx(0.05, abs=0.002)
+    assert trust.unknown_threshold(np.zeros(0), 0.05) == float("inf")
+
+
+def _cli(*args, timeout=600):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "app", *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_classify_json_and_human_output_say_unknown(eight, tmp_path):
+    digit = tmp_path / "digit.png"
+    digit.write_bytes(drawn_digits(1, seed=3)[0])
+    coat = tmp_path / "coat.png"
+    coat.write_bytes(eight["sets"]["own"][4 * 15])  # a coat from the test set: one of its classes
+    result = _cli("classify", "--model", eight["base"], digit, coat, "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {Path(row["path"]).name: row for row in map(json.loads, result.stdout.splitlines())}
+    assert rows["digit.png"]["unknown"] is True and rows["coat.png"]["unknown"] is False
+    assert rows["digit.png"]["label"] in eight["done"]["classes"]  # the label stays the top class
+    assert rows["digit.png"]["ood_score"] > rows["coat.png"]["ood_score"]
+    human = _cli("classify", "--model", eight["base"], digit, coat)
+    lines = human.stdout.splitlines()
+    assert "UNKNOWN" in lines[0] and "none of the classes; closest:" in lines[0]
+    assert "UNKNOWN" not in lines[1] and "(1 unknown)" in lines[2]
+
+
+def test_min_accuracy_refuses_to_publish_and_leaves_no_version(fm_dir, cache_dir, tmp_path):
+    models = tmp_path / "models"
+    common = ("train", fm_dir, "-o", models, "--name", "gated", "--cache-dir", cache_dir, "--tflite", "none")
+    result = _cli(*common, "--epochs", "3", "--min-accuracy", "0.999", "--test-percent", "25", "--json")
+    assert result.returncode == 1
+    last = json.loads(result.stdout.splitlines()[-1])
+    assert last["event"] == "error" and last["message"].endswith(
+        "below --min-accuracy 0.999, so no version was published"
+    )
+    assert result.stderr.strip().splitlines()[-1] == f"retrain-studio: {last['message']}"
+    assert not (models / "gated").exists() or not any((models / "gated").iterdir())
+    bad = _cli(*common, "--min-accuracy", "1.5")
+    assert bad.returncode == 2 and "--min-accuracy must be a finite number" in bad.stderr
+
+
+def test_classify_warns_when_the_file_it_runs_disagreed_at_export(eight, tmp_path):
+    import shutil
+
+    version = tmp_path / "eight" / "1"
+    shutil.copytree(eight["done"]["model_dir"], version)
+    meta = json.loads((version / "metadata.json").read_text())
+    row = meta["fidelity"]["artifacts"]["model.tflite"]
+    row.update(top1_agreement=0.5, within_tolerance=False)  # as if the float file had been converted wrongly
+    (version / "metadata.json").write_text(json.dumps(meta))
+    image = tmp_path / "coat.png"
+    image.write_bytes(eight["sets"]["own"][60])
+    warned = _cli("classify", "--model", version, image)
+    assert warned.returncode == 0
+    assert "warning: model.tflite answers differently from the trained model beyond its tolerance" in warned.stderr
+    quiet = _cli("classify", "--model", eight["base"], image)
+    assert "warning" not in quiet.stderr
