@@ -170,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--json", action="store_true")
     _backend_flags(classify)
 
+    explain = sub.add_parser(
+        "explain", help="show which parts of each image made the model answer as it did (heat-map overlays)"
+    )
+    explain.add_argument("--model", required=True, help="a model version folder, or its base folder (highest version)")
+    explain.add_argument("images", nargs="+", metavar="IMAGE")
+    explain.add_argument("-o", "--output", required=True, dest="out_dir", help="folder for <stem>.png and <stem>.npy")
+    explain.add_argument("--json", action="store_true", help="print one JSON object per image")
+
     bench = sub.add_parser("bench", help="accuracy and timings of one or more backends on a labeled folder")
     bench.add_argument("test_dir", help="folder with one sub-folder of images per class (the ground truth)")
     bench.add_argument("--model", required=True, help="the model version or base folder (local backends)")
@@ -595,6 +603,29 @@ def _warn_fidelity(classifier) -> None:
         _warn(sentence)
 
 
+def cmd_explain(args) -> int:
+    if classify_only():
+        raise UsageError("this build has no TensorFlow, which explaining needs; install the full Retrain Studio")
+    from app.core.explain import explain
+
+    found = _image_files(args.images)
+    files = [f.path for f in found if f.reason is None]
+    if not files:
+        raise UsageError("no image files found in the given paths")
+    for row in explain(args.model, files, args.out_dir):
+        if args.json:
+            print(json.dumps(row), flush=True)
+        elif row["error"]:
+            print(f"{printable(row['path'])}  error: {printable(row['error'])}")
+        else:
+            said = "UNKNOWN (closest: " + printable(row["label"]) + ")" if row["unknown"] else printable(row["label"])
+            print(f"{printable(row['path'])}  {said} {row['score']:.3f}  -> {printable(row['png'])}")
+    for entry in found:
+        if entry.reason:
+            print(f"{printable(entry.path)}  skipped: {printable(entry.reason)}", file=sys.stderr)
+    return 0
+
+
 def cmd_serve_config(args) -> int:
     from app.core.serving_config import find_models, models_config, write_models_config
 
@@ -687,6 +718,7 @@ def main(argv: list[str]) -> int:
         "retrain": cmd_retrain,
         "backbones": cmd_backbones,
         "classify": cmd_classify,
+        "explain": cmd_explain,
         "bench": cmd_bench,
         "serve-config": cmd_serve_config,
         "review": cmd_review,

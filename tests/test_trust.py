@@ -235,3 +235,37 @@ def test_classify_warns_when_the_file_it_runs_disagreed_at_export(eight, tmp_pat
     assert "warning: model.tflite answers differently from the trained model beyond its tolerance" in warned.stderr
     quiet = _cli("classify", "--model", eight["base"], image)
     assert "warning" not in quiet.stderr
+
+
+def _object_in_corner(corner: str) -> Image.Image:
+    """A trouser from Fashion-MNIST's test set, 90 px, pasted into one corner of a black 300 x 200 canvas."""
+    images, labels = fashion_mnist.load("test")
+    trouser = Image.fromarray(images[np.flatnonzero(labels == 1)[0]]).resize((90, 90), Image.Resampling.BILINEAR)
+    canvas = Image.new("L", (300, 200), 0)
+    canvas.paste(trouser, (0, 0) if corner == "top_left" else (300 - 90, 200 - 90))
+    return canvas
+
+
+def test_explain_puts_the_saliency_on_the_object(eight, tmp_path):
+    for corner in ("top_left", "bottom_right"):
+        _object_in_corner(corner).save(tmp_path / f"{corner}.png")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    out = tmp_path / "why"
+    result = _cli(
+        "explain", "--model", eight["base"], tmp_path / "top_left.png", tmp_path / "bottom_right.png", broken,
+        "-o", out, "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = {Path(row["path"]).stem: row for row in map(json.loads, result.stdout.splitlines())}
+    assert rows["broken"]["error"] and rows["broken"]["png"] is None
+    for corner in ("top_left", "bottom_right"):
+        assert rows[corner]["error"] is None and rows[corner]["label"] == "trouser"
+        saliency = np.load(out / f"{corner}.npy")
+        assert saliency.dtype == np.float32 and saliency.shape == (200, 300) and saliency.min() >= 0
+        box = saliency[:100, :150] if corner == "top_left" else saliency[100:, 150:]
+        share = box.sum() / saliency.sum()
+        print(f"\n{corner}: {share:.0%} of the saliency in its quarter of the canvas")
+        assert share > 0.75
+        overlay = Image.open(out / f"{corner}.png")
+        assert overlay.size == (300, 200)

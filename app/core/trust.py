@@ -332,3 +332,54 @@ def fidelity_warnings(table: dict | None, artifact: str | None = None) -> list[s
                 f"{row.get('max_abs_diff')}, unknown-flag agreement {row.get('unknown_agreement')})"
             )
     return out
+
+
+# --- why: occlusion saliency ----------------------------------------------------------------------------------
+OCCLUSION_PATCH = 4  # a patch covers 1/4 of the side ...
+OCCLUSION_STRIDE = 8  # ... and moves by 1/8 of it: 7 x 7 overlapping positions
+
+
+def occlusion_images(image: np.ndarray, patch_fraction: int = OCCLUSION_PATCH, stride_fraction: int = OCCLUSION_STRIDE):
+    """The image with each square patch in turn painted over with the image's median colour.
+
+    Args:
+        image: the model input [H, W, 3] float32 in [0, 1].
+        patch_fraction: the patch side is H // patch_fraction.
+        stride_fraction: patches move by H // stride_fraction.
+
+    Returns:
+        (occluded images [P, H, W, 3] float32, boxes [(top, left, bottom, right)] of each patch).
+    """
+    height, width = image.shape[:2]
+    ph, pw = max(1, height // patch_fraction), max(1, width // patch_fraction)
+    sh, sw = max(1, height // stride_fraction), max(1, width // stride_fraction)
+    fill = np.median(image.reshape(-1, image.shape[-1]), axis=0)  # the background's colour, as near as one gets
+    boxes = [
+        (top, left, top + ph, left + pw)
+        for top in range(0, height - ph + 1, sh)
+        for left in range(0, width - pw + 1, sw)
+    ]
+    out = np.repeat(image[None], len(boxes), axis=0).astype(np.float32)
+    for n, (top, left, bottom, right) in enumerate(boxes):
+        out[n, top:bottom, left:right] = fill
+    return out, boxes
+
+
+def occlusion_saliency(base: float, occluded: np.ndarray, boxes, shape: tuple[int, int]) -> np.ndarray:
+    """How much hiding each pixel lowers the top class's probability, averaged over the patches that cover it.
+
+    Args:
+        base: the top class's probability on the whole image.
+        occluded: its probability with each patch hidden [P].
+        boxes: each patch's (top, left, bottom, right), as ``occlusion_images`` returns them.
+        shape: the model input's (H, W).
+
+    Returns:
+        float32 [H, W] >= 0 (0 where hiding never lowered the probability).
+    """
+    total = np.zeros(shape, np.float64)
+    count = np.zeros(shape, np.float64)
+    for drop, (top, left, bottom, right) in zip(np.maximum(0.0, base - np.asarray(occluded, np.float64)), boxes):
+        total[top:bottom, left:right] += drop
+        count[top:bottom, left:right] += 1
+    return (total / np.maximum(count, 1)).astype(np.float32)

@@ -132,7 +132,8 @@ WIDTHS = {
     BACKEND: 106,
     MODEL: 90,
 }
-OPTIONAL = [BYTES, PREPROCESS, DECODE, NETWORK, INFERENCE]  # hidden in this order when the table is narrow
+# hidden in this order when the table is narrow (an unknown image's label still carries a "?" mark and tooltip)
+OPTIONAL = [BYTES, PREPROCESS, DECODE, NETWORK, INFERENCE, UNKNOWN]
 # stages a backend does not have: SavedModel decodes inside its graph, a server decodes and infers remotely
 NOT_APPLICABLE = {
     "tflite": {"network_ms": "—"},
@@ -233,6 +234,8 @@ class ResultsModel(QAbstractTableModel):
             return self.sort_key(row, column)
         if role == Qt.ItemDataRole.DecorationRole and column == THUMB_COL:
             return row.thumb
+        if role == Qt.ItemDataRole.DecorationRole and column == LABEL and row.unknown:
+            return icon("mdi6.help-circle-outline", tone("bad"))
         if role == Qt.ItemDataRole.ToolTipRole:
             if column in (FILE, MODEL):
                 return str(row.path or row.name) if column == FILE else row.model
@@ -494,6 +497,7 @@ class ClassifyView(QWidget):
         table_holder.setLayout(self.stack)
 
         self.detail_image = QLabel()
+        self.detail_image.setAccessibleName("Image")
         self.detail_image.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.detail_image.setMinimumSize(150, 150)
         self.detail_top = QListWidget()
@@ -501,11 +505,24 @@ class ClassifyView(QWidget):
         self.detail_top.setWordWrap(True)
         self.detail_name = QLabel("Select a row to see the image, its top classes and timings.")
         self.detail_name.setWordWrap(True)
+        self.explain_button = QPushButton("Explain")
+        self.explain_button.setCheckable(True)
+        self.explain_button.setAccessibleName("Explain")
+        self.explain_button.setToolTip(
+            "Show which parts of the image made the model answer as it did (a heat map; local models only)"
+        )
+        self.explain_note = QLabel()
+        self.explain_note.setAccessibleName("Explanation")
+        self.explain_note.setWordWrap(True)
+        self.explainer: ModelOwner | None = None  # the SavedModel of the explained version, on its own thread
+        self.explainer_location = ""
         detail = QWidget()
         detail.setMinimumWidth(150)
         detail_layout = QVBoxLayout(detail)
         detail_layout.setContentsMargins(0, 0, 0, 0)
         detail_layout.addWidget(self.detail_image)
+        detail_layout.addWidget(self.explain_button)
+        detail_layout.addWidget(self.explain_note)
         detail_layout.addWidget(self.detail_name)
         detail_layout.addWidget(QLabel("Top classes"))
         detail_layout.addWidget(self.detail_top, 1)
@@ -554,6 +571,7 @@ class ClassifyView(QWidget):
         self.show_filter.currentIndexChanged.connect(lambda: self.proxy.set_mode(self.show_filter.currentData()))
         self.threshold.valueChanged.connect(self._threshold_changed)
         self.table.selectionModel().currentRowChanged.connect(self._show_detail)
+        self.explain_button.toggled.connect(lambda _on: self._show_detail(self.table.currentIndex()))
         self.backend.changed.connect(self._backend_changed)
         QShortcut(QKeySequence.StandardKey.Paste, self, self.paste)
         self._show_placeholder()
@@ -963,15 +981,17 @@ class ClassifyView(QWidget):
         self.detail_image.setPixmap(QPixmap.fromImage(image) if not image.isNull() else QPixmap())
         self.detail_name.setText(str(row.path or row.name) + (f"\nclass folder: {row.truth}" if row.truth else ""))
         self.detail_top.clear()
+        self._explain(row)
         p = row.prediction
         if p is not None and p.error:
             self.detail_top.addItem(CANCELLED if p.error == CANCELLED else f"error: {p.error}")
         elif p is not None:
+            self.detail_top.addItems([f"{label}  {score:.3f}" for label, score in p.top_k])
             if p.unknown:
                 self.detail_top.addItem(
-                    f"Unknown: looks like none of the model's classes (ood score {p.ood_score:.3f})"
+                    f"Unknown: looks like none of the model's classes (ood score {p.ood_score:.3f}); "
+                    "the labels above are only the closest"
                 )
-            self.detail_top.addItems([f"{label}  {score:.3f}" for label, score in p.top_k])
             stages = [
                 ("decode", DECODE),
                 ("preprocess", PREPROCESS),
@@ -980,6 +1000,58 @@ class ClassifyView(QWidget):
                 ("total", TOTAL),
             ]
             self.detail_top.addItem(" · ".join(f"{name} {self.model.text(row, c)}" for name, c in stages) + " ms")
+
+    def _explain(self, row: Row) -> None:
+        """With Explain on, replace the detail image by the row's saliency overlay (computed on the explainer's
+        thread, through the version's SavedModel); say why when the row cannot be explained."""
+        from app import classify_only
+
+        local = row.kind in ("tflite", "savedmodel") and row.choice is not None
+        self.explain_button.setEnabled(local and not classify_only())
+        self.explain_note.clear()
+        if not self.explain_button.isChecked():
+            return
+        if not local:
+            self.explain_note.setText("Explain works with local models (TFLite or SavedModel), not servers.")
+            return
+        if row.status != "ok":
+            self.explain_note.setText("Only a classified image can be explained.")
+            return
+        location = row.choice.location
+        if self.explainer is None or self.explainer_location != location:
+            if self.explainer is not None:
+                self.explainer.close()
+            from app.core.explain import savedmodel_predictor
+
+            model = str(Path(location).parent) if location.endswith(".tflite") else location
+            self.explainer = ModelOwner(lambda: savedmodel_predictor(model), "explainer")
+            self.explainer_location = location
+        self.explain_note.setText("Explaining…")
+        wanted = row
+
+        def work(predictor, _job):
+            from app.core.explain import caption, overlay_png, saliency
+
+            predict, labels, size = predictor
+            result = saliency(wanted.payload(), predict, size)
+            label = labels[result["class"]]
+            return label, overlay_png(
+                result["pixels"], result["saliency"], caption(label, result["score"], result["unknown"])
+            )
+
+        def done(answer):
+            current = self.table.currentIndex()
+            if not current.isValid() or self.model.rows[self.proxy.mapToSource(current).row()] is not wanted:
+                return  # another row was chosen meanwhile
+            label, png = answer
+            image = QImage.fromData(png)
+            self.detail_image.setPixmap(QPixmap.fromImage(image.scaled(240, 240, Qt.AspectRatioMode.KeepAspectRatio)))
+            self.explain_note.setText(f"Bright: where hiding the image lowers '{label}' most.")
+
+        def failed(exc):
+            self.explain_note.setText(f"Could not explain this image: {one_sentence(exc)}")
+
+        self.explainer.submit(work, done, failed)
 
     # --- output -----------------------------------------------------------------------
     def export_csv(self, path: str | None = None) -> None:
