@@ -251,13 +251,17 @@ def test_explain_puts_the_saliency_on_the_object(eight, tmp_path):
         _object_in_corner(corner).save(tmp_path / f"{corner}.png")
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
+    (tmp_path / "again").mkdir()
+    (tmp_path / "again" / "top_left.png").write_bytes((tmp_path / "top_left.png").read_bytes())  # the same stem
     out = tmp_path / "why"
     result = _cli(
         "explain", "--model", eight["base"], tmp_path / "top_left.png", tmp_path / "bottom_right.png", broken,
-        "-o", out, "--json",
+        tmp_path / "again" / "top_left.png", "-o", out, "--json",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    rows = {Path(row["path"]).stem: row for row in map(json.loads, result.stdout.splitlines())}
+    listed = [json.loads(line) for line in result.stdout.splitlines()]
+    assert listed[-1]["npy"] == str(out / "top_left-2.npy")  # a second image of one stem does not overwrite the first
+    rows = {Path(row["path"]).stem: row for row in listed[:3]}
     assert rows["broken"]["error"] and rows["broken"]["png"] is None
     for corner in ("top_left", "bottom_right"):
         assert rows[corner]["error"] is None and rows[corner]["label"] == "trouser"

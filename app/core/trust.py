@@ -25,9 +25,11 @@ MIN_HELDOUT = 20  # fewer held-out images than this: the threshold also uses the
 # How far an exported file may answer from the training-time numbers before `classify` and the export page warn:
 # float files differ only by float rounding (the backbone runs in LiteRT at training, in TensorFlow in the
 # SavedModel); quantized files approximate every weight, so their probabilities and scores move more.
+# Measured on a real export (docs/benchmarks.md): float files 3e-6 at most; dynamic-range 0.097 at most, 0.0035 on
+# average, 98.8 % top-1 agreement.
 TOLERANCES = {
-    "float": {"max_abs_diff": 1e-4, "top1_agreement": 1.0, "unknown_agreement": 0.99},
-    "quantized": {"max_abs_diff": 0.1, "top1_agreement": 0.95, "unknown_agreement": 0.9},
+    "float": {"max_abs_diff": 1e-5, "mean_abs_diff": 1e-6, "top1_agreement": 1.0, "unknown_agreement": 0.99},
+    "quantized": {"max_abs_diff": 0.25, "mean_abs_diff": 0.02, "top1_agreement": 0.95, "unknown_agreement": 0.9},
 }
 
 
@@ -303,6 +305,7 @@ def fidelity(
     row["within_tolerance"] = bool(
         row["top1_agreement"] >= tolerance["top1_agreement"]
         and row["max_abs_diff"] <= tolerance["max_abs_diff"]
+        and row["mean_abs_diff"] <= tolerance["mean_abs_diff"]
         and (row["unknown_agreement"] is None or row["unknown_agreement"] >= tolerance["unknown_agreement"])
     )
     return row

@@ -26,3 +26,12 @@ def test_review_benchmark():
     result = main([])  # 10 classes x 150: 1,500 images (+20 copies)
     assert result["images"] == 1520 and result["warm_wall_s"] < 5
     assert result["copies_found"] >= 18 and result["recall"] >= 0.8
+
+
+@pytest.mark.slow
+def test_trust_benchmark():
+    from benchmarks.bench_trust import main
+
+    rows = main([])
+    exported = rows["prototype_cosine (exported)"]
+    assert exported["digits"] >= 0.95 and exported["own"] <= 0.10
