@@ -273,3 +273,73 @@ def test_explain_puts_the_saliency_on_the_object(eight, tmp_path):
         assert share > 0.75
         overlay = Image.open(out / f"{corner}.png")
         assert overlay.size == (300, 200)
+
+
+def test_every_tflite_variant_carries_the_ood_score_and_agrees(tmp_path):
+    """A tiny backbone (fast): float, dynamic-range and int8 files each output probabilities and ood_score, and
+    the fidelity table compares each with the numpy reference (trust.py's arithmetic, as training has it)."""
+    import tensorflow as tf
+
+    from app.core.export import export, measure_fidelity
+    from app.imaging import load_image
+    from app.store import TFLITE_FILES, new_metadata
+
+    rng = np.random.default_rng(0)
+    size, dims, k = 32, 16, 3
+    projection = rng.normal(0, 1, (3, dims)).astype(np.float32)
+
+    class Tiny(tf.Module):
+        def __init__(self):
+            self.w = tf.Variable(projection)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+        def __call__(self, images):
+            return tf.nn.relu(tf.matmul(tf.reduce_mean(images, axis=[1, 2]), self.w))
+
+    backbone = Tiny()
+    encoded = [_png(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(12)]
+    pixels = np.stack([load_image(data, (size, size)) for data in encoded])
+    vectors = backbone(pixels).numpy()
+    kernel, bias = rng.normal(0, 1, (dims, k)).astype(np.float32), np.zeros(k, np.float32)
+    prototypes = trust.class_prototypes(vectors, np.arange(12) % k, k)
+    scores = trust.ood_scores(vectors, prototypes)
+    threshold = float(np.median(scores))  # half the images unknown: both answers occur
+    version = export(
+        tmp_path,
+        "tiny",
+        backbone=backbone,
+        head=(kernel, bias),
+        labels=["a", "b", "c"],
+        image_size=size,
+        metadata=new_metadata(["a", "b", "c"], size, unknown={"threshold": threshold}),
+        tflite=("float", "dynamic", "int8"),
+        representative=lambda: iter(pixels),
+        prototypes=prototypes,
+        unknown_threshold=threshold,
+        verify=lambda folder, files: measure_fidelity(
+            folder, files, encoded, pixels, trust.softmax(vectors @ kernel + bias), scores > threshold, threshold
+        ),
+    )
+    table = read_metadata(version).fidelity["artifacts"]
+    assert set(table) == {"saved_model:serving_default", "saved_model:serving_images", *TFLITE_FILES.values()}
+    for name in ("saved_model:serving_images", "model.tflite"):
+        assert table[name]["max_abs_diff"] < 1e-5 and table[name]["unknown_agreement"] == 1.0, name
+    assert table["model_int8.tflite"]["unknown_agreement"] is not None  # the int8 file has the ood_score output
+    answer = open_classifier(version / "model_int8.tflite").classify(encoded[:2])
+    assert all(isinstance(p.ood_score, float) and isinstance(p.unknown, bool) for p in answer)
+
+
+def test_bench_reports_the_unknown_rate(eight, tmp_path):
+    from app.inference.bench import bench, labeled_files
+
+    for i, data in enumerate(drawn_digits(6, seed=5)):
+        (tmp_path / "digits").mkdir(exist_ok=True)
+        (tmp_path / "digits" / f"{i}.png").write_bytes(data)
+    for i, data in enumerate(eight["sets"]["own"][:30:5]):
+        (tmp_path / "clothes").mkdir(exist_ok=True)
+        (tmp_path / "clothes" / f"{i}.png").write_bytes(data)
+    clf = open_classifier(eight["base"], "tflite")
+    files = labeled_files(tmp_path)
+    flags = [p.unknown for p in clf.classify([path.read_bytes() for path, _ in files])]
+    row = bench(clf, files)
+    assert row["unknown_rate"] == round(sum(flags) / len(flags), 4) and row["unknown_rate"] >= 0.5
