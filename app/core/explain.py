@@ -45,7 +45,7 @@ def savedmodel_predictor(model: str | Path) -> tuple[Predict, list[str], int]:
     """(predict, labels, input side) for a version folder, through its ``serving_images`` signature.
 
     Args:
-        model: a version folder or a model's base folder (its highest version).
+        model: a version folder, a model's base folder (its highest version) or a version's ``.tflite``.
 
     Returns:
         predict(images [N, S, S, 3]) -> (probabilities [N, K], unknown [N] or None, ood_score [N] or None).
@@ -56,6 +56,8 @@ def savedmodel_predictor(model: str | Path) -> tuple[Predict, list[str], int]:
     import tensorflow as tf
 
     version = resolve_version(model)
+    if version.suffix == ".tflite":  # a version's .tflite: the SavedModel beside it is explained (the same model)
+        version = version.parent
     metadata = read_metadata(version)
     try:
         loaded = tf.saved_model.load(str(version))

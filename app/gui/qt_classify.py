@@ -1023,8 +1023,7 @@ class ClassifyView(QWidget):
                 self.explainer.close()
             from app.core.explain import savedmodel_predictor
 
-            model = str(Path(location).parent) if location.endswith(".tflite") else location
-            self.explainer = ModelOwner(lambda: savedmodel_predictor(model), "explainer")
+            self.explainer = ModelOwner(lambda: savedmodel_predictor(location), "explainer")
             self.explainer_location = location
         self.explain_note.setText("Explaining…")
         wanted = row
