@@ -145,16 +145,20 @@ def test_metadata_records_calibration_threshold_and_fidelity(eight):
 
 
 def test_served_probabilities_are_the_calibrated_ones(eight):
-    """Every backend's scores are softmax(logits / T): the SavedModel's differ from the uncalibrated head's."""
+    """What a backend returns is softmax(logits / T): on 120 unseen images of its classes it is better calibrated
+    than the same answers with T taken out again (the head as trained)."""
     meta = read_metadata(eight["done"]["model_dir"])
     temperature = meta.calibration["temperature"]
-    clf = open_classifier(eight["base"], "tflite")
-    score = clf.classify(eight["sets"]["own"][:1], top_k=8)[0]
-    probabilities = np.array([p for _, p in sorted(score.top_k, key=lambda kv: clf.labels.index(kv[0]))])
-    logits = np.log(probabilities)  # up to a constant: the calibrated logits
-    uncalibrated = trust.softmax((logits * temperature)[None])[0]
-    assert np.abs(uncalibrated - probabilities).max() > 1e-3  # T really changed the answer
-    assert probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+    clf = open_classifier(eight["base"], "savedmodel")
+    answers = clf.classify(eight["sets"]["own"], top_k=8)
+    served = np.array([[dict(p.top_k)[label] for label in clf.labels] for p in answers])
+    truth = np.array([clf.labels.index(name) for name in eight["own_truth"]])
+    uncalibrated = trust.softmax(np.log(served) * temperature)  # log p = logits / T + const
+    after = trust.expected_calibration_error(served, truth)
+    before = trust.expected_calibration_error(uncalibrated, truth)
+    print(f"\nECE on unseen own-class images: {before:.3f} uncalibrated, {after:.3f} as served (T = {temperature})")
+    assert after < before - 0.03
+    assert np.array_equal(served.argmax(1), uncalibrated.argmax(1))  # calibration never changes the answer
 
 
 def test_temperature_and_ece_maths():
