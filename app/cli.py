@@ -374,6 +374,21 @@ def _train(settings, args, have: str, remedy: str, previous_accuracy: float | No
             )
             + (f" (previous version: {previous_accuracy:.3f})" if previous_accuracy is not None else "")
         )
+        metrics = done["metrics"]
+        if metrics.get("test_ece_before") is not None:
+            print(
+                f"Calibration: temperature {metrics['temperature']:.3f}, expected calibration error "
+                f"{metrics['test_ece_before']:.3f} -> {metrics['test_ece_after']:.3f} on the test images"
+            )
+        if metrics.get("test_unknown_rate") is not None:
+            print(
+                f"Unknown inputs: {metrics['test_unknown_rate']:.1%} of the test images are called none of the classes"
+            )
+        from app.core.trust import fidelity_warnings
+        from app.store import read_metadata_quietly
+
+        for sentence in fidelity_warnings(read_metadata_quietly(done["model_dir"]).fidelity):
+            _warn(sentence)
         print("Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in done["seconds"].items()))
     return 0
 

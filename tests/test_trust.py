@@ -347,3 +347,16 @@ def test_bench_reports_the_unknown_rate(eight, tmp_path):
     flags = [p.unknown for p in clf.classify([path.read_bytes() for path, _ in files])]
     row = bench(clf, files)
     assert row["unknown_rate"] == round(sum(flags) / len(flags), 4) and row["unknown_rate"] >= 0.5
+
+
+def test_train_says_how_calibrated_it_is_and_how_often_it_says_unknown(fm_dir, cache_dir, tmp_path):
+    import re
+
+    result = _cli("train", fm_dir, "-o", tmp_path, "--name", "said", "--cache-dir", cache_dir, "--tflite", "none")
+    assert result.returncode == 0, result.stderr[-2000:]
+    calibration = re.search(
+        r"Calibration: temperature ([\d.]+), expected calibration error ([\d.]+) -> ([\d.]+)", result.stdout
+    )
+    assert calibration and float(calibration.group(1)) > 0
+    assert re.search(r"Unknown inputs: [\d.]+% of the test images are called none of the classes", result.stdout)
+    assert "answers differently" not in result.stderr  # both signatures agreed with training
