@@ -25,11 +25,12 @@ MIN_HELDOUT = 20  # fewer held-out images than this: the threshold also uses the
 # How far an exported file may answer from the training-time numbers before `classify` and the export page warn:
 # float files differ only by float rounding (the backbone runs in LiteRT at training, in TensorFlow in the
 # SavedModel); quantized files approximate every weight, so their probabilities and scores move more.
-# Measured on a real export (docs/benchmarks.md): float files 3e-6 at most; dynamic-range 0.097 at most, 0.0035 on
-# average, 98.8 % top-1 agreement.
+# Measured on real exports (docs/benchmarks.md): float files 3e-6 at most; dynamic-range 0.097 at most, 0.0035 on
+# average, 98.8 % top-1 agreement; int8 0.31 at most (one image), 0.0097 on average, 96.3 % top-1 agreement.  For a
+# quantized file the mean and the agreements judge it; the largest difference only catches a broken file.
 TOLERANCES = {
     "float": {"max_abs_diff": 1e-5, "mean_abs_diff": 1e-6, "top1_agreement": 1.0, "unknown_agreement": 0.99},
-    "quantized": {"max_abs_diff": 0.25, "mean_abs_diff": 0.02, "top1_agreement": 0.95, "unknown_agreement": 0.9},
+    "quantized": {"max_abs_diff": 0.5, "mean_abs_diff": 0.02, "top1_agreement": 0.95, "unknown_agreement": 0.9},
 }
 
 
