@@ -329,6 +329,13 @@ def test_every_tflite_variant_carries_the_ood_score_and_agrees(tmp_path):
     for name in ("saved_model:serving_images", "model.tflite"):
         assert table[name]["max_abs_diff"] < 1e-5 and table[name]["unknown_agreement"] == 1.0, name
     assert table["model_int8.tflite"]["unknown_agreement"] is not None  # the int8 file has the ood_score output
+    from ai_edge_litert.interpreter import Interpreter
+
+    for name in TFLITE_FILES.values():  # output 0 stays the probabilities, as apps reading a .tflite expect
+        interpreter = Interpreter(model_path=str(version / name))
+        assert [len(d["shape"]) for d in interpreter.get_output_details()] == [2, 1], name
+        runner = interpreter.get_signature_runner()
+        assert runner(images=pixels[:1])["output_0"].shape == (1, k)
     answer = open_classifier(version / "model_int8.tflite").classify(encoded[:2])
     assert all(isinstance(p.ood_score, float) and isinstance(p.unknown, bool) for p in answer)
 

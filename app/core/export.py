@@ -260,7 +260,25 @@ def _convert_tflite(module, mode: str, representative: Callable[[], np.ndarray] 
 
         converter.representative_dataset = dataset
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    return converter.convert()
+    return _probabilities_first(converter.convert())
+
+
+def _probabilities_first(model: bytes) -> bytes:
+    """The .tflite with its outputs listed probabilities first, as apps reading output 0 expect.
+
+    The converter lists the function's outputs in an order of its own (ood_score came first); only the
+    subgraph's output list is reordered, so tensors, names and the signature stay as they are.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    parsed = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+    graph = parsed.subgraphs[0]
+    outputs = list(graph.outputs)
+    ranked = sorted(outputs, key=lambda index: -len(graph.tensors[index].shape))  # [1, K] before [1]
+    if ranked == outputs:
+        return model
+    graph.outputs = ranked
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(parsed))
 
 
 def _warmup_record(model_name: str, example_jpeg: bytes) -> bytes:
