@@ -86,6 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=_default("seed"))
     train.add_argument("--cache-dir", help="where backbones and image features are cached")
     train.add_argument("--tflite", choices=["float", "dynamic", "int8", "none"], default="float")
+    train.add_argument(
+        "--unknown-rate",
+        type=float,
+        default=_default("unknown_rate"),
+        metavar="F",
+        help="share of held-out images of the model's own classes it may call unknown (sets the threshold)",
+    )
+    train.add_argument(
+        "--min-accuracy",
+        type=float,
+        metavar="F",
+        help="publish no version if the test accuracy is below F (0-1)",
+    )
     train.add_argument("--json", action="store_true", help="print one JSON event per line")
     train.add_argument(
         "--allow-new-classes",
@@ -174,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="show a progress bar on stderr even when it is not a terminal (it shows on a terminal without --json)",
     )
     _backend_flags(classify)
+
+    explain = sub.add_parser(
+        "explain", help="show which parts of each image made the model answer as it did (heat-map overlays)"
+    )
+    explain.add_argument("--model", required=True, help="a model version folder, or its base folder (highest version)")
+    explain.add_argument("images", nargs="+", metavar="IMAGE")
+    explain.add_argument("-o", "--output", required=True, dest="out_dir", help="folder for <stem>.png and <stem>.npy")
+    explain.add_argument("--json", action="store_true", help="print one JSON object per image")
 
     bench = sub.add_parser("bench", help="accuracy and timings of one or more backends on a labeled folder")
     bench.add_argument("test_dir", help="folder with one sub-folder of images per class (the ground truth)")
@@ -313,6 +334,8 @@ def cmd_train(args) -> int:
         cache_dir=args.cache_dir,
         tflite=args.tflite,
         trust_backbone=args.trust_backbone,
+        unknown_rate=args.unknown_rate,
+        min_accuracy=args.min_accuracy,
         review=not args.no_review,
         sources=sources,
     )
@@ -391,6 +414,21 @@ def _train(settings, args, have: str, remedy: str, previous_accuracy: float | No
             )
             + (f" (previous version: {previous_accuracy:.3f})" if previous_accuracy is not None else "")
         )
+        metrics = done["metrics"]
+        if metrics.get("test_ece_before") is not None:
+            print(
+                f"Calibration: temperature {metrics['temperature']:.3f}, expected calibration error "
+                f"{metrics['test_ece_before']:.3f} -> {metrics['test_ece_after']:.3f} on the test images"
+            )
+        if metrics.get("test_unknown_rate") is not None:
+            print(
+                f"Unknown inputs: {metrics['test_unknown_rate']:.1%} of the test images are called none of the classes"
+            )
+        from app.core.trust import fidelity_warnings
+        from app.store import read_metadata_quietly
+
+        for sentence in fidelity_warnings(read_metadata_quietly(done["model_dir"]).fidelity):
+            _warn(sentence)
         print("Seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in done["seconds"].items()))
     return 0
 
@@ -549,13 +587,14 @@ def cmd_classify(args) -> int:
     from app.inference.pipeline import classify_files
 
     classifier = open_classifier(args.model, args.backend, args.server, **_backend_options(args, bool(args.server)))
+    _warn_fidelity(classifier)
     if args.server:
         _batched(classifier, args.batch)
     tried_paths = [entry.path for entry in found if not entry.reason]
     answers = classify_files(classifier, tried_paths, batch=args.batch, top_k=args.top_k)
     bar = _progress_bar(len(tried_paths), args.progress or (not args.json and sys.stderr.isatty()))
     out = (lambda line: bar.write(line, file=sys.stdout)) if bar is not None else print  # noqa: E731
-    totals, skipped = [], 0
+    totals, skipped, unknowns = [], 0, 0
     for entry in found:
         path = entry.path
         if entry.reason:  # found while searching a folder but not tried: same row, "skipped" true
@@ -567,6 +606,7 @@ def cmd_classify(args) -> int:
                 bar.update(1)
         if prediction.error is None:
             totals.append(prediction.timings.total_ms)
+            unknowns += bool(prediction.unknown)
         if args.json:
             print(
                 json.dumps(
@@ -578,6 +618,8 @@ def cmd_classify(args) -> int:
                         "timings": prediction.timings.to_dict(),
                         "request_bytes": prediction.request_bytes,
                         "backend": classifier.name,
+                        "unknown": prediction.unknown,
+                        "ood_score": prediction.ood_score,
                         "error": prediction.error,
                         "skipped": bool(entry.reason),
                     }
@@ -588,6 +630,11 @@ def cmd_classify(args) -> int:
             out(f"{printable(path)}  skipped: {printable(entry.reason)}")
         elif prediction.error:
             out(f"{printable(path)}  error: {printable(prediction.error)}")
+        elif prediction.unknown:  # none of the model's classes: said first, the closest class after it
+            out(
+                f"{printable(path)}  {'UNKNOWN':<20} {prediction.score:.3f}  {prediction.timings.total_ms:7.1f} ms"
+                f"  (none of the classes; closest: {printable(prediction.label)}, ood score {prediction.ood_score:.3f})"
+            )
         else:
             out(
                 f"{printable(path)}  {printable(prediction.label):<20} {prediction.score:.3f}  "
@@ -599,9 +646,47 @@ def cmd_classify(args) -> int:
         tried = len(found) - skipped
         stats = summary(totals)
         print(
-            f"{len(totals)} classified, {tried - len(totals)} failed, {skipped} skipped with {classifier.name}"
+            f"{len(totals)} classified ({unknowns} unknown), {tried - len(totals)} failed, {skipped} skipped "
+            f"with {classifier.name}"
             + (f"; total ms mean {stats['mean']:.1f}, median {stats['median']:.1f}" if totals else "")
         )
+    return 0
+
+
+def _warn_fidelity(classifier) -> None:
+    """Say on stderr when the local file being used answered unlike the trained model at export (metadata.json)."""
+    from app.core.trust import artifact_name, fidelity_warnings
+
+    metadata = getattr(classifier, "metadata", None)
+    if metadata is None:  # a server: its files were checked where they were exported
+        return
+    model_file = getattr(classifier, "model_file", None)
+    for sentence in fidelity_warnings(
+        metadata.fidelity, artifact_name(classifier.name, model_file and model_file.name)
+    ):
+        _warn(sentence)
+
+
+def cmd_explain(args) -> int:
+    if classify_only():
+        raise UsageError("this build has no TensorFlow, which explaining needs; install the full Retrain Studio")
+    from app.core.explain import explain
+
+    found = _image_files(args.images)
+    files = [f.path for f in found if f.reason is None]
+    if not files:
+        raise UsageError("no image files found in the given paths")
+    for row in explain(args.model, files, args.out_dir):
+        if args.json:
+            print(json.dumps(row), flush=True)
+        elif row["error"]:
+            print(f"{printable(row['path'])}  error: {printable(row['error'])}")
+        else:
+            said = "UNKNOWN (closest: " + printable(row["label"]) + ")" if row["unknown"] else printable(row["label"])
+            print(f"{printable(row['path'])}  {said} {row['score']:.3f}  -> {printable(row['png'])}")
+    for entry in found:
+        if entry.reason:
+            print(f"{printable(entry.path)}  skipped: {printable(entry.reason)}", file=sys.stderr)
     return 0
 
 
@@ -660,13 +745,15 @@ def cmd_bench(args) -> int:
     if not args.json:
         print(f"{len(files)} images from {printable(args.test_dir)}; times in ms per image (median / p95)")
         print(
-            f"{'backend':<40} {'acc':>6} {'preprocess':>14} {'inference':>14} {'total':>14} {'bytes':>10} {'img/s':>7}"
+            f"{'backend':<40} {'acc':>6} {'unkn':>6} {'preprocess':>14} {'inference':>14} {'total':>14} "
+            f"{'bytes':>10} {'img/s':>7}"
         )
         for r in rows:
             cell = lambda s: f"{s['median']:.2f} / {s['p95']:.2f}" if s["median"] is not None else "-"  # noqa: E731
             acc = f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "-"
+            unknown = f"{r['unknown_rate']:.3f}" if r.get("unknown_rate") is not None else "-"
             print(
-                f"{printable(r['backend'])[:40]:<40} {acc:>6} {cell(r['preprocess_ms']):>14} "
+                f"{printable(r['backend'])[:40]:<40} {acc:>6} {unknown:>6} {cell(r['preprocess_ms']):>14} "
                 f"{cell(r['inference_ms']):>14} {cell(r['total_ms']):>14} {r['request_bytes_mean'] or 0:>10.0f} "
                 f"{r['images_per_s'] or 0:>7.1f}"
             )
@@ -840,6 +927,7 @@ def main(argv: list[str]) -> int:
         "retrain": cmd_retrain,
         "backbones": cmd_backbones,
         "classify": cmd_classify,
+        "explain": cmd_explain,
         "bench": cmd_bench,
         "serve-config": cmd_serve_config,
         "review": cmd_review,

@@ -53,7 +53,12 @@ CLASS_NAME_OUTPUT = "class_name"
 PROBABILITIES_OUTPUT = "probabilities"
 CLASSES_OUTPUT = "classes"
 SCORES_OUTPUT = "scores"
-OUTPUTS = (PROBABILITIES_OUTPUT, CLASSES_OUTPUT, SCORES_OUTPUT)
+UNKNOWN_OUTPUT = "unknown"  # bool [None]: the image looks like none of the classes (app.core.trust)
+OOD_SCORE_OUTPUT = "ood_score"  # float [None]: how unlike every class it is; unknown = ood_score > threshold
+OUTPUTS = (PROBABILITIES_OUTPUT, CLASSES_OUTPUT, SCORES_OUTPUT, UNKNOWN_OUTPUT, OOD_SCORE_OUTPUT)
+# The .tflite files output probabilities [1, K] (output 0) and ood_score [1]; their unknown flag is ood_score above
+# metadata.json's unknown.threshold (the same number the SavedModel compares with in its graph).
+TFLITE_OUTPUTS = (PROBABILITIES_OUTPUT, OOD_SCORE_OUTPUT)
 
 FORMAT_VERSION = 1  # metadata.json's schema; readers take the fields they know from any version, or none
 PREPROCESSING = "decode (JPEG at DCT scale, EXIF-upright), RGB, /255, antialiased bilinear resize (app.imaging)"
@@ -68,6 +73,18 @@ def tflite_variants(mode: str) -> tuple[str, ...]:
         tflite_variants("int8") == ("float", "int8"); tflite_variants("none") == ()
     """
     return () if mode == "none" else (mode,) if mode == "float" else ("float", mode)
+
+
+def tflite_outputs(details: Sequence[dict]) -> tuple[dict, dict | None]:
+    """Which of a .tflite's output details are the probabilities ([1, K]) and the ood_score ([1]).
+
+    Told apart by rank, not by name (the converter names outputs after graph nodes, not after
+    ``TFLITE_OUTPUTS``); ood_score is None for a file exported before it existed.
+    """
+    by_rank = {len(d["shape"]): d for d in details}
+    probabilities = by_rank.get(2, details[0])
+    ood = by_rank.get(1) if len(details) > 1 else None
+    return probabilities, ood
 
 
 class ModelError(ValueError):
@@ -179,6 +196,9 @@ class Metadata:
     skipped_files: int | None = None
     review: dict | None = None
     metrics: dict = field(default_factory=dict)  # evaluation.summary + validation_accuracy
+    calibration: dict | None = None  # trust.calibration_summary: temperature, ECE before/after
+    unknown: dict | None = None  # trust.fit_unknown: kind, threshold, target and measured rates
+    fidelity: dict | None = None  # per exported file: agreement with the training-time answers (trust.fidelity)
     training: dict = field(default_factory=dict)  # the settings and sources, to retrain from
     created: str | None = None
     app_version: str | None = None
@@ -215,7 +235,7 @@ class Metadata:
 
     def to_dict(self) -> dict:
         """The JSON object written to metadata.json (field order as in the dataclass, unknown keys last)."""
-        out = {k: v for k, v in asdict(self).items() if k != "extra"}
+        out = {k: v for k, v in asdict(self).items() if k != "extra" and not (k in _ADDED_LATER and v is None)}
         return {**out, **{k: v for k, v in self.extra.items() if k not in out}}
 
     @property
@@ -229,11 +249,18 @@ class Metadata:
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     @property
+    def unknown_threshold(self) -> float | None:
+        """The ood_score above which an image is unknown, or None for a version made without one."""
+        value = (self.unknown or {}).get("threshold")
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    @property
     def backbone_id(self) -> str:
         """The backbone's short id (``efficientnet_lite0``), ``?`` when not recorded."""
         return str(self.backbone.get("id", "?")).split("/")[-1]
 
 
+_ADDED_LATER = {"calibration", "unknown", "fidelity"}  # written only when set: older files read back unchanged
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "labels": (list,),
     "format_version": (int,),
@@ -245,6 +272,9 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "skipped_files": (int,),
     "review": (dict,),
     "metrics": (dict,),
+    "calibration": (dict,),
+    "unknown": (dict,),
+    "fidelity": (dict,),
     "training": (dict,),
     "created": (str,),
     "app_version": (str,),

@@ -48,12 +48,19 @@ REPLY_FAULTS = {  # fault -> what the image's error must say (one sentence, neve
     "not_softmax": "do not sum to 1",
     "missing_key": "without the 'probabilities' output",
     "wrong_type": "not numbers",
+    "ood_nan": "without one finite 'ood_score' per image",
 }
-GRPC_ONLY = {"bad_shape": "bytes do not match its shape"}
+GRPC_ONLY = {
+    "bad_shape": "bytes do not match its shape",
+    "unknown_not_bool": "'unknown' output of the wrong type, not DT_BOOL",
+    "unknown_missing": "output tensor alias not found",  # the real server refuses a filter naming no output
+}
 REST_ONLY = {
     "not_object": "JSON that is not an object",
     "not_json": "not TF Serving JSON",
     "rows_not_list": "without a list of predictions",
+    "unknown_not_bool": "without one true/false 'unknown' per image",
+    "unknown_missing": "without the 'unknown' output",
 }
 CASES = (
     [(k, f, m) for k in ("grpc", "rest") for f, m in REPLY_FAULTS.items()]

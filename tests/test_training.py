@@ -43,7 +43,16 @@ def test_each_stage_is_announced_once_in_order_and_timed(trained):
     timed in ``done``'s seconds."""
     seen = trained["events"]
     stages = [e["stage"] for e in seen if e["event"] == "stage"]
-    assert list(dict.fromkeys(stages)) == ["scan", "backbone", "embed", "review", "train", "evaluate", "export"]
+    assert list(dict.fromkeys(stages)) == [
+        "scan",
+        "backbone",
+        "embed",
+        "review",
+        "train",
+        "calibrate",
+        "evaluate",
+        "export",
+    ]
     assert stages.count("export") > 2 and all(stages.count(name) == 1 for name in set(stages) - {"export"})
     kinds = [
         e["event"] if e["event"] != "stage" else e["stage"] for e in seen if e["event"] not in ("progress", "epoch")
@@ -58,7 +67,17 @@ def test_each_stage_is_announced_once_in_order_and_timed(trained):
         and kinds[-1] == "done"
     )
     seconds = trained["done"]["seconds"]
-    assert set(seconds) == {"scan", "load_backbone", "embed", "review", "train", "evaluate", "export", "total"}
+    assert set(seconds) == {
+        "scan",
+        "load_backbone",
+        "embed",
+        "review",
+        "train",
+        "calibrate",
+        "evaluate",
+        "export",
+        "total",
+    }
     assert all(value >= 0 for value in seconds.values()) and seconds["total"] >= sum(seconds.values()) / 2
 
 
@@ -129,7 +148,7 @@ def test_tflite_agrees_with_savedmodel(trained, loaded, fm_dir):
 
     interpreter = Interpreter(model_path=str(trained["version_dir"] / "model.tflite"))
     interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]  # output 0: probabilities
     files = [sorted((fm_dir / c).glob("*.png"))[-1] for c in trained["done"]["classes"]]
     worst = 0.0
     for path in files:

@@ -30,14 +30,17 @@ from app.store import (
     IMAGES_SIGNATURE,
     LABELS_FILE,
     MODELS_CONFIG_FILE,
+    OOD_SCORE_OUTPUT,
     PROBABILITIES_OUTPUT,
     SAVED_MODEL_FILE,
     SCORES_OUTPUT,
     SERVING_SIGNATURE,
     TFLITE_FILES,
+    UNKNOWN_OUTPUT,
     WARMUP_FILE,
     Metadata,
     next_version,
+    tflite_outputs,
     write_metadata,
 )
 
@@ -147,17 +150,28 @@ def _write_side_files(folder: Path, side_files: Mapping[str, Callable[[Path], No
 
 
 def build_module(
-    backbone, head_kernel: np.ndarray, head_bias: np.ndarray, labels: Sequence[str], image_size: int, labels_file: str
+    backbone,
+    head_kernel: np.ndarray,
+    head_bias: np.ndarray,
+    labels: Sequence[str],
+    image_size: int,
+    labels_file: str,
+    prototypes: np.ndarray | None = None,
+    unknown_threshold: float | None = None,
 ):
     """A tf.Module with the three serving signatures and a TFLite-friendly probabilities function.
 
     Args:
         backbone: callable images [N, H, W, 3] float32 -> features [N, D].
-        head_kernel: the softmax head's weights [D, K].
-        head_bias: its bias [K].
+        head_kernel: the softmax head's weights [D, K], already divided by the calibration temperature, so
+            every signature and .tflite answers with the calibrated probabilities.
+        head_bias: its bias [K] (divided likewise).
         labels: the K class names.
         image_size: the square input side in pixels.
         labels_file: a text file of the labels, saved as the asset ``store.LABELS_FILE``.
+        prototypes: ``trust.class_prototypes`` [K, D] for the ``ood_score`` output (None: zero rows, so every
+            score is 1 and, without a threshold, nothing is unknown).
+        unknown_threshold: ``unknown`` is ``ood_score > unknown_threshold`` (None: never unknown).
 
     Returns:
         The module (signature and input/output names from ``app.store``).
@@ -167,6 +181,9 @@ def build_module(
     from .graph_preprocess import load_image
 
     size = image_size
+    if prototypes is None:
+        prototypes = np.zeros((len(labels), head_kernel.shape[0]), np.float32)
+    threshold = np.float32(np.inf if unknown_threshold is None else unknown_threshold)
 
     class ImageClassifier(tf.Module):
         def __init__(self):
@@ -174,20 +191,29 @@ def build_module(
             self.backbone = backbone
             self.head_kernel = tf.Variable(head_kernel.astype(np.float32), trainable=False, name="head_kernel")
             self.head_bias = tf.Variable(head_bias.astype(np.float32), trainable=False, name="head_bias")
+            self.prototypes = tf.Variable(
+                np.asarray(prototypes, np.float32).T, trainable=False, name="class_prototypes"
+            )  # [D, K]
+            self.unknown_threshold = tf.Variable(threshold, trainable=False, name="unknown_threshold")
             self.labels = tf.Variable(list(labels), dtype=tf.string, trainable=False, name="labels")
             self.labels_file = tf.saved_model.Asset(labels_file)
 
-        def _probabilities(self, images):
+        def _scores(self, images):
+            """(calibrated probabilities [N, K], ood_score [N]): trust.ood_scores' arithmetic, in the graph."""
             features = self.backbone(images)
-            return tf.nn.softmax(tf.matmul(features, self.head_kernel) + self.head_bias)
+            probabilities = tf.nn.softmax(tf.matmul(features, self.head_kernel) + self.head_bias)
+            similarity = tf.matmul(tf.math.l2_normalize(features, axis=1), self.prototypes)
+            return probabilities, 1.0 - tf.reduce_max(similarity, axis=1)
 
         def _outputs(self, images):
-            probabilities = self._probabilities(images)
+            probabilities, ood_score = self._scores(images)
             top = tf.argmax(probabilities, axis=1, output_type=tf.int32)
             return {
                 PROBABILITIES_OUTPUT: probabilities,
                 CLASSES_OUTPUT: tf.gather(self.labels, top),
                 SCORES_OUTPUT: tf.reduce_max(probabilities, axis=1),
+                UNKNOWN_OUTPUT: tf.greater(ood_score, self.unknown_threshold),
+                OOD_SCORE_OUTPUT: ood_score,
             }
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)], autograph=False)
@@ -213,7 +239,8 @@ def build_module(
             input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name=IMAGES_INPUT)], autograph=False
         )
         def tflite_probabilities(self, images):
-            return {PROBABILITIES_OUTPUT: self._probabilities(images)}
+            # a tuple, not a dict (whose keys would be sorted): output 0 stays the probabilities, as apps expect
+            return self._scores(images)
 
     return ImageClassifier()
 
@@ -234,7 +261,25 @@ def _convert_tflite(module, mode: str, representative: Callable[[], np.ndarray] 
 
         converter.representative_dataset = dataset
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    return converter.convert()
+    return _probabilities_first(converter.convert())
+
+
+def _probabilities_first(model: bytes) -> bytes:
+    """The .tflite with its outputs listed probabilities first, as apps reading output 0 expect.
+
+    The converter lists the function's outputs in an order of its own (ood_score came first); only the
+    subgraph's output list is reordered, so tensors, names and the signature stay as they are.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    parsed = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
+    graph = parsed.subgraphs[0]
+    outputs = list(graph.outputs)
+    ranked = sorted(outputs, key=lambda index: -len(graph.tensors[index].shape))  # [1, K] before [1]
+    if ranked == outputs:
+        return model
+    graph.outputs = ranked
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(parsed))
 
 
 def _warmup_record(model_name: str, example_jpeg: bytes) -> bytes:
@@ -273,6 +318,9 @@ def export(
     representative: Callable[[], np.ndarray] | None = None,
     on_stage: Callable[[str], None] = lambda s: None,
     side_files: Mapping[str, Callable[[Path], None]] | None = None,
+    prototypes: np.ndarray | None = None,
+    unknown_threshold: float | None = None,
+    verify: Callable[[Path, Mapping[str, str]], dict] | None = None,
 ) -> Path:
     """Write a complete new version and return its folder ``MODELS_DIR/NAME/VERSION``.
 
@@ -293,6 +341,11 @@ def export(
         on_stage: told each step ("saving SavedModel", "converting to TFLite (float)").
         side_files: {file name: function writing that file given its path}, e.g. the test results:
             written into the hidden folder like the rest, so a version never appears without them.
+        prototypes: the unknown-input detector's class prototypes (``build_module``).
+        unknown_threshold: its threshold.
+        verify: given the hidden folder and the files written ({what: path}), returns metadata.json's
+            ``fidelity`` record (``measure_fidelity``); run before the rename, so a version never appears
+            without its proof.
 
     Returns:
         The new version folder.
@@ -311,7 +364,7 @@ def export(
         with tempfile.TemporaryDirectory() as scratch:
             labels_file = Path(scratch, Path(LABELS_FILE).name)  # the Asset keeps its name: assets/labels.txt
             labels_file.write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
-            module = build_module(backbone, *head, labels, image_size, str(labels_file))
+            module = build_module(backbone, *head, labels, image_size, str(labels_file), prototypes, unknown_threshold)
             on_stage("saving SavedModel")
             tf.saved_model.save(
                 module,
@@ -333,6 +386,9 @@ def export(
                 writer.write(_warmup_record(name, warmup_image))
             files["warmup"] = WARMUP_FILE
         files.update(_write_side_files(tmp, side_files or {}))
+        if verify is not None:
+            on_stage("checking that every exported file answers like the trained model")
+            metadata = replace(metadata, fidelity=verify(tmp, files))
         version = next_version(base)
         while True:
             write_metadata(tmp, replace(metadata, name=name, version=version, files=files))
@@ -347,3 +403,86 @@ def export(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _tflite_scores(model_file: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(probabilities [N, K], ood_score [N] or None) of a .tflite file, one image at a time (batch 1)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(model_file))
+    interpreter.allocate_tensors()
+    probabilities_out, ood_out = tflite_outputs(interpreter.get_output_details())
+    index = interpreter.get_input_details()[0]["index"]
+    probabilities, ood = [], []
+    for image in images:
+        interpreter.set_tensor(index, image[None].astype(np.float32))
+        interpreter.invoke()
+        probabilities.append(interpreter.get_tensor(probabilities_out["index"])[0])
+        if ood_out is not None:
+            ood.append(interpreter.get_tensor(ood_out["index"])[0])
+    return np.array(probabilities).reshape(-1, int(probabilities_out["shape"][-1])), (
+        np.array(ood) if ood_out is not None else None
+    )
+
+
+def measure_fidelity(
+    folder: Path,
+    files: Mapping[str, str],
+    encoded: Sequence[bytes],
+    images: np.ndarray,
+    reference_probabilities: np.ndarray,
+    reference_unknown: np.ndarray,
+    unknown_threshold: float | None,
+    batch_size: int = 32,
+) -> dict:
+    """Run the same images through every file of a version and compare each with the training-time answers.
+
+    The SavedModel's bytes signature gets the encoded files (decoded in its graph), its images signature
+    and every .tflite the host-preprocessed pixels (``app.imaging``), as the backends send them.
+
+    Args:
+        folder: the (not yet published) version folder.
+        files: {what: path} as written (``saved_model``, ``tflite_float``, ...).
+        encoded: the test images' file bytes.
+        images: the same images preprocessed on the host [N, H, W, 3].
+        reference_probabilities: training-time calibrated probabilities [N, K].
+        reference_unknown: training-time unknown flags [N].
+        unknown_threshold: metadata's threshold, applied to each .tflite's ood_score.
+        batch_size: images per SavedModel call.
+
+    Returns:
+        {"images", "reference", "artifacts": {artifact: ``trust.fidelity`` row}}.
+    """
+    import tensorflow as tf
+
+    from .trust import fidelity
+
+    threshold = np.inf if unknown_threshold is None else unknown_threshold
+    artifacts: dict = {}
+    if len(encoded):
+        model = tf.saved_model.load(str(folder))
+        for signature, inputs, make in (
+            (SERVING_SIGNATURE, encoded, lambda chunk: {BYTES_INPUT: tf.constant(list(chunk))}),
+            (IMAGES_SIGNATURE, images, lambda chunk: {IMAGES_INPUT: tf.constant(chunk, tf.float32)}),
+        ):
+            outs = [
+                model.signatures[signature](**make(inputs[i : i + batch_size]))
+                for i in range(0, len(inputs), batch_size)
+            ]
+            probabilities = np.concatenate([o[PROBABILITIES_OUTPUT].numpy() for o in outs])
+            unknown = np.concatenate([o[UNKNOWN_OUTPUT].numpy() for o in outs])
+            artifacts[f"saved_model:{signature}"] = fidelity(
+                reference_probabilities, reference_unknown, probabilities, unknown, "float"
+            )
+        del model
+        for mode, name in TFLITE_FILES.items():
+            if f"tflite_{mode}" in files:
+                probabilities, ood = _tflite_scores(folder / name, images)
+                unknown = None if ood is None else ood > threshold
+                kind = "float" if mode == "float" else "quantized"
+                artifacts[name] = fidelity(reference_probabilities, reference_unknown, probabilities, unknown, kind)
+    return {
+        "images": len(encoded),
+        "reference": "the test split's calibrated probabilities computed at training from the embedding cache",
+        "artifacts": artifacts,
+    }

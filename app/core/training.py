@@ -28,7 +28,7 @@ import numpy as np
 from app import store
 from app.imaging import load_image
 
-from . import backbones, events, export, features, review, serving_config
+from . import backbones, events, export, features, review, serving_config, trust
 from .dataset import Dataset, ImageItem, Skipped, scan
 from .evaluation import evaluate, save_results, summary
 
@@ -58,6 +58,8 @@ class TrainSettings:
     cache_dir: str | None = None
     tflite: str = "float"  # float | dynamic | int8 | none
     trust_backbone: bool = False  # run a local SavedModel backbone even if its graph touches files or code
+    unknown_rate: float = 0.05  # the false-unknown rate the unknown-input threshold is chosen for (held-out data)
+    min_accuracy: float | None = None  # refuse to publish a version whose test accuracy is below this
     review: bool = True  # look for wrong labels, duplicates, leaks and outliers; leaks leave the held-out splits
     sources: list | None = None  # dataset.Source list; None: image_dir alone, a folder of class folders
 
@@ -105,6 +107,9 @@ class TrainSettings:
             real(field, 0.0, 100.0, low_ok=True)
         for field in ("label_smoothing", "dropout"):
             real(field, 0.0, 1.0, low_ok=True)
+        real("unknown_rate", 0.0, 1.0)
+        if self.min_accuracy is not None:
+            real("min_accuracy", 0.0, 1.0 + 1e-9, low_ok=True)
         if self.validation_percent + self.test_percent >= 100:
             raise SettingsError("--validation-percent and --test-percent must add up to less than 100")
         if self.tflite not in ("float", "dynamic", "int8", "none"):
@@ -435,11 +440,15 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
             backbone, head, test_vectors = _fine_tune_or_keep(
                 location, (backbone, head, test_vectors), data, splits["test"], size, s, on_event, epochs_run
             )
+    with stages("calibrate", "Calibrating confidence and fitting the unknown-input detector"):
+        fitted = _fit_trust(s, vectors, labels, splits, copies, backbone, extractor, head, test_vectors, size, k)
+    head = fitted.head  # divided by the temperature: every exported file answers with calibrated probabilities
     with stages("evaluate", "Evaluating on the test split"):
         probabilities = _softmax(test_vectors @ head[0] + head[1] if len(test_vectors) else np.zeros((0, k)))
         report = evaluate(probabilities, labels["test"], data.classes, [i.path for i in splits["test"]])
         val_accuracy = None if s.fine_tune else _accuracy(vectors["validation"], labels["validation"], kernel, bias)
-    metrics = {**summary(report), "validation_accuracy": val_accuracy}
+    metrics = {**summary(report), "validation_accuracy": val_accuracy, **fitted.metrics}
+    _check_min_accuracy(s, metrics["test_accuracy"])
     metadata = store.new_metadata(
         data.classes,
         size,
@@ -448,6 +457,8 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
         skipped_files=len(data.skipped),
         review=review_summary,
         metrics=metrics,  # the rest: results.npz
+        calibration=fitted.calibration,
+        unknown=fitted.unknown,
         training={
             **{
                 key: value
@@ -460,7 +471,7 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
         },
     )
     with stages("export", "Exporting SavedModel and TFLite") as say:
-        model_dir = _export(s, backbone, head, metadata, splits, probabilities, labels["test"], say)
+        model_dir = _export(s, backbone, head, metadata, splits, probabilities, labels["test"], say, fitted)
         config = _write_serving_config(s.models_dir, on_event)
     done = events.done(
         str(model_dir), config and str(config), {**metrics, "epochs_run": epochs_run}, data.classes, stages.total()
@@ -556,11 +567,20 @@ def _export(
     probabilities: np.ndarray,
     test_labels: np.ndarray,
     say,
+    fitted: _Trust,
 ) -> Path:
-    """The export stage: the new version folder, with the test results stored beside the model."""
+    """The export stage: the new version folder, with the test results and the fidelity table beside the model."""
     size = metadata.input["height"]
     example = splits["test"][0] if splits["test"] else splits["train"][0]
     train_items, test_items = splits["train"], splits["test"]
+
+    def verify(folder: Path, files) -> dict:
+        encoded = [i.path.read_bytes() for i in test_items]
+        images = np.stack([load_image(data, (size, size)) for data in encoded]) if encoded else np.zeros((0,))
+        return export.measure_fidelity(
+            folder, files, encoded, images, probabilities, fitted.test_unknown, fitted.unknown["threshold"]
+        )
+
     return export.export(
         s.models_dir,
         s.model_name(),
@@ -573,6 +593,9 @@ def _export(
         warmup_image=export.example_jpeg(load_image(example.path.read_bytes(), (size, size))),
         representative=lambda: (load_image(i.path.read_bytes(), (size, size)) for i in calibration_items(train_items)),
         on_stage=say,
+        prototypes=fitted.prototypes,
+        unknown_threshold=fitted.unknown["threshold"],
+        verify=verify,
         side_files={
             store.RESULTS_FILE: lambda path: save_results(
                 path, probabilities, test_labels, metadata.labels, [i.path for i in test_items]
@@ -601,6 +624,79 @@ def calibration_items(items: Sequence[ImageItem], least: int = CALIBRATION_IMAGE
         by_class.setdefault(item.label, []).append(item)
     turns = [item for row in itertools.zip_longest(*by_class.values()) for item in row if item is not None]
     return turns[: max(least, len(by_class))]
+
+
+@dataclass
+class _Trust:
+    """What the calibrate stage fitted: the calibrated head and the unknown-input detector."""
+
+    head: tuple[np.ndarray, np.ndarray]  # (kernel / T, bias / T)
+    calibration: dict  # trust.calibration_summary
+    prototypes: np.ndarray  # [K, D]
+    unknown: dict  # trust.fit_unknown's record (+ the measured test rate)
+    test_unknown: np.ndarray  # [N_test] bool, the training-time flags the fidelity table compares with
+    metrics: dict  # the headline numbers for metrics / the done event
+
+
+def _fit_trust(
+    s: TrainSettings,
+    vectors: dict,
+    labels: dict,
+    splits: dict,
+    copies: int,
+    backbone,
+    extractor,
+    head: tuple,
+    test_vectors: np.ndarray,
+    size: int,
+    k: int,
+) -> _Trust:
+    """The calibrate stage: temperature scaling on validation, prototypes and threshold for "none of these".
+
+    After fine-tuning the cached vectors no longer describe the exported backbone, so the training and
+    validation images are embedded again with it.
+    """
+    if backbone is extractor:
+        train_vectors, val_vectors = vectors["train"][:: copies + 1], vectors["validation"]
+    else:
+        train_vectors = _features_of(backbone, splits["train"], size)
+        val_vectors = _features_of(backbone, splits["validation"], size)
+    kernel, bias = head
+    val_logits = val_vectors @ kernel + bias if len(val_vectors) else np.zeros((0, k))
+    test_logits = test_vectors @ kernel + bias if len(test_vectors) else np.zeros((0, k))
+    temperature = trust.fit_temperature(val_logits, labels["validation"])
+    calibration = trust.calibration_summary(temperature, val_logits, labels["validation"], test_logits, labels["test"])
+    prototypes, unknown = trust.fit_unknown(train_vectors, labels["train"], val_vectors, k, s.unknown_rate)
+    threshold = np.inf if unknown["threshold"] is None else unknown["threshold"]
+    test_unknown = trust.ood_scores(test_vectors, prototypes) > threshold
+    unknown["test_unknown_rate"] = round(float(test_unknown.mean()), 4) if len(test_unknown) else None
+    metrics = {
+        "temperature": calibration["temperature"],
+        "test_ece_before": calibration["test_ece_before"],
+        "test_ece_after": calibration["test_ece_after"],
+        "unknown_threshold": unknown["threshold"],
+        "test_unknown_rate": unknown["test_unknown_rate"],
+    }
+    calibrated = (
+        (kernel / temperature).astype(np.float32),
+        (bias / temperature).astype(np.float32),
+    )
+    return _Trust(calibrated, calibration, prototypes, unknown, test_unknown, metrics)
+
+
+def _check_min_accuracy(s: TrainSettings, accuracy: float | None) -> None:
+    """The accuracy gate: refuse to publish (before anything is written) below ``--min-accuracy``."""
+    if s.min_accuracy is None:
+        return
+    if accuracy is None:
+        raise TrainingError(
+            f"no test images to measure the accuracy against --min-accuracy {s.min_accuracy:g}, so no version "
+            "was published; raise --test-percent"
+        )
+    if accuracy < s.min_accuracy:
+        raise TrainingError(
+            f"the test accuracy {accuracy:.3f} is below --min-accuracy {s.min_accuracy:g}, so no version was published"
+        )
 
 
 def _write_serving_config(models_dir: str, on_event: events.EventSink) -> Path | None:

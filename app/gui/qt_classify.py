@@ -89,6 +89,7 @@ COLUMNS = [
     "Truth",
     "Label",
     "Score",
+    "Unknown",
     "Decode",
     "Preprocess",
     "Inference",
@@ -98,9 +99,23 @@ COLUMNS = [
     "Backend",
     "Model",
 ]
-(THUMB_COL, FILE, TRUTH, LABEL, SCORE, DECODE, PREPROCESS, INFERENCE, NETWORK, TOTAL, BYTES, BACKEND, MODEL) = range(
-    len(COLUMNS)
-)
+(
+    THUMB_COL,
+    FILE,
+    TRUTH,
+    LABEL,
+    SCORE,
+    UNKNOWN,
+    DECODE,
+    PREPROCESS,
+    INFERENCE,
+    NETWORK,
+    TOTAL,
+    BYTES,
+    BACKEND,
+    MODEL,
+) = range(len(COLUMNS))
+UNKNOWN_TEXT = "unknown"  # the Unknown column of an image that looks like none of the model's classes
 TIMING_FIELDS = ["decode_ms", "preprocess_ms", "inference_ms", "network_ms", "total_ms"]
 WIDTHS = {
     THUMB_COL: 56,
@@ -108,6 +123,7 @@ WIDTHS = {
     TRUTH: 72,
     LABEL: 90,
     SCORE: 66,
+    UNKNOWN: 70,
     DECODE: 72,
     PREPROCESS: 76,
     INFERENCE: 70,
@@ -117,7 +133,8 @@ WIDTHS = {
     BACKEND: 106,
     MODEL: 90,
 }
-OPTIONAL = [BYTES, PREPROCESS, DECODE, NETWORK, INFERENCE]  # hidden in this order when the table is narrow
+# hidden in this order when the table is narrow (an unknown image's label still carries a "?" mark and tooltip)
+OPTIONAL = [BYTES, PREPROCESS, DECODE, NETWORK, INFERENCE, UNKNOWN]
 # stages a backend does not have: SavedModel decodes inside its graph, a server decodes and infers remotely
 NOT_APPLICABLE = {
     "tflite": {"network_ms": "—"},
@@ -186,6 +203,11 @@ class Row:
     def low(self, threshold: float) -> bool:
         return self.status == "ok" and self.prediction.score is not None and self.prediction.score < threshold
 
+    @property
+    def unknown(self) -> bool:
+        """Classified, and the model says it looks like none of its classes."""
+        return self.status == "ok" and bool(self.prediction.unknown)
+
 
 class ResultsModel(QAbstractTableModel):
     SORT_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -213,6 +235,8 @@ class ResultsModel(QAbstractTableModel):
             return self.sort_key(row, column)
         if role == Qt.ItemDataRole.DecorationRole and column == THUMB_COL:
             return row.thumb
+        if role == Qt.ItemDataRole.DecorationRole and column == LABEL and row.unknown:
+            return icon("mdi6.help-circle-outline", tone("bad"))
         if role == Qt.ItemDataRole.ToolTipRole:
             if column in (FILE, MODEL):
                 return str(row.path or row.name) if column == FILE else row.model
@@ -221,6 +245,8 @@ class ResultsModel(QAbstractTableModel):
             if p.error:
                 return p.error
             flag = f"\nbelow the low-confidence threshold {self.threshold:.2f}" if row.low(self.threshold) else ""
+            if row.unknown:
+                flag += f"\nlooks like none of the model's classes (ood score {p.ood_score:.3f}); closest: {p.label}"
             return "\n".join(f"{label}: {score:.3f}" for label, score in p.top_k) + flag
         if (
             role == Qt.ItemDataRole.TextAlignmentRole
@@ -241,6 +267,8 @@ class ResultsModel(QAbstractTableModel):
                 return QColor(tone("muted"))
             if column == SCORE and row.low(self.threshold):
                 return QColor(tone("low"))
+            if column == UNKNOWN and row.unknown:
+                return QColor(tone("bad"))
             if column == LABEL and row.truth and row.status == "ok":
                 return QColor(tone("good" if p.label == row.truth else "bad"))
         if role != Qt.ItemDataRole.DisplayRole:
@@ -267,6 +295,8 @@ class ResultsModel(QAbstractTableModel):
             return p.label
         if column == SCORE:
             return f"{p.score:.3f}" + (" low" if row.low(self.threshold) else "")
+        if column == UNKNOWN:  # a model exported without the unknown-input detector cannot say
+            return "—" if p.unknown is None else UNKNOWN_TEXT if p.unknown else ""
         if DECODE <= column <= TOTAL:
             name = TIMING_FIELDS[column - DECODE]
             return NOT_APPLICABLE.get(row.kind, {}).get(name) or f"{getattr(p.timings, name):.2f}"
@@ -333,6 +363,8 @@ class ResultsFilter(QSortFilterProxyModel):
             return row.status in ("failed", "cancelled")
         if self.mode == "low":
             return row.low(model.threshold)
+        if self.mode == "unknown":
+            return row.unknown
         if self.mode == "wrong":  # a labelled folder's errors are wrong classes, not failed files
             return row.status == "ok" and bool(row.truth) and row.prediction.label != row.truth
         if self.mode.startswith("label:"):
@@ -409,6 +441,7 @@ class ClassifyView(QWidget):
         self.show_filter.addItem("All images", "all")
         self.show_filter.addItem("Errors and cancelled", "errors")
         self.show_filter.addItem("Low confidence", "low")
+        self.show_filter.addItem("Unknown (none of the classes)", "unknown")
         self.show_filter.addItem("Misclassified (not its class folder)", "wrong")
         self.threshold = QDoubleSpinBox()
         self.threshold.setAccessibleName("Low-confidence threshold")
@@ -465,6 +498,7 @@ class ClassifyView(QWidget):
         table_holder.setLayout(self.stack)
 
         self.detail_image = QLabel()
+        self.detail_image.setAccessibleName("Image")
         self.detail_image.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.detail_image.setMinimumSize(150, 150)
         self.detail_top = QListWidget()
@@ -472,11 +506,24 @@ class ClassifyView(QWidget):
         self.detail_top.setWordWrap(True)
         self.detail_name = QLabel("Select a row to see the image, its top classes and timings.")
         self.detail_name.setWordWrap(True)
+        self.explain_button = QPushButton("Explain")
+        self.explain_button.setCheckable(True)
+        self.explain_button.setAccessibleName("Explain")
+        self.explain_button.setToolTip(
+            "Show which parts of the image made the model answer as it did (a heat map; local models only)"
+        )
+        self.explain_note = QLabel()
+        self.explain_note.setAccessibleName("Explanation")
+        self.explain_note.setWordWrap(True)
+        self.explainer: ModelOwner | None = None  # the SavedModel of the explained version, on its own thread
+        self.explainer_location = ""
         detail = QWidget()
         detail.setMinimumWidth(150)
         detail_layout = QVBoxLayout(detail)
         detail_layout.setContentsMargins(0, 0, 0, 0)
         detail_layout.addWidget(self.detail_image)
+        detail_layout.addWidget(self.explain_button)
+        detail_layout.addWidget(self.explain_note)
         detail_layout.addWidget(self.detail_name)
         detail_layout.addWidget(QLabel("Top classes"))
         detail_layout.addWidget(self.detail_top, 1)
@@ -525,6 +572,7 @@ class ClassifyView(QWidget):
         self.show_filter.currentIndexChanged.connect(lambda: self.proxy.set_mode(self.show_filter.currentData()))
         self.threshold.valueChanged.connect(self._threshold_changed)
         self.table.selectionModel().currentRowChanged.connect(self._show_detail)
+        self.explain_button.toggled.connect(lambda _on: self._show_detail(self.table.currentIndex()))
         self.backend.changed.connect(self._backend_changed)
         QShortcut(QKeySequence.StandardKey.Paste, self, self.paste)
         self._show_placeholder()
@@ -832,6 +880,9 @@ class ClassifyView(QWidget):
         low = sum(1 for r in rows if r.low(self.model.threshold))
         if low:
             parts.append(f"{low} below {self.model.threshold:.2f} confidence")
+        unknown = sum(1 for r in rows if r.unknown)
+        if unknown:
+            parts.append(f"{unknown} unknown (none of the classes)")
         by_backend: dict[str, list[float]] = {}
         for r in rows:
             if r.status == "ok":
@@ -931,11 +982,17 @@ class ClassifyView(QWidget):
         self.detail_image.setPixmap(QPixmap.fromImage(image) if not image.isNull() else QPixmap())
         self.detail_name.setText(str(row.path or row.name) + (f"\nclass folder: {row.truth}" if row.truth else ""))
         self.detail_top.clear()
+        self._explain(row)
         p = row.prediction
         if p is not None and p.error:
             self.detail_top.addItem(CANCELLED if p.error == CANCELLED else f"error: {p.error}")
         elif p is not None:
             self.detail_top.addItems([f"{label}  {score:.3f}" for label, score in p.top_k])
+            if p.unknown:
+                self.detail_top.addItem(
+                    f"Unknown: looks like none of the model's classes (ood score {p.ood_score:.3f}); "
+                    "the labels above are only the closest"
+                )
             stages = [
                 ("decode", DECODE),
                 ("preprocess", PREPROCESS),
@@ -944,6 +1001,57 @@ class ClassifyView(QWidget):
                 ("total", TOTAL),
             ]
             self.detail_top.addItem(" · ".join(f"{name} {self.model.text(row, c)}" for name, c in stages) + " ms")
+
+    def _explain(self, row: Row) -> None:
+        """With Explain on, replace the detail image by the row's saliency overlay (computed on the explainer's
+        thread, through the version's SavedModel); say why when the row cannot be explained."""
+        from app import classify_only
+
+        local = row.kind in ("tflite", "savedmodel") and row.choice is not None
+        self.explain_button.setEnabled(local and not classify_only())
+        self.explain_note.clear()
+        if not self.explain_button.isChecked():
+            return
+        if not local:
+            self.explain_note.setText("Explain works with local models (TFLite or SavedModel), not servers.")
+            return
+        if row.status != "ok":
+            self.explain_note.setText("Only a classified image can be explained.")
+            return
+        location = row.choice.location
+        if self.explainer is None or self.explainer_location != location:
+            if self.explainer is not None:
+                self.explainer.close()
+            from app.core.explain import savedmodel_predictor
+
+            self.explainer = ModelOwner(lambda: savedmodel_predictor(location), "explainer")
+            self.explainer_location = location
+        self.explain_note.setText("Explaining…")
+        wanted = row
+
+        def work(predictor, _job):
+            from app.core.explain import caption, overlay_png, saliency
+
+            predict, labels, size = predictor
+            result = saliency(wanted.payload(), predict, size)
+            label = labels[result["class"]]
+            return label, overlay_png(
+                result["pixels"], result["saliency"], caption(label, result["score"], result["unknown"])
+            )
+
+        def done(answer):
+            current = self.table.currentIndex()
+            if not current.isValid() or self.model.rows[self.proxy.mapToSource(current).row()] is not wanted:
+                return  # another row was chosen meanwhile
+            label, png = answer
+            image = QImage.fromData(png)
+            self.detail_image.setPixmap(QPixmap.fromImage(image.scaled(240, 240, Qt.AspectRatioMode.KeepAspectRatio)))
+            self.explain_note.setText(f"Bright: where hiding the image lowers '{label}' most.")
+
+        def failed(exc):
+            self.explain_note.setText(f"Could not explain this image: {one_sentence(exc)}")
+
+        self.explainer.submit(work, done, failed)
 
     # --- output -----------------------------------------------------------------------
     def export_csv(self, path: str | None = None) -> None:
@@ -962,7 +1070,20 @@ class ClassifyView(QWidget):
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(
-            ["file", "truth", "label", "score", "top_k", *TIMING_FIELDS, "request_bytes", "backend", "model", "error"]
+            [
+                "file",
+                "truth",
+                "label",
+                "score",
+                "top_k",
+                *TIMING_FIELDS,
+                "request_bytes",
+                "backend",
+                "model",
+                "error",
+                "unknown",
+                "ood_score",
+            ]
         )
         for row in self.model.rows:
             p = row.prediction or Prediction(error="not classified")
@@ -978,6 +1099,8 @@ class ClassifyView(QWidget):
                     row.backend,
                     row.model,
                     p.error or "",
+                    "" if p.unknown is None else str(p.unknown).lower(),
+                    "" if p.ood_score is None else f"{p.ood_score:.6f}",
                 ]
             )
         from app.core.atomic import write_bytes

@@ -58,9 +58,10 @@ from app.core.dataset import (
 )
 from app.core.serving_config import docker_command, models_config
 from app.core.training import TrainSettings, free_name, newest_classes
+from app.core.trust import fidelity_warnings
 from app.imaging import class_name_problem
 from app.paths import sample_data_dir
-from app.store import human_size
+from app.store import human_size, read_metadata_quietly
 
 from .qt_common import (
     Job,
@@ -96,6 +97,7 @@ STAGE_NAMES = {
     "embed_test": "Computing features (test)",
     "train": "Training the classifier",
     "fine_tune": "Fine-tuning the backbone",
+    "calibrate": "Calibrating confidence",
     "evaluate": "Evaluating",
     "export": "Exporting",
     "review": "Reviewing the data",
@@ -110,6 +112,7 @@ STAGE_WEIGHTS = {
     "embed": 36,
     "train": 8,
     "fine_tune": 0,
+    "calibrate": 1,
     "evaluate": 1,
     "export": 27,
 }
@@ -970,6 +973,7 @@ class TrainingPage(QWizardPage):
             "embed_test",
             "train",
             "fine_tune",
+            "calibrate",
             "evaluate",
             "export",
         ]
@@ -1148,6 +1152,10 @@ class ExportPage(QWizardPage):
         self.where.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.where.setWordWrap(True)
         self.files = read_only_table(["File", "Size"])
+        self.fidelity = QLabel()
+        self.fidelity.setAccessibleName("Export check")
+        self.fidelity.setWordWrap(True)
+        self.fidelity.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.open_button = QPushButton(icon("mdi6.image-search"), "Classify with this model")
         self.show_button = QPushButton(icon("mdi6.folder-open"), "Show in folder")
         self.show_button.setToolTip("Open the version folder in the file manager")
@@ -1162,6 +1170,7 @@ class ExportPage(QWizardPage):
         layout = QVBoxLayout(self)
         layout.addWidget(self.where)
         layout.addWidget(self.files, 1)
+        layout.addWidget(self.fidelity)
         actions = QHBoxLayout()
         actions.addWidget(self.open_button)
         actions.addWidget(self.show_button)
@@ -1196,6 +1205,24 @@ class ExportPage(QWizardPage):
             self.files.setItem(r, 1, size)
         self.docker.setPlainText(docker_command(models_dir, name))
         self.config.setPlainText(models_config({name: f"/models/{name}"}))
+        self.show_fidelity(read_metadata_quietly(version).fidelity)
+
+    def show_fidelity(self, table: dict | None) -> None:
+        """Whether every exported file answered the test split like the trained model (metadata's fidelity)."""
+        warnings = fidelity_warnings(table)
+        rows = (table or {}).get("artifacts") or {}
+        if warnings:
+            self.fidelity.setText("Warning: " + "; ".join(warnings) + ".")
+            set_tone(self.fidelity, "bad", bold=True)
+        elif rows:
+            self.fidelity.setText(
+                f"Checked: all {len(rows)} exported files answer the {table.get('images', 0)} test images like "
+                "the trained model, each within its tolerance."
+            )
+            set_tone(self.fidelity, "good")
+        else:
+            self.fidelity.setText("No test images, so the exported files could not be checked against training.")
+            set_tone(self.fidelity, None)
 
 
 class TrainWizard(QWizard):

@@ -38,12 +38,18 @@ class Timings:
 
 @dataclass
 class Prediction:
-    """One image's answer: the top-k (label, probability), best first, or ``error`` (one sentence)."""
+    """One image's answer: the top-k (label, probability), best first, or ``error`` (one sentence).
+
+    ``unknown`` says the image looks like none of the model's classes (``label`` stays the closest class);
+    ``ood_score`` is how unlike them it is.  Both are None for a model exported without the detector.
+    """
 
     top_k: list[tuple[str, float]] = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
     request_bytes: int = 0
     error: str | None = None
+    unknown: bool | None = None
+    ood_score: float | None = None
 
     @property
     def label(self) -> str | None:

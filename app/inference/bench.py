@@ -105,6 +105,7 @@ def bench(classifier: Classifier, files: Sequence[Path | tuple[Path, str]], back
 
     Returns:
         One JSON-ready row: backend, images, errors, accuracy (None when nothing was classified),
+        unknown_rate (the share called none of the classes; None when the model cannot say),
         preprocess/inference/network/total ms ``summary``, mean request bytes, images/s, and
         ``failures`` [{path, error}].
     """
@@ -120,6 +121,7 @@ def bench(classifier: Classifier, files: Sequence[Path | tuple[Path, str]], back
         "images": len(files),
         "errors": len(files) - len(ok),
         "accuracy": round(correct / len(ok), 4) if ok else None,
+        "unknown_rate": _unknown_rate([p for _, p in ok]),
         "preprocess_ms": summary([p.timings.decode_ms + p.timings.preprocess_ms for _, p in ok]),
         "inference_ms": summary([p.timings.inference_ms for _, p in ok]),
         "network_ms": summary([p.timings.network_ms for _, p in ok]),
@@ -130,6 +132,12 @@ def bench(classifier: Classifier, files: Sequence[Path | tuple[Path, str]], back
             {"path": str(f), "error": p.error} for f, p in zip(files, predictions, strict=True) if p.error is not None
         ],
     }
+
+
+def _unknown_rate(predictions: Sequence[Prediction]) -> float | None:
+    """The share of ``predictions`` flagged unknown, or None when none of them carries the flag."""
+    flags = [p.unknown for p in predictions if p.unknown is not None]
+    return round(sum(flags) / len(flags), 4) if flags else None
 
 
 def _classify_file(classifier: Classifier, path: Path) -> Prediction:

@@ -22,6 +22,7 @@ import time
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
@@ -29,8 +30,10 @@ import numpy as np
 from app.store import (
     CLASS_NAMES_SIGNATURE,
     CLASSES_OUTPUT,
+    OOD_SCORE_OUTPUT,
     PROBABILITIES_OUTPUT,
     SERVING_SIGNATURE,
+    UNKNOWN_OUTPUT,
     ModelError,
     labels_for,
 )
@@ -186,11 +189,30 @@ def parse_target(url: str) -> RemoteTarget:
 
 @dataclass(frozen=True)
 class SignatureNames:
-    """Which input takes image bytes and which outputs hold probabilities and top-1 labels."""
+    """Which input takes image bytes and which outputs hold probabilities, top-1 labels and the unknown flag."""
 
     image_input: str
     probabilities: str
     classes: str | None
+    unknown: str | None = None  # bool per image (models exported with the unknown-input detector)
+    ood_score: str | None = None  # float per image
+
+    @property
+    def wanted(self) -> list[str]:
+        """The outputs a request asks for."""
+        return [n for n in (self.probabilities, self.classes, self.unknown, self.ood_score) if n]
+
+
+class Reply(NamedTuple):
+    """One checked predict answer: per-image rows, what the request cost, and the trust outputs if any."""
+
+    probabilities: np.ndarray
+    top1: list[str] | None
+    request_bytes: int
+    encode_ms: float
+    reply_ms: float = 0.0  # decoding the reply on the client, after it arrived
+    unknown: list[bool] | None = None
+    ood_score: list[float] | None = None
 
 
 def choose_names(signatures: dict[str, dict[str, dict[str, str]]], target: RemoteTarget) -> SignatureNames:
@@ -226,7 +248,10 @@ def choose_names(signatures: dict[str, dict[str, dict[str, str]]], target: Remot
     if probabilities is None:
         raise RemoteError(f"signature '{target.signature}' has no '{PROBABILITIES_OUTPUT}' output")
     classes = CLASSES_OUTPUT if outputs.get(CLASSES_OUTPUT) == "DT_STRING" else None
-    return SignatureNames(strings[0], probabilities, classes)
+    trusted = outputs.get(UNKNOWN_OUTPUT) == "DT_BOOL" and outputs.get(OOD_SCORE_OUTPUT) == "DT_FLOAT"
+    return SignatureNames(
+        strings[0], probabilities, classes, *((UNKNOWN_OUTPUT, OOD_SCORE_OUTPUT) if trusted else (None, None))
+    )
 
 
 class RemoteClassifier:
@@ -264,9 +289,8 @@ class RemoteClassifier:
         """[(version, state)] as the server reports them (the connection check)."""
         raise NotImplementedError
 
-    def predict(self, images: Sequence[bytes]) -> tuple[np.ndarray, list[str] | None, int, float, float]:
-        """-> (probabilities [N,K], top-1 labels or None, request bytes, client-side encode ms, reply decode ms),
-        checked."""
+    def predict(self, images: Sequence[bytes]) -> Reply:
+        """The checked answer for ``images`` (``checked_reply``): request size, encode and reply-decode times."""
         raise NotImplementedError
 
     def lookup_class_names(self, count: int) -> list:
@@ -279,7 +303,7 @@ class RemoteClassifier:
             return []
         from .base import warm_up_image
 
-        count = int(self.predict([warm_up_image()])[0].shape[1])
+        count = int(self.predict([warm_up_image()]).probabilities.shape[1])
         try:
             names = self.lookup_class_names(count)
         except BadRequest:  # a class_names signature this client does not understand: fall back to indices
@@ -340,12 +364,32 @@ class RemoteClassifier:
             raise ReplyError(f"{where} answered with probabilities that are not between 0 and 1 or do not sum to 1")
         return array.astype(np.float32)
 
-    def checked_reply(self, values, top1, rows: int) -> tuple[np.ndarray, list[str] | None]:
-        """The probabilities and top-1 labels of a reply, each checked (``ReplyError`` when wrong)."""
+    def checked_reply(
+        self, values, top1, rows: int, request_bytes: int, encode_ms: float, unknown=None, ood_score=None
+    ) -> Reply:
+        """A reply's outputs, each checked (``ReplyError`` when wrong): probabilities, top-1 labels, trust."""
         probabilities = self.checked_probabilities(values, rows)
         if top1 is not None:
             top1 = self.checked_names(top1, rows, "top-1 classes")
-        return probabilities, top1
+        if self.names.unknown:
+            unknown, ood_score = self.checked_trust(unknown, ood_score, rows)
+        return Reply(probabilities, top1, request_bytes, encode_ms, unknown=unknown, ood_score=ood_score)
+
+    def checked_trust(self, unknown, ood_score, rows: int) -> tuple[list[bool], list[float]]:
+        """The ``unknown`` flags (booleans) and ``ood_score`` values (finite numbers), one per image."""
+        flags = list(unknown) if isinstance(unknown, (list, tuple, np.ndarray)) else None
+        if flags is None or len(flags) != rows or not all(isinstance(f, (bool, np.bool_)) for f in flags):
+            raise ReplyError(f"{self.where} answered without one true/false '{UNKNOWN_OUTPUT}' per image")
+        scores = list(ood_score) if isinstance(ood_score, (list, tuple, np.ndarray)) else None
+        if (
+            scores is None
+            or len(scores) != rows
+            or not all(
+                isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) and np.isfinite(v) for v in scores
+            )
+        ):
+            raise ReplyError(f"{self.where} answered without one finite '{OOD_SCORE_OUTPUT}' per image")
+        return [bool(f) for f in flags], [float(v) for v in scores]
 
     def classify(self, images: Sequence[bytes], top_k: int = 5) -> list[Prediction]:
         """One Prediction per image, batched by ``batch_size``.
@@ -371,7 +415,8 @@ class RemoteClassifier:
 
     def _classify_batch(self, images, chunk: list[int], predictions: list[Prediction], top_k: int) -> None:
         start = time.perf_counter()
-        probabilities, top1, request_bytes, encode_ms, reply_ms = self.predict([images[i] for i in chunk])
+        reply = self.predict([images[i] for i in chunk])
+        probabilities, top1, request_bytes, encode_ms, reply_ms = reply[:5]
         elapsed_ms = (time.perf_counter() - start) * 1e3
         if self.class_count is None:  # a model without class_names: later replies must agree with the first
             self.class_count = int(probabilities.shape[1])
@@ -388,4 +433,6 @@ class RemoteClassifier:
                     preprocess_ms=encode_ms / n, network_ms=network_ms, reply_ms=reply_ms / n, total_ms=elapsed_ms / n
                 ),
                 request_bytes=round(request_bytes / n),
+                unknown=reply.unknown[row] if reply.unknown is not None else None,
+                ood_score=reply.ood_score[row] if reply.ood_score is not None else None,
             )

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from app.store import (
+    OOD_SCORE_OUTPUT,
     PROBABILITIES_OUTPUT,
     SERVING_SIGNATURE,
+    UNKNOWN_OUTPUT,
     ModelError,
     labels_for,
     read_metadata,
@@ -70,9 +72,11 @@ class SavedModelClassifier:
             elapsed = (time.perf_counter() - start) * 1000 / len(good)
             probabilities = out[PROBABILITIES_OUTPUT].numpy()
             labels = labels_for(self.labels, probabilities.shape[1])
+            unknown, ood = _trust_outputs(out)
             for row, i in enumerate(good):
                 predictions[i].top_k = ranked(probabilities[row], labels, top_k)
                 predictions[i].timings = Timings(inference_ms=elapsed, total_ms=elapsed)
+                predictions[i].unknown, predictions[i].ood_score = unknown[row], ood[row]
         return predictions
 
     def _classify_one(self, data: bytes, k: int) -> Prediction:
@@ -86,4 +90,14 @@ class SavedModelClassifier:
         elapsed = (time.perf_counter() - start) * 1000
         probabilities = out[PROBABILITIES_OUTPUT].numpy()[0]
         timings = Timings(inference_ms=elapsed, total_ms=elapsed)
-        return Prediction(ranked(probabilities, labels_for(self.labels, len(probabilities)), k), timings, len(data))
+        unknown, ood = _trust_outputs(out)
+        ranking = ranked(probabilities, labels_for(self.labels, len(probabilities)), k)
+        return Prediction(ranking, timings, len(data), unknown=unknown[0], ood_score=ood[0])
+
+
+def _trust_outputs(out: dict) -> tuple[list, list]:
+    """Per image (unknown flag, ood_score) from a signature's outputs; Nones for a model without them."""
+    rows = len(out[PROBABILITIES_OUTPUT])
+    if UNKNOWN_OUTPUT not in out or OOD_SCORE_OUTPUT not in out:
+        return [None] * rows, [None] * rows
+    return [bool(v) for v in out[UNKNOWN_OUTPUT].numpy()], [float(v) for v in out[OOD_SCORE_OUTPUT].numpy()]

@@ -128,7 +128,7 @@ class GrpcClassifier(RemoteClassifier):
     def predict(self, images: Sequence[bytes]):
         start = time.perf_counter()
         request = self._request(self.target.signature, self.names.image_input, _vector("DT_STRING", list(images)))
-        request.output_filter.extend([n for n in (self.names.probabilities, self.names.classes) if n])
+        request.output_filter.extend(self.names.wanted)
         size = request.ByteSize()
         encode_ms = (time.perf_counter() - start) * 1e3
         response = self._call(self._predict_stub.Predict, request)
@@ -137,8 +137,14 @@ class GrpcClassifier(RemoteClassifier):
         top1 = None
         if self.names.classes:
             top1 = list(self._output(response, self.names.classes, "DT_STRING").string_val)
-        probabilities, top1 = self.checked_reply(values, top1, len(images))
-        return probabilities, top1, size, encode_ms, (time.perf_counter() - received) * 1e3
+        unknown = ood_score = None
+        if self.names.unknown:
+            unknown = self._to_numpy(self._output(response, self.names.unknown, "DT_BOOL"))
+            ood_score = self._to_numpy(self._output(response, self.names.ood_score, "DT_FLOAT"))
+            if unknown.ndim != 1 or ood_score.ndim != 1:
+                raise ReplyError(f"{self.where} answered with unknown flags or ood scores that are not one per image")
+        reply = self.checked_reply(values, top1, len(images), size, encode_ms, unknown, ood_score)
+        return reply._replace(reply_ms=(time.perf_counter() - received) * 1e3)
 
     def lookup_class_names(self, count: int) -> list:
         request = self._request(CLASS_NAMES_SIGNATURE, CLASS_INDEX_INPUT, _vector("DT_INT32", list(range(count))))
@@ -160,7 +166,11 @@ class GrpcClassifier(RemoteClassifier):
         """A float TensorProto as numpy without a TensorFlow call, checked against its own shape."""
         from tensorflow.core.framework import types_pb2
 
-        dtypes = {types_pb2.DT_FLOAT: (np.float32, "float_val"), types_pb2.DT_DOUBLE: (np.float64, "double_val")}
+        dtypes = {
+            types_pb2.DT_FLOAT: (np.float32, "float_val"),
+            types_pb2.DT_DOUBLE: (np.float64, "double_val"),
+            types_pb2.DT_BOOL: (np.bool_, "bool_val"),
+        }
         if proto.dtype not in dtypes:
             raise ReplyError(f"{self.where} answered with probabilities that are not numbers")
         dtype, field = dtypes[proto.dtype]

@@ -228,19 +228,22 @@ class RestClassifier(RemoteClassifier):
         rows = self._parse(*exchanged, body).get("predictions")
         if not isinstance(rows, list):
             raise ReplyError(f"{self.where} answered without a list of predictions")
-        top1 = None
+        top1 = unknown = ood_score = None
         if rows and all(isinstance(row, dict) for row in rows):
             try:
                 values = [row[self.names.probabilities] for row in rows]
                 top1 = [row[self.names.classes] for row in rows] if self.names.classes else None
+                if self.names.unknown:
+                    unknown = [row[self.names.unknown] for row in rows]
+                    ood_score = [row[self.names.ood_score] for row in rows]
             except KeyError as exc:
                 raise ReplyError(f"{self.where} answered without the '{exc.args[0]}' output") from None
         elif any(isinstance(row, dict) for row in rows):
             raise ReplyError(f"{self.where} answered with predictions of mixed kinds")
         else:  # a signature with a single output answers with bare values
             values = rows
-        probabilities, top1 = self.checked_reply(values, top1, len(images))
-        return probabilities, top1, len(body), encode_ms, (time.perf_counter() - received) * 1e3
+        reply = self.checked_reply(values, top1, len(images), len(body), encode_ms, unknown, ood_score)
+        return reply._replace(reply_ms=(time.perf_counter() - received) * 1e3)
 
     def lookup_class_names(self, count: int) -> list:
         body = json.dumps({"signature_name": CLASS_NAMES_SIGNATURE, "instances": list(range(count))}).encode()

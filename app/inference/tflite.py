@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from app.imaging import ImageError, decode, resize
-from app.store import TFLITE_FILES, ModelError, labels_for, read_metadata, resolve_version
+from app.store import TFLITE_FILES, ModelError, labels_for, read_metadata, resolve_version, tflite_outputs
 
 from .base import Prediction, Timings, ranked, warm_up_image
 
@@ -67,7 +67,8 @@ class TFLiteClassifier:
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load {model_file.name}: {str(exc).splitlines()[0]}") from None
         self._input = self._interpreter.get_input_details()[0]
-        self._output = self._interpreter.get_output_details()[0]
+        self._output, self._ood = tflite_outputs(self._interpreter.get_output_details())
+        self.unknown_threshold = self.metadata.unknown_threshold  # the .tflite gives ood_score; the flag is this
         _, height, width, _ = self._input["shape"]
         self.size = (int(height), int(width))
         self.labels = labels_for(self.metadata.labels, int(self._output["shape"][-1]))
@@ -123,6 +124,7 @@ class TFLiteClassifier:
                 continue
             start = time.perf_counter()
             probabilities = self.invoke(item.image)
+            ood = float(self._interpreter.get_tensor(self._ood["index"])[0]) if self._ood is not None else None
             inference_ms = (time.perf_counter() - start) * 1e3
             timings = Timings(
                 decode_ms=item.decode_ms,
@@ -130,7 +132,16 @@ class TFLiteClassifier:
                 inference_ms=inference_ms,
                 total_ms=item.decode_ms + item.preprocess_ms + inference_ms,
             )
-            out.append(Prediction(ranked(probabilities, self.labels, top_k), timings, item.request_bytes))
+            unknown = None if ood is None or self.unknown_threshold is None else ood > self.unknown_threshold
+            out.append(
+                Prediction(
+                    ranked(probabilities, self.labels, top_k),
+                    timings,
+                    item.request_bytes,
+                    unknown=unknown,
+                    ood_score=ood,
+                )
+            )
         return out
 
 

@@ -34,3 +34,11 @@ def test_classify_benchmark():
 
     result = main(["--images", "1000"])
     assert result["large"]["images"] == 1000 and result["rss_growth_mb"] < 50
+
+
+def test_trust_benchmark():
+    from benchmarks.bench_trust import main
+
+    rows = main([])
+    exported = rows["prototype_cosine (exported)"]
+    assert exported["digits"] >= 0.95 and exported["own"] <= 0.10

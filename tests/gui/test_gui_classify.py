@@ -941,3 +941,88 @@ def test_compare_load_sweep_charts_throughput_against_p95(window, qtbot, trained
         assert [f"{y:.1f}" for y in ys] == [r[2] for r in mine]  # images/s up the side
         assert [f"{x:.1f}" for x in xs] == [r[4] for r in mine]  # p95 along the bottom
     assert "failed" not in seen["status"]
+
+
+def test_images_of_none_of_the_classes_are_shown_as_unknown(window, qtbot, trained, fm_dir, tmp_path):
+    """Issue 13: a drawn digit and a photo are none of the clothes classes; the table says so in its Unknown
+    column (as the backend flagged each image), the Show filter finds them, and the detail pane says it (the
+    label stays the closest class)."""
+    import numpy as np
+    import skimage.data
+    from PIL import Image, ImageDraw, ImageFont
+
+    from app.inference.factory import open_classifier
+
+    digit = Image.new("L", (28, 28), 0)
+    ImageDraw.Draw(digit).text((8, 2), "7", 255, font=ImageFont.load_default(size=22))
+    digit.save(tmp_path / "digit.png")
+    Image.fromarray(np.asarray(skimage.data.chelsea())).save(tmp_path / "cat.jpg")
+    files = [class_files(fm_dir, name, 1, 5)[0] for name in ("bag", "trouser", "sneaker")]
+    files += [tmp_path / "digit.png", tmp_path / "cat.jpg"]
+    flagged = open_classifier(trained["models"] / "clothes", "tflite").classify([p.read_bytes() for p in files])
+    expected = {path.name: "unknown" if p.unknown else "" for path, p in zip(files, flagged)}
+    assert expected["digit.png"] == expected["cat.jpg"] == "unknown" and "" in expected.values()
+    page = open_page(window, "Classify")
+    choose_backend(window, "Local TFLite", trained["models"] / "clothes")
+    drop(page, files)
+    wait_done(qtbot, page, 5)
+    assert dict(zip(column(page, "File"), column(page, "Unknown"))) == expected
+    unknown = sorted(name for name, text in expected.items() if text)
+    assert f"{len(unknown)} unknown (none of the classes)" in summary(page)
+    show = find(page, QComboBox, "Show")
+    show.setFocus()
+    QTest.keyClick(show, Qt.Key.Key_Home)
+    for _ in range(show.findText("Unknown (none of the classes)")):
+        QTest.keyClick(show, Qt.Key.Key_Down)
+    assert sorted(column(page, "File")) == unknown
+    assert set(column(page, "Label")) <= set(trained["done"]["classes"])  # still the closest class
+    table = results(page)
+    QTest.mouseClick(
+        table.viewport(),
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+        table.visualRect(table.model().index(0, 1)).center(),
+    )
+    pane = find(page, QListWidget, "Top classes")
+    assert any(pane.item(i).text().startswith("Unknown: looks like none") for i in range(pane.count()))
+
+
+def test_explain_shows_where_the_model_looked(window, qtbot, trained, tmp_path):
+    """Issue 13: Explain in the detail pane lays a heat map over the image; for a trouser in the top-left corner
+    of a black canvas the heat is in that corner."""
+    import numpy as np
+    from fashion_mnist import load
+    from PIL import Image
+    from PySide6.QtWidgets import QPushButton
+
+    images, labels = load("test")
+    canvas = Image.new("L", (300, 200), 0)
+    canvas.paste(Image.fromarray(images[np.flatnonzero(labels == 1)[0]]).resize((90, 90)), (0, 0))
+    canvas.save(tmp_path / "corner.png")
+    page = open_page(window, "Classify")
+    choose_backend(window, "Local TFLite", trained["models"] / "clothes")
+    drop(page, [tmp_path / "corner.png"])
+    wait_done(qtbot, page, 1)
+    table = results(page)
+    QTest.mouseClick(
+        table.viewport(),
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+        table.visualRect(table.model().index(0, 1)).center(),
+    )
+    picture = find(page, QLabel, "Image")
+    plain = picture.pixmap().toImage()
+    click(find(page, QPushButton, "Explain"))
+    note = find(page, QLabel, "Explanation")
+    qtbot.waitUntil(lambda: note.text().startswith("Bright:"), timeout=120_000)
+    assert "'trouser'" in note.text()
+    heat = picture.pixmap().toImage()
+    assert heat != plain and heat.width() == plain.width()
+    w, h = heat.width(), heat.height()
+
+    def red(x0, y0):
+        return np.mean([heat.pixelColor(x, y).red() for x in range(x0, x0 + w // 3) for y in range(y0, y0 + h // 3)])
+
+    assert red(0, 0) > red(w - w // 3, h - h // 3) + 40  # the corner with the trouser glows, the empty one not
+    click(find(page, QPushButton, "Explain"))  # off again: the plain image
+    assert picture.pixmap().toImage() == plain

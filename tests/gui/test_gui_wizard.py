@@ -188,6 +188,8 @@ def test_wizard_trains_the_sample_end_to_end(window, qtbot, tmp_path, cache_dir,
     assert (version / "model.tflite").exists() and str(version) in export.where.text()
     assert "tensorflow/serving" in export.docker.toPlainText() and "-e MODEL_NAME=sample" in export.docker.toPlainText()
     assert 'name: "sample"' in export.config.toPlainText()
+    check = next(label for label in export.findChildren(QLabel) if label.accessibleName() == "Export check")
+    assert check.text().startswith("Checked: all 3 exported files answer the ")  # both signatures, model.tflite
     sizes = {export.files.item(r, 0).text(): export.files.item(r, 1).text() for r in range(export.files.rowCount())}
     assert sizes["assets/labels.txt"] == "26 B" and sizes["model.tflite"].endswith(" MB")
     save_shot(window, screenshots, "train-6-export")
@@ -687,3 +689,31 @@ def test_a_failing_review_is_one_sentence_and_changes_nothing(window, qtbot, tmp
     assert not button(dialog, "Exclude").isEnabled() and not button(dialog, "Undo").isEnabled()
     click(qtbot, button(dialog, "Close"))
     assert not (folder / ".retrain-studio").exists()
+
+
+def test_the_export_page_warns_when_a_file_answers_unlike_the_trained_model(
+    window, qtbot, tmp_path, trained, monkeypatch
+):
+    """Issue 13: the proof recorded at export is shown; a file outside its tolerance is a warning naming it."""
+    version = tmp_path / "elsewhere" / "clothes" / "1"  # what the scripted child says it wrote
+    shutil.copytree(trained["version_dir"], version)
+    meta = json.loads((version / "metadata.json").read_text())
+    meta["fidelity"]["artifacts"]["model_dynamic.tflite"].update(top1_agreement=0.61, within_tolerance=False)
+    (version / "metadata.json").write_text(json.dumps(meta))
+    done = {"event": "done", "model_dir": str(version), "models_config": None, "metrics": trained["done"]["metrics"]}
+    done.update(classes=trained["done"]["classes"], seconds={"total": 1.0})
+    script = tmp_path / "child.py"
+    script.write_text(f"import json\nprint(json.dumps({done!r}), flush=True)\n")
+    monkeypatch.setattr("app.gui.qt_train_wizard.train_command", lambda *a, **k: [sys.executable, str(script)])
+    to_options(window, qtbot, tmp_path / "models")
+    click(qtbot, button(window.wizard, "Train"))
+    training = page(window, "training_page")
+    qtbot.waitUntil(training.isComplete, timeout=30_000)
+    click(qtbot, button(window.wizard, "Next"))
+    click(qtbot, button(window.wizard, "Next"))
+    assert current(window) == "export_page"
+    check = next(
+        label for label in page(window, "export_page").findChildren(QLabel) if label.accessibleName() == "Export check"
+    )
+    assert check.text().startswith("Warning: model_dynamic.tflite answers differently from the trained model")
+    assert "top-1 agreement 0.61" in check.text() and "model.tflite answers" not in check.text()

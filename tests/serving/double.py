@@ -64,6 +64,7 @@ HTTP_CODES = {
 
 # Replies a client must refuse.  Numeric and label faults apply to both protocols; the rest to one.
 NUMERIC_FAULTS = ("columns", "extra_row", "missing_row", "empty", "nan", "inf", "not_softmax")
+TRUST_FAULTS = ("ood_nan", "unknown_not_bool", "unknown_missing")  # the unknown / ood_score outputs answered wrongly
 LABEL_FAULTS = ("labels_count", "labels_utf8", "labels_control", "labels_duplicate")
 METADATA_FAULTS = ("bad_metadata", "bad_status")  # GetModelMetadata / GetModelStatus answered wrongly
 GRPC_FAULTS = ("missing_key", "wrong_type", "bad_shape", "huge")
@@ -78,7 +79,9 @@ REST_FAULTS = (
     "huge_declared",
     "hang_up",  # the connection closed without an answer, as a crashing server's would be
 )
-FAULTS = NUMERIC_FAULTS + LABEL_FAULTS + METADATA_FAULTS + tuple(dict.fromkeys(GRPC_FAULTS + REST_FAULTS))
+FAULTS = (
+    NUMERIC_FAULTS + TRUST_FAULTS + LABEL_FAULTS + METADATA_FAULTS + tuple(dict.fromkeys(GRPC_FAULTS + REST_FAULTS))
+)
 
 
 def _misbehave(fault: str | None, signature: str, outputs: dict) -> dict:
@@ -100,6 +103,14 @@ def _misbehave(fault: str | None, signature: str, outputs: dict) -> dict:
         elif fault == "not_softmax":
             p = p * 3
         out["probabilities"] = p
+    if fault in TRUST_FAULTS and (signature or DEFAULT_SIGNATURE) == DEFAULT_SIGNATURE and "unknown" in out:
+        if fault == "ood_nan":
+            out["ood_score"] = out["ood_score"].copy()
+            out["ood_score"][0] = np.nan
+        elif fault == "unknown_not_bool":
+            out["unknown"] = out["unknown"].astype(np.float32)
+        else:
+            del out["unknown"]
     if fault in LABEL_FAULTS and signature == "class_names":
         names = out["class_name"]
         out["class_name"] = {
