@@ -230,6 +230,11 @@ class ModelsView(QWidget):
 
         choose_and_start(self, version)
 
+    def start_retraining(self, settings, allow_new_classes: bool = False) -> None:
+        """Train ``settings`` (a TrainSettings of one of these models) as its next version, in the background."""
+        self.retrain.start(settings, allow_new_classes)
+        self._update_buttons()
+
     def show_changes(self, what) -> None:
         """Below the list: every class's test accuracy and F1 in the previous and the new version (None: hide)."""
         self.changes_title.setVisible(what is not None)

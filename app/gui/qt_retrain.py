@@ -11,7 +11,6 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
-    QFormLayout,
     QLabel,
     QMessageBox,
     QVBoxLayout,
@@ -21,7 +20,7 @@ from app.core.atomic import remove_stale_temps
 from app.core.training import TrainSettings, class_change, count_new_images
 from app.store import VersionInfo, read_version, version_folders
 
-from .qt_common import Job, ask, note, one_sentence, run_in_background, sentence, set_tone
+from .qt_common import Job, ask, one_sentence, run_in_background, sentence, set_tone
 from .qt_train_wizard import BackboneBox, SettingsForm, SourceList
 from .qt_training import STAGE_NAMES, EventChild, OverallProgress, train_command
 
@@ -52,7 +51,8 @@ class RetrainDialog(QDialog):
         self.backbone = BackboneBox(settings.backbone)
         self.form = SettingsForm()
         self.form.load(settings)
-        self.new_images = note("low", "new_images")
+        self.new_images = QLabel()
+        self.new_images.setObjectName("new_images")
         self.new_images.setAccessibleName("New images")
         self.new_images.setWordWrap(True)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
@@ -60,13 +60,11 @@ class RetrainDialog(QDialog):
         self.start_button.setObjectName("start_retrain")
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
-        top = QFormLayout()
-        top.addRow("Backbone", self.backbone)
+        self.form.layout().insertRow(0, "Backbone", self.backbone)  # one column of labels for every setting
         layout = QVBoxLayout(self)
         layout.addWidget(intro)
         layout.addWidget(QLabel("Image folders (classes of the same name merge):"))
         layout.addWidget(self.sources, 1)
-        layout.addLayout(top)
         layout.addWidget(self.form)
         layout.addWidget(self.new_images)
         layout.addWidget(self.buttons)
@@ -172,18 +170,23 @@ class RetrainDialog(QDialog):
 
 @dataclass
 class ClassChange:
-    """One class's test numbers in the previous and the new version (None: not in that version's test split)."""
+    """One class's test numbers in the previous and the new version (None: no test image of it there)."""
 
     name: str
     old_accuracy: float | None
     new_accuracy: float | None
     old_f1: float | None
     new_f1: float | None
+    in_old: bool = True  # the class is one of the version's classes
+    in_new: bool = True
 
     def size(self) -> float:
-        """How much it moved: the larger of the accuracy and F1 changes; a class new or gone counts fully."""
+        """How much it moved: the larger of the accuracy and F1 changes; a class added or dropped counts fully, one
+        not measured in either version not at all."""
+        if self.in_old != self.in_new:
+            return 1.0
         pairs = [(self.old_accuracy, self.new_accuracy), (self.old_f1, self.new_f1)]
-        return max(abs((b or 0.0) - (a or 0.0)) if a is not None and b is not None else 1.0 for a, b in pairs)
+        return max((abs(b - a) for a, b in pairs if a is not None and b is not None), default=0.0)
 
     def accuracy_text(self) -> str:
         return " → ".join("—" if x is None else f"{x:.0%}" for x in (self.old_accuracy, self.new_accuracy))
@@ -224,6 +227,8 @@ def class_changes(old: Path, new: Path) -> list[ClassChange]:
             number(after, name, "recall"),
             number(before, name, "f1"),
             number(after, name, "f1"),
+            name in before,
+            name in after,
         )
         for name in sorted(set(before) | set(after))
     ]
@@ -324,6 +329,6 @@ def choose_and_start(view, version: Path) -> bool:
         return False
     dialog = RetrainDialog(view, settings, read_version(version_folders(version.parent)[-1][1]))
     dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-    dialog.accepted.connect(lambda: view.retrain.start(dialog.chosen(), dialog.allow_new_classes))
+    dialog.accepted.connect(lambda: view.start_retraining(dialog.chosen(), dialog.allow_new_classes))
     dialog.open()
     return True

@@ -216,6 +216,13 @@ class ReviewDialog(QDialog):
         self.exclude_button.setEnabled(any(not r["excluded"] for r in rows))
         self.include_button.setEnabled(any(r["excluded"] for r in rows))
         self.move_button.setEnabled(any(self.can_move(r) for r in rows))
+        stuck = next((r for r in rows if r["suggested"] and not r["moved_from"] and not self.can_move(r)), None)
+        if stuck is not None and not self.move_button.isEnabled():  # say why the button is off
+            source = self.data.source_of(stuck["path"])
+            self._say(
+                f"“{stuck['suggested']}” has no class folder in {source.root().name if source else 'its folder'}: "
+                "an image moves only inside the folder it came from. Exclude it instead, or move it yourself."
+            )
         self.undo_button.setEnabled(bool(self.undo_stack))
 
     def can_move(self, row: dict) -> bool:

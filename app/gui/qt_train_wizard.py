@@ -554,8 +554,9 @@ class ClassBrowser(QDialog):
         self.grid = thumbnail_grid(96, 132, 132)
         self.grid.setObjectName("class_images")
         self.grid.setAccessibleName(f"Images of {class_name}")
+        several = len(self._roots()) > 1  # then each caption says which folder the image is in
         for path in paths:
-            item = QListWidgetItem(path.name)
+            item = QListWidgetItem(f"{path.name}\n{self._root(path).name}" if several else path.name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Unchecked if path.resolve() in excluded else Qt.CheckState.Checked)
             item.setToolTip(str(path))

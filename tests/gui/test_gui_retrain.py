@@ -41,10 +41,11 @@ from app.core.evaluation import load_results, per_class_metrics
 
 
 @pytest.fixture(autouse=True)
-def _no_retraining_left(window):
+def _no_retraining_left(window, qtbot):
     """A failed test must not leave a retraining running: closing the window would then wait for an answer."""
     yield
     window.models.retrain.cancel()
+    qtbot.waitUntil(lambda: not window.models.retrain.running(), timeout=30_000)
 
 
 def _sidebar_item(window, name: str):
@@ -85,9 +86,15 @@ def _expected_changes(old: Path, new: Path) -> list[tuple[float, str, str, str]]
     rows = []
     for name in sorted(set(before) | set(after)):
         a, b = before.get(name), after.get(name)
-        size = max(abs(b[k] - a[k]) for k in ("recall", "f1")) if a and b else 1.0
-        accuracy = " → ".join("—" if r is None else f"{r['recall']:.0%}" for r in (a, b))
-        f1 = " → ".join("—" if r is None else f"{r['f1']:.2f}" for r in (a, b))
+        ma, mb = (r if r and r["support"] else None for r in (a, b))  # measured: test images of it
+        if (a is None) != (b is None):
+            size = 1.0  # a class added or dropped
+        elif ma and mb:
+            size = max(abs(mb[k] - ma[k]) for k in ("recall", "f1"))
+        else:
+            size = 0.0
+        accuracy = " → ".join("—" if r is None else f"{r['recall']:.0%}" for r in (ma, mb))
+        f1 = " → ".join("—" if r is None else f"{r['f1']:.2f}" for r in (ma, mb))
         rows.append((-size, name, accuracy, f1))
     return [(-size, name, accuracy, f1) for size, name, accuracy, f1 in sorted(rows)]
 
@@ -154,6 +161,8 @@ def test_two_folders_train_then_retrain_from_models_while_classifying(window, qt
     qtbot.waitUntil(lambda: "12 new images" in window.messages.text.text(), timeout=120_000)
     assert "keep classifying" in window.messages.text.text()
 
+    window.activateWindow()  # the closed dialog had the focus
+    QTest.qWaitForWindowActive(window)
     QTest.keyClick(window, Qt.Key.Key_2, Qt.KeyboardModifier.ControlModifier)  # keep classifying meanwhile
     classify = window.pages.currentWidget()
     assert classify is window.classify
@@ -242,8 +251,8 @@ def test_edited_folders_and_settings_become_the_next_version_s_record(window, qt
     assert training["tflite"] == "none" and not (models / "shoes" / "2" / "model.tflite").exists()
     assert training["sources"] == [
         {"path": str(a), "kind": "folder", "classes": ["sneaker", "trouser"]},
+        {"path": str(more), "kind": "folder", "classes": ["sneaker", "trouser"]},  # folders of classes first
         {"path": str(usb), "kind": "class", "name": "handbag", "classes": ["handbag"]},
-        {"path": str(more), "kind": "folder", "classes": ["sneaker", "trouser"]},
     ]
 
     # renaming the one-class folder's class changes the class set: asked before anything starts

@@ -149,6 +149,7 @@ def test_browse_images_and_find_problems_cover_every_folder(window, qtbot, tmp_p
     shown = [grid.item(i).toolTip() for i in range(grid.count())]
     assert len(shown) == 30 and sum(path.startswith(str(b)) for path in shown) == 15  # both folders' bags
     row = next(i for i, path in enumerate(shown) if path.startswith(str(b)))
+    assert grid.item(row).text() == f"{Path(shown[row]).name}\nb"  # the caption says which folder
     grid.setFocus()
     grid.setCurrentRow(row)
     QTest.keyClick(grid, Qt.Key.Key_Space)  # untick one of the second folder's bags
