@@ -63,7 +63,10 @@ def _open_retrain_dialog(window, qtbot, models: Path) -> QDialog:
         return next((d for d in window.findChildren(QDialog, "retrain_dialog") if d.isVisible()), None)
 
     qtbot.waitUntil(lambda: shown() is not None, timeout=5_000)
-    return shown()
+    dialog = shown()
+    dialog.activateWindow()  # as a window manager does with a new dialog
+    QTest.qWaitForWindowActive(dialog)
+    return dialog
 
 
 def _new_images_text(dialog) -> str:
@@ -258,13 +261,14 @@ def test_edited_folders_and_settings_become_the_next_version_s_record(window, qt
     # renaming the one-class folder's class changes the class set: asked before anything starts
     dialog = _open_retrain_dialog(window, qtbot, models)
     sources = dialog.findChild(QTableWidget, "retrain_sources")
-    _cell(qtbot, sources, 1, 0, double=True)
-    editor = QApplication.focusWidget()
-    assert isinstance(editor, QLineEdit) and sources.isAncestorOf(editor), editor
+    row = [folder for _, folder in _rows(sources)].index(str(usb))
+    _cell(qtbot, sources, row, 0, double=True)
+    editor = sources.findChild(QLineEdit)  # the cell's editor (offscreen, a second dialog may not get the focus)
+    assert editor is not None and editor.isVisible() and editor.text() == "handbag"
     QTest.keyClick(editor, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
     QTest.keyClicks(editor, "bag")
     QTest.keyClick(editor, Qt.Key.Key_Return)
-    qtbot.waitUntil(lambda: sources.item(1, 0).text() == "bag", timeout=2000)
+    qtbot.waitUntil(lambda: sources.item(row, 0).text() == "bag", timeout=2000)
     seen: list = []
     answer_boxes(seen, "Cancel")
     click(qtbot, button(dialog, "Retrain"))
