@@ -488,7 +488,14 @@ class ReviewPage(QWizardPage):
         self.problems_button.setEnabled(True)
         self.skipped.setRowCount(len(data.skipped))
         for r, skipped in enumerate(data.skipped):
-            shown = skipped.path.relative_to(data.root) if skipped.path.is_relative_to(data.root) else skipped.path
+            source = data.source_of(skipped.path)  # another folder's files are named with that folder
+            shown = (
+                skipped.path.relative_to(data.root)
+                if skipped.path.is_relative_to(data.root)
+                else skipped.path.relative_to(source.root().parent)
+                if source
+                else skipped.path
+            )
             self.skipped.setItem(r, 0, QTableWidgetItem(str(shown)))
             self.skipped.setItem(r, 1, QTableWidgetItem(skipped.reason))
         self.skipped.setVisible(bool(data.skipped))

@@ -158,6 +158,9 @@ def test_browse_images_and_find_problems_cover_every_folder(window, qtbot, tmp_p
     assert not (a / ".retrain-studio").exists()  # the first folder's list is not touched
     qtbot.waitUntil(review.isComplete, timeout=30_000)
     assert "90 images in 3 classes" in review.findChild(QLabel, "review_summary").text()  # 91 found, 1 excluded
+    skipped = review.findChild(QTableWidget, "skipped_files")
+    rows = [(skipped.item(r, 0).text(), skipped.item(r, 1).text()) for r in range(skipped.rowCount())]
+    assert rows == [(str(Path(shown[row]).relative_to(b.parent)), "excluded by you")]  # named with its folder
 
     click(qtbot, button(review, "Find problems…"))
     dialog = next(d for d in window.findChildren(QDialog, "data_review") if d.isVisible())
