@@ -34,7 +34,7 @@ from app.store import (
 
 from .qt_common import ask, icon, open_in_file_manager, read_only_table, remember
 from .qt_results import ResultsDialog
-from .qt_retrain import Retrain
+from .qt_retrain import Retrain, choose_and_start
 from .qt_train_wizard import default_models_dir
 
 COLUMNS = ["Model / version", "Classes", "Test accuracy", "Created", "Backbone", "SavedModel", "TFLite"]
@@ -226,8 +226,6 @@ class ModelsView(QWidget):
         version = self.selected_version()
         if version is None or self.retrain.running():
             return
-        from .qt_retrain import choose_and_start
-
         choose_and_start(self, version)
 
     def start_retraining(self, settings, allow_new_classes: bool = False) -> None:

@@ -39,6 +39,7 @@ class RetrainDialog(QDialog):
         self.setWindowTitle(f"Retrain {settings.name}")
         self.resize(780, 620)
         self.recorded, self.allow_new_classes = settings, False
+        self.setAcceptDrops(True)
         self.count_job: Job | None = None
         intro = QLabel(
             f"Trains <b>{settings.name}</b> version {int(newest.version) + 1} in the background from these folders "
@@ -77,6 +78,18 @@ class RetrainDialog(QDialog):
             spin.valueChanged.connect(lambda _value: self.recount.start())
         self.finished.connect(lambda _result: self._stop_count())
         self.count()
+
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        """Folders dropped on the dialog are added, as on the wizard's first page."""
+        folders = [u.toLocalFile() for u in event.mimeData().urls() if Path(u.toLocalFile()).is_dir()]
+        for folder in folders:
+            self.sources.add_folder(folder)
+        if folders:
+            event.acceptProposedAction()
 
     def _first_folder(self) -> str:
         sources = self.sources.sources()

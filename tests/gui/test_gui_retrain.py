@@ -361,4 +361,14 @@ def test_folders_that_cannot_be_trained_on_are_said_in_the_dialog(window, qtbot,
     assert _new_images_text(dialog).endswith("gone is not a folder.")
     click(qtbot, button(dialog, "Retrain"))
     assert dialog.isVisible() and not window.models.retrain.running()
+
+    photos = fashion_mnist.write_folders(tmp_path / "found", 4, [8, 3], start=5000)  # bag, dress
+    drop(dialog, [photos])  # a folder dropped on the dialog is added, as on the wizard's first page
+    sources = dialog.findChild(QTableWidget, "retrain_sources")
+    assert _rows(sources) == [("(its sub-folders)", str(tmp_path / "gone")), ("(its sub-folders)", str(photos))]
+    _cell(qtbot, sources, 0, 1)
+    click(qtbot, button(dialog, "Remove folder"))
+    assert _rows(sources) == [("(its sub-folders)", str(photos))]
+    assert _wait_counted(qtbot, dialog).startswith("8 new images of 8 in 2 classes")
     click(qtbot, button(dialog, "Cancel"))
+    assert not window.models.retrain.running()
