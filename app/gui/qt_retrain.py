@@ -263,7 +263,8 @@ class Retrain:
     def start(self, settings: TrainSettings, allow_new_classes: bool = False) -> None:
         """Train ``settings`` as the next version of its model (``models_dir/name``)."""
         self.model = Path(settings.models_dir) / settings.model_name()
-        self.previous = read_version(version_folders(self.model)[-1][1])
+        versions = version_folders(self.model)  # none when the user deleted them all meanwhile
+        self.previous = read_version(versions[-1][1]) if versions else None
         self.overall, self.percent = OverallProgress(settings.fine_tune), 0
         self.child = EventChild(train_command(settings, allow_new_classes), self.view)
         self.child.event.connect(self._event)
@@ -301,11 +302,10 @@ class Retrain:
         self.view.show_changes(None)
         if outcome.ok and outcome.done is not None:
             new = read_version(outcome.done["model_dir"])
-            changes = class_changes(previous.path, new.path)
+            changes = class_changes(previous.path, new.path) if previous else []
             moved = [c for c in changes if c.size() >= 0.005]
-            self.view.retrain_message.emit(
-                f"Retrained {name}: version {new.version} has test accuracy {new.accuracy_text()} "
-                f"(version {previous.version}: {previous.accuracy_text()}). "
+            compared = (
+                f" (version {previous.version}: {previous.accuracy_text()}). "
                 + (
                     "Per class, largest changes first: "
                     + "; ".join(c.text() for c in moved[:3])
@@ -313,11 +313,16 @@ class Retrain:
                     + "."
                     if moved
                     else "No class changed."
-                ),
-                "info",
+                )
+                if previous
+                else "."
+            )
+            self.view.retrain_message.emit(
+                f"Retrained {name}: version {new.version} has test accuracy {new.accuracy_text()}{compared}", "info"
             )
             text = f"Retrained {name}: version {new.version}, test accuracy {new.accuracy_text()}."
-            self.view.show_changes((previous, new, changes))
+            if previous:
+                self.view.show_changes((previous, new, changes))
         else:
             remove_stale_temps(self.model)  # a child stopped while exporting leaves a hidden temporary folder
             text = f"Retraining {name} " + (
