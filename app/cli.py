@@ -139,6 +139,85 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _backend_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, help="TFLite interpreter threads (default: all cores)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds each remote call may take in all (connect, send, whole reply)",
+    )
+    parser.add_argument("--ca-file", help="CA certificate for grpcs:// or https:// servers")
+    parser.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="read the bearer token from this file (safest: not shown by `ps`); or set $RETRAIN_STUDIO_TOKEN",
+    )
+    parser.add_argument(
+        "--token",
+        help="bearer token on the command line (visible to other users in `ps`; "
+        "prefer --token-file or $RETRAIN_STUDIO_TOKEN)",
+    )
+
+
+def _token(args) -> str | None:
+    """--token-file, else --token, else $RETRAIN_STUDIO_TOKEN (the file and the variable keep it out of `ps`)."""
+    if args.token_file:
+        try:  # opened non-blocking: a FIFO nobody writes to reads as empty instead of hanging `open`
+            fd = os.open(Path(args.token_file).expanduser(), os.O_RDONLY | os.O_NONBLOCK)
+            os.set_blocking(fd, True)  # a pipe with a writer (`--token-file <(pass show x)`) is waited for
+            with open(fd, encoding="utf-8") as handle:
+                token = handle.readline(4096).strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(
+                f"cannot read --token-file {args.token_file} ({getattr(exc, 'strerror', None) or type(exc).__name__})"
+            ) from None
+        if not token:
+            raise UsageError(f"--token-file {args.token_file} is empty")
+        return token
+    return args.token or os.environ.get("RETRAIN_STUDIO_TOKEN") or None
+
+
+def _warn(message: str) -> None:
+    print(f"retrain-studio: warning: {message}", file=sys.stderr)
+
+
+def _backend_options(args, remote: bool) -> dict:
+    if remote:
+        if not 0 < args.timeout < float("inf"):
+            raise UsageError("--timeout must be a positive number of seconds")
+        return {"timeout_s": args.timeout, "ca_file": args.ca_file, "token": _token(args), "on_warning": _warn}
+    return {"threads": args.threads} if args.threads else {}
+
+
+def _image_files(paths: list[str]) -> list:
+    """Every file met, each a ``Found`` (reason set when it is skipped): the one discovery rule."""
+    from app.imaging import find_images
+
+    try:
+        return find_images(paths)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _sources(args) -> list:
+    """The DIRs (folders of class folders) then each --class NAME=DIR (one class), as dataset sources."""
+    from app.core.dataset import CLASS, Source
+    from app.imaging import class_name_problem
+
+    sources = [Source(path) for path in args.image_dirs]
+    for value in args.class_dirs:
+        name, equals, folder = value.partition("=")
+        if not equals or not name.strip() or not folder:
+            raise UsageError(f"--class takes NAME=DIR (a class name, '=', then its folder), not {printable(value)!r}")
+        if problem := class_name_problem(name):
+            raise UsageError(f"--class name {printable(name)!r} cannot be a class: {problem}")
+        sources.append(Source(folder, CLASS, name))
+    if not sources:
+        raise UsageError("give at least one image folder (DIR) or --class NAME=DIR")
+    return sources
+
+
 def _source_flags(parser: argparse.ArgumentParser) -> None:
     """Where the images come from, for train and review: DIRs of class folders and one-class --class NAME=DIR."""
     parser.add_argument(
@@ -280,85 +359,6 @@ def train_settings(args):
         sources=sources,
         **{field: getattr(args, field) for field in _VALUE_FLAGS},
     )
-
-
-def _backend_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, help="TFLite interpreter threads (default: all cores)")
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=10.0,
-        help="seconds each remote call may take in all (connect, send, whole reply)",
-    )
-    parser.add_argument("--ca-file", help="CA certificate for grpcs:// or https:// servers")
-    parser.add_argument(
-        "--token-file",
-        metavar="PATH",
-        help="read the bearer token from this file (safest: not shown by `ps`); or set $RETRAIN_STUDIO_TOKEN",
-    )
-    parser.add_argument(
-        "--token",
-        help="bearer token on the command line (visible to other users in `ps`; "
-        "prefer --token-file or $RETRAIN_STUDIO_TOKEN)",
-    )
-
-
-def _token(args) -> str | None:
-    """--token-file, else --token, else $RETRAIN_STUDIO_TOKEN (the file and the variable keep it out of `ps`)."""
-    if args.token_file:
-        try:  # opened non-blocking: a FIFO nobody writes to reads as empty instead of hanging `open`
-            fd = os.open(Path(args.token_file).expanduser(), os.O_RDONLY | os.O_NONBLOCK)
-            os.set_blocking(fd, True)  # a pipe with a writer (`--token-file <(pass show x)`) is waited for
-            with open(fd, encoding="utf-8") as handle:
-                token = handle.readline(4096).strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(
-                f"cannot read --token-file {args.token_file} ({getattr(exc, 'strerror', None) or type(exc).__name__})"
-            ) from None
-        if not token:
-            raise UsageError(f"--token-file {args.token_file} is empty")
-        return token
-    return args.token or os.environ.get("RETRAIN_STUDIO_TOKEN") or None
-
-
-def _warn(message: str) -> None:
-    print(f"retrain-studio: warning: {message}", file=sys.stderr)
-
-
-def _backend_options(args, remote: bool) -> dict:
-    if remote:
-        if not 0 < args.timeout < float("inf"):
-            raise UsageError("--timeout must be a positive number of seconds")
-        return {"timeout_s": args.timeout, "ca_file": args.ca_file, "token": _token(args), "on_warning": _warn}
-    return {"threads": args.threads} if args.threads else {}
-
-
-def _image_files(paths: list[str]) -> list:
-    """Every file met, each a ``Found`` (reason set when it is skipped): the one discovery rule."""
-    from app.imaging import find_images
-
-    try:
-        return find_images(paths)
-    except FileNotFoundError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def _sources(args) -> list:
-    """The DIRs (folders of class folders) then each --class NAME=DIR (one class), as dataset sources."""
-    from app.core.dataset import CLASS, Source
-    from app.imaging import class_name_problem
-
-    sources = [Source(path) for path in args.image_dirs]
-    for value in args.class_dirs:
-        name, equals, folder = value.partition("=")
-        if not equals or not name.strip() or not folder:
-            raise UsageError(f"--class takes NAME=DIR (a class name, '=', then its folder), not {printable(value)!r}")
-        if problem := class_name_problem(name):
-            raise UsageError(f"--class name {printable(name)!r} cannot be a class: {problem}")
-        sources.append(Source(folder, CLASS, name))
-    if not sources:
-        raise UsageError("give at least one image folder (DIR) or --class NAME=DIR")
-    return sources
 
 
 def cmd_train(args) -> int:
