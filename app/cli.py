@@ -298,6 +298,8 @@ def train_arguments(settings, *, json_events: bool = True, allow_new_classes: bo
         args.append(f"--name={settings.name}")
     for field in _VALUE_FLAGS:
         value = getattr(settings, field)
+        if value is None:  # an optional setting left unset: no flag, and the parser's default None comes back
+            continue
         args.append(f"--{_flag(field)}={value!r}" if isinstance(value, float) else f"--{_flag(field)}={value}")
     if settings.cache_dir is not None:
         args.append(f"--cache-dir={settings.cache_dir}")
