@@ -6,6 +6,7 @@ Exit codes: 0 ok, 2 usage error, 1 anything else, always with a one-line reason 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -36,7 +37,7 @@ def _default(name: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="retrain-studio",
         description=(
             "Turn folders of photos into an image classifier; classify images locally or with TF Serving. "
@@ -47,45 +48,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
 
     train = sub.add_parser("train", help="train a classifier from IMAGE_DIR/<class>/<image> folders")
-    train.add_argument(
-        "image_dirs",
-        nargs="*",
-        metavar="DIR",
-        help="folder with one sub-folder of images per class; several merge by class name",
-    )
-    train.add_argument(
-        "--class",
-        dest="class_dirs",
-        action="append",
-        default=[],
-        metavar="NAME=DIR",
-        help="DIR holds the images of one class, NAME (repeatable; combines with DIRs)",
-    )
+    _source_flags(train)
     train.add_argument(
         "-o", "--output", required=True, dest="models_dir", help="models folder (MODELS_DIR/NAME/VERSION)"
     )
     train.add_argument("--name", help="model name (default: the first image folder's name)")
-    train.add_argument(
-        "--backbone", default=None, help="efficientnet_lite0|1|2, a TF Hub handle, or a SavedModel folder"
-    )
-    train.add_argument(
-        "--trust-backbone",
-        action="store_true",
-        help="use a SavedModel folder backbone even if its graph reads or writes files or runs code",
-    )
+    _backbone_flags(train)
     train.add_argument(
         "--epochs", type=int, default=_default("epochs"), help="most epochs for the head (early stopping ends sooner)"
     )
     train.add_argument("--batch-size", type=int, default=_default("batch_size"))
     train.add_argument("--learning-rate", type=float, default=_default("learning_rate"))
-    train.add_argument("--validation-percent", type=float, default=_default("validation_percent"))
-    train.add_argument("--test-percent", type=float, default=_default("test_percent"))
+    train.add_argument(
+        "--patience", type=int, default=_default("patience"), help="epochs without a better validation loss to stop"
+    )
+    train.add_argument("--dropout", type=float, default=_default("dropout"), help="dropout before the head (0-1)")
+    train.add_argument("--label-smoothing", type=float, default=_default("label_smoothing"), help="0-1")
+    _split_flags(train)
     train.add_argument("--augment", action="store_true", help="add augmented variants (embedded once, cached)")
+    train.add_argument(
+        "--augment-copies", type=int, default=_default("augment_copies"), help="augmented variants per image"
+    )
     train.add_argument("--fine-tune", action="store_true", help="also train the backbone (slow; for large data)")
     train.add_argument("--fine-tune-epochs", type=int, default=_default("fine_tune_epochs"))
+    train.add_argument("--fine-tune-learning-rate", type=float, default=_default("fine_tune_learning_rate"))
     train.add_argument("--seed", type=int, default=_default("seed"))
     train.add_argument("--cache-dir", help="where backbones and image features are cached")
-    train.add_argument("--tflite", choices=["float", "dynamic", "int8", "none"], default="float")
+    train.add_argument("--tflite", choices=["float", "dynamic", "int8", "none"], default=_default("tflite"))
     train.add_argument(
         "--unknown-rate",
         type=float,
@@ -124,30 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     review = sub.add_parser("review", help="find likely wrong labels, duplicates, leaks between splits and outliers")
-    review.add_argument(
-        "image_dirs",
-        nargs="*",
-        metavar="DIR",
-        help="folder with one sub-folder of images per class; several merge by class name",
-    )
-    review.add_argument(
-        "--class",
-        dest="class_dirs",
-        action="append",
-        default=[],
-        metavar="NAME=DIR",
-        help="DIR holds the images of one class, NAME (repeatable; combines with DIRs)",
-    )
-    review.add_argument(
-        "--backbone", default=None, help="efficientnet_lite0|1|2, a TF Hub handle, or a SavedModel folder"
-    )
-    review.add_argument(
-        "--trust-backbone",
-        action="store_true",
-        help="use a SavedModel folder backbone even if its graph reads or writes files or runs code",
-    )
-    review.add_argument("--validation-percent", type=float, default=_default("validation_percent"))
-    review.add_argument("--test-percent", type=float, default=_default("test_percent"))
+    _source_flags(review)
+    _backbone_flags(review)
+    _split_flags(review)
     review.add_argument("--cache-dir", help="where backbones and image features are cached")
     review.add_argument("--json", action="store_true", help="print one JSON event per line; the review last")
 
@@ -311,39 +279,162 @@ def _sources(args) -> list:
     return sources
 
 
-def cmd_train(args) -> int:
-    if classify_only():
-        raise UsageError("this build classifies only; install the full Retrain Studio to train")
+def _source_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the images come from, for train and review: DIRs of class folders and one-class --class NAME=DIR."""
+    parser.add_argument(
+        "image_dirs",
+        nargs="*",
+        metavar="DIR",
+        help="folder with one sub-folder of images per class; several merge by class name",
+    )
+    parser.add_argument(
+        "--class",
+        dest="class_dirs",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="DIR holds the images of one class, NAME (repeatable; combines with DIRs)",
+    )
+
+
+def _backbone_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backbone",
+        default=_default("backbone"),
+        help="efficientnet_lite0|1|2, a TF Hub handle, or a SavedModel folder",
+    )
+    parser.add_argument(
+        "--trust-backbone",
+        action="store_true",
+        help="use a SavedModel folder backbone even if its graph reads or writes files or runs code",
+    )
+
+
+def _split_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--validation-percent", type=float, default=_default("validation_percent"))
+    parser.add_argument("--test-percent", type=float, default=_default("test_percent"))
+
+
+def source_arguments(sources) -> list[str]:
+    """The command-line form of image sources: ``--class=NAME=DIR`` for each one-class folder, then ``--`` and
+    the folders of class folders (so a folder named like a flag stays a folder).  The order of the sources never
+    changes a split or the classes.
+
+    Args:
+        sources: ``dataset.Source`` objects (or folders).
+
+    Returns:
+        Arguments, to put last, that ``train`` and ``review`` parse back into the same sources (folders first).
+
+    Raises:
+        ValueError: A one-class folder's class name holds "=".
+    """
+    from app.core.dataset import CLASS, as_sources
+
+    sources = as_sources(sources)
+    odd = next((s.class_name() for s in sources if s.kind == CLASS and "=" in s.class_name()), None)
+    if odd is not None:
+        raise ValueError(f"the class name {printable(odd)!r} holds '=', which --class NAME=DIR cannot carry; rename it")
+    return [f"--class={s.class_name()}={s.path}" for s in sources if s.kind == CLASS] + [
+        "--",
+        *[s.path for s in sources if s.kind != CLASS],
+    ]
+
+
+def train_arguments(settings, *, json_events: bool = True, allow_new_classes: bool = False) -> list[str]:
+    """The ``train`` command line for ``settings``, with every field of TrainSettings, so that ``train_settings``
+    of its parse gives ``settings`` back.  The GUI starts its training children with it.
+
+    Args:
+        settings: A ``training.TrainSettings``; its sources in ``source_arguments`` order (folders of classes
+            first) to come back equal.
+        json_events: Add ``--json`` (the child's events, one per line).
+        allow_new_classes: Add ``--allow-new-classes``.
+
+    Returns:
+        The arguments after the program, starting with ``train``.
+    """
+    args = ["train", f"--output={settings.models_dir}"]
+    if settings.name is not None:
+        args.append(f"--name={settings.name}")
+    for field in _VALUE_FLAGS:
+        value = getattr(settings, field)
+        if value is None:  # an optional setting left unset: no flag, and the parser's default None comes back
+            continue
+        args.append(f"--{_flag(field)}={value!r}" if isinstance(value, float) else f"--{_flag(field)}={value}")
+    if settings.cache_dir is not None:
+        args.append(f"--cache-dir={settings.cache_dir}")
+    args += [flag for flag, wanted in _SWITCHES.items() if wanted(settings)]
+    if allow_new_classes:
+        args.append("--allow-new-classes")
+    if json_events:
+        args.append("--json")
+    return args + source_arguments(settings.all_sources())
+
+
+# TrainSettings fields given as --flag=VALUE (train_arguments) and read back as args.<field> (train_settings)
+_VALUE_FLAGS = (
+    "backbone",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "patience",
+    "dropout",
+    "label_smoothing",
+    "validation_percent",
+    "test_percent",
+    "augment_copies",
+    "fine_tune_epochs",
+    "fine_tune_learning_rate",
+    "seed",
+    "tflite",
+    "unknown_rate",
+    "min_accuracy",
+)
+_SWITCHES = {  # flag -> whether the settings ask for it
+    "--augment": lambda s: s.augment,
+    "--fine-tune": lambda s: s.fine_tune,
+    "--trust-backbone": lambda s: s.trust_backbone,
+    "--no-review": lambda s: not s.review,
+}
+
+
+def _flag(field: str) -> str:
+    return field.replace("_", "-")
+
+
+def train_settings(args):
+    """The TrainSettings of parsed ``train`` arguments (``train_arguments``'s inverse).
+
+    Raises:
+        UsageError: no source, or a bad ``--class``.
+    """
     from app.core.training import TrainSettings
 
     sources = _sources(args)
-    settings = TrainSettings(
+    return TrainSettings(
         image_dir=sources[0].path,
         models_dir=args.models_dir,
         name=args.name,
-        backbone=args.backbone or "efficientnet_lite0",
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        validation_percent=args.validation_percent,
-        test_percent=args.test_percent,
+        cache_dir=args.cache_dir,
         augment=args.augment,
         fine_tune=args.fine_tune,
-        fine_tune_epochs=args.fine_tune_epochs,
-        seed=args.seed,
-        cache_dir=args.cache_dir,
-        tflite=args.tflite,
         trust_backbone=args.trust_backbone,
-        unknown_rate=args.unknown_rate,
-        min_accuracy=args.min_accuracy,
         review=not args.no_review,
         sources=sources,
+        **{field: getattr(args, field) for field in _VALUE_FLAGS},
     )
-    where = ", ".join(source.path for source in sources)
+
+
+def cmd_train(args) -> int:
+    if classify_only():
+        raise UsageError("this build classifies only; install the full Retrain Studio to train")
+    settings = train_settings(args)
+    where = ", ".join(source.path for source in settings.all_sources())
     return _train(
         settings,
         args,
-        f"{where} {'has' if len(sources) == 1 else 'have'}",
+        f"{where} {'has' if len(settings.all_sources()) == 1 else 'have'}",
         "choose another --name or pass --allow-new-classes",
     )
 
@@ -351,15 +442,9 @@ def cmd_train(args) -> int:
 def cmd_retrain(args) -> int:
     if classify_only():
         raise UsageError("this build classifies only; install the full Retrain Studio to train")
-    from app.core import events
-    from app.core.training import TrainingError, recorded_settings
+    from app.core.training import recorded_settings
 
-    try:
-        settings, previous = recorded_settings(args.model, args.cache_dir)
-    except TrainingError as exc:
-        if args.json:
-            events.json_lines()(events.error(str(exc)))
-        raise
+    settings, previous = recorded_settings(args.model, args.cache_dir)
     args.name = settings.name
     before = (previous.get("metrics") or {}).get("test_accuracy")
     return _train(
@@ -384,8 +469,6 @@ def _train(settings, args, have: str, remedy: str, previous_accuracy: float | No
         if args.name is not None:
             check_name(args.name)
     except (SettingsError, OutputError) as exc:
-        if args.json:
-            events.json_lines()(events.error(str(exc)))
         raise UsageError(str(exc)) from exc
     change = None if args.allow_new_classes else class_change(settings)
     if change:  # before any scanning: TF Serving clients of NAME would switch class sets silently
@@ -393,16 +476,8 @@ def _train(settings, args, have: str, remedy: str, previous_accuracy: float | No
             f"model '{settings.model_name()}' was trained on {', '.join(change[0])} but "
             f"{have} {', '.join(change[1])}; {remedy}"
         )
-        if args.json:
-            events.json_lines()(events.error(message))
         raise UsageError(message)
-    sink = events.json_lines() if args.json else _human_events()
-    try:
-        done = run(settings, on_event=sink)
-    except BaseException as exc:
-        if args.json and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            sink(events.error(_one_line(exc)))
-        raise
+    done = run(settings, on_event=events.json_lines() if args.json else _human_events())
     if not args.json:
         acc = done["metrics"]["test_accuracy"]
         print(f"Model written to {printable(done['model_dir'])}")
@@ -450,21 +525,15 @@ def cmd_review(args) -> int:
             "--validation-percent and --test-percent must be between 0 and 100 and add up to less than 100"
         )
     sources = _sources(args)
-    sink = events.json_lines() if args.json else _human_events()
-    try:
-        report = review_folder(
-            sources,
-            args.backbone,
-            args.cache_dir,
-            validation_percent=args.validation_percent,
-            test_percent=args.test_percent,
-            trust_backbone=args.trust_backbone,
-            on_event=sink,
-        )
-    except BaseException as exc:
-        if args.json and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            sink(events.error(_one_line(exc)))
-        raise
+    report = review_folder(
+        sources,
+        args.backbone,
+        args.cache_dir,
+        validation_percent=args.validation_percent,
+        test_percent=args.test_percent,
+        trust_backbone=args.trust_backbone,
+        on_event=events.json_lines() if args.json else _human_events(),
+    )
     if not args.json:
         print_review(report, sources[0].root())
     return 0
@@ -914,9 +983,42 @@ def _one_line(exc: BaseException) -> str:
     return printable(text)
 
 
+EVENT_COMMANDS = ("train", "retrain", "review")  # with --json, their failure is also the last line: an error event
+
+
+class _ParseError(Exception):
+    def __init__(self, parser: argparse.ArgumentParser, message: str):
+        super().__init__(message)
+        self.parser = parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors reach ``main`` first (to be said as an ``error`` event too); subcommand parsers
+    are of this class as well."""
+
+    def error(self, message: str):
+        raise _ParseError(self, message)
+
+
 def main(argv: list[str]) -> int:
+    """Run one command; a failure is one sentence on stderr and, for train/retrain/review with ``--json``,
+    the ``error`` event on stdout, which is how the GUI learns why its child stopped."""
+    from app.core import events
+
+    events_wanted = bool(argv) and argv[0] in EVENT_COMMANDS and "--json" in argv
+
+    def fail(message: str, code: int) -> int:
+        if events_wanted:
+            with contextlib.suppress(OSError):
+                events.json_lines()(events.error(message))
+        return code
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _ParseError as exc:
+        fail(printable(exc), 2)
+        argparse.ArgumentParser.error(exc.parser, str(exc))  # usage and the message on stderr, exit 2
     if args.command is None:
         from app.gui import run
 
@@ -940,20 +1042,20 @@ def main(argv: list[str]) -> int:
         return handlers[args.command](args)
     except UsageError as exc:
         print(f"retrain-studio: {printable(exc)}", file=sys.stderr)
-        return 2
+        return fail(printable(exc), 2)
     except BrokenPipeError:  # output piped into `head` and the like (an OSError: caught before those)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (DatasetError, BackboneError, ModelError, ValueError, OSError) as exc:
         print(f"retrain-studio: {_one_line(exc)}", file=sys.stderr)
-        return 1
+        return fail(_one_line(exc), 1)
     except KeyboardInterrupt:
         print("retrain-studio: cancelled; nothing half-written was kept", file=sys.stderr)
-        return 1
+        return fail("cancelled; nothing half-written was kept", 1)
     except Exception as exc:  # last resort: still one line (a traceback only when debugging)
         if os.environ.get("RETRAIN_STUDIO_DEBUG"):
             import traceback
 
             traceback.print_exc()
         print(f"retrain-studio: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
-        return 1
+        return fail(_one_line(exc), 1)

@@ -80,13 +80,30 @@ class Dataset:
 
     def origins(self) -> dict[str, dict[str, int]]:
         """Returns {class: {source folder: images}}: where each class's images come from."""
-        roots = sorted((s.root() for s in self.sources), key=lambda r: -len(r.parts))  # the deepest match wins
         table: dict[str, dict[str, int]] = {c: {} for c in self.classes}
         for item in self.items:
-            where = next((str(r) for r in roots if item.path.is_relative_to(r)), str(item.path.parent))
+            source = self.source_of(item.path)
+            where = str(source.root()) if source else str(item.path.parent)
             row = table[self.classes[item.label]]
             row[where] = row.get(where, 0) + 1
         return table
+
+    def source_of(self, path: str | Path) -> Source | None:
+        """Returns the source ``path`` was found through (the deepest source folder holding it; its exclusions
+        live there), or None for a file of no source."""
+        path = Path(path)
+        holding = [s for s in self.sources if path.is_relative_to(s.root())]
+        return max(holding, key=lambda s: len(s.root().parts), default=None)
+
+    def class_of(self, path: str | Path) -> str | None:
+        """Returns the class a file of a source belongs to by where it lies (used or excluded), or None."""
+        source = self.source_of(path)
+        if source is None:
+            return None
+        if source.kind == CLASS:
+            return source.class_name()
+        parts = Path(path).relative_to(source.root()).parts
+        return parts[0] if len(parts) > 1 else None
 
     def source_records(self) -> list[dict]:
         """Returns the sources as metadata.json records them, each with the classes it gave (for retraining)."""

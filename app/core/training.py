@@ -886,3 +886,32 @@ def recorded_settings(model: str | Path, cache_dir: str | None = None) -> tuple[
     except SettingsError as exc:
         raise TrainingError(f"the recorded settings of {newest} cannot be used: {exc}") from None
     return settings, metadata
+
+
+def count_new_images(s: TrainSettings, on_event: events.EventSink = events.ignore) -> tuple[int, Dataset]:
+    """How many of ``s``'s images the backbone would have to run on: what a retraining costs before it starts.
+
+    Scans the sources as ``run`` would (so a folder that cannot be trained on fails here, in one sentence) and
+    looks each image up in the feature cache; the backbone is never loaded, nor TensorFlow imported.
+
+    Args:
+        s: the settings of the training to come (sources, backbone, splits, augmentation, cache folder).
+        on_event: receives the scan's ``progress`` events.
+
+    Returns:
+        (images not in the cache yet, the scanned data set).
+
+    Raises:
+        DatasetError, BackboneError: the sources or the backbone cannot be used.
+    """
+    info = backbones.resolve(s.backbone, trust=True)  # only its name and weight file's size are read, never its graph
+    size = info.image_size
+    data = scan(
+        s.all_sources(),
+        validation_percent=s.validation_percent,
+        test_percent=s.test_percent,
+        target=(size, size),
+        on_event=on_event,
+    )
+    cache = features.EmbeddingCache(backbones.cache_root(s.cache_dir), backbones.fingerprint(info), size)
+    return new_images(data, cache, s.augment_copies if s.augment else 0), data

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
-from PySide6.QtCore import QFile, QProcess, QProcessEnvironment, Signal
+from PySide6.QtCore import QFile, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -16,6 +14,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMessageBox,
     QPushButton,
+    QTableWidgetItem,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -23,7 +22,6 @@ from PySide6.QtWidgets import (
 )
 
 from app import classify_only
-from app.core.atomic import remove_stale_temps
 from app.store import (
     DeleteError,
     VersionInfo,
@@ -34,9 +32,10 @@ from app.store import (
     version_folders,
 )
 
-from .qt_common import ask, icon, open_in_file_manager, remember
+from .qt_common import ask, icon, open_in_file_manager, read_only_table, remember
 from .qt_results import ResultsDialog
-from .qt_train_wizard import STAGE_NAMES, STAGE_WEIGHTS, default_models_dir, sentence
+from .qt_retrain import Retrain, choose_and_start
+from .qt_train_wizard import default_models_dir
 
 COLUMNS = ["Model / version", "Classes", "Test accuracy", "Created", "Backbone", "SavedModel", "TFLite"]
 VERSION_ROLE = 256  # Qt.UserRole: a version row's folder
@@ -101,6 +100,13 @@ class ModelsView(QWidget):
         self.retrain_status = QLabel()
         self.retrain_status.setObjectName("retrain_status")
         self.retrain = Retrain(self)
+        self.changes_title = QLabel()
+        self.changes_title.setObjectName("class_changes_title")
+        self.changes = read_only_table(["Class", "Accuracy", "F1"])
+        self.changes.setObjectName("class_changes")
+        self.changes.setAccessibleName("Per-class changes")
+        self.changes.setMaximumHeight(170)
+        self.show_changes(None)
         self.retrain_button.setVisible(not classify_only())
         actions = QHBoxLayout()
         for button in (
@@ -117,6 +123,8 @@ class ModelsView(QWidget):
         layout.addWidget(self.tree, 1)
         layout.addWidget(self.empty)
         layout.addWidget(self.retrain_status)
+        layout.addWidget(self.changes_title)
+        layout.addWidget(self.changes)
         layout.addLayout(actions)
         browse.clicked.connect(self._browse)
         refresh.clicked.connect(self.refresh)
@@ -213,30 +221,35 @@ class ModelsView(QWidget):
             open_in_file_manager(version, self)
 
     def retrain_selected(self) -> None:
-        """Retrain the selected model (or the model of the selected version) in a child process."""
+        """Retrain the selected model (or the model of the selected version): first its folders and settings in a
+        dialog, then a child process in the background."""
         version = self.selected_version()
         if version is None or self.retrain.running():
             return
-        from app.core.training import TrainingError, class_change, recorded_settings
+        choose_and_start(self, version)
 
-        try:
-            settings, _ = recorded_settings(version.parent)
-        except TrainingError as exc:
-            self.message.emit(sentence(str(exc)), "error")
-            return
-        change = class_change(settings)
-        # the same rule as a new training under an existing name, said before anything starts
-        if change and not ask(
-            self,
-            QMessageBox.Icon.Warning,
-            "Classes changed",
-            f"{settings.name} was trained on {', '.join(change[0])}; its folders now have "
-            f"{', '.join(change[1])}. Clients of {settings.name} would switch class sets.",
-            "Retrain anyway",
-        ):
-            return
-        self.retrain.start(version.parent, allow_new_classes=bool(change))
+    def start_retraining(self, settings, allow_new_classes: bool = False) -> None:
+        """Train ``settings`` (a TrainSettings of one of these models) as its next version, in the background."""
+        self.retrain.start(settings, allow_new_classes)
         self._update_buttons()
+
+    def show_changes(self, what) -> None:
+        """Below the list: every class's test accuracy and F1 in the previous and the new version (None: hide)."""
+        self.changes_title.setVisible(what is not None)
+        self.changes.setVisible(what is not None)
+        if what is None:
+            return
+        previous, new, changes = what
+        self.changes_title.setText(
+            f"{new.model} version {new.version} against version {previous.version}, per class (largest changes first):"
+        )
+        self.changes.setHorizontalHeaderLabels(
+            ["Class", f"Accuracy v{previous.version} → v{new.version}", f"F1 v{previous.version} → v{new.version}"]
+        )
+        self.changes.setRowCount(len(changes))
+        for row, change in enumerate(changes):
+            for column, text in enumerate((change.name, change.accuracy_text(), change.f1_text())):
+                self.changes.setItem(row, column, QTableWidgetItem(text))
 
     def delete_selected(self) -> None:
         """Ask, naming exactly what goes, then move the selected version to the trash."""
@@ -284,118 +297,3 @@ class ModelsView(QWidget):
             "permanently? This cannot be undone.",
             "Delete permanently",
         )
-
-
-RETRAIN_STAGES = ["scan", "backbone", "embed_train", "embed_validation", "embed_test", "train", "evaluate", "export"]
-
-
-class Retrain:
-    """One background retraining of a model: a child process running ``retrain --json`` (TensorFlow never runs in
-    the window's process), its events turned into the view's status line, messages and sidebar progress."""
-
-    def __init__(self, view: ModelsView):
-        self.view = view
-        self.process: QProcess | None = None
-        self.model: Path | None = None
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
-
-    def start(self, model: Path, allow_new_classes: bool = False) -> None:
-        program = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "app"]
-        args = program[1:] + ["retrain", str(model), "--json"] + (["--allow-new-classes"] if allow_new_classes else [])
-        self.model, self.done, self.error, self.buffer, self.percent = model, None, None, b"", 0
-        self.previous = read_version(version_folders(model)[-1][1])
-        self.process = QProcess(self.view)
-        env = QProcessEnvironment.systemEnvironment()
-        env.insert("PYTHONUNBUFFERED", "1")
-        env.insert("RETRAIN_STUDIO_NICE", "10")  # the window stays smooth for classifying meanwhile
-        self.process.setProcessEnvironment(env)
-        self.process.readyReadStandardOutput.connect(self._read)
-        self.process.readyReadStandardError.connect(self._read_errors)
-        self.process.finished.connect(self._finished)
-        self.process.errorOccurred.connect(
-            lambda error: error == QProcess.ProcessError.FailedToStart and self._finished(-1, None)
-        )
-        self._status(0, f"Retraining {model.name}: starting…")
-        self.process.start(program[0], args)
-
-    def cancel(self) -> None:
-        """Stop a running retraining (the window is closing); a half-written version is removed."""
-        if self.running():
-            self.error = "cancelled"
-            self.process.kill()
-            self.process.waitForFinished(5000)
-
-    def _status(self, percent: int, text: str) -> None:
-        self.percent = max(self.percent, percent)
-        self.view.retrain_status.setText(text)
-        self.view.retrain_progress.emit(self.percent, text)
-
-    def _read(self) -> None:
-        if self.process is None:
-            return
-        self.buffer += bytes(self.process.readAllStandardOutput())
-        *lines, self.buffer = self.buffer.split(b"\n")
-        for line in filter(bytes.strip, lines):
-            try:
-                self._handle(json.loads(line))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                continue  # not one of our events: nothing to show
-
-    def _read_errors(self) -> None:
-        for line in bytes(self.process.readAllStandardError()).decode("utf-8", "replace").splitlines():
-            if line.startswith("retrain-studio: "):
-                self.error = self.error or line[len("retrain-studio: ") :]
-
-    def _handle(self, event: dict) -> None:
-        kind, name = event["event"], self.model.name
-        if kind == "new_images":
-            count = event["count"]
-            self.view.retrain_message.emit(
-                f"Retraining {name} in the background: {count} new "
-                f"image{'s' * (count != 1)} of {event['images']}. You can keep classifying.",
-                "info",
-            )
-        elif kind in ("stage", "progress"):
-            stage = "embed_train" if event["stage"] == "embed" else event["stage"]
-            if stage not in RETRAIN_STAGES:
-                return
-            weights = [STAGE_WEIGHTS.get(s.split("_")[0], 1) for s in RETRAIN_STAGES]
-            at = RETRAIN_STAGES.index(stage)
-            fraction = event["done"] / event["total"] if kind == "progress" and event["total"] else 0.0
-            percent = int(100 * (sum(weights[:at]) + weights[at] * fraction) / sum(weights))
-            self._status(
-                percent,
-                f"Retraining {name}: {STAGE_NAMES.get(event['stage'], event['stage']).lower()} "
-                f"({max(self.percent, percent)}%)",
-            )
-        elif kind == "error":
-            self.error = event["message"]
-        elif kind == "done":
-            self.done = event
-
-    def _finished(self, code: int, _status) -> None:
-        self._read()
-        name, done, previous = self.model.name, self.done, self.previous
-        if done is not None and code == 0:
-            new = read_version(done["model_dir"])
-            self.view.retrain_message.emit(
-                f"Retrained {name}: version {new.version} has test accuracy {new.accuracy_text()} "
-                f"(version {previous.version}: {previous.accuracy_text()}).",
-                "info",
-            )
-            text = f"Retrained {name}: version {new.version}, test accuracy {new.accuracy_text()}."
-        else:
-            remove_stale_temps(self.model)  # a child stopped while exporting leaves a hidden temporary folder
-            text = f"Retraining {name} " + (
-                "was cancelled."
-                if self.error == "cancelled"
-                else "failed: " + sentence(self.error or f"the process stopped unexpectedly (exit code {code})")
-            )
-            if self.error != "cancelled":
-                self.view.retrain_message.emit(text, "error")
-        self.process = None
-        self.view.retrain_status.setText(text)
-        self.view.retrain_progress.emit(-1, text)
-        self.view.refresh()

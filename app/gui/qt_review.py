@@ -8,11 +8,9 @@ under a free name; *Undo* reverses the last action, *Include again* an exclusion
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
-from PySide6.QtCore import QProcess, QProcessEnvironment, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -28,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core import review
-from app.core.dataset import excluded_files, set_excluded
+from app.core.dataset import FOLDER, Dataset, class_names, excluded_files, set_excluded
 
 from .qt_common import (
     icon,
@@ -37,6 +35,7 @@ from .qt_common import (
     thumbnail_grid,
     tone,
 )
+from .qt_training import EventChild, review_command
 
 LEAK_COLOUR = "#f6c7c3"
 STAGES = {
@@ -48,21 +47,16 @@ STAGES = {
 }
 
 
-def review_command(folder: str, backbone: str | None = None) -> list[str]:
-    """The child process: this interpreter running the CLI (or the frozen app itself)."""
-    program = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "app"]
-    return program + ["review", folder, "--json"] + (["--backbone", backbone] if backbone else [])
-
-
 class ReviewDialog(QDialog):
-    """Runs the review and shows its findings; ``changed`` tells the caller to scan again when it closes."""
+    """Runs the review of every folder of ``data`` and shows its findings; ``changed`` tells the caller to scan
+    again when it closes.  An exclusion is recorded in the folder the image came from; a move stays inside it."""
 
-    def __init__(self, parent, root: Path, backbone: str | None = None):
+    def __init__(self, parent, data: Dataset, backbone: str | None = None):
         super().__init__(parent)
         self.setObjectName("data_review")
         self.setWindowTitle("Find problems in the data")
         self.resize(900, 640)
-        self.root, self.changed, self.report = Path(root), False, None
+        self.data, self.changed, self.report = data, False, None
         self.undo_stack: list[tuple[str, list]] = []
         self.status = QLabel("Starting the review…")
         self.status.setObjectName("review_status")
@@ -124,60 +118,40 @@ class ReviewDialog(QDialog):
         self.undo_button.clicked.connect(self.undo)
         self.finished.connect(lambda _result: self.stop())
         self.update_buttons()
-        self.error, self._buffer = None, b""
-        self.process = QProcess(self)
-        env = QProcessEnvironment.systemEnvironment()
-        env.insert("PYTHONUNBUFFERED", "1")
-        env.insert("RETRAIN_STUDIO_NICE", "10")
-        self.process.setProcessEnvironment(env)
-        self.process.readyReadStandardOutput.connect(self._read_stdout)
-        self.process.readyReadStandardError.connect(self._read_stderr)
-        self.process.finished.connect(self._finished)
-        command = review_command(str(self.root), backbone)
-        self.process.start(command[0], command[1:])
+        self.process = EventChild(review_command(data.sources, backbone), self)
+        self.process.event.connect(self._event)
+        self.process.ended.connect(self._finished)
+        self.process.start()
 
     # --- the child process ------------------------------------------------------------------------------------
     def stop(self) -> None:
-        if self.process.state() != QProcess.ProcessState.NotRunning:
-            self.process.kill()
-            self.process.waitForFinished(5000)
+        self.process.cancel()
 
-    def _read_stdout(self):
-        self._buffer += bytes(self.process.readAllStandardOutput())
-        *lines, self._buffer = self._buffer.split(b"\n")
-        for line in lines:
-            try:
-                event = json.loads(line)
-                kind = event["event"]
-            except (ValueError, KeyError, TypeError):
-                continue
-            if kind == "stage":
-                self.status.setText(STAGES.get(event["stage"], event["stage"]) + "…")
-            elif kind == "progress" and event["total"]:
-                self.progress.setRange(0, event["total"])
-                self.progress.setValue(event["done"])
-                self.status.setText(
-                    f"{STAGES.get(event['stage'], event['stage'])}: {event['done']} of {event['total']}"
-                )
-            elif kind == "error":
-                self.error = event["message"]
-            elif kind == "review":
-                self.report = event
+    def _event(self, event: dict) -> None:
+        kind = event["event"]
+        if kind == "stage":
+            self.status.setText(STAGES.get(event["stage"], event["stage"]) + "…")
+        elif kind == "progress" and event["total"]:
+            self.progress.setRange(0, event["total"])
+            self.progress.setValue(event["done"])
+            self.status.setText(f"{STAGES.get(event['stage'], event['stage'])}: {event['done']} of {event['total']}")
+        elif kind == "review":
+            self.report = event
 
-    def _read_stderr(self):
-        for line in bytes(self.process.readAllStandardError()).decode("utf-8", "replace").splitlines():
-            if line.startswith("retrain-studio: "):
-                self.error = line[len("retrain-studio: ") :]
-
-    def _finished(self, code: int, _status):
-        self._read_stdout()
+    def _finished(self, outcome) -> None:
         self.progress.hide()
-        if code != 0 or self.report is None:
-            text = self.error or f"the review stopped unexpectedly (exit code {code})"
-            self.status.setText("The review failed: " + text)
+        if outcome.cancelled:
+            return
+        if not outcome.ok or self.report is None:
+            self.status.setText("The review failed: " + outcome.reason("the review"))
             self.status.setStyleSheet(f"color: {tone('bad')}; font-weight: bold;")
             return
         self.show_report(self.report)
+
+    def root_of(self, path: str | Path) -> Path:
+        """The folder whose exclusions hold ``path``: the source it came from."""
+        source = self.data.source_of(path)
+        return source.root() if source else self.data.root
 
     # --- showing the findings ---------------------------------------------------------------------------------
     def show_report(self, report: dict) -> None:
@@ -204,7 +178,7 @@ class ReviewDialog(QDialog):
                 self._add("duplicates", path, caption, leak=group["leak"])
         for row in outliers:
             self._add("outliers", row["path"], f"{row.get('label', '')}\n{row['score']:.1f}× usual distance")
-        excluded = excluded_files(self.root)
+        excluded = set().union(*(excluded_files(source.root()) for source in self.data.sources))
         for grid in self.grids.values():
             for i in range(grid.count()):
                 self._mark(grid.item(i), Path(grid.item(i).data(Qt.ItemDataRole.UserRole)["path"]) in excluded)
@@ -214,10 +188,8 @@ class ReviewDialog(QDialog):
         self.update_buttons()
 
     def _add(self, key: str, path: str, caption: str, suggested: str | None = None, leak: bool = False) -> None:
-        try:
-            shown = str(Path(path).relative_to(self.root))
-        except ValueError:
-            shown = path
+        source = self.data.source_of(path)
+        shown = str(Path(path).relative_to(source.root().parent)) if source else path
         item = QListWidgetItem(f"{Path(path).name}\n{caption}")
         item.setData(
             Qt.ItemDataRole.UserRole,
@@ -243,8 +215,22 @@ class ReviewDialog(QDialog):
         rows = [item.data(Qt.ItemDataRole.UserRole) for item in self.selected()]
         self.exclude_button.setEnabled(any(not r["excluded"] for r in rows))
         self.include_button.setEnabled(any(r["excluded"] for r in rows))
-        self.move_button.setEnabled(any(r["suggested"] and not r["moved_from"] for r in rows))
+        self.move_button.setEnabled(any(self.can_move(r) for r in rows))
+        stuck = next((r for r in rows if r["suggested"] and not r["moved_from"] and not self.can_move(r)), None)
+        if stuck is not None and not self.move_button.isEnabled():  # say why the button is off
+            source = self.data.source_of(stuck["path"])
+            self._say(
+                f"“{stuck['suggested']}” has no class folder in {source.root().name if source else 'its folder'}: "
+                "an image moves only inside the folder it came from. Exclude it instead, or move it yourself."
+            )
         self.undo_button.setEnabled(bool(self.undo_stack))
+
+    def can_move(self, row: dict) -> bool:
+        """A suggested class can take the file only inside the folder of class folders it came from."""
+        if not row["suggested"] or row["moved_from"]:
+            return False
+        source = self.data.source_of(row["path"])
+        return bool(source and source.kind == FOLDER and row["suggested"] in class_names(source.root()))
 
     def _items_for(self, paths: set[str]) -> list[QListWidgetItem]:
         return [
@@ -260,9 +246,13 @@ class ReviewDialog(QDialog):
 
     # --- actions (each one click, each reversible) ------------------------------------------------------------
     def _set_exclusions(self, add: set[str], remove: set[str]) -> bool:
+        """Each image's exclusion is recorded in the folder it came from."""
         try:
-            now = excluded_files(self.root)
-            set_excluded(self.root, (now | {Path(p).resolve() for p in add}) - {Path(p).resolve() for p in remove})
+            for root in sorted({self.root_of(p) for p in add | remove}):
+                now = excluded_files(root)
+                mine = {Path(p).resolve() for p in add | remove if self.root_of(p) == root}
+                adding = {Path(p).resolve() for p in add} & mine
+                set_excluded(root, (now | adding) - (mine - adding))
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_sentence(exc)
             self._say(f"Could not save the exclusions: {reason}.", error=True)
@@ -290,10 +280,10 @@ class ReviewDialog(QDialog):
         moves = []
         for item in self.selected():
             data = item.data(Qt.ItemDataRole.UserRole)
-            if not data["suggested"] or data["moved_from"]:
+            if not self.can_move(data):
                 continue
             try:
-                target = review.move_to_class(self.root, data["path"], data["suggested"])
+                target = review.move_to_class(self.root_of(data["path"]), data["path"], data["suggested"])
             except (OSError, ValueError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_sentence(exc)
                 self._say(f"Could not move {Path(data['path']).name}: {reason}.", error=True)

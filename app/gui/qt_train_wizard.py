@@ -8,14 +8,14 @@ training (Back, Esc, Cancel, closing the window) always asks first.
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from enum import IntEnum
 from pathlib import Path
 
-from PySide6.QtCore import QProcess, QProcessEnvironment, Qt, Signal
+from PySide6.QtCore import QSignalBlocker, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -80,6 +80,7 @@ from .qt_common import (
     thumbnail_grid,
     tone,
 )
+from .qt_training import STAGE_NAMES, EventChild, OverallProgress, train_command
 
 BACKBONES = {  # CLI id -> what a person choosing one needs to know (ImageNet top-1 from the EfficientNet-Lite release)
     "efficientnet_lite0": "EfficientNet-Lite0 — fastest, 224 px, 4.7 M params, 75 % ImageNet (recommended)",
@@ -87,36 +88,6 @@ BACKBONES = {  # CLI id -> what a person choosing one needs to know (ImageNet to
     "efficientnet_lite2": "EfficientNet-Lite2 — most accurate, slowest, 260 px, 6.1 M params, 78 % ImageNet",
 }
 BACKBONE_CHOICES = list(BACKBONES)
-STAGE_NAMES = {
-    "start": "Starting",
-    "scan": "Scanning images",
-    "backbone": "Loading the backbone",
-    "embed": "Computing features",
-    "embed_train": "Computing features (train)",
-    "embed_validation": "Computing features (validation)",
-    "embed_test": "Computing features (test)",
-    "train": "Training the classifier",
-    "fine_tune": "Fine-tuning the backbone",
-    "calibrate": "Calibrating confidence",
-    "evaluate": "Evaluating",
-    "export": "Exporting",
-    "review": "Reviewing the data",
-    "thumbnails": "Making thumbnails",
-}
-# Expected share of a run's time per stage (measured on the sample: the backbone load and the TFLite export
-# dominate small sets, features large ones); features are shared among the splits by their sizes.
-STAGE_WEIGHTS = {
-    "start": 6,
-    "scan": 4,
-    "backbone": 18,
-    "embed": 36,
-    "train": 8,
-    "fine_tune": 0,
-    "calibrate": 1,
-    "evaluate": 1,
-    "export": 27,
-}
-FINE_TUNE_WEIGHT = 150
 OVERFIT_GAP, OVERFIT_EPOCHS = 0.15, 3
 MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
@@ -136,41 +107,112 @@ def default_models_dir() -> str:
     return setting("train/models_dir", str(Path.home() / "RetrainStudio" / "models"))
 
 
-def train_command(settings: TrainSettings, allow_new_classes: bool = False) -> list[str]:
-    """The child process: this interpreter running the CLI (or the frozen app itself)."""
-    program = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "app"]
-    sources = settings.all_sources()
-    args = [
-        "train",
-        *[s.path for s in sources if s.kind == FOLDER],
-        *[f"--class={s.class_name()}={s.path}" for s in sources if s.kind == CLASS],
-        "-o",
-        settings.models_dir,
-        "--name",
-        settings.model_name(),
-        "--backbone",
-        settings.backbone,
-        "--epochs",
-        str(settings.epochs),
-        "--learning-rate",
-        str(settings.learning_rate),
-        "--validation-percent",
-        str(settings.validation_percent),
-        "--test-percent",
-        str(settings.test_percent),
-        "--seed",
-        str(settings.seed),
-        "--tflite",
-        settings.tflite,
-        "--json",
-    ]
-    if settings.augment:
-        args.append("--augment")
-    if settings.fine_tune:
-        args.append("--fine-tune")
-    if allow_new_classes:
-        args.append("--allow-new-classes")
-    return program + args
+class SourceList(QWidget):
+    """Image folders as a table the user adds to and removes from: folders of class folders (their classes merge
+    with the others by name) and one-class folders (the class name editable, defaulting to the folder's name).
+    Used by the wizard's first page ("More folders") and the Retrain dialog (every folder)."""
+
+    changed = Signal()
+
+    def __init__(self, name: str, accessible: str, heading: str, start: Callable[[], str] = lambda: ""):
+        super().__init__()
+        self.start = start  # where the folder dialogs open
+        self.table = read_only_table(["Class", heading])
+        self.table.setObjectName(name)
+        self.table.setAccessibleName(accessible)
+        self.table.setEditTriggers(
+            QAbstractItemView.EditTrigger.DoubleClicked | QAbstractItemView.EditTrigger.EditKeyPressed
+        )  # only a class name is editable
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setToolTip("Classes of the same name merge. Double-click a one-class folder's class to rename it.")
+        add_classes = QPushButton(icon("mdi6.folder-multiple-plus"), "Add folder of classes…")
+        add_classes.setToolTip("Another folder with one sub-folder per class; its classes merge with the others")
+        add_one = QPushButton(icon("mdi6.folder-plus"), "Add one-class folder…")
+        add_one.setToolTip("A folder whose images are all one class (named after the folder; you can rename it)")
+        self.remove_button = QPushButton(icon("mdi6.folder-remove"), "Remove folder")
+        self.remove_button.setEnabled(False)
+        buttons = QHBoxLayout()
+        for widget in (add_classes, add_one, self.remove_button):
+            buttons.addWidget(widget)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(buttons)
+        add_classes.clicked.connect(lambda: self._browse(FOLDER))
+        add_one.clicked.connect(lambda: self._browse(CLASS))
+        self.remove_button.clicked.connect(self.remove_selected)
+        self.table.itemSelectionChanged.connect(
+            lambda: self.remove_button.setEnabled(bool(self.table.selectionModel().selectedRows()))
+        )
+        self.table.itemChanged.connect(lambda _item: self.changed.emit())
+
+    def add_source(self, source: Source) -> None:
+        """One row; a one-class folder's class name is editable there."""
+        row = self.table.rowCount()
+        self.table.insertRow(row)
+        name = QTableWidgetItem(source.class_name() if source.kind == CLASS else "(its sub-folders)")
+        folder = QTableWidgetItem(source.path)
+        folder.setFlags(folder.flags() & ~Qt.ItemFlag.ItemIsEditable)
+        if source.kind != CLASS:
+            name.setFlags(name.flags() & ~Qt.ItemFlag.ItemIsEditable)
+        folder.setData(Qt.ItemDataRole.UserRole, source.kind)
+        folder.setToolTip(source.path)
+        with QSignalBlocker(self.table):
+            self.table.setItem(row, 0, name)
+            self.table.setItem(row, 1, folder)
+        self.changed.emit()
+
+    def add_folder(self, folder: str) -> None:
+        """A dropped folder: a folder of class folders if it looks like one, else a one-class folder."""
+        try:
+            check_root(folder)
+            self.add_source(Source(folder, FOLDER))
+        except DatasetError:
+            self.add_source(Source(folder, CLASS))
+
+    def set_sources(self, sources: list[Source]) -> None:
+        self.table.setRowCount(0)
+        for source in sources:
+            self.add_source(source)
+
+    def sources(self) -> list[Source]:
+        """The folders as listed."""
+        out = []
+        for row in range(self.table.rowCount()):
+            kind, path = self.table.item(row, 1).data(Qt.ItemDataRole.UserRole), self.table.item(row, 1).text()
+            out.append(Source(path, kind, self.table.item(row, 0).text().strip() if kind == CLASS else None))
+        return out
+
+    @staticmethod
+    def problem(sources: list[Source]) -> str | None:
+        """Why these folders cannot be trained on, checked at once without reading images; None when they can."""
+        try:
+            for source in sources:
+                if source.kind == FOLDER:
+                    check_root(source.path)
+                elif not source.class_name():
+                    raise DatasetError(f"the one-class folder {source.path} needs a class name")
+                elif problem := class_name_problem(source.class_name()):
+                    raise DatasetError(f"class name {source.class_name()!r} cannot be a class: {problem}")
+                elif "=" in source.class_name():
+                    raise DatasetError(f"class name {source.class_name()!r} cannot hold '='")
+                elif not source.root().is_dir():
+                    raise DatasetError(f"{source.path} is not a folder")
+        except DatasetError as exc:
+            return sentence(one_sentence(exc))
+        return None
+
+    def _browse(self, kind: str) -> None:
+        title = "Add a folder of class folders" if kind == FOLDER else "Add a folder that is one class"
+        folder = QFileDialog.getExistingDirectory(self, title, self.start())
+        if folder:
+            self.add_source(Source(folder, kind))
+
+    def remove_selected(self) -> None:
+        for index in sorted(self.table.selectionModel().selectedRows(), key=lambda i: -i.row()):
+            self.table.removeRow(index.row())
+        self.changed.emit()
 
 
 class FolderPage(QWizardPage):
@@ -201,27 +243,9 @@ class FolderPage(QWizardPage):
         layout.addLayout(row)
         layout.addWidget(self.error)
         layout.addWidget(sample, 0, Qt.AlignmentFlag.AlignLeft)
-        self.extra = read_only_table(["Class", "More images from"])
-        self.extra.setObjectName("more_sources")
-        self.extra.setAccessibleName("More folders")
-        self.extra.setEditTriggers(
-            QAbstractItemView.EditTrigger.DoubleClicked | QAbstractItemView.EditTrigger.EditKeyPressed
-        )  # only a class name is editable
-        self.extra.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.extra.setToolTip("Classes of the same name merge. Double-click a one-class folder's class to rename it.")
-        add_classes = QPushButton(icon("mdi6.folder-multiple-plus"), "Add folder of classes…")
-        add_classes.setToolTip("Another folder with one sub-folder per class; its classes merge with the others")
-        add_one = QPushButton(icon("mdi6.folder-plus"), "Add one-class folder…")
-        add_one.setToolTip("A folder whose images are all one class (named after the folder; you can rename it)")
-        self.remove_source = QPushButton(icon("mdi6.folder-remove"), "Remove folder")
-        self.remove_source.setEnabled(False)
-        more = QHBoxLayout()
-        for widget in (add_classes, add_one, self.remove_source):
-            more.addWidget(widget)
-        more.addStretch(1)
+        self.more = SourceList("more_sources", "More folders", "More images from", self.folder.text)
         layout.addWidget(QLabel("More folders (optional): photos elsewhere, merged by class name."))
-        layout.addWidget(self.extra, 1)
-        layout.addLayout(more)
+        layout.addWidget(self.more, 1)
         layout.addWidget(hint)
         # not a mandatory field: Qt counts those complete only once they differ from their first value,
         # which kept Next disabled for a remembered folder
@@ -229,46 +253,12 @@ class FolderPage(QWizardPage):
         self.folder.textChanged.connect(self._edited)
         browse.clicked.connect(self._browse)
         sample.clicked.connect(lambda: self.folder.setText(str(sample_data_dir())))
-        add_classes.clicked.connect(lambda: self._browse_source(FOLDER))
-        add_one.clicked.connect(lambda: self._browse_source(CLASS))
-        self.remove_source.clicked.connect(self._remove_source)
-        self.extra.itemSelectionChanged.connect(
-            lambda: self.remove_source.setEnabled(bool(self.extra.selectionModel().selectedRows()))
-        )
-        self.extra.itemChanged.connect(lambda _item: self._edited())
-
-    def add_source(self, source: Source) -> None:
-        """A row of the "More folders" table; a one-class folder's class name is editable there."""
-        row = self.extra.rowCount()
-        self.extra.insertRow(row)
-        name = QTableWidgetItem(source.class_name() if source.kind == CLASS else "(its sub-folders)")
-        folder = QTableWidgetItem(source.path)
-        folder.setFlags(folder.flags() & ~Qt.ItemFlag.ItemIsEditable)
-        if source.kind != CLASS:
-            name.setFlags(name.flags() & ~Qt.ItemFlag.ItemIsEditable)
-        folder.setData(Qt.ItemDataRole.UserRole, source.kind)
-        self.extra.setItem(row, 0, name)
-        self.extra.setItem(row, 1, folder)
-        self._edited()
+        self.more.changed.connect(self._edited)
 
     def sources(self) -> list[Source]:
         """The training folder, then the extra folders as listed."""
         out = [Source(str(Path(self.folder.text().strip()).expanduser()))] if self.folder.text().strip() else []
-        for row in range(self.extra.rowCount()):
-            kind, path = self.extra.item(row, 1).data(Qt.ItemDataRole.UserRole), self.extra.item(row, 1).text()
-            out.append(Source(path, kind, self.extra.item(row, 0).text().strip() if kind == CLASS else None))
-        return out
-
-    def _browse_source(self, kind: str) -> None:
-        title = "Add a folder of class folders" if kind == FOLDER else "Add a folder that is one class"
-        folder = QFileDialog.getExistingDirectory(self, title, self.folder.text())
-        if folder:
-            self.add_source(Source(folder, kind))
-
-    def _remove_source(self) -> None:
-        for index in sorted(self.extra.selectionModel().selectedRows(), key=lambda i: -i.row()):
-            self.extra.removeRow(index.row())
-        self._edited()
+        return out + self.more.sources()
 
     def _edited(self):
         self.error.hide()
@@ -290,11 +280,7 @@ class FolderPage(QWizardPage):
         if folders and not self.folder.text().strip():
             self.folder.setText(folders.pop(0))
         for folder in folders:
-            try:
-                check_root(folder)
-                self.add_source(Source(folder, FOLDER))
-            except DatasetError:
-                self.add_source(Source(folder, CLASS))
+            self.more.add_folder(folder)
         if folders or self.folder.text().strip():
             event.acceptProposedAction()
 
@@ -304,19 +290,9 @@ class FolderPage(QWizardPage):
     def validatePage(self) -> bool:
         """Absurd folders (the disk, loose photos, empty folders) are refused here at once, before any scan."""
         path = Path(self.folder.text().strip()).expanduser()
-        try:
-            check_root(path)
-            for source in self.sources()[1:]:
-                if source.kind == FOLDER:
-                    check_root(source.path)
-                elif not source.class_name():
-                    raise DatasetError(f"the one-class folder {source.path} needs a class name")
-                elif problem := class_name_problem(source.class_name()):
-                    raise DatasetError(f"class name {source.class_name()!r} cannot be a class: {problem}")
-                elif not source.root().is_dir():
-                    raise DatasetError(f"{source.path} is not a folder")
-        except DatasetError as exc:
-            self.error.setText(sentence(one_sentence(exc)))
+        problem = SourceList.problem(self.sources())
+        if problem:
+            self.error.setText(problem)
             self.error.show()
             return False
         remember("train/last_folder", str(path))
@@ -524,7 +500,14 @@ class ReviewPage(QWizardPage):
         self.problems_button.setEnabled(True)
         self.skipped.setRowCount(len(data.skipped))
         for r, skipped in enumerate(data.skipped):
-            shown = skipped.path.relative_to(data.root) if skipped.path.is_relative_to(data.root) else skipped.path
+            source = data.source_of(skipped.path)  # another folder's files are named with that folder
+            shown = (
+                skipped.path.relative_to(data.root)
+                if skipped.path.is_relative_to(data.root)
+                else skipped.path.relative_to(source.root().parent)
+                if source
+                else skipped.path
+            )
             self.skipped.setItem(r, 0, QTableWidgetItem(str(shown)))
             self.skipped.setItem(r, 1, QTableWidgetItem(skipped.reason))
         self.skipped.setVisible(bool(data.skipped))
@@ -543,26 +526,27 @@ class ReviewPage(QWizardPage):
         self.completeChanged.emit()
 
     def browse_images(self, class_name: str | None = None) -> None:
-        """Every image of one class, each ticked; un-ticking one leaves it out of training."""
+        """Every image of one class, from every folder, each ticked; un-ticking one leaves it out of training."""
         data = self.dataset
         name = class_name if isinstance(class_name, str) and class_name else self.browse_class.currentText()
         if data is None or name not in data.classes:
             return
-        label, folder = data.classes.index(name), data.root / name
-        paths = [i.path for i in data.items if i.label == label and i.path.is_relative_to(folder)]  # this folder's
-        paths += [s.path for s in data.skipped if s.reason == "excluded by you" and s.path.is_relative_to(folder)]
-        dialog = ClassBrowser(self, data.root, name, sorted(paths, key=lambda p: str(p).lower()))
+        label = data.classes.index(name)
+        paths = [i.path for i in data.items if i.label == label]
+        paths += [s.path for s in data.skipped if s.reason == "excluded by you" and data.class_of(s.path) == name]
+        dialog = ClassBrowser(self, data, name, sorted(paths, key=lambda p: str(p).lower()))
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.finished.connect(lambda _result: dialog.changed and self.start_scan())
         dialog.open()
 
     def find_problems(self) -> None:
-        """The data review (wrong labels, duplicates, leaks, outliers) in a dialog; a change means a new scan."""
+        """The data review of every folder (wrong labels, duplicates, leaks, outliers) in a dialog; a change means
+        a new scan."""
         from .qt_review import ReviewDialog
 
         if self.dataset is None:
             return
-        dialog = ReviewDialog(self, self.dataset.root, setting("train/backbone", BACKBONE_CHOICES[0]))
+        dialog = ReviewDialog(self, self.dataset, setting("train/backbone", BACKBONE_CHOICES[0]))
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.finished.connect(lambda _result: dialog.changed and self.start_scan())
         dialog.open()
@@ -572,23 +556,26 @@ class ReviewPage(QWizardPage):
 
 
 class ClassBrowser(QDialog):
-    """A thumbnail grid of one class; the ticks are written to IMAGE_DIR/.retrain-studio/excluded.txt at once."""
+    """A thumbnail grid of one class from every folder; the ticks are written at once to the exclusions of the
+    folder each image came from (``<source>/.retrain-studio/excluded.txt``)."""
 
-    def __init__(self, parent, root: Path, class_name: str, paths: list[Path]):
+    def __init__(self, parent, data, class_name: str, paths: list[Path]):
         super().__init__(parent)
         self.setObjectName("class_browser")
         self.setWindowTitle(f"Images of {class_name}")
         self.resize(760, 560)
-        self.root, self.paths, self.changed = root, paths, False
-        excluded = excluded_files(root)
+        self.data, self.paths, self.changed = data, paths, False
+        excluded = set().union(*(excluded_files(root) for root in self._roots()))
         self.note = QLabel(
             f"{len(paths)} images. Untick an image to leave it out of training; tick it again to bring it back."
         )
         self.note.setWordWrap(True)
         self.grid = thumbnail_grid(96, 132, 132)
         self.grid.setObjectName("class_images")
+        self.grid.setAccessibleName(f"Images of {class_name}")
+        several = len(self._roots()) > 1  # then each caption says which folder the image is in
         for path in paths:
-            item = QListWidgetItem(path.name)
+            item = QListWidgetItem(f"{path.name}\n{self._root(path).name}" if several else path.name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Unchecked if path.resolve() in excluded else Qt.CheckState.Checked)
             item.setToolTip(str(path))
@@ -604,15 +591,24 @@ class ClassBrowser(QDialog):
         thumbnails = load_thumbnails([self.grid.item(i) for i in range(len(paths))], paths, 96, self)
         self.finished.connect(lambda _result: thumbnails.cancel())
 
+    def _root(self, path: Path) -> Path:
+        source = self.data.source_of(path)
+        return source.root() if source else self.data.root
+
+    def _roots(self) -> set[Path]:
+        return {self._root(path) for path in self.paths}
+
     def _ticked(self, _item):
-        mine = {p.resolve() for p in self.paths}
         unticked = {
             self.paths[i].resolve()
             for i in range(self.grid.count())
             if self.grid.item(i).checkState() != Qt.CheckState.Checked
         }
         try:
-            set_excluded(self.root, (excluded_files(self.root) - mine) | unticked)
+            for root in sorted(self._roots()):
+                mine, before = {p.resolve() for p in self.paths if self._root(p) == root}, excluded_files(root)
+                if (after := (before - mine) | (unticked & mine)) != before:  # another folder's list stays as is
+                    set_excluded(root, after)
         except (OSError, ValueError) as exc:  # a read-only folder, a name with a line break
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_sentence(exc)
             self.note.setText(sentence(f"could not save the exclusions: {reason}"))
@@ -622,25 +618,109 @@ class ClassBrowser(QDialog):
         self.note.setText(f"{len(self.paths) - len(unticked)} of {len(self.paths)} images used for training.")
 
 
+class BackboneBox(QComboBox):
+    """The backbone: a listed one by its human name, or a typed hub handle or SavedModel folder."""
+
+    def __init__(self, chosen: str):
+        super().__init__()
+        self.setObjectName("backbone")
+        self.setAccessibleName("Backbone")
+        self.setEditable(True)
+        for backbone_id, text in BACKBONES.items():
+            self.addItem(text, backbone_id)
+        self.set_backbone(chosen)
+        self.setToolTip(
+            "A bundled EfficientNet-Lite (works offline; a bigger one is slower and a little "
+            "more accurate), a TF Hub / Kaggle feature-vector handle (needs internet), "
+            "or a local SavedModel folder"
+        )
+
+    def set_backbone(self, backbone_id: str) -> None:
+        self.setCurrentText(BACKBONES.get(backbone_id, backbone_id))
+
+    def backbone_id(self) -> str:
+        """The CLI id of a listed backbone, or what the user typed (a hub handle or a SavedModel folder)."""
+        text = self.currentText().strip()
+        index = self.findText(text)
+        return self.itemData(index) if index >= 0 else text or BACKBONE_CHOICES[0]
+
+
+class SettingsForm(QWidget):
+    """The training settings a person may change (the wizard's Advanced part, the Retrain dialog): ``load``
+    shows a TrainSettings, ``applied`` returns one with these values and the rest of the given one kept."""
+
+    def __init__(self):
+        super().__init__()
+        defaults = TrainSettings("", "")
+        self.epochs = QSpinBox(minimum=1, maximum=1000, value=defaults.epochs)
+        self.batch_size = QSpinBox(minimum=1, maximum=4096, value=defaults.batch_size)
+        self.learning_rate = QDoubleSpinBox(
+            decimals=5, minimum=1e-5, maximum=1.0, singleStep=0.0005, value=defaults.learning_rate
+        )
+        self.validation = QDoubleSpinBox(minimum=0, maximum=45, value=defaults.validation_percent, suffix=" %")
+        self.test = QDoubleSpinBox(minimum=0, maximum=45, value=defaults.test_percent, suffix=" %")
+        self.augment = QCheckBox("Add augmented copies (mirror, zoom, brightness)")
+        self.fine_tune = QCheckBox("Fine-tune the backbone (slow; for large data sets)")
+        self.fine_tune_epochs = QSpinBox(minimum=0, maximum=1000, value=defaults.fine_tune_epochs)
+        self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=defaults.seed)
+        self.tflite = QComboBox()
+        self.tflite.addItems(["float", "dynamic", "int8", "none"])
+        grid = QFormLayout(self)
+        for widget, name, label in [
+            (self.epochs, "epochs", "Most epochs (early stopping)"),
+            (self.batch_size, "batch_size", "Batch size"),
+            (self.learning_rate, "learning_rate", "Learning rate"),
+            (self.validation, "validation_percent", "Validation split"),
+            (self.test, "test_percent", "Test split"),
+            (self.augment, "augment", ""),
+            (self.fine_tune, "fine_tune", ""),
+            (self.fine_tune_epochs, "fine_tune_epochs", "Fine-tuning epochs"),
+            (self.seed, "seed", "Seed"),
+            (self.tflite, "tflite_export", "TFLite export"),
+        ]:
+            widget.setObjectName(name)
+            widget.setAccessibleName(label or widget.text())
+            grid.addRow(label, widget)
+        self.fine_tune.toggled.connect(self.fine_tune_epochs.setEnabled)
+        self.fine_tune_epochs.setEnabled(False)
+
+    def load(self, settings: TrainSettings) -> None:
+        """Show ``settings``' values (numbers outside a field's range are clamped to it)."""
+        self.epochs.setValue(settings.epochs)
+        self.batch_size.setValue(settings.batch_size)
+        self.learning_rate.setValue(settings.learning_rate)
+        self.validation.setValue(settings.validation_percent)
+        self.test.setValue(settings.test_percent)
+        self.augment.setChecked(settings.augment)
+        self.fine_tune.setChecked(settings.fine_tune)
+        self.fine_tune_epochs.setValue(settings.fine_tune_epochs)
+        self.seed.setValue(settings.seed)
+        self.tflite.setCurrentText(settings.tflite)
+
+    def applied(self, settings: TrainSettings) -> TrainSettings:
+        """``settings`` with this form's values."""
+        return replace(
+            settings,
+            epochs=self.epochs.value(),
+            batch_size=self.batch_size.value(),
+            learning_rate=self.learning_rate.value(),
+            validation_percent=self.validation.value(),
+            test_percent=self.test.value(),
+            augment=self.augment.isChecked(),
+            fine_tune=self.fine_tune.isChecked(),
+            fine_tune_epochs=self.fine_tune_epochs.value(),
+            seed=self.seed.value(),
+            tflite=self.tflite.currentText(),
+        )
+
+
 class OptionsPage(QWizardPage):
     def __init__(self):
         super().__init__()
         self.setObjectName("options_page")
         self.setTitle("Model options")
         self.setSubTitle("The defaults work well; open Advanced to change training.")
-        self.backbone = QComboBox()
-        self.backbone.setObjectName("backbone")
-        self.backbone.setAccessibleName("Backbone")
-        self.backbone.setEditable(True)
-        for backbone_id, text in BACKBONES.items():
-            self.backbone.addItem(text, backbone_id)
-        remembered = setting("train/backbone", BACKBONE_CHOICES[0])
-        self.backbone.setCurrentText(BACKBONES.get(remembered, remembered))
-        self.backbone.setToolTip(
-            "A bundled EfficientNet-Lite (works offline; a bigger one is slower and a little "
-            "more accurate), a TF Hub / Kaggle feature-vector handle (needs internet), "
-            "or a local SavedModel folder"
-        )
+        self.backbone = BackboneBox(setting("train/backbone", BACKBONE_CHOICES[0]))
         self.models_dir = QLineEdit(default_models_dir())
         self.models_dir.setObjectName("models_dir")
         self.models_dir.setAccessibleName("Save models in")
@@ -675,38 +755,11 @@ class OptionsPage(QWizardPage):
         form.addRow("Model name", self.name)
         form.addRow("", conflict_box)
 
-        defaults = TrainSettings("", "")
-        self.epochs = QSpinBox(minimum=1, maximum=1000, value=defaults.epochs)
-        self.learning_rate = QDoubleSpinBox(
-            decimals=5, minimum=1e-5, maximum=1.0, singleStep=0.0005, value=defaults.learning_rate
-        )
-        self.validation = QDoubleSpinBox(minimum=0, maximum=45, value=defaults.validation_percent, suffix=" %")
-        self.test = QDoubleSpinBox(minimum=0, maximum=45, value=defaults.test_percent, suffix=" %")
-        self.augment = QCheckBox("Add augmented copies (mirror, zoom, brightness)")
-        self.fine_tune = QCheckBox("Fine-tune the backbone (slow; for large data sets)")
-        self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=defaults.seed)
-        self.tflite = QComboBox()
-        self.tflite.addItems(["float", "dynamic", "int8", "none"])
-        for widget, name in [
-            (self.epochs, "epochs"),
-            (self.learning_rate, "learning_rate"),
-            (self.validation, "validation_percent"),
-            (self.test, "test_percent"),
-            (self.seed, "seed"),
-            (self.tflite, "tflite_export"),
-        ]:
-            widget.setObjectName(name)
-        inner = QWidget()  # folded into the Advanced section when the page first opens (_make_advanced)
-        grid = QFormLayout(inner)
-        grid.addRow("Most epochs (early stopping)", self.epochs)
-        grid.addRow("Learning rate", self.learning_rate)
-        grid.addRow("Validation split", self.validation)
-        grid.addRow("Test split", self.test)
-        grid.addRow("", self.augment)
-        grid.addRow("", self.fine_tune)
-        grid.addRow("Seed", self.seed)
-        grid.addRow("TFLite export", self.tflite)
-        self.advanced_options, self.advanced = inner, None
+        self.form = SettingsForm()
+        for name in ("epochs", "learning_rate", "validation", "test", "augment", "fine_tune", "seed", "tflite"):
+            setattr(self, name, getattr(self.form, name))  # the page's fields, under the names they always had
+        # folded into the Advanced section when the page first opens (_make_advanced)
+        self.advanced_options, self.advanced = self.form, None
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         self.advanced_slot = QVBoxLayout()
@@ -788,26 +841,18 @@ class OptionsPage(QWizardPage):
             self.models_dir.setText(folder)
 
     def backbone_id(self) -> str:
-        """The CLI id of a listed backbone, or what the user typed (a hub handle or a SavedModel folder)."""
-        text = self.backbone.currentText().strip()
-        index = self.backbone.findText(text)
-        return self.backbone.itemData(index) if index >= 0 else text or BACKBONE_CHOICES[0]
+        return self.backbone.backbone_id()
 
     def settings(self) -> TrainSettings:
-        return TrainSettings(
-            image_dir=str(self.folder()),
-            sources=self.wizard().folder_page.sources(),
-            models_dir=str(Path(self.models_dir.text()).expanduser()),
-            name=self.name.text().strip() or None,
-            backbone=self.backbone_id(),
-            epochs=self.epochs.value(),
-            learning_rate=self.learning_rate.value(),
-            validation_percent=self.validation.value(),
-            test_percent=self.test.value(),
-            augment=self.augment.isChecked(),
-            fine_tune=self.fine_tune.isChecked(),
-            seed=self.seed.value(),
-            tflite=self.tflite.currentText(),
+        sources = self.wizard().folder_page.sources()
+        return self.form.applied(
+            TrainSettings(
+                image_dir=sources[0].path,
+                sources=sources,
+                models_dir=str(Path(self.models_dir.text()).expanduser()),
+                name=self.name.text().strip() or None,
+                backbone=self.backbone_id(),
+            )
         )
 
     def problem(self) -> str | None:
@@ -850,12 +895,11 @@ class TrainingPage(QWizardPage):
         self.setObjectName("training_page")
         self.setTitle("Training")
         self.setSubTitle("Features are computed once and cached, so training again on the same photos is quick.")
-        self.process: QProcess | None = None
+        self.process: EventChild | None = None
         self.done_event: dict | None = None
         self.error: str | None = None
         self.history: dict = {}
         self.settings: TrainSettings | None = None
-        self._cancelled = False
         self.stage = QLabel("Starting…")
         self.stage.setObjectName("training_stage")
         self.progress = QProgressBar()
@@ -919,7 +963,6 @@ class TrainingPage(QWizardPage):
     def initializePage(self):
         self.make_plots()
         self.done_event, self.error, self.history = None, None, {k: [] for k in self.curves}
-        self._cancelled = False
         for curve in self.curves.values():
             curve.setData([], [])
         for plot in (self.loss_plot, self.acc_plot):
@@ -932,93 +975,43 @@ class TrainingPage(QWizardPage):
         self.cancel_button.setEnabled(True)
         options = self.wizard().options_page
         self.settings = options.settings()
-        self._start_progress(self.settings)
-        command = train_command(self.settings, options.keep_name.isChecked())
-        self.log.appendPlainText("$ " + " ".join(command))
-        self.process = QProcess(self)
-        env = QProcessEnvironment.systemEnvironment()
-        env.insert("PYTHONUNBUFFERED", "1")
-        env.insert("RETRAIN_STUDIO_NICE", "10")  # training yields the CPU to the window, which stays smooth
-        self.process.setProcessEnvironment(env)
-        self.process.readyReadStandardOutput.connect(self._read_stdout)
-        self.process.readyReadStandardError.connect(self._read_stderr)
-        self.process.finished.connect(self._finished)
-        self.process.errorOccurred.connect(self._process_error)
-        self._buffer = b""
-        self.process.start(command[0], command[1:])
-        self.completeChanged.emit()
-
-    # --- one overall bar across the stages ---------------------------------------------------------------
-    def _start_progress(self, settings: TrainSettings) -> None:
-        self._weights = dict(STAGE_WEIGHTS, fine_tune=FINE_TUNE_WEIGHT if settings.fine_tune else 0)
-        self._split_share = {"train": 0.8, "validation": 0.1, "test": 0.1}
-        self._stage, self._fraction, self._started = "start", 0.0, time.monotonic()
+        self.overall, self._started = OverallProgress(self.settings.fine_tune), time.monotonic()
         self.progress.setValue(0)
         self.progress.setFormat("%p%")
         self._report()
-
-    def _weight(self, stage: str) -> float:
-        if stage.startswith("embed_"):
-            return self._weights["embed"] * self._split_share.get(stage[len("embed_") :], 0.0)
-        return self._weights.get(stage, 0)
+        command = train_command(self.settings, options.keep_name.isChecked())
+        self.log.appendPlainText("$ " + " ".join(command))
+        self.process = EventChild(command, self)
+        self.process.event.connect(self._handle)
+        self.process.log.connect(self.log.appendPlainText)
+        self.process.ended.connect(self._finished)
+        self.process.start()
+        self.completeChanged.emit()
 
     def _advance(self, stage: str, done: float = 0.0) -> None:
         """Move the bar to ``done`` (0..1) through ``stage``; it never moves back."""
-        order = [
-            "start",
-            "scan",
-            "backbone",
-            "embed_train",
-            "embed_validation",
-            "embed_test",
-            "train",
-            "fine_tune",
-            "calibrate",
-            "evaluate",
-            "export",
-        ]
-        if stage == "embed":
-            stage = "embed_train"
-        if stage not in order:
-            return
-        before = sum(self._weight(s) for s in order[: order.index(stage)])
-        total = sum(self._weight(s) for s in order)
-        self._fraction = max(self._fraction, min(1.0, (before + self._weight(stage) * done) / total))
-        self._stage = stage
-        self.progress.setValue(round(self._fraction * 1000))
+        self.progress.setValue(round(self.overall.advance(stage, done) * 1000))
         self._report()
 
     def _report(self) -> None:
         elapsed = time.monotonic() - self._started
-        f = self._fraction
+        f = self.overall.fraction
         left = ""
         if 0.05 <= f < 1 and elapsed > 2:
             seconds = elapsed * (1 - f) / f
             left = f"about {max(1, round(seconds))} s left" if seconds < 90 else f"about {round(seconds / 60)} min left"
         self.eta.setText(left)
-        text = STAGE_NAMES.get(self._stage, self._stage) + (f", {left}" if left else "")
+        text = STAGE_NAMES.get(self.overall.stage, self.overall.stage) + (f", {left}" if left else "")
         self.progress_changed.emit(int(f * 100), text)
-
-    def _read_stdout(self):
-        self._buffer += bytes(self.process.readAllStandardOutput())
-        *lines, self._buffer = self._buffer.split(b"\n")
-        for line in lines:
-            if line.strip():
-                try:
-                    self._handle(json.loads(line))
-                except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-                    self.log.appendPlainText(line.decode("utf-8", "replace"))
-
-    def _read_stderr(self):
-        text = bytes(self.process.readAllStandardError()).decode("utf-8", "replace")
-        for line in text.splitlines():
-            if line.strip() and not line.startswith(("I0000", "W0000", "WARNING: All log", "E0000")):
-                self.log.appendPlainText(line)
-                if line.startswith("retrain-studio: "):
-                    self.error = line[len("retrain-studio: ") :]
 
     def _handle(self, event: dict) -> None:
         kind = event.get("event")
+        try:
+            self._show(kind, event)
+        except (KeyError, TypeError, AttributeError, ValueError):
+            self.log.appendPlainText(str(event))  # an event of an unknown shape: logged, never a crash
+
+    def _show(self, kind: str, event: dict) -> None:
         if kind == "stage":
             self.stage.setText(STAGE_NAMES.get(event["stage"], event["stage"]) + " — " + event["message"])
             self.log.appendPlainText(event["message"])
@@ -1036,9 +1029,7 @@ class TrainingPage(QWizardPage):
                     self.curves[key].setData(list(xs), list(ys))
             self._check_overfitting(event)
         elif kind == "dataset":
-            sizes = {k: event.get(k, 0) for k in ("train", "validation", "test")}
-            if sum(sizes.values()):
-                self._split_share = {k: v / sum(sizes.values()) for k, v in sizes.items()}
+            self.overall.dataset(event)
             self.log.appendPlainText(
                 f"{event['images']} images, {len(event['classes'])} classes, {event['skipped_count']} skipped"
             )
@@ -1069,42 +1060,34 @@ class TrainingPage(QWizardPage):
             )
             self.overfitting.show()
 
-    def _finished(self, code: int, status):
-        self._read_stdout()
+    def _finished(self, outcome) -> None:
         self.cancel_button.setEnabled(False)
         self.eta.clear()
-        if code == 0 and self.done_event is not None:
+        if outcome.ok and self.done_event is not None:
             self._advance("export", 1.0)
             self.progress.setFormat("done")
             acc = self.done_event["metrics"]["test_accuracy"]
             self.stage.setText("Finished" + (f": test accuracy {acc:.1%}" if acc is not None else ""))
             self.finished_ok.emit(self.done_event)
-        elif self._cancelled:
+        elif outcome.cancelled:
             self.stage.setText("Cancelled; no model version was written.")
             self.progress.setValue(0)
             if self.settings is not None:  # a child killed while exporting leaves a hidden temporary folder
                 remove_stale_temps(Path(self.settings.models_dir) / self.settings.model_name())
         else:
-            text = self.error or f"training stopped unexpectedly (exit code {code})"
+            text = outcome.reason("training")
             self.stage.setText("Failed: " + text)
             self.wizard().message.emit(sentence(text), "error")
-        self._cancelled = False
         self.process = None
         self.progress_changed.emit(-1, self.stage.text())
         self.completeChanged.emit()
 
-    def _process_error(self, error):
-        if error == QProcess.ProcessError.FailedToStart:
-            self.error = "could not start the training process"
-
     def cancel(self):
         if self.running():
-            self._cancelled = True
-            self.process.kill()
-            self.process.waitForFinished(5000)
+            self.process.cancel()
 
     def running(self) -> bool:
-        return self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
+        return self.process is not None and self.process.running()
 
     def isComplete(self) -> bool:
         return self.done_event is not None and not self.running()

@@ -1,6 +1,7 @@
 """The wizard's first page takes several folders: dropped, renamed, removed, merged by class, trained on."""
 
 import json
+from pathlib import Path
 
 from conftest import drop
 from images import copy_sample
@@ -117,3 +118,71 @@ def test_add_one_class_folder_through_the_file_dialog_then_refuse_a_bad_class_na
         error.isVisible()
         and error.text() == "Class name '../up' cannot be a class: its name is a path ('/', '.' or '..')."
     )
+
+
+def test_browse_images_and_find_problems_cover_every_folder(window, qtbot, tmp_path, cache_dir):
+    """Images of a second folder are listed by Browse images and Find problems; each exclusion goes to the list of
+    the folder its image came from, and the other folder's list is left alone."""
+    import shutil
+
+    from PySide6.QtWidgets import QComboBox, QDialog, QLabel, QListWidget, QTabBar
+    from test_gui_wizard import TRAIN_TIMEOUT_MS
+
+    a = copy_sample({"bag": slice(0, 15), "dress": slice(0, 30)}, tmp_path / "a")
+    b = copy_sample({"bag": slice(15, 30), "sneaker": slice(0, 30)}, tmp_path / "b")
+    twin = b / "sneaker" / "twin of a dress.png"
+    shutil.copy(sorted((a / "dress").iterdir())[0], twin)  # an exact copy across the two folders
+    open_train(window, qtbot)
+    type_into(qtbot, window.wizard.findChild(QLineEdit, "training_folder"), str(a))
+    drop(page(window, "folder_page"), [b])
+    click(qtbot, button(window.wizard, "Next"))
+    review = page(window, "review_page")
+    qtbot.waitUntil(review.isComplete, timeout=30_000)
+
+    combo = review.findChild(QComboBox, "browse_class")
+    combo.setFocus()
+    QTest.keyClick(combo, Qt.Key.Key_Home)  # bag: the first class
+    assert combo.currentText() == "bag"
+    click(qtbot, button(review, "Browse images…"))
+    browser = next(d for d in window.findChildren(QDialog, "class_browser") if d.isVisible())
+    grid = browser.findChild(QListWidget, "class_images")
+    shown = [grid.item(i).toolTip() for i in range(grid.count())]
+    assert len(shown) == 30 and sum(path.startswith(str(b)) for path in shown) == 15  # both folders' bags
+    row = next(i for i, path in enumerate(shown) if path.startswith(str(b)))
+    assert grid.item(row).text() == f"{Path(shown[row]).name}\nb"  # the caption says which folder
+    grid.setFocus()
+    grid.setCurrentRow(row)
+    QTest.keyClick(grid, Qt.Key.Key_Space)  # untick one of the second folder's bags
+    click(qtbot, button(browser, "Close"))
+    assert (b / ".retrain-studio" / "excluded.txt").read_text().splitlines() == [str(Path(shown[row]).relative_to(b))]
+    assert not (a / ".retrain-studio").exists()  # the first folder's list is not touched
+    qtbot.waitUntil(review.isComplete, timeout=30_000)
+    assert "90 images in 3 classes" in review.findChild(QLabel, "review_summary").text()  # 91 found, 1 excluded
+    skipped = review.findChild(QTableWidget, "skipped_files")
+    rows = [(skipped.item(r, 0).text(), skipped.item(r, 1).text()) for r in range(skipped.rowCount())]
+    assert rows == [(str(Path(shown[row]).relative_to(b.parent)), "excluded by you")]  # named with its folder
+
+    click(qtbot, button(review, "Find problems…"))
+    dialog = next(d for d in window.findChildren(QDialog, "data_review") if d.isVisible())
+    status = dialog.findChild(QLabel, "review_status")
+    qtbot.waitUntil(lambda: status.text().startswith(("Found", "The review failed")), timeout=TRAIN_TIMEOUT_MS)
+    assert status.text().startswith("Found"), status.text()
+    duplicates = dialog.findChild(QListWidget, "duplicates")
+    captions = [duplicates.item(i).text() for i in range(duplicates.count())]
+    index = next(i for i, caption in enumerate(captions) if caption.startswith(twin.name))  # from the second folder
+    assert duplicates.item(index).toolTip().startswith(f"b/sneaker/{twin.name}")
+    tabs = dialog.findChild(QTabBar)
+    tab = next(i for i in range(tabs.count()) if tabs.tabText(i).startswith("Duplicates"))
+    qtbot.mouseClick(tabs, Qt.MouseButton.LeftButton, pos=tabs.tabRect(tab).center())
+    duplicates.scrollToItem(duplicates.item(index))
+    where = duplicates.visualItemRect(duplicates.item(index)).center()
+    qtbot.mouseClick(duplicates.viewport(), Qt.MouseButton.LeftButton, pos=where)
+    assert duplicates.item(index).isSelected()
+    click(qtbot, button(dialog, "Exclude"))
+    assert sorted((b / ".retrain-studio" / "excluded.txt").read_text().splitlines()) == sorted(
+        [str(Path(shown[row]).relative_to(b)), f"sneaker/{twin.name}"]
+    )
+    assert not (a / ".retrain-studio").exists()
+    click(qtbot, button(dialog, "Close"))
+    qtbot.waitUntil(review.isComplete, timeout=30_000)  # a change means a new scan: both exclusions honoured
+    assert "89 images in 3 classes" in review.findChild(QLabel, "review_summary").text()

@@ -421,7 +421,7 @@ def test_quitting_asks_before_stopping_a_training(window, qtbot, tmp_path, cache
     answer(qtbot, "Yes", asked)
     QTest.keyClick(window, Qt.Key.Key_Q, Qt.KeyboardModifier.ControlModifier)
     assert len(asked) == 2 and not window.isVisible()
-    assert process.state() == process.ProcessState.NotRunning
+    assert process.process.state() == process.process.ProcessState.NotRunning  # the child itself is gone
     assert not (models / "sample").exists() or version_folders(models / "sample") == []
 
 
