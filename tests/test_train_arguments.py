@@ -38,6 +38,8 @@ def _odd_settings(tmp_path) -> TrainSettings:
         cache_dir=str(tmp_path / "cache"),
         tflite="int8",
         trust_backbone=True,
+        unknown_rate=0.125,
+        min_accuracy=0.75,
         review=False,
         sources=[
             Source(first),
