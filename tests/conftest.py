@@ -1,5 +1,5 @@
-"""Shared fixtures: a session cache (backbone converted once), real Fashion-MNIST folders,
-and one trained model that many tests inspect."""
+"""Shared fixtures: a session cache (backbone converted once), real Fashion-MNIST folders, a tiny stand-in
+backbone for tests that do not test the real weights, and one trained model that many tests inspect."""
 
 from __future__ import annotations
 
@@ -30,6 +30,15 @@ def cache_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("cache")
     os.environ["RETRAIN_STUDIO_CACHE"] = str(path)  # child processes share the converted backbone
     return path
+
+
+@pytest.fixture(scope="session")
+def standin_backbone(tmp_path_factory) -> str:
+    """The tiny local feature-vector SavedModel of ``tests/standin.py``, built once: pass it as ``--backbone`` /
+    ``TrainSettings(backbone=...)`` where a test checks the pipeline, not what the real weights see."""
+    import standin
+
+    return str(standin.build(tmp_path_factory.mktemp("backbones")))
 
 
 @pytest.fixture(scope="session")
