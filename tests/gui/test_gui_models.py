@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QWizard,
 )
+from test_gui_wizard import type_backbone
 
 from app.core.evaluation import evaluate, save_results, summary
 from app.store import RESULTS_FILE
@@ -310,7 +311,9 @@ def test_2000_classes_open_as_the_most_confused_pairs(window, qtbot, tmp_path):
     dialog.close()
 
 
-def test_cancel_on_the_results_page_keeps_them_reopenable(window, qtbot, tmp_path, cache_dir, monkeypatch):
+def test_cancel_on_the_results_page_keeps_them_reopenable(
+    window, qtbot, tmp_path, cache_dir, standin_backbone, monkeypatch
+):
     """Train the sample through the wizard, Cancel on Results, reopen the same results from Models."""
     from PySide6.QtWidgets import QLabel
 
@@ -326,6 +329,7 @@ def test_cancel_on_the_results_page_keeps_them_reopenable(window, qtbot, tmp_pat
     qtbot.mouseClick(next_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(next_button.isEnabled, timeout=60_000)  # the review scan finished
     qtbot.mouseClick(next_button, Qt.MouseButton.LeftButton)  # to the options
+    type_backbone(qtbot, wizard.currentPage(), standin_backbone)
     qtbot.mouseClick(next_button, Qt.MouseButton.LeftButton)  # "Train"
     qtbot.waitUntil(lambda: next_button.isEnabled() and next_button.isVisible(), timeout=TRAIN_TIMEOUT_MS)
     qtbot.mouseClick(next_button, Qt.MouseButton.LeftButton)  # to the results

@@ -14,7 +14,9 @@ def _sidebar_item(window, name: str):
     )
 
 
-def test_retrain_from_models_runs_in_the_background_and_reports_both_accuracies(window, qtbot, tmp_path, cache_dir):
+def test_retrain_from_models_runs_in_the_background_and_reports_both_accuracies(
+    window, qtbot, tmp_path, cache_dir, standin_backbone
+):
     from app import cli
 
     a = fashion_mnist.write_folders(tmp_path / "a", 12, [1, 7], start=3200)
@@ -37,6 +39,8 @@ def test_retrain_from_models_runs_in_the_background_and_reports_both_accuracies(
                 "none",
                 "--cache-dir",
                 str(cache_dir),
+                "--backbone",
+                standin_backbone,
             ]
         )
         == 0

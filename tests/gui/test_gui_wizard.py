@@ -3,6 +3,7 @@ the focused widget, pages found by objectName, dialogs answered by clicking thei
 through the real child process on the bundled sample data; progress tests use a scripted child."""
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -106,14 +107,22 @@ def to_review(window, qtbot, folder=None):
     return review
 
 
-def to_options(window, qtbot, models_dir: Path, name: str | None = "sample", folder=None):
+def to_options(window, qtbot, models_dir: Path, name: str | None = "sample", folder=None, backbone=None):
     to_review(window, qtbot, folder)
     click(qtbot, button(window.wizard, "Next"))
     options = page(window, "options_page")
     type_into(qtbot, options.findChild(QLineEdit, "models_dir"), str(models_dir))
     if name:
         type_into(qtbot, options.findChild(QLineEdit, "model_name"), name)
+    if backbone:
+        type_backbone(qtbot, options, backbone)
     return options
+
+
+def type_backbone(qtbot, options, backbone: str) -> None:
+    """Type a backbone (a SavedModel folder, e.g. the tests' stand-in) into the options page's Backbone box."""
+    type_into(qtbot, options.findChild(QComboBox, "backbone").lineEdit(), backbone)
+    assert options.settings().backbone == backbone
 
 
 def set_spin(qtbot, spin, text: str) -> None:
@@ -129,9 +138,9 @@ def open_advanced(qtbot, options) -> None:
     qtbot.wait(400)  # the fold-out animation
 
 
-def start_slow_training(window, qtbot, models_dir):
+def start_slow_training(window, qtbot, models_dir, backbone):
     """A real child that keeps training for many seconds (tiny learning rate, up to 1000 epochs)."""
-    options = to_options(window, qtbot, models_dir)
+    options = to_options(window, qtbot, models_dir, backbone=backbone)
     open_advanced(qtbot, options)
     set_spin(qtbot, options.findChild(QSpinBox, "epochs"), "1000")
     set_spin(qtbot, options.findChild(QDoubleSpinBox, "learning_rate"), "0.00002")
@@ -142,12 +151,14 @@ def start_slow_training(window, qtbot, models_dir):
 
 
 # --- end to end ---------------------------------------------------------------------------------------------------
-def test_wizard_trains_the_sample_end_to_end(window, qtbot, tmp_path, cache_dir, screenshots, monkeypatch):
+def test_wizard_trains_the_sample_end_to_end(
+    window, qtbot, tmp_path, cache_dir, standin_backbone, screenshots, monkeypatch
+):
     opened = []
     monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()) or True)
     open_train(window, qtbot)
     save_shot(window, screenshots, "train-1-folder")
-    options = to_options(window, qtbot, tmp_path / "models")
+    options = to_options(window, qtbot, tmp_path / "models", backbone=standin_backbone)
     review = page(window, "review_page")
     assert review.dataset.classes == SAMPLE_CLASSES
     assert review.thumbs.count() == 4 * 5 and not review.findChild(QLabel, "loose_images").isVisible()
@@ -189,7 +200,7 @@ def test_wizard_trains_the_sample_end_to_end(window, qtbot, tmp_path, cache_dir,
     assert "tensorflow/serving" in export.docker.toPlainText() and "-e MODEL_NAME=sample" in export.docker.toPlainText()
     assert 'name: "sample"' in export.config.toPlainText()
     sizes = {export.files.item(r, 0).text(): export.files.item(r, 1).text() for r in range(export.files.rowCount())}
-    assert sizes["assets/labels.txt"] == "26 B" and sizes["model.tflite"].endswith(" MB")
+    assert sizes["assets/labels.txt"] == "26 B" and re.fullmatch(r"\d+(\.\d)? KB", sizes["model.tflite"])  # the stand-in
     save_shot(window, screenshots, "train-6-export")
     click(qtbot, button(export, "Show in folder"))
     assert opened == [str(version)]
@@ -203,9 +214,9 @@ def test_wizard_trains_the_sample_end_to_end(window, qtbot, tmp_path, cache_dir,
     assert window.pages.currentWidget() is window.wizard and current(window) == "folder_page"
 
 
-def test_cancel_leaves_no_version(window, qtbot, tmp_path, cache_dir):
+def test_cancel_leaves_no_version(window, qtbot, tmp_path, cache_dir, standin_backbone):
     models = tmp_path / "models"
-    training = start_slow_training(window, qtbot, models)
+    training = start_slow_training(window, qtbot, models, standin_backbone)
     click(qtbot, button(training, "Cancel training"))
     qtbot.waitUntil(lambda: not training.running(), timeout=10_000)
     assert "Cancelled" in training.findChild(QLabel, "training_stage").text()
@@ -372,9 +383,9 @@ def test_model_name_follows_the_folder_and_a_class_change_offers_a_new_name(wind
 
 
 # --- defect 9: a running training is never abandoned silently ------------------------------------------------------
-def test_back_and_esc_ask_before_stopping_a_training(window, qtbot, tmp_path, cache_dir):
+def test_back_and_esc_ask_before_stopping_a_training(window, qtbot, tmp_path, cache_dir, standin_backbone):
     models = tmp_path / "models"
-    training = start_slow_training(window, qtbot, models)
+    training = start_slow_training(window, qtbot, models, standin_backbone)
     asked = []
     answer(qtbot, "No", asked)
     click(qtbot, button(window.wizard, "Back"))
@@ -400,9 +411,9 @@ def test_back_and_esc_ask_before_stopping_a_training(window, qtbot, tmp_path, ca
     )
 
 
-def test_quitting_asks_before_stopping_a_training(window, qtbot, tmp_path, cache_dir):
+def test_quitting_asks_before_stopping_a_training(window, qtbot, tmp_path, cache_dir, standin_backbone):
     models = tmp_path / "models"
-    training = start_slow_training(window, qtbot, models)
+    training = start_slow_training(window, qtbot, models, standin_backbone)
     process = training.process
     asked = []
     answer(qtbot, "No", asked)
