@@ -1,10 +1,13 @@
 """A tiny stand-in backbone for tests that do not test the real weights.
 
 It keeps TF Hub's image feature-vector contract (float32 RGB ``[B, H, W, 3]`` in ``[0, 1]`` -> ``[B, D]``), as
-TF Hub's own ``make_image_classifier`` tests do with a small local SavedModel: a coarse 16x16 colour grid of the
-image (average pooling) beside two strided convolutions with fixed, seeded weights and a global average.  About
-10 M multiply-adds per 224 px image where EfficientNet-Lite0 needs about 400 M, and it saves, loads and converts
-to TFLite in a few seconds.  It uses only pure ops, so ``backbone_safety`` passes it without ``--trust-backbone``.
+TF Hub's own ``make_image_classifier`` tests do with a small local SavedModel: a 16 x 16 colour grid of the image
+(average pooling) beside two strided 3 x 3 convolutions with fixed, seeded weights, average-pooled to 7 x 7.
+About 2.3 M multiply-adds per 224 px image where EfficientNet-Lite0 needs about 400 M, and it saves, loads and
+converts to TFLite in a second or two.  It uses only pure ops, so ``backbone_safety`` passes it without
+``--trust-backbone``.  On the tests' 200 Fashion-MNIST images (5 classes) its head gets about 0.85 test
+accuracy (0.94 on all 200), against 0.85+ for EfficientNet-Lite0: good enough for tests that check which class
+an obvious image gets, never for claims about accuracy.
 
 The folder is named ``..._224`` because the app reads a local backbone's input size from its name: 224 keeps the
 exported model's input the same as the bundled default's.
@@ -18,9 +21,10 @@ import numpy as np
 
 FOLDER_NAME = "standin_feature_vector_224"
 IMAGE_SIZE = 224
-GRID = 16  # the colour grid's side: 16 x 16 x 3 = 768 features
-CHANNELS = (16, 32)  # the two convolutions' widths: 32 more features
-FEATURES = GRID * GRID * 3 + CHANNELS[-1]
+GRID = 16  # the colour grid's side
+CHANNELS = (16, 32)  # the two convolutions' widths; each has stride 4: 224 -> 56 -> 14
+POOLED = 7  # the convolutions' output, average-pooled to 7 x 7
+FEATURES = GRID * GRID * 3 + POOLED * POOLED * CHANNELS[1]  # 2336
 
 
 def build(parent: Path, seed: int = 0) -> Path:
@@ -49,13 +53,13 @@ def build(parent: Path, seed: int = 0) -> Path:
         @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32)])
         def __call__(self, images):
             cell = IMAGE_SIZE // GRID
-            grid = (
-                tf.nn.avg_pool2d(images, cell, cell, "VALID") * 4.0
-            )  # [B, 16, 16, 3], scaled near the convolutions' range
+            grid = tf.nn.avg_pool2d(images, cell, cell, "VALID") * 2.0  # [B, 16, 16, 3], near the convs' scale
             x = tf.nn.relu(tf.nn.conv2d(images * 2.0 - 1.0, self.conv1, 4, "SAME"))
-            x = tf.nn.relu(tf.nn.conv2d(x, self.conv2, 4, "SAME"))
-            pooled = tf.reduce_mean(x, axis=[1, 2])
-            return tf.concat([tf.reshape(grid, [-1, GRID * GRID * 3]), pooled], axis=1)
+            x = tf.nn.relu(tf.nn.conv2d(x, self.conv2, 4, "SAME"))  # [B, 14, 14, 32]
+            side = IMAGE_SIZE // 16 // POOLED
+            pooled = tf.nn.avg_pool2d(x, side, side, "VALID")  # [B, 7, 7, 32]
+            flat = [tf.reshape(grid, [-1, GRID * GRID * 3]), tf.reshape(pooled, [-1, POOLED * POOLED * CHANNELS[1]])]
+            return tf.concat(flat, axis=1)
 
     module = StandIn()
     module.variables = [module.conv1, module.conv2]
