@@ -614,9 +614,12 @@ def test_backbones_have_human_names_and_the_advanced_arrow_points_the_right_way(
 
 # --- issue 12: the data review step ---------------------------------------------------------------------------------
 def test_find_problems_shows_wrong_labels_and_duplicates_and_acts_only_on_clicks(
-    window, qtbot, tmp_path, cache_dir, screenshots
+    window, qtbot, tmp_path, cache_dir, standin_backbone, screenshots
 ):
     from app.core.dataset import split_of
+    from app.gui.qt_common import remember
+
+    remember("train/backbone", standin_backbone)  # the review embeds with the last run's backbone: the stand-in
 
     folder = tmp_path / "clothes"
     shutil.copytree(sample_data_dir(), folder)
