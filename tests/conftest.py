@@ -1,5 +1,5 @@
-"""Shared fixtures: a session cache (backbone converted once), real Fashion-MNIST folders,
-and one trained model that many tests inspect."""
+"""Shared fixtures: a session cache (backbone converted once), real Fashion-MNIST folders, a tiny stand-in
+backbone for tests that do not test the real weights, and one trained model that many tests inspect."""
 
 from __future__ import annotations
 
@@ -33,6 +33,15 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def standin_backbone(tmp_path_factory) -> str:
+    """The tiny local feature-vector SavedModel of ``tests/standin.py``, built once: pass it as ``--backbone`` /
+    ``TrainSettings(backbone=...)`` where a test checks the pipeline, not what the real weights see."""
+    import standin
+
+    return str(standin.build(tmp_path_factory.mktemp("backbones")))
+
+
+@pytest.fixture(scope="session")
 def fm_dir(tmp_path_factory) -> Path:
     if not fashion_mnist.available():
         pytest.fail("Fashion-MNIST is missing: apt-get install dataset-fashion-mnist (.ci/run does this)")
@@ -41,24 +50,37 @@ def fm_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory, fm_dir, cache_dir) -> dict:
-    """One real training run, shared: {"done": done event, "events": [...], "models": Path}."""
+    """One real training run (EfficientNet-Lite0), shared: {"done": done event, "events": [...], "models": Path,
+    "version_dir": Path}."""
+    return _train_clothes(tmp_path_factory.mktemp("models"), fm_dir, cache_dir)
+
+
+def _train_clothes(models: Path, fm_dir: Path, cache_dir: Path, backbone: str | None = None) -> dict:
+    """Train ``models/clothes`` on ``fm_dir``: {"done": done event, "events": [...], "models", "version_dir"}."""
+    from app.core.backbones import DEFAULT_BACKBONE
     from app.core.training import TrainSettings, run
 
-    models = tmp_path_factory.mktemp("models")
     seen: list[dict] = []
-    done = run(
-        TrainSettings(
-            str(fm_dir),
-            str(models),
-            name="clothes",
-            cache_dir=str(cache_dir),
-            validation_percent=15,
-            test_percent=25,
-            tflite="dynamic",
-        ),
-        on_event=seen.append,
+    settings = TrainSettings(
+        str(fm_dir),
+        str(models),
+        name="clothes",
+        backbone=backbone or DEFAULT_BACKBONE,
+        cache_dir=str(cache_dir),
+        validation_percent=15,
+        test_percent=25,
+        tflite="dynamic",
     )
+    done = run(settings, on_event=seen.append)
     return {"done": done, "events": seen, "models": models, "version_dir": Path(done["model_dir"])}
+
+
+@pytest.fixture(scope="session")
+def standin_trained(tmp_path_factory, fm_dir, cache_dir, standin_backbone) -> dict:
+    """``trained`` on the stand-in backbone: for tests of what the app does with a model, not of its answers'
+    quality (the GUI's ``trained``, tests/gui/conftest.py); it trains, loads and classifies in a fraction of
+    the time."""
+    return _train_clothes(tmp_path_factory.mktemp("standin-models"), fm_dir, cache_dir, standin_backbone)
 
 
 @pytest.fixture(scope="module")

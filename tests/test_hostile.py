@@ -102,15 +102,14 @@ def test_scan_uses_or_lists_every_hostile_file(tmp_path):
     assert tally["silently_lost"] == 0
 
 
-def test_training_on_good_images_mixed_with_the_corpus(tmp_path, fm_dir, cache_dir):
+def test_training_on_good_images_mixed_with_the_corpus(tmp_path, fm_dir, cache_dir, standin_backbone):
     """A real `train --json` run: completes, names every skipped file, labels.txt has only safe names."""
     root = tmp_path / "mixed"
     for name in ("trouser", "sneaker"):
         shutil.copytree(fm_dir / name, root / name)
     cases = write_corpus(root, fuzz=60)
-    result = cli(
-        "train", root, "-o", tmp_path / "models", "--json", "--tflite", "none", "--cache-dir", cache_dir, timeout=900
-    )
+    where = ("--cache-dir", cache_dir, "--backbone", standin_backbone)
+    result = cli("train", root, "-o", tmp_path / "models", "--json", "--tflite", "none", *where, timeout=900)
     if result.returncode != 0:
         print(f"\ntraining: {len(cases)} hostile files tried, 1 crash (exit {result.returncode})")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -296,7 +295,7 @@ def test_bench_reads_each_file_only_when_it_is_used(trained, tmp_path):
     assert growth < 80
 
 
-def test_an_image_changed_after_the_scan_is_left_out_not_fatal(tmp_path, cache_dir):
+def test_an_image_changed_after_the_scan_is_left_out_not_fatal(tmp_path, cache_dir, standin_backbone):
     """A file replaced by junk between the scan and the embed stage is skipped with a warning naming it.
 
     With --test-percent 0 too: an empty split once ended the embed stage ("need at least one array").
@@ -323,6 +322,7 @@ def test_an_image_changed_after_the_scan_is_left_out_not_fatal(tmp_path, cache_d
             str(tmp_path / "models"),
             name="changed",
             cache_dir=str(cache_dir),
+            backbone=standin_backbone,
             validation_percent=20,
             test_percent=0,
             tflite="none",
@@ -336,7 +336,7 @@ def test_an_image_changed_after_the_scan_is_left_out_not_fatal(tmp_path, cache_d
     assert meta["split_sizes"]["test"] == 0 and meta["metrics"]["test_accuracy"] is None
 
 
-def test_training_progress_prints_names_escaped(tmp_path, fm_dir, cache_dir):
+def test_training_progress_prints_names_escaped(tmp_path, fm_dir, cache_dir, standin_backbone):
     """The human-readable `train` output: skipped names, reasons and warnings never print raw control bytes."""
     root = tmp_path / "data"
     for name in ("trouser", "sneaker"):
@@ -346,7 +346,8 @@ def test_training_progress_prints_names_escaped(tmp_path, fm_dir, cache_dir):
     (root / "trouser" / "\x1b[31mred\x1b]0;owned\x07.jpg").write_bytes(b"junk")
     (root / "trouser" / os.fsdecode(b"caf\xe9.jpg")).write_bytes(b"junk")
     (root / "esc\x1b[2Jape").mkdir()
-    result = cli("train", root, "-o", tmp_path / "models", "--tflite", "none", "--cache-dir", cache_dir, timeout=900)
+    where = ("--cache-dir", cache_dir, "--backbone", standin_backbone)
+    result = cli("train", root, "-o", tmp_path / "models", "--tflite", "none", *where, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     err = result.stderr.decode("utf-8")  # strict: undecodable name bytes are escaped too
     assert "\x1b" not in err and "\x07" not in err

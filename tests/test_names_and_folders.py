@@ -13,6 +13,7 @@ from pathlib import Path
 import fashion_mnist
 import numpy as np
 import pytest
+from standin import FEATURES
 
 from app.cli import main
 from app.core import backbones, features
@@ -237,7 +238,7 @@ def test_read_only_models_dir_fails_before_any_work(tmp_path, no_tf, small_dir):
     assert not marker.exists() and list(models.iterdir()) == []
 
 
-def test_read_only_models_dir_with_writable_name_exports_and_warns(tmp_path, small_dir, cache_dir):
+def test_read_only_models_dir_with_writable_name_exports_and_warns(tmp_path, small_dir, cache_dir, standin_backbone):
     """The real thing: MODELS_DIR read-only, MODELS_DIR/NAME a writable mount; the export is a success
     and the models.config refresh that cannot be written is one warning."""
     if not _can_mount_read_only(tmp_path):
@@ -258,6 +259,8 @@ def test_read_only_models_dir_with_writable_name_exports_and_warns(tmp_path, sma
         "clothes",
         "--cache-dir",
         cache_dir,
+        "--backbone",
+        standin_backbone,
         "--epochs",
         "3",
         "--tflite",
@@ -395,16 +398,20 @@ def test_settings_check_covers_the_api_only_numbers():
 # --- cache shards -----------------------------------------------------------------------------------------
 
 
-def test_bad_cache_shards_are_dropped_with_a_warning_and_training_goes_on(tmp_path, small_dir, cache_dir):
+def test_bad_cache_shards_are_dropped_with_a_warning_and_training_goes_on(
+    tmp_path, small_dir, cache_dir, standin_backbone
+):
     """A truncated, a zero-byte, a garbage and a foreign-width shard, through a real training run."""
-    info = backbones.resolve("efficientnet_lite0")
+    info = backbones.resolve(standin_backbone)
     folder = features.EmbeddingCache(
         backbones.cache_root(cache_dir), backbones.fingerprint(info), info.image_size
     ).folder
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(7)
     good = tmp_path / "good.npz"
-    np.savez(good, keys=np.array([f"{i:064x}" for i in range(50)]), vectors=rng.random((50, 1280), dtype=np.float32))
+    np.savez(
+        good, keys=np.array([f"{i:064x}" for i in range(50)]), vectors=rng.random((50, FEATURES), dtype=np.float32)
+    )
     data = good.read_bytes()
     assert zipfile.is_zipfile(good) and len(data) > 100_000
     bad = {
@@ -427,6 +434,7 @@ def test_bad_cache_shards_are_dropped_with_a_warning_and_training_goes_on(tmp_pa
             str(tmp_path / "models"),
             name="shards",
             cache_dir=str(cache_dir),
+            backbone=standin_backbone,
             epochs=3,
             tflite="none",
             validation_percent=20,

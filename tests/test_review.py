@@ -190,7 +190,7 @@ def test_training_reviews_by_default_and_keeps_a_summary(trained):
     assert meta["training"]["review"] is True
 
 
-def test_training_leaves_leaking_copies_out_of_the_test_split(tmp_path, cache_dir):
+def test_training_leaves_leaking_copies_out_of_the_test_split(tmp_path, cache_dir, standin_backbone):
     root = fashion_mnist.write_folders(tmp_path / "data", 20, [1, 8], start=500)
     from app.core.dataset import split_of
 
@@ -204,8 +204,9 @@ def test_training_leaves_leaking_copies_out_of_the_test_split(tmp_path, cache_di
     from app.core.training import TrainSettings, run
 
     seen = []
+    where = {"cache_dir": str(cache_dir), "backbone": standin_backbone}
     done = run(
-        TrainSettings(str(root), str(tmp_path / "models"), cache_dir=str(cache_dir), tflite="none"),
+        TrainSettings(str(root), str(tmp_path / "models"), **where, tflite="none"),
         on_event=seen.append,
     )
     event = next(e for e in seen if e["event"] == "review")
@@ -215,7 +216,7 @@ def test_training_leaves_leaking_copies_out_of_the_test_split(tmp_path, cache_di
     assert any(e["event"] == "warning" and "left out of evaluation" in e["message"] for e in seen)
     quiet = []
     run(
-        TrainSettings(str(root), str(tmp_path / "models"), cache_dir=str(cache_dir), tflite="none", review=False),
+        TrainSettings(str(root), str(tmp_path / "models"), **where, tflite="none", review=False),
         on_event=quiet.append,
     )
     assert not any(e["event"] == "review" for e in quiet)

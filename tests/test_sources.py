@@ -145,7 +145,7 @@ def test_train_with_a_missing_class_folder_is_one_line_exit_1(tmp_path):
 
 
 def test_retrain_after_adding_images_makes_the_next_version_and_embeds_only_the_new_ones(
-    tmp_path, cache_dir, monkeypatch, capsys
+    tmp_path, cache_dir, standin_backbone, monkeypatch, capsys
 ):
     import json
 
@@ -177,6 +177,8 @@ def test_retrain_after_adding_images_makes_the_next_version_and_embeds_only_the_
                 "--json",
                 "--cache-dir",
                 str(cache_dir),
+                "--backbone",
+                standin_backbone,
             ]
         )
         == 0

@@ -1,4 +1,5 @@
-"""GUI fixtures: offscreen Qt, settings in a temp folder, a screenshot folder, drag-and-drop helpers."""
+"""GUI fixtures: offscreen Qt, settings in a temp folder, the shared model (on the stand-in backbone), a
+screenshot folder, drag-and-drop helpers."""
 
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ def isolated_settings(tmp_path):
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
     yield tmp_path / "settings"
+
+
+@pytest.fixture(scope="session")
+def trained(standin_trained) -> dict:
+    """The GUI tests judge the GUI, not the weights: their shared model is the stand-in backbone's
+    (tests/conftest.py ``standin_trained``), which loads and classifies many times faster than EfficientNet's."""
+    return standin_trained
 
 
 @pytest.fixture(scope="session")

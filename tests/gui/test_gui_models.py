@@ -20,9 +20,10 @@ from PySide6.QtWidgets import (
     QPushButton,
     QWizard,
 )
+from test_gui_wizard import type_backbone
 
 from app.core.evaluation import evaluate, save_results, summary
-from app.store import RESULTS_FILE
+from app.store import RESULTS_FILE, folder_size, human_size
 
 TRAIN_TIMEOUT_MS = 300_000
 
@@ -143,7 +144,7 @@ def test_models_page_lists_versions_with_readable_sizes(window, qtbot, trained, 
     row = clothes.child(0)
     assert row.text(0) == "version 2" and row.text(1) == "5"
     assert row.text(2).endswith(f"% on {trained['done']['metrics']['test_images']} images")
-    assert "model.tflite" in row.text(6) and row.text(5).endswith(" MB")
+    assert "model.tflite" in row.text(6) and re.fullmatch(r"\d+\.\d [KM]B", row.text(5))  # the SavedModel's size
     assert re.fullmatch(r"\d\.\d KB", tiny.child(0).text(5))  # a few KB: never "0.0 MB"
     assert tiny.child(0).text(6) == "model.tflite 700 B"
     save_shot(window, screenshots, "models")
@@ -169,7 +170,8 @@ def test_delete_asks_naming_the_version_and_moves_it_to_the_trash(window, qtbot,
     qtbot.mouseClick(delete, Qt.MouseButton.LeftButton)
     assert seen, "no question was asked"
     accuracy = f"{trained['done']['metrics']['test_accuracy']:.1%}"
-    for fact in ("clothes", "Version: 2", "Classes: 5", f"Test accuracy: {accuracy}", "MB", str(version)):
+    size = f"Size: {human_size(folder_size(version))}"
+    for fact in ("clothes", "Version: 2", "Classes: 5", f"Test accuracy: {accuracy}", size, str(version)):
         assert fact in seen[0], fact
     assert version.is_dir()  # Cancel keeps it
 
@@ -310,7 +312,9 @@ def test_2000_classes_open_as_the_most_confused_pairs(window, qtbot, tmp_path):
     dialog.close()
 
 
-def test_cancel_on_the_results_page_keeps_them_reopenable(window, qtbot, tmp_path, cache_dir, monkeypatch):
+def test_cancel_on_the_results_page_keeps_them_reopenable(
+    window, qtbot, tmp_path, cache_dir, standin_backbone, monkeypatch
+):
     """Train the sample through the wizard, Cancel on Results, reopen the same results from Models."""
     from PySide6.QtWidgets import QLabel
 
@@ -326,6 +330,7 @@ def test_cancel_on_the_results_page_keeps_them_reopenable(window, qtbot, tmp_pat
     qtbot.mouseClick(next_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(next_button.isEnabled, timeout=60_000)  # the review scan finished
     qtbot.mouseClick(next_button, Qt.MouseButton.LeftButton)  # to the options
+    type_backbone(qtbot, wizard.currentPage(), standin_backbone)
     qtbot.mouseClick(next_button, Qt.MouseButton.LeftButton)  # "Train"
     qtbot.waitUntil(lambda: next_button.isEnabled() and next_button.isVisible(), timeout=TRAIN_TIMEOUT_MS)
     qtbot.mouseClick(next_button, Qt.MouseButton.LeftButton)  # to the results

@@ -33,6 +33,7 @@ from test_gui_wizard import (
     open_train,
     page,
     set_spin,
+    type_backbone,
     type_into,
 )
 
@@ -124,7 +125,9 @@ def _choose_in_file_dialog(path: Path, chosen: list) -> None:
 
 
 # --- the journey ------------------------------------------------------------------------------------------------
-def test_two_folders_train_then_retrain_from_models_while_classifying(window, qtbot, tmp_path, cache_dir, screenshots):
+def test_two_folders_train_then_retrain_from_models_while_classifying(
+    window, qtbot, tmp_path, cache_dir, screenshots, standin_backbone
+):
     """Add two folders in the wizard, train; add images; Models → Retrain; classify meanwhile; read what changed."""
     from conftest import save_shot
 
@@ -142,6 +145,7 @@ def test_two_folders_train_then_retrain_from_models_while_classifying(window, qt
     options = page(window, "options_page")
     type_into(qtbot, options.findChild(QLineEdit, "models_dir"), str(models))
     type_into(qtbot, options.findChild(QLineEdit, "model_name"), "shoes")
+    type_backbone(qtbot, options, standin_backbone)
     open_advanced(qtbot, options)
     set_spin(qtbot, options.findChild(QSpinBox, "epochs"), "8")
     click(qtbot, button(window.wizard, "Train"))
@@ -199,7 +203,9 @@ def test_two_folders_train_then_retrain_from_models_while_classifying(window, qt
 
 
 # --- editing before retraining ----------------------------------------------------------------------------------
-def test_edited_folders_and_settings_become_the_next_version_s_record(window, qtbot, tmp_path, cache_dir):
+def test_edited_folders_and_settings_become_the_next_version_s_record(
+    window, qtbot, tmp_path, cache_dir, standin_backbone
+):
     a = fashion_mnist.write_folders(tmp_path / "a", 12, [1, 7], start=3200)
     usb = fashion_mnist.write_folders(tmp_path / "usb", 12, [8], start=3200) / "bag"
     more = fashion_mnist.write_folders(tmp_path / "more", 4, [1, 7], start=3400)  # not a source yet
@@ -223,6 +229,8 @@ def test_edited_folders_and_settings_become_the_next_version_s_record(window, qt
                 "none",
                 "--cache-dir",
                 str(cache_dir),
+                "--backbone",
+                standin_backbone,
             ]
         )
         == 0

@@ -8,7 +8,7 @@ from images import copy_sample
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QLineEdit, QTableWidget
-from test_gui_wizard import TRAIN_TIMEOUT_MS, button, click, open_train, page, type_into
+from test_gui_wizard import TRAIN_TIMEOUT_MS, button, click, open_train, page, type_backbone, type_into
 
 from app.paths import sample_data_dir
 
@@ -21,7 +21,9 @@ def _cell(qtbot, table: QTableWidget, row: int, column: int, double: bool = Fals
         qtbot.mouseDClick(table.viewport(), Qt.MouseButton.LeftButton, pos=where)
 
 
-def test_training_from_a_folder_a_dropped_folder_and_a_renamed_one_class_folder(window, qtbot, tmp_path):
+def test_training_from_a_folder_a_dropped_folder_and_a_renamed_one_class_folder(
+    window, qtbot, tmp_path, standin_backbone
+):
     a = copy_sample({"bag": slice(0, 15), "dress": slice(0, 30)}, tmp_path / "a")
     b = copy_sample({"bag": slice(15, 30), "sneaker": slice(0, 30)}, tmp_path / "b")
     pants = copy_sample({"trouser": slice(0, 30)}, tmp_path / "usb") / "trouser"
@@ -59,6 +61,7 @@ def test_training_from_a_folder_a_dropped_folder_and_a_renamed_one_class_folder(
     options = page(window, "options_page")
     type_into(qtbot, options.findChild(QLineEdit, "models_dir"), str(tmp_path / "models"))
     type_into(qtbot, options.findChild(QLineEdit, "model_name"), "merged")
+    type_backbone(qtbot, options, standin_backbone)
     click(qtbot, button(window.wizard, "Train"))
     training = page(window, "training_page")
     qtbot.waitUntil(training.isComplete, timeout=TRAIN_TIMEOUT_MS)

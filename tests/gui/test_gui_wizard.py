@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.paths import sample_data_dir
-from app.store import version_folders
+from app.store import human_size, version_folders
 
 TRAIN_TIMEOUT_MS = 300_000
 MAX_STALL_MS = 150
@@ -106,14 +106,22 @@ def to_review(window, qtbot, folder=None):
     return review
 
 
-def to_options(window, qtbot, models_dir: Path, name: str | None = "sample", folder=None):
+def to_options(window, qtbot, models_dir: Path, name: str | None = "sample", folder=None, backbone=None):
     to_review(window, qtbot, folder)
     click(qtbot, button(window.wizard, "Next"))
     options = page(window, "options_page")
     type_into(qtbot, options.findChild(QLineEdit, "models_dir"), str(models_dir))
     if name:
         type_into(qtbot, options.findChild(QLineEdit, "model_name"), name)
+    if backbone:
+        type_backbone(qtbot, options, backbone)
     return options
+
+
+def type_backbone(qtbot, options, backbone: str) -> None:
+    """Type a backbone (a SavedModel folder, e.g. the tests' stand-in) into the options page's Backbone box."""
+    type_into(qtbot, options.findChild(QComboBox, "backbone").lineEdit(), backbone)
+    assert options.settings().backbone == backbone
 
 
 def set_spin(qtbot, spin, text: str) -> None:
@@ -129,9 +137,9 @@ def open_advanced(qtbot, options) -> None:
     qtbot.wait(400)  # the fold-out animation
 
 
-def start_slow_training(window, qtbot, models_dir):
+def start_slow_training(window, qtbot, models_dir, backbone):
     """A real child that keeps training for many seconds (tiny learning rate, up to 1000 epochs)."""
-    options = to_options(window, qtbot, models_dir)
+    options = to_options(window, qtbot, models_dir, backbone=backbone)
     open_advanced(qtbot, options)
     set_spin(qtbot, options.findChild(QSpinBox, "epochs"), "1000")
     set_spin(qtbot, options.findChild(QDoubleSpinBox, "learning_rate"), "0.00002")
@@ -142,7 +150,9 @@ def start_slow_training(window, qtbot, models_dir):
 
 
 # --- end to end ---------------------------------------------------------------------------------------------------
-def test_wizard_trains_the_sample_end_to_end(window, qtbot, tmp_path, cache_dir, screenshots, monkeypatch):
+def test_wizard_trains_the_sample_end_to_end(
+    window, qtbot, tmp_path, cache_dir, standin_backbone, screenshots, monkeypatch
+):
     opened = []
     monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()) or True)
     open_train(window, qtbot)
@@ -158,6 +168,7 @@ def test_wizard_trains_the_sample_end_to_end(window, qtbot, tmp_path, cache_dir,
     click(qtbot, button(window.wizard, "Next"))
     assert options.findChild(QLineEdit, "model_name").text() == "sample"  # typed names survive Back and Next
     save_shot(window, screenshots, "train-3-options")
+    type_backbone(qtbot, options, standin_backbone)  # after the screenshot: it shows the default backbone
 
     meter = GapMeter()
     meter.start()
@@ -191,7 +202,8 @@ def test_wizard_trains_the_sample_end_to_end(window, qtbot, tmp_path, cache_dir,
     check = next(label for label in export.findChildren(QLabel) if label.accessibleName() == "Export check")
     assert check.text().startswith("Checked: all 3 exported files answer the ")  # both signatures, model.tflite
     sizes = {export.files.item(r, 0).text(): export.files.item(r, 1).text() for r in range(export.files.rowCount())}
-    assert sizes["assets/labels.txt"] == "26 B" and sizes["model.tflite"].endswith(" MB")
+    assert sizes["assets/labels.txt"] == "26 B"
+    assert sizes["model.tflite"] == human_size((version / "model.tflite").stat().st_size)
     save_shot(window, screenshots, "train-6-export")
     click(qtbot, button(export, "Show in folder"))
     assert opened == [str(version)]
@@ -205,9 +217,9 @@ def test_wizard_trains_the_sample_end_to_end(window, qtbot, tmp_path, cache_dir,
     assert window.pages.currentWidget() is window.wizard and current(window) == "folder_page"
 
 
-def test_cancel_leaves_no_version(window, qtbot, tmp_path, cache_dir):
+def test_cancel_leaves_no_version(window, qtbot, tmp_path, cache_dir, standin_backbone):
     models = tmp_path / "models"
-    training = start_slow_training(window, qtbot, models)
+    training = start_slow_training(window, qtbot, models, standin_backbone)
     click(qtbot, button(training, "Cancel training"))
     qtbot.waitUntil(lambda: not training.running(), timeout=10_000)
     assert "Cancelled" in training.findChild(QLabel, "training_stage").text()
@@ -379,9 +391,9 @@ def test_model_name_follows_the_folder_and_a_class_change_offers_a_new_name(wind
 
 
 # --- defect 9: a running training is never abandoned silently ------------------------------------------------------
-def test_back_and_esc_ask_before_stopping_a_training(window, qtbot, tmp_path, cache_dir):
+def test_back_and_esc_ask_before_stopping_a_training(window, qtbot, tmp_path, cache_dir, standin_backbone):
     models = tmp_path / "models"
-    training = start_slow_training(window, qtbot, models)
+    training = start_slow_training(window, qtbot, models, standin_backbone)
     asked = []
     answer(qtbot, "No", asked)
     click(qtbot, button(window.wizard, "Back"))
@@ -407,9 +419,9 @@ def test_back_and_esc_ask_before_stopping_a_training(window, qtbot, tmp_path, ca
     )
 
 
-def test_quitting_asks_before_stopping_a_training(window, qtbot, tmp_path, cache_dir):
+def test_quitting_asks_before_stopping_a_training(window, qtbot, tmp_path, cache_dir, standin_backbone):
     models = tmp_path / "models"
-    training = start_slow_training(window, qtbot, models)
+    training = start_slow_training(window, qtbot, models, standin_backbone)
     process = training.process
     asked = []
     answer(qtbot, "No", asked)
@@ -609,9 +621,12 @@ def test_backbones_have_human_names_and_the_advanced_arrow_points_the_right_way(
 
 # --- issue 12: the data review step ---------------------------------------------------------------------------------
 def test_find_problems_shows_wrong_labels_and_duplicates_and_acts_only_on_clicks(
-    window, qtbot, tmp_path, cache_dir, screenshots
+    window, qtbot, tmp_path, cache_dir, standin_backbone, screenshots
 ):
     from app.core.dataset import split_of
+    from app.gui.qt_common import remember
+
+    remember("train/backbone", standin_backbone)  # the review embeds with the last run's backbone: the stand-in
 
     folder = tmp_path / "clothes"
     shutil.copytree(sample_data_dir(), folder)
