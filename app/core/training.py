@@ -16,6 +16,7 @@ import importlib
 import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from app import store
-from app.imaging import load_image
+from app.imaging import DecodedImages, load_image
 
 from . import backbones, events, export, features, review, serving_config
 from .dataset import Dataset, Skipped, scan
@@ -394,14 +395,25 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
     info = backbones.resolve(s.backbone, trust=s.trust_backbone)
     size = info.image_size
     sources = s.all_sources()
+    cache = features.EmbeddingCache(
+        backbones.cache_root(s.cache_dir), backbones.fingerprint(info), size, on_event=on_event
+    )
+    decoded = DecodedImages()
     with stages("scan", f"Scanning {', '.join(source.path for source in sources)}"):
-        data = _scan(sources, s, size, on_event)
-    with stages("backbone", f"Loading backbone {info.id}", key="load_backbone"):
-        location = backbones.materialise(info, s.cache_dir)
-        extractor = backbones.load(info, s.cache_dir)
+        data = _scan(sources, s, size, on_event, known_valid=cache, decoded=decoded)
     copies = s.augment_copies if s.augment else 0
+    extractor = backbones.FeatureExtractor(info, s.cache_dir, on_event)
+    new = new_images(data, cache, copies)
+    if new:  # a warm cache never starts the backbone's forward pass
+        with stages("backbone", f"Loading backbone {info.id}", key="load_backbone"):
+            extractor.prepare()
     with stages("embed") as say:
-        splits, vectors = _embed(data, info, extractor, copies, s.cache_dir, on_event, say)
+        splits, vectors = _embed(data, cache, extractor, copies, new, on_event, say, decoded)
+    del decoded
+    # the TensorFlow backbone (for export and fine-tuning) loads while the review and the head run
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-backbone")
+    tf_backbone = loader.submit(extractor.tf_model)
+    loader.shutdown(wait=False)
     review_summary = None
     if s.review:
         with stages("review", "Looking for wrong labels, duplicates and outliers"):
@@ -425,7 +437,10 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
             s,
             on_event,
         )
-    backbone, head, test_vectors = extractor, (kernel, bias), vectors["test"]
+    with stages("backbone", f"Loading backbone {info.id} in TensorFlow", key="load_backbone"):
+        backbone = tf_backbone.result()  # raises what loading raised
+        location = backbones.materialise(info, s.cache_dir)
+    head, test_vectors = (kernel, bias), vectors["test"]
     if s.fine_tune:
         with stages("fine_tune", "Fine-tuning the backbone"):
             backbone, head, test_vectors = _fine_tune_or_keep(
@@ -465,14 +480,18 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
     return done
 
 
-def _scan(sources: list, s: TrainSettings, size: int, on_event: events.EventSink) -> Dataset:
-    """The scan stage: the data set, announced by the ``dataset`` event and a warning per scan note."""
+def _scan(sources: list, s: TrainSettings, size: int, on_event: events.EventSink, **options) -> Dataset:
+    """The scan stage: the data set, announced by the ``dataset`` event and a warning per scan note.
+
+    ``options`` go to ``dataset.scan`` (``known_valid``, ``decoded``).
+    """
     data = scan(
         sources,
         validation_percent=s.validation_percent,
         test_percent=s.test_percent,
         target=(size, size),
         on_event=on_event,
+        **options,
     )
     on_event(events.dataset(data))
     for note in data.warnings:
@@ -481,20 +500,28 @@ def _scan(sources: list, s: TrainSettings, size: int, on_event: events.EventSink
 
 
 def _embed(
-    data: Dataset, info, extractor, copies: int, cache_dir, on_event: events.EventSink, say
+    data: Dataset,
+    cache: features.EmbeddingCache,
+    extractor,
+    copies: int,
+    new: int,
+    on_event: events.EventSink,
+    say,
+    decoded=None,
 ) -> tuple[dict, dict]:
     """The embed stage: (splits, feature vectors per split), through the embedding cache.
 
-    Images that cannot be read any more (changed since the scan) are left out, as the scan would have.
+    ``new`` images (``new_images``) run through ``extractor``; pixels the scan kept in ``decoded`` are not
+    decoded again.  Images that cannot be read any more (changed since the scan) are left out, as the
+    scan would have.
     """
-    size = info.image_size
-    cache = features.EmbeddingCache(
-        backbones.cache_root(cache_dir), backbones.fingerprint(info), size, on_event=on_event
-    )
     splits = {name: data.split(name) for name in ("train", "validation", "test")}
-    new = new_images(data, cache, copies)
     on_event(events.new_images(new, len(data.items)))
-    say(f"Computing image features: {new} new image{'s' if new != 1 else ''} ({len(data.items) - new} already cached)")
+    engine = f" in {'LiteRT' if extractor.engine == 'litert' else 'TensorFlow'}" if new and extractor.engine else ""
+    say(
+        f"Computing image features{engine}: {new} new image{'s' if new != 1 else ''} "
+        f"({len(data.items) - new} already cached)"
+    )
     vectors, failed = {}, {}
     for name, items in splits.items():
         vectors[name] = features.embed(
@@ -502,12 +529,13 @@ def _embed(
             [i.digest for i in items],
             extractor,
             cache,
-            size,
+            extractor.info.image_size,
             variants=copies if name == "train" else 0,
             batch_size=32,
             on_event=on_event,
             stage=f"embed_{name}",
             on_error=lambda i, reason, items=items: failed.setdefault(items[i].path, reason),
+            decoded=decoded,
         )
     if failed:
         _leave_out(data, failed, on_event)
