@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -304,22 +305,56 @@ def _smoothed(labels: np.ndarray, k: int, smoothing: float) -> np.ndarray:
 
 
 def _image_batches(items, size: int, batch_size: int, k: int, seed: int, augment: bool):
-    """tf.data pipeline of decoded images for fine-tuning (decoded on the fly, not cached)."""
+    """The fine-tuning input: a ``tf.data`` pipeline that decodes in the graph, on parallel calls.
+
+    Files are read with ``imaging.read_image_file`` (regular files only, size-limited: a file swapped for a
+    FIFO since the scan cannot hang training), then decoded and resized by ``graph_preprocess.load_image``,
+    the same maths as the host, on ``num_parallel_calls`` threads, batched and prefetched.  Augmentation
+    (``augment``) is random mirror, crop-and-zoom up to 20 % and brightness/contrast, in the graph.  An image
+    that no longer decodes is dropped with a log line (the embed stage already warned about changed files).
+    """
     import tensorflow as tf
 
-    paths = [str(i.path) for i in items]
-    labels = np.array([i.label for i in items])
+    from app.imaging import ImageError, read_image_file
 
-    def generate():
-        order = np.random.default_rng(seed).permutation(len(paths))
-        for j in order:
-            image = load_image(Path(paths[j]).read_bytes(), (size, size))
-            if augment:
-                image = features.augment(image, int(seed * 1000003 + j))
-            yield image, _one_hot(labels[j : j + 1], k)[0]
+    from .graph_preprocess import load_image as graph_load_image
 
-    spec = (tf.TensorSpec((size, size, 3), tf.float32), tf.TensorSpec((k,), tf.float32))
-    return tf.data.Dataset.from_generator(generate, output_signature=spec).batch(batch_size).prefetch(2)
+    paths = [os.fsencode(i.path) for i in items]  # bytes: a name need not be UTF-8
+    labels = _one_hot(np.array([i.label for i in items], np.int64), k)
+
+    def read(path: bytes) -> bytes:
+        try:
+            return read_image_file(bytes(path))
+        except ImageError:
+            return b""  # fails to decode below: dropped
+
+    def load(index, path, label):
+        data = tf.numpy_function(read, [path], tf.string, stateful=False)
+        data.set_shape([])
+        image = graph_load_image(data, size, size)
+        if augment:
+            image = _augment_in_graph(image, tf.stack([tf.cast(seed, tf.int64), index]), size)
+        return image, label
+
+    dataset = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), paths, labels))
+    dataset = dataset.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    return dataset.ignore_errors(log_warning=True).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _augment_in_graph(image, seed, size: int):
+    """``features.augment``'s kind of variant in TensorFlow ops (mirror, zoom up to 20 %, brightness/contrast)."""
+    import tensorflow as tf
+
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    image = tf.image.stateless_random_flip_left_right(image, seeds[0])
+    zoom = tf.random.stateless_uniform([], seeds[1], 0.8, 1.0)
+    side = tf.cast(tf.round(zoom * size), tf.int32)
+    image = tf.image.stateless_random_crop(image, tf.stack([side, side, 3]), seeds[2])
+    image = tf.image.resize(image, (size, size), method="bilinear")
+    image = tf.image.stateless_random_contrast(image, 0.8, 1.2, seeds[3])
+    image = tf.image.stateless_random_brightness(image, 0.1, seeds[3][::-1])
+    return tf.clip_by_value(image, 0.0, 1.0)
 
 
 def fine_tune(location: str, head, data: Dataset, size: int, s: TrainSettings, on_event, epoch_offset: int):
