@@ -6,6 +6,7 @@ a writer killed with SIGKILL mid-append, and old-format shards from earlier vers
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -182,36 +183,39 @@ def test_store_survives_a_cut_tail_and_garbage_losing_only_the_damaged_records(t
     assert seen == [] and len(clean.load(_keys(20))) == 20
 
 
+def _png_files(folder: Path, n: int) -> tuple[list[Path], list[str]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        paths.append(folder / f"{i}.png")
+        paths[-1].write_bytes(encode(np.full((20, 20, 3), i * 20, np.uint8), "PNG"))
+    return paths, [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+
+
 def test_a_flipped_byte_in_a_stored_vector_is_caught_and_that_image_embedded_again(tmp_path):
+    paths, digests = _png_files(tmp_path / "images", 8)
     cache = features.EmbeddingCache(tmp_path, "b", 224)
-    cache.add(_keys(8), _vectors(8))
+    cache.add(digests, _vectors(8))
     cache.flush()
     _, vectors = _store_files(cache)
     raw = bytearray(vectors.read_bytes())
     raw[3 * WIDTH * 4 + 5] ^= 0x40  # row 3
     vectors.write_bytes(bytes(raw))
-    seen = []
+    seen, calls = [], []
     reopened = features.EmbeddingCache(tmp_path, "b", 224, on_event=seen.append)
-    calls = []
-    out = features.embed(
-        [Path(f"/nonexistent/{i}.png") for i in range(8)],
-        _keys(8),
-        lambda batch: calls.append(len(batch)) or _vectors(8)[3:4],
-        reopened,
-        16,
-        decoded=_decoded({_keys(1, 3)[0]: np.zeros((16, 16, 3), np.uint8)}),
-    )
+    out = features.embed(paths, digests, lambda batch: calls.append(len(batch)) or _vectors(8)[3:4], reopened, 16)
     assert calls == [1] and len(_warnings(seen)) == 1
     np.testing.assert_array_equal(out, _vectors(8))
 
 
-def _decoded(pixels: dict):
-    from app.imaging import DecodedImages
-
-    memo = DecodedImages()
-    for digest, image in pixels.items():
-        memo.keep(digest, image)
-    return memo
+def test_an_image_whose_content_changed_is_never_cached_under_its_old_digest(tmp_path):
+    paths, digests = _png_files(tmp_path / "images", 3)
+    paths[1].write_bytes(encode(np.zeros((30, 30, 3), np.uint8), "PNG"))  # still an image, other content
+    cache = features.EmbeddingCache(tmp_path, "b", 224)
+    failed = {}
+    out = features.embed(paths, digests, lambda batch: _vectors(len(batch)), cache, 16, on_error=failed.setdefault)
+    assert list(failed) == [1] and "scanned" in failed[1] and len(out) == 2
+    assert digests[1] not in cache and digests[0] in cache
 
 
 def test_a_damaged_index_header_costs_the_vectors_not_the_run(tmp_path, own_cache):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import stat
 import struct
@@ -481,10 +482,11 @@ def embed(
     """Vectors for every (image, variant) pair, computing only those the cache lacks.
 
     Only the vectors this call needs are read from the cache (``EmbeddingCache.load``).  Images missing
-    from it are decoded on ``DECODE_WORKERS`` threads while ``extractor`` runs on the batch before (one
-    thread calls ``extractor``: never two at once); pixels the scan already decoded (``decoded``) are not
-    decoded again.  An image that can no longer be read or decoded (changed since the scan) is reported to
-    ``on_error(index, reason)`` and left out of the result.
+    from it are read, checked against their digest and decoded on ``DECODE_WORKERS`` threads while
+    ``extractor`` runs on the batch before (one thread calls ``extractor``: never two at once); pixels the
+    scan already decoded (``decoded``) are not decoded again.  An image that can no longer be read or
+    decoded, or whose content changed since the scan (its vector would be cached under the old content's
+    digest), is reported to ``on_error(index, reason)`` and left out of the result.
 
     Args:
         paths: The image files.
@@ -519,10 +521,11 @@ def embed(
 
     def prepare(i: int) -> list[tuple[str, np.ndarray]]:
         try:
+            data = read_image_file(paths[i])
+            if hashlib.sha256(data).hexdigest() != digests[i]:  # its vector would be stored under the old content
+                raise ImageError("the file's content is not what was scanned")
             pixels = decoded.take(digests[i]) if decoded is not None else None
-            if pixels is None:
-                pixels = decode(read_image_file(paths[i]), target)
-            base = resize(pixels, target)
+            base = resize(pixels if pixels is not None else decode(data, target), target)
         except ImageError as exc:
             if on_error is None:
                 raise

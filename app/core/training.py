@@ -437,10 +437,10 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
     with stages("scan", f"Scanning {', '.join(source.path for source in sources)}"):
         data = _scan(sources, s, size, on_event, known_valid=cache, decoded=decoded)
     copies = s.augment_copies if s.augment else 0
-    extractor = backbones.FeatureExtractor(info, s.cache_dir, on_event)
-    new = new_images(data, cache, copies)
-    if new:  # a warm cache never starts the backbone's forward pass
-        with stages("backbone", f"Loading backbone {info.id}", key="load_backbone"):
+    with stages("backbone", f"Loading backbone {info.id}", key="load_backbone"):
+        extractor = backbones.FeatureExtractor(info, s.cache_dir, on_event)
+        new = new_images(data, cache, copies)
+        if new:  # a warm cache never starts the backbone's forward pass
             extractor.prepare()
     with stages("embed") as say:
         splits, vectors = _embed(data, cache, extractor, copies, new, on_event, say, decoded)
@@ -472,7 +472,7 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
             s,
             on_event,
         )
-    with stages("backbone", f"Loading backbone {info.id} in TensorFlow", key="load_backbone"):
+    with stages("backbone", key="load_backbone"):  # announced above; waits for the TensorFlow object
         backbone = tf_backbone.result()  # raises what loading raised
         location = backbones.materialise(info, s.cache_dir)
     head, test_vectors = (kernel, bias), vectors["test"]

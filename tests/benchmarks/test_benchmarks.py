@@ -26,3 +26,11 @@ def test_review_benchmark():
     result = main([])  # 10 classes x 150: 1,500 images (+20 copies)
     assert result["images"] == 1520 and result["warm_wall_s"] < 5
     assert result["copies_found"] >= 18 and result["recall"] >= 0.8
+
+
+@pytest.mark.slow
+def test_embed_benchmark():
+    from benchmarks.bench_embed import main
+
+    result = main([])  # 10 classes x 150: 1,500 images
+    assert result["images"] == 1500 and result["embed_vs_bare_forward"] > 0.5 and result["warm"]["wall_s"] > 0
