@@ -204,6 +204,15 @@ def check_file(
     return digest, None
 
 
+def _file_identity(path: Path):
+    """What makes two paths one file: its device and inode (one ``stat``, where ``resolve`` walks every folder)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return path  # vanished or unreadable: its read fails later, with a reason
+    return info.st_dev, info.st_ino
+
+
 FOLDER, CLASS = "folder", "class"  # a folder of class folders; a folder that is one class
 
 
@@ -356,7 +365,7 @@ def scan(
                     continue  # a one-class source's own notes (its exclusions), not images
                 if found.reason:
                     skipped.append(Skipped(found.path, found.reason))
-                elif (key := found.path.resolve()) not in seen:  # the same file through two sources: once
+                elif (key := _file_identity(found.path)) not in seen:  # the same file through two sources: once
                     seen.add(key)
                     found_here.append((label, found.path))
             kept, excluded = without_excluded(source.root(), found_here)

@@ -12,10 +12,8 @@ child process.
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -426,7 +424,6 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
     s.check()
     export.check_output(s.models_dir, s.model_name())  # before any work: a bad name or folder fails now
     stages = _Stages(on_event)
-    threading.Thread(target=importlib.import_module, args=("tensorflow",), daemon=True).start()  # overlaps the scan
     info = backbones.resolve(s.backbone, trust=s.trust_backbone)
     size = info.image_size
     sources = s.all_sources()
@@ -445,7 +442,8 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
     with stages("embed") as say:
         splits, vectors = _embed(data, cache, extractor, copies, new, on_event, say, decoded)
     del decoded
-    # the TensorFlow backbone (for export and fine-tuning) loads while the review and the head run
+    # TensorFlow and the backbone as a TF object (for export and fine-tuning) load while the review runs, not
+    # earlier: importing TensorFlow holds the interpreter lock for seconds and would stall the embed loop
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-backbone")
     tf_backbone = loader.submit(extractor.tf_model)
     loader.shutdown(wait=False)
