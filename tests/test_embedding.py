@@ -257,6 +257,18 @@ def test_compaction_keeps_every_live_vector_and_drops_dead_rows(tmp_path):
     assert all(np.array_equal(got[k], v) for k, v in zip(_keys(25), _vectors(25)))
 
 
+def test_a_store_of_mostly_dead_rows_is_compacted_when_opened(tmp_path):
+    cache = features.EmbeddingCache(tmp_path, "b", 224)
+    for _ in range(features.COMPACT_SLACK_ROWS // 10 + 3):  # 10 images embedded again and again
+        cache.add(_keys(10), _vectors(10))
+    cache.flush()
+    assert _store_files(cache)[1].stat().st_size > features.COMPACT_SLACK_ROWS * WIDTH * 4
+    reopened = features.EmbeddingCache(tmp_path, "b", 224)
+    index, vectors = _store_files(reopened)
+    assert vectors.name == "vectors-1.f32" and vectors.stat().st_size == 10 * WIDTH * 4
+    assert all(np.array_equal(reopened[k], v) for k, v in zip(_keys(10), _vectors(10)))
+
+
 def test_old_npz_shards_are_moved_into_the_store(tmp_path):
     folder = tmp_path / "embeddings" / "b-224x224"
     folder.mkdir(parents=True)

@@ -27,7 +27,8 @@ from . import events
 from .atomic import write_bytes
 
 AUGMENT_VERSION = 1  # bump when augmentation maths change, so old variants are not reused
-DECODE_WORKERS = 2  # TF already uses every core; more threads only contend
+COMPACT_SLACK_ROWS = 4096  # dead rows (superseded, or a killed writer's) tolerated before the store is rewritten
+DECODE_WORKERS = 2  # LiteRT already runs on 2 threads; more decoders only contend for the cores
 
 
 class EmbeddingCache:
@@ -82,6 +83,7 @@ class EmbeddingCache:
             self._migrate_shards()
         if damaged:
             self._warn_damage(damaged)
+        if damaged or self._rows > 2 * len(self._index) + COMPACT_SLACK_ROWS:  # damage, or mostly dead rows
             self.compact()
 
     # --- reading ------------------------------------------------------------------------------------------
