@@ -317,3 +317,37 @@ def test_a_writer_killed_mid_append_loses_at_most_its_last_records(tmp_path):
     got = cache.load([f"{i:064x}" for i in range(stored + 50)])
     assert sorted(got) == sorted(f"{i:064x}" for i in range(len(got)))  # a prefix: nothing in between lost
     assert stored - len(got) <= 50 and len(_warnings(seen)) <= 1
+
+
+# --- fine-tuning input ------------------------------------------------------------------------------------------
+
+
+def test_fine_tuning_goes_on_when_an_image_turns_to_junk_after_the_embed_stage(tmp_path, own_cache):
+    """Fine-tuning decodes in the graph (tf.data, parallel calls): a file damaged meanwhile is dropped, not fatal."""
+    import fashion_mnist
+
+    data = fashion_mnist.write_folders(tmp_path / "fm", 6, [1, 8])
+    victims = sorted((data / "trouser").glob("*.png"))[:2]
+
+    def sink(event):
+        if event["event"] == "stage" and event["stage"] == "fine_tune":
+            victims[0].write_bytes(b"not an image any more")
+            os.remove(victims[1])
+            os.mkfifo(victims[1])  # a FIFO would hang a plain read: the safe reader refuses it
+
+    done = run(
+        TrainSettings(
+            str(data),
+            str(tmp_path / "models"),
+            cache_dir=str(own_cache),
+            epochs=2,
+            fine_tune=True,
+            fine_tune_epochs=1,
+            batch_size=4,
+            tflite="none",
+            review=False,
+            test_percent=0,
+        ),
+        on_event=sink,
+    )
+    assert done["event"] == "done" and done["seconds"]["fine_tune"] > 0
