@@ -233,7 +233,9 @@ class EmbeddingCache:
             write_bytes(index_path, _header(self.width))
             write_bytes(self.folder / "CURRENT", f"{self._generation}\n".encode())
         row_bytes = 4 * self.width
-        with open(vector_path, "ab") as vec, open(index_path, "r+b") as idx:
+        nofollow = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)  # a planted link is not followed
+        vec_fd = os.open(vector_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | nofollow, 0o644)
+        with os.fdopen(vec_fd, "ab") as vec, os.fdopen(os.open(index_path, os.O_RDWR | nofollow), "r+b") as idx:
             rows = os.fstat(vec.fileno()).st_size // row_bytes
             vec.truncate(rows * row_bytes)  # a dead writer's partial row
             idx_size = os.fstat(idx.fileno()).st_size
