@@ -213,14 +213,23 @@ class DecodedImages:
         self._lock = threading.Lock()
 
     def keep(self, digest: str, pixels: np.ndarray) -> None:
-        """Hold ``pixels`` under ``digest`` if the budget allows (else drop them silently)."""
+        """Hold ``pixels`` under ``digest`` if the budget allows (else they are not kept, and decoded again later).
+
+        Args:
+            digest: The image file's content digest.
+            pixels: Its decoded pixels (``decode``).
+        """
         with self._lock:
             if digest not in self._pixels and self._bytes + pixels.nbytes <= self.budget_bytes:
                 self._pixels[digest] = pixels
                 self._bytes += pixels.nbytes
 
     def take(self, digest: str) -> np.ndarray | None:
-        """Returns and forgets the pixels held under ``digest`` (None when not held)."""
+        """Returns and forgets the pixels held under ``digest`` (None when not held).
+
+        Args:
+            digest: The image file's content digest.
+        """
         with self._lock:
             pixels = self._pixels.pop(digest, None)
             if pixels is not None:

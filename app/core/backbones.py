@@ -307,6 +307,10 @@ def feature_tflite_path(info: BackboneInfo, cache_dir: str | Path | None = None)
     """Returns where the backbone's float ``.tflite`` feature extractor is cached: beside its SavedModel.
 
     Keyed like the SavedModel (``fingerprint``) plus the input size, so changed weights never reuse it.
+
+    Args:
+        info: The backbone.
+        cache_dir: As for ``cache_root``.
     """
     return cache_root(cache_dir) / "backbones" / f"{fingerprint(info)}-{info.image_size}.tflite"
 
@@ -340,6 +344,10 @@ def probe_images(image_size: int, count: int = 4) -> np.ndarray:
     """Returns ``count`` fixed, smooth float32 test images [count, S, S, 3] in [0, 1] (gradients and blobs).
 
     Used to check a converted backbone against TensorFlow before its vectors are trusted.
+
+    Args:
+        image_size: S.
+        count: How many images.
     """
     ramp = np.linspace(0.0, 1.0, image_size, dtype=np.float32)
     yy, xx = np.meshgrid(ramp, ramp, indexing="ij")
@@ -384,7 +392,14 @@ class LiteRTForward:
         self._shape: tuple | None = None
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        """float32 [B, S, S, 3] in [0, 1] -> float32 [B, D] (a copy, safe to keep)."""
+        """Runs the forward pass on one batch.
+
+        Args:
+            images: float32 [B, S, S, 3] in [0, 1].
+
+        Returns:
+            float32 [B, D], a copy (the interpreter's buffer is reused by the next call).
+        """
         images = np.ascontiguousarray(images, dtype=np.float32)
         if images.shape != self._shape:
             self._interpreter.resize_tensor_input(self._input, list(images.shape))
@@ -486,7 +501,17 @@ class FeatureExtractor:
         return forward, None
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        """float32 [B, S, S, 3] in [0, 1] -> float32 [B, D] (prepares the engine on the first call)."""
+        """Runs the forward pass, preparing the engine on the first call.
+
+        Args:
+            images: float32 [B, S, S, 3] in [0, 1].
+
+        Returns:
+            float32 [B, D].
+
+        Raises:
+            BackboneError: The backbone cannot be loaded at all.
+        """
         if self._forward is None:
             self.prepare()
         return self._forward(images)

@@ -154,6 +154,12 @@ class EmbeddingCache:
         """Returns {key: vector} for those of ``keys`` that are stored and intact, reading only their rows.
 
         A row whose CRC does not match is left out (its image is embedded again), with one warning.
+
+        Args:
+            keys: Cache keys (``cache_key``); unknown ones are simply absent from the result.
+
+        Returns:
+            {key: float32 [D]} for the keys found intact.
         """
         out = {key: self._fresh[key] for key in keys if key in self._fresh}
         wanted = sorted({key for key in keys if key not in out and key in self._index}, key=lambda k: self._index[k])
@@ -193,7 +199,12 @@ class EmbeddingCache:
     # --- writing ------------------------------------------------------------------------------------------
 
     def add(self, keys: Sequence[str], vectors: np.ndarray) -> None:
-        """Remember ``vectors`` [N, D] under ``keys`` (``cache_key``); appended to the store by the next ``flush``."""
+        """Remember ``vectors`` under ``keys``; they are appended to the store by the next ``flush``.
+
+        Args:
+            keys: Cache keys (``cache_key``), one per row.
+            vectors: float32 [N, D].
+        """
         for key, vector in zip(keys, np.asarray(vectors, np.float32)):
             self._fresh[key] = vector
             self._pending.append(key)
