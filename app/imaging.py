@@ -39,6 +39,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import threading
 import unicodedata
 import warnings
 from collections.abc import Iterable
@@ -192,6 +193,51 @@ def resize(pixels: np.ndarray, target: tuple[int, int]) -> np.ndarray:
 def load_image(data: bytes, target: tuple[int, int]) -> np.ndarray:
     """Bytes -> model input float32 [H, W, 3] in [0, 1] (``decode`` + ``resize``); ImageError as ``decode``."""
     return resize(decode(data, target), target)
+
+
+class DecodedImages:
+    """Pixels already decoded (``decode``), by content digest, kept within ``budget_bytes``, for one run.
+
+    The scan decodes every new image to validate it; the embed stage takes the pixels from here instead
+    of reading and decoding the file again.  Past the budget nothing more is kept (those images are
+    decoded again later): memory stays bounded however many images there are.  Thread-safe.
+
+    Args:
+        budget_bytes: The most pixel bytes held at once.
+    """
+
+    def __init__(self, budget_bytes: int = 256 * 2**20):
+        self.budget_bytes = budget_bytes
+        self._pixels: dict[str, np.ndarray] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def keep(self, digest: str, pixels: np.ndarray) -> None:
+        """Hold ``pixels`` under ``digest`` if the budget allows (else they are not kept, and decoded again later).
+
+        Args:
+            digest: The image file's content digest.
+            pixels: Its decoded pixels (``decode``).
+        """
+        with self._lock:
+            if digest not in self._pixels and self._bytes + pixels.nbytes <= self.budget_bytes:
+                self._pixels[digest] = pixels
+                self._bytes += pixels.nbytes
+
+    def take(self, digest: str) -> np.ndarray | None:
+        """Returns and forgets the pixels held under ``digest`` (None when not held).
+
+        Args:
+            digest: The image file's content digest.
+        """
+        with self._lock:
+            pixels = self._pixels.pop(digest, None)
+            if pixels is not None:
+                self._bytes -= pixels.nbytes
+            return pixels
+
+    def __len__(self) -> int:
+        return len(self._pixels)
 
 
 @dataclass(frozen=True)

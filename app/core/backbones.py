@@ -15,6 +15,7 @@ else already works as a TF Hub handle or a local feature-vector SavedModel folde
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -22,10 +23,15 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .atomic import remove_stale_temps, temp_folder
+import numpy as np
+
+from . import events
+from .atomic import remove_stale_temps, temp_folder, write_bytes
 from .efficientnet_lite import VARIANTS, weights_file
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
+LITERT_THREADS = 2  # XNNPACK threads: this many cores run the forward pass; decoding overlaps it
+AGREEMENT = 1e-4  # the converted forward pass must match TensorFlow's this closely (so cached vectors stay valid)
 # Hub handles are downloaded programs: only over https, only from these hosts (and paths).  The storage
 # bucket is TF Hub's own; any other bucket on storage.googleapis.com could hold anyone's model.
 HUB_HOSTS = (
@@ -295,3 +301,217 @@ def load(info: BackboneInfo, cache_dir: str | Path | None = None):
             "without __call__); use a TF2 feature-vector SavedModel"
         )
     return model
+
+
+def feature_tflite_path(info: BackboneInfo, cache_dir: str | Path | None = None) -> Path:
+    """Returns where the backbone's float ``.tflite`` feature extractor is cached: beside its SavedModel.
+
+    Keyed like the SavedModel (``fingerprint``) plus the input size, so changed weights never reuse it.
+
+    Args:
+        info: The backbone.
+        cache_dir: As for ``cache_root``.
+    """
+    return cache_root(cache_dir) / "backbones" / f"{fingerprint(info)}-{info.image_size}.tflite"
+
+
+def convert_to_tflite(model, image_size: int) -> bytes:
+    """Convert a loaded feature-vector backbone to a float ``.tflite`` with input [B, S, S, 3]; imports TensorFlow.
+
+    The batch dimension stays dynamic (``resize_tensor_input``); height and width are fixed, which lets
+    XNNPACK plan the whole graph.
+
+    Args:
+        model: The callable TF object ``load`` returns.
+        image_size: S.
+
+    Returns:
+        The flatbuffer's bytes.
+
+    Raises:
+        Exception: Whatever the converter raises for ops it cannot express (the caller falls back to TF).
+    """
+    import tensorflow as tf
+
+    forward = tf.function(
+        lambda images: model(images), input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32)]
+    )
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([forward.get_concrete_function()], model)
+    return converter.convert()
+
+
+def probe_images(image_size: int, count: int = 4) -> np.ndarray:
+    """Returns ``count`` fixed, smooth float32 test images [count, S, S, 3] in [0, 1] (gradients and blobs).
+
+    Used to check a converted backbone against TensorFlow before its vectors are trusted.
+
+    Args:
+        image_size: S.
+        count: How many images.
+    """
+    ramp = np.linspace(0.0, 1.0, image_size, dtype=np.float32)
+    yy, xx = np.meshgrid(ramp, ramp, indexing="ij")
+    out = []
+    for n in range(count):
+        phase = n * 0.7
+        out.append(
+            np.stack(
+                [
+                    xx,
+                    yy[::-1] if n % 2 else yy,
+                    0.5 + 0.5 * np.sin(6.0 * (xx + yy) + phase) * np.cos(4.0 * xx - phase),
+                ],
+                axis=-1,
+            )
+        )
+    return np.clip(np.stack(out), 0.0, 1.0).astype(np.float32)
+
+
+class LiteRTForward:
+    """One LiteRT interpreter (XNNPACK, ``LITERT_THREADS`` threads) running a feature-vector ``.tflite``.
+
+    Not thread-safe: call it from one thread only (the embed loop does).  The batch size follows the
+    input; the interpreter is resized only when it changes.
+
+    Args:
+        model: The ``.tflite`` file, or its bytes.
+        threads: Interpreter threads.
+
+    Raises:
+        ValueError, RuntimeError: Not a model LiteRT can run.
+        ImportError: ``ai-edge-litert`` is not installed.
+    """
+
+    def __init__(self, model: Path | bytes, threads: int = LITERT_THREADS):
+        from ai_edge_litert.interpreter import Interpreter
+
+        source = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
+        self._interpreter = Interpreter(**source, num_threads=threads)
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+        self._shape: tuple | None = None
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Runs the forward pass on one batch.
+
+        Args:
+            images: float32 [B, S, S, 3] in [0, 1].
+
+        Returns:
+            float32 [B, D], a copy (the interpreter's buffer is reused by the next call).
+        """
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        if images.shape != self._shape:
+            self._interpreter.resize_tensor_input(self._input, list(images.shape))
+            self._interpreter.allocate_tensors()
+            self._shape = images.shape
+        self._interpreter.set_tensor(self._input, images)
+        self._interpreter.invoke()
+        return np.array(self._interpreter.get_tensor(self._output))
+
+
+class FeatureExtractor:
+    """The frozen backbone's forward pass on the fastest engine that runs it: LiteRT, else TensorFlow.
+
+    Nothing is loaded until first needed: with a warm embedding cache it is never called, so neither
+    engine starts.  The first use of a backbone converts it to a float ``.tflite`` (cached atomically
+    beside its SavedModel, ``feature_tflite_path``) and checks it against TensorFlow on ``probe_images``
+    (max difference ``AGREEMENT``, relative to the features' scale).  A backbone that does not convert or
+    does not agree is run in TensorFlow, with one ``warning`` event.  Call from one thread only.
+
+    Example::
+
+        extractor = FeatureExtractor(resolve("efficientnet_lite0"))
+        vectors = extractor(images)          # [B, 224, 224, 3] -> [B, 1280], in LiteRT
+        extractor.engine                     # "litert"
+        backbone = extractor.tf_model()      # the TensorFlow object, for export and fine-tuning
+
+    Args:
+        info: The backbone, from ``resolve``.
+        cache_dir: As for ``cache_root``.
+        on_event: Receives the fallback ``warning``.
+        threads: LiteRT threads.
+    """
+
+    def __init__(
+        self,
+        info: BackboneInfo,
+        cache_dir: str | Path | None = None,
+        on_event: events.EventSink = events.ignore,
+        threads: int = LITERT_THREADS,
+    ):
+        self.info, self.cache_dir, self._on_event, self._threads = info, cache_dir, on_event, threads
+        self._forward = None
+        self._tf_model = None
+        self.engine: str | None = None  # "litert" or "tensorflow" once prepared
+
+    def tf_model(self):
+        """Returns the backbone as a TensorFlow object (``load``), loading it once; imports TensorFlow.
+
+        Raises:
+            BackboneError: As for ``load``.
+        """
+        if self._tf_model is None:
+            self._tf_model = load(self.info, self.cache_dir)
+        return self._tf_model
+
+    def prepare(self) -> str:
+        """Choose and start the engine now (converting the backbone if it never was); returns its name.
+
+        Raises:
+            BackboneError: The backbone cannot be loaded at all.
+        """
+        if self._forward is not None:
+            return self.engine
+        path = feature_tflite_path(self.info, self.cache_dir)
+        if path.is_file():
+            try:
+                self._forward, self.engine = LiteRTForward(path, self._threads), "litert"
+                return self.engine
+            except (ImportError, ValueError, RuntimeError):
+                pass  # a damaged or foreign file: convert again below and replace it
+        forward, reason = self._convert(path)
+        if forward is not None:
+            self._forward, self.engine = forward, "litert"
+        else:
+            self._on_event(events.warning(f"the backbone runs in TensorFlow, not LiteRT (slower): {reason}"[:300]))
+            model = self.tf_model()
+            self._forward, self.engine = (lambda images: np.asarray(model(images), np.float32)), "tensorflow"
+        return self.engine
+
+    def _convert(self, path: Path) -> tuple[LiteRTForward | None, str | None]:
+        """Convert, check and cache the ``.tflite``: (its forward pass, None), or (None, why not in one line)."""
+        model = self.tf_model()
+        try:
+            flatbuffer = convert_to_tflite(model, self.info.image_size)
+            forward = LiteRTForward(flatbuffer, self._threads)
+            probe = probe_images(self.info.image_size)
+            expected = np.asarray(model(probe), np.float32)
+            got = forward(probe)
+        except Exception as exc:  # noqa: BLE001 -- any converter or runtime failure means: use TensorFlow
+            detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            return None, f"{self.info.id} does not convert to TFLite ({detail})"
+        if got.shape != expected.shape:
+            return None, f"its TFLite conversion gives vectors of shape {got.shape}, not {expected.shape}"
+        difference = float(np.abs(got - expected).max())
+        if not difference <= AGREEMENT * max(1.0, float(np.abs(expected).max())):
+            return None, f"its TFLite conversion differs from TensorFlow by {difference:.2g}"
+        with contextlib.suppress(OSError):  # a read-only cache: convert again next time
+            write_bytes(path, flatbuffer)
+        return forward, None
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Runs the forward pass, preparing the engine on the first call.
+
+        Args:
+            images: float32 [B, S, S, 3] in [0, 1].
+
+        Returns:
+            float32 [B, D].
+
+        Raises:
+            BackboneError: The backbone cannot be loaded at all.
+        """
+        if self._forward is None:
+            self.prepare()
+        return self._forward(images)

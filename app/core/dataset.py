@@ -18,12 +18,14 @@ import hashlib
 import os
 import re
 from collections import Counter
+from collections.abc import Container
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.imaging import (
     IMAGE_EXTENSIONS,
+    DecodedImages,
     ImageError,
     class_name_problem,
     decode,
@@ -185,12 +187,22 @@ def _class_folders(root: Path) -> tuple[list[Path], list[Skipped]]:
     return folders, skipped
 
 
-def check_file(path: Path, target: tuple[int, int]) -> tuple[str | None, str | None]:
+def check_file(
+    path: Path,
+    target: tuple[int, int],
+    known_valid: Container[str] = (),
+    decoded: DecodedImages | None = None,
+) -> tuple[str | None, str | None]:
     """Read and decode one image as training will, so a bad file is found now, not mid-run.
+
+    An image whose content digest is in ``known_valid`` (it decoded before: its vector is cached) is only
+    read and hashed, never decoded again.
 
     Args:
         path: The image file.
         target: (height, width) the image is decoded for (JPEGs are decoded at a matching scale).
+        known_valid: Digests of images known to decode (e.g. an ``EmbeddingCache``).
+        decoded: Where the decoded pixels are kept for the embed stage (within its budget).
 
     Returns:
         (sha256 hex digest of the bytes, None) for a usable image, (None, reason) otherwise; never raises for
@@ -198,10 +210,24 @@ def check_file(path: Path, target: tuple[int, int]) -> tuple[str | None, str | N
     """
     try:
         data = read_image_file(path)
-        decode(data, target)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in known_valid:
+            return digest, None
+        pixels = decode(data, target)
     except ImageError as exc:
         return None, str(exc)
-    return hashlib.sha256(data).hexdigest(), None
+    if decoded is not None:
+        decoded.keep(digest, pixels)
+    return digest, None
+
+
+def _file_identity(path: Path):
+    """What makes two paths one file: its device and inode (one ``stat``, where ``resolve`` walks every folder)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return path  # vanished or unreadable: its read fails later, with a reason
+    return info.st_dev, info.st_ino
 
 
 FOLDER, CLASS = "folder", "class"  # a folder of class folders; a folder that is one class
@@ -297,6 +323,8 @@ def scan(
     target: tuple[int, int] = (224, 224),
     on_event: events.EventSink = events.ignore,
     workers: int | None = None,
+    known_valid: Container[str] = (),
+    decoded: DecodedImages | None = None,
 ) -> Dataset:
     """Scan, validate and split one folder of class folders, or a list of sources merged by class name.
 
@@ -312,6 +340,9 @@ def scan(
         target: (height, width) each image is test-decoded for (the backbone's input size).
         on_event: Receives ``progress`` events of stage "scan".
         workers: Decoding threads (default: a few more than the cores).
+        known_valid: Content digests known to decode (the embedding cache): those files are read and
+            hashed but not decoded, so a cached image is never decoded again.
+        decoded: Keeps the pixels decoded here for the embed stage, which then does not decode them again.
 
     Returns:
         The Dataset; unusable files are in ``skipped`` with a reason, never dropped silently.
@@ -351,7 +382,7 @@ def scan(
                     continue  # a one-class source's own notes (its exclusions), not images
                 if found.reason:
                     skipped.append(Skipped(found.path, found.reason))
-                elif (key := found.path.resolve()) not in seen:  # the same file through two sources: once
+                elif (key := _file_identity(found.path)) not in seen:  # the same file through two sources: once
                     seen.add(key)
                     found_here.append((label, found.path))
             kept, excluded = without_excluded(source.root(), found_here)
@@ -359,7 +390,7 @@ def scan(
             skipped += excluded
     items = []
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) + 2)) as pool:
-        checks = pool.map(lambda lp: check_file(lp[1], target), files)
+        checks = pool.map(lambda lp: check_file(lp[1], target, known_valid, decoded), files)
         for done, ((label, path), (digest, reason)) in enumerate(zip(files, checks), 1):
             if reason:
                 skipped.append(Skipped(path, reason))

@@ -316,7 +316,7 @@ def find_problems(
 
 
 class _LazyExtractor:
-    """The backbone, loaded on its first call: with a warm cache it is never called, so TensorFlow never loads."""
+    """The backbone, started on its first call: with a warm cache it is never called, so no engine loads."""
 
     def __init__(self, info, cache_dir, on_event):
         self.info, self.cache_dir, self.on_event, self.model = info, cache_dir, on_event, None
@@ -326,7 +326,7 @@ class _LazyExtractor:
             from . import backbones
 
             self.on_event(events.stage("backbone", f"Loading backbone {self.info.id}"))
-            self.model = backbones.load(self.info, self.cache_dir)
+            self.model = backbones.FeatureExtractor(self.info, self.cache_dir, self.on_event)  # LiteRT, else TF
         return self.model(batch)
 
 
@@ -361,6 +361,8 @@ def review_folder(
         DatasetError: The folder cannot be scanned (see ``dataset.scan``).
         BackboneError: The backbone cannot be resolved or loaded.
     """
+    from app.imaging import DecodedImages
+
     from . import backbones, features
     from .dataset import as_sources, scan
 
@@ -368,12 +370,18 @@ def review_folder(
     info = backbones.resolve(backbone, trust=trust_backbone)
     size = info.image_size
     on_event(events.stage("scan", f"Scanning {', '.join(s.path for s in as_sources(image_dir))}"))
+    cache = features.EmbeddingCache(
+        backbones.cache_root(cache_dir), backbones.fingerprint(info), size, on_event=on_event
+    )
+    decoded = DecodedImages()  # the scan's pixels, for the embed stage: each image decoded once
     data = scan(
         image_dir,
         validation_percent=validation_percent,
         test_percent=test_percent,
         target=(size, size),
         on_event=on_event,
+        known_valid=cache,
+        decoded=decoded,
     )
     seconds = {"scan": round(time.perf_counter() - start, 3)}
     for note in data.warnings:
@@ -383,9 +391,6 @@ def review_folder(
     on_event(events.stage("embed", "Computing image features"))
     failed: dict[int, str] = {}
     items = data.items
-    cache = features.EmbeddingCache(
-        backbones.cache_root(cache_dir), backbones.fingerprint(info), size, on_event=on_event
-    )
     vectors = features.embed(
         [i.path for i in items],
         [i.digest for i in items],
@@ -394,7 +399,9 @@ def review_folder(
         size,
         on_event=on_event,
         on_error=failed.setdefault,
+        decoded=decoded,
     )
+    del decoded
     if failed:  # changed since the scan: left out of the review, each named
         for i, reason in failed.items():
             on_event(events.warning(f"{items[i].path} was left out: it changed after the scan ({reason})"))

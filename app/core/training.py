@@ -12,12 +12,12 @@ child process.
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import math
-import threading
+import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from app import store
-from app.imaging import load_image
+from app.imaging import DecodedImages, load_image
 
 from . import backbones, events, export, features, review, serving_config, trust
 from .dataset import Dataset, ImageItem, Skipped, scan
@@ -312,22 +312,56 @@ def _smoothed(labels: np.ndarray, k: int, smoothing: float) -> np.ndarray:
 
 
 def _image_batches(items, size: int, batch_size: int, k: int, seed: int, augment: bool):
-    """tf.data pipeline of decoded images for fine-tuning (decoded on the fly, not cached)."""
+    """The fine-tuning input: a ``tf.data`` pipeline that decodes in the graph, on parallel calls.
+
+    Files are read with ``imaging.read_image_file`` (regular files only, size-limited: a file swapped for a
+    FIFO since the scan cannot hang training), then decoded and resized by ``graph_preprocess.load_image``,
+    the same maths as the host, on ``num_parallel_calls`` threads, batched and prefetched.  Augmentation
+    (``augment``) is random mirror, crop-and-zoom up to 20 % and brightness/contrast, in the graph.  An image
+    that no longer decodes is dropped with a log line (the embed stage already warned about changed files).
+    """
     import tensorflow as tf
 
-    paths = [str(i.path) for i in items]
-    labels = np.array([i.label for i in items])
+    from app.imaging import ImageError, read_image_file
 
-    def generate():
-        order = np.random.default_rng(seed).permutation(len(paths))
-        for j in order:
-            image = load_image(Path(paths[j]).read_bytes(), (size, size))
-            if augment:
-                image = features.augment(image, int(seed * 1000003 + j))
-            yield image, _one_hot(labels[j : j + 1], k)[0]
+    from .graph_preprocess import load_image as graph_load_image
 
-    spec = (tf.TensorSpec((size, size, 3), tf.float32), tf.TensorSpec((k,), tf.float32))
-    return tf.data.Dataset.from_generator(generate, output_signature=spec).batch(batch_size).prefetch(2)
+    paths = [os.fsencode(i.path) for i in items]  # bytes: a name need not be UTF-8
+    labels = _one_hot(np.array([i.label for i in items], np.int64), k)
+
+    def read(path: bytes) -> bytes:
+        try:
+            return read_image_file(bytes(path))
+        except ImageError:
+            return b""  # fails to decode below: dropped
+
+    def load(index, path, label):
+        data = tf.numpy_function(read, [path], tf.string, stateful=False)
+        data.set_shape([])
+        image = graph_load_image(data, size, size)
+        if augment:
+            image = _augment_in_graph(image, tf.stack([tf.cast(seed, tf.int64), index]), size)
+        return image, label
+
+    dataset = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), paths, labels))
+    dataset = dataset.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    return dataset.ignore_errors(log_warning=True).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _augment_in_graph(image, seed, size: int):
+    """``features.augment``'s kind of variant in TensorFlow ops (mirror, zoom up to 20 %, brightness/contrast)."""
+    import tensorflow as tf
+
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    image = tf.image.stateless_random_flip_left_right(image, seeds[0])
+    zoom = tf.random.stateless_uniform([], seeds[1], 0.8, 1.0)
+    side = tf.cast(tf.round(zoom * size), tf.int32)
+    image = tf.image.stateless_random_crop(image, tf.stack([side, side, 3]), seeds[2])
+    image = tf.image.resize(image, (size, size), method="bilinear")
+    image = tf.image.stateless_random_contrast(image, 0.8, 1.2, seeds[3])
+    image = tf.image.stateless_random_brightness(image, 0.1, seeds[3][::-1])
+    return tf.clip_by_value(image, 0.0, 1.0)
 
 
 def fine_tune(location: str, head, data: Dataset, size: int, s: TrainSettings, on_event, epoch_offset: int):
@@ -399,18 +433,29 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
     s.check()
     export.check_output(s.models_dir, s.model_name())  # before any work: a bad name or folder fails now
     stages = _Stages(on_event)
-    threading.Thread(target=importlib.import_module, args=("tensorflow",), daemon=True).start()  # overlaps the scan
     info = backbones.resolve(s.backbone, trust=s.trust_backbone)
     size = info.image_size
     sources = s.all_sources()
+    cache = features.EmbeddingCache(
+        backbones.cache_root(s.cache_dir), backbones.fingerprint(info), size, on_event=on_event
+    )
+    decoded = DecodedImages()
     with stages("scan", f"Scanning {', '.join(source.path for source in sources)}"):
-        data = _scan(sources, s, size, on_event)
-    with stages("backbone", f"Loading backbone {info.id}", key="load_backbone"):
-        location = backbones.materialise(info, s.cache_dir)
-        extractor = backbones.load(info, s.cache_dir)
+        data = _scan(sources, s, size, on_event, known_valid=cache, decoded=decoded)
     copies = s.augment_copies if s.augment else 0
+    with stages("backbone", f"Loading backbone {info.id}", key="load_backbone"):
+        extractor = backbones.FeatureExtractor(info, s.cache_dir, on_event)
+        new = new_images(data, cache, copies)
+        if new:  # a warm cache never starts the backbone's forward pass
+            extractor.prepare()
     with stages("embed") as say:
-        splits, vectors = _embed(data, info, extractor, copies, s.cache_dir, on_event, say)
+        splits, vectors = _embed(data, cache, extractor, copies, new, on_event, say, decoded)
+    del decoded
+    # TensorFlow and the backbone as a TF object (for export and fine-tuning) load while the review runs, not
+    # earlier: importing TensorFlow holds the interpreter lock for seconds and would stall the embed loop
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-backbone")
+    tf_backbone = loader.submit(extractor.tf_model)
+    loader.shutdown(wait=False)
     review_summary = None
     if s.review:
         with stages("review", "Looking for wrong labels, duplicates and outliers"):
@@ -434,14 +479,17 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
             s,
             on_event,
         )
-    backbone, head, test_vectors = extractor, (kernel, bias), vectors["test"]
+    with stages("backbone", key="load_backbone"):  # announced above; waits for the TensorFlow object
+        backbone = tf_backbone.result()  # raises what loading raised
+        location = backbones.materialise(info, s.cache_dir)
+    head, test_vectors, frozen = (kernel, bias), vectors["test"], backbone
     if s.fine_tune:
         with stages("fine_tune", "Fine-tuning the backbone"):
             backbone, head, test_vectors = _fine_tune_or_keep(
                 location, (backbone, head, test_vectors), data, splits["test"], size, s, on_event, epochs_run
             )
     with stages("calibrate", "Calibrating confidence and fitting the unknown-input detector"):
-        fitted = _fit_trust(s, vectors, labels, splits, copies, backbone, extractor, head, test_vectors, size, k)
+        fitted = _fit_trust(s, vectors, labels, splits, copies, backbone, frozen, head, test_vectors, size, k)
     head = fitted.head  # divided by the temperature: every exported file answers with calibrated probabilities
     with stages("evaluate", "Evaluating on the test split"):
         probabilities = _softmax(test_vectors @ head[0] + head[1] if len(test_vectors) else np.zeros((0, k)))
@@ -480,14 +528,18 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
     return done
 
 
-def _scan(sources: list, s: TrainSettings, size: int, on_event: events.EventSink) -> Dataset:
-    """The scan stage: the data set, announced by the ``dataset`` event and a warning per scan note."""
+def _scan(sources: list, s: TrainSettings, size: int, on_event: events.EventSink, **options) -> Dataset:
+    """The scan stage: the data set, announced by the ``dataset`` event and a warning per scan note.
+
+    ``options`` go to ``dataset.scan`` (``known_valid``, ``decoded``).
+    """
     data = scan(
         sources,
         validation_percent=s.validation_percent,
         test_percent=s.test_percent,
         target=(size, size),
         on_event=on_event,
+        **options,
     )
     on_event(events.dataset(data))
     for note in data.warnings:
@@ -496,20 +548,28 @@ def _scan(sources: list, s: TrainSettings, size: int, on_event: events.EventSink
 
 
 def _embed(
-    data: Dataset, info, extractor, copies: int, cache_dir, on_event: events.EventSink, say
+    data: Dataset,
+    cache: features.EmbeddingCache,
+    extractor,
+    copies: int,
+    new: int,
+    on_event: events.EventSink,
+    say,
+    decoded=None,
 ) -> tuple[dict, dict]:
     """The embed stage: (splits, feature vectors per split), through the embedding cache.
 
-    Images that cannot be read any more (changed since the scan) are left out, as the scan would have.
+    ``new`` images (``new_images``) run through ``extractor``; pixels the scan kept in ``decoded`` are not
+    decoded again.  Images that cannot be read any more (changed since the scan) are left out, as the
+    scan would have.
     """
-    size = info.image_size
-    cache = features.EmbeddingCache(
-        backbones.cache_root(cache_dir), backbones.fingerprint(info), size, on_event=on_event
-    )
     splits = {name: data.split(name) for name in ("train", "validation", "test")}
-    new = new_images(data, cache, copies)
     on_event(events.new_images(new, len(data.items)))
-    say(f"Computing image features: {new} new image{'s' if new != 1 else ''} ({len(data.items) - new} already cached)")
+    engine = f" in {'LiteRT' if extractor.engine == 'litert' else 'TensorFlow'}" if new and extractor.engine else ""
+    say(
+        f"Computing image features{engine}: {new} new image{'s' if new != 1 else ''} "
+        f"({len(data.items) - new} already cached)"
+    )
     vectors, failed = {}, {}
     for name, items in splits.items():
         vectors[name] = features.embed(
@@ -517,12 +577,13 @@ def _embed(
             [i.digest for i in items],
             extractor,
             cache,
-            size,
+            extractor.info.image_size,
             variants=copies if name == "train" else 0,
             batch_size=32,
             on_event=on_event,
             stage=f"embed_{name}",
             on_error=lambda i, reason, items=items: failed.setdefault(items[i].path, reason),
+            decoded=decoded,
         )
     if failed:
         _leave_out(data, failed, on_event)
@@ -645,7 +706,7 @@ def _fit_trust(
     splits: dict,
     copies: int,
     backbone,
-    extractor,
+    frozen,
     head: tuple,
     test_vectors: np.ndarray,
     size: int,
@@ -656,7 +717,7 @@ def _fit_trust(
     After fine-tuning the cached vectors no longer describe the exported backbone, so the training and
     validation images are embedded again with it.
     """
-    if backbone is extractor:
+    if backbone is frozen:  # the cached vectors came from this very backbone
         train_vectors, val_vectors = vectors["train"][:: copies + 1], vectors["validation"]
     else:
         train_vectors = _features_of(backbone, splits["train"], size)

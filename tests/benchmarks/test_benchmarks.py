@@ -42,3 +42,10 @@ def test_trust_benchmark():
     rows = main([])
     exported = rows["prototype_cosine (exported)"]
     assert exported["digits"] >= 0.95 and exported["own"] <= 0.10
+
+
+def test_embed_benchmark():
+    from benchmarks.bench_embed import main
+
+    result = main([])  # 10 classes x 150: 1,500 images
+    assert result["images"] == 1500 and result["embed_vs_bare_forward"] > 0.5 and result["warm"]["wall_s"] > 0
