@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -323,6 +324,19 @@ def post(callback: Callable, value, alive: Callable[[], bool] = lambda: True) ->
     _RELAY[0].reply.emit(callback, value, alive)
 
 
+_LETTING_GO: dict[int, tuple] = {}  # a finished job's references until the GUI thread drops them (Job.run)
+_TOKENS = itertools.count()
+
+
+def _let_go(token: int) -> None:
+    """Drop a finished job's last references, on the GUI thread (see ``Job.run``)."""
+    _LETTING_GO.pop(token, None)
+
+
+def _gone() -> bool:
+    return False
+
+
 class Job:
     """One piece of background work, the only way the GUI runs work off its thread.
 
@@ -352,12 +366,25 @@ class Job:
         self._send(self.on_progress, value)
 
     def run(self, *args) -> None:
+        result = None
         try:
             result = self.fn(*args, self)
         except BaseException as exc:  # reported on the GUI thread as one sentence
             self.fail(exc)
         else:
             self._send(self.on_done, result)
+        finally:
+            # The work's closures may hold Qt objects (list items, dialogs). If this worker thread dropped
+            # the last reference, their wrappers would be destroyed here, off the GUI thread, which can
+            # deadlock with it (seen: a pool thread waiting for the GIL inside a Qt destructor while the GUI
+            # thread waited for that destructor). So the references end on the GUI thread, in _let_go.
+            # Only the dict holds them once this thread has let go, and only the GUI thread removes them.
+            token = next(_TOKENS)
+            _LETTING_GO[token] = (self.fn, self.on_done, self.on_error, self.on_progress, self.alive, result)
+            self.fn = self.on_done = self.on_error = self.on_progress = None
+            self.alive = _gone
+            result = None
+            post(_let_go, token)
 
     def fail(self, exc: BaseException) -> None:
         # without its traceback: the frames it holds would keep the work's objects (a classifier) alive
