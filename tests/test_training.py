@@ -428,7 +428,8 @@ def test_diverging_fine_tune_exports_the_frozen_model(tmp_path, cache_dir, stand
     assert probabilities.shape == (10, 2) and np.isfinite(probabilities).all()
     reader = tf.train.load_checkpoint(str(Path(done["model_dir"]) / "variables" / "variables"))
     weights = [reader.get_tensor(n) for n, dtype in reader.get_variable_to_dtype_map().items() if dtype.is_floating]
-    assert len(weights) == 4 and all(np.isfinite(w).all() for w in weights)  # the stand-in's 2 convolutions, the head
+    # the stand-in's 2 convolutions, the head, the class prototypes and the unknown threshold
+    assert len(weights) == 6 and all(np.isfinite(w).all() for w in weights)
 
 
 INT8_VS_FLOAT_TOP1 = 0.9  # full-integer TFLite against the float TFLite, same images (measured: see the printout)

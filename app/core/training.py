@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from app import store
-from app.imaging import DecodedImages, load_image
+from app.imaging import DecodedImages, ImageError, load_image, read_image_file
 
 from . import backbones, events, export, features, review, serving_config, trust
 from .dataset import Dataset, ImageItem, Skipped, scan
@@ -485,9 +485,10 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
     head, test_vectors, frozen = (kernel, bias), vectors["test"], backbone
     if s.fine_tune:
         with stages("fine_tune", "Fine-tuning the backbone"):
-            backbone, head, test_vectors = _fine_tune_or_keep(
+            backbone, head, test_vectors, splits["test"] = _fine_tune_or_keep(
                 location, (backbone, head, test_vectors), data, splits["test"], size, s, on_event, epochs_run
             )
+            labels["test"] = np.array([i.label for i in splits["test"]], dtype=np.int64)
     with stages("calibrate", "Calibrating confidence and fitting the unknown-input detector"):
         fitted = _fit_trust(s, vectors, labels, splits, copies, backbone, frozen, head, test_vectors, size, k)
     head = fitted.head  # divided by the temperature: every exported file answers with calibrated probabilities
@@ -601,7 +602,8 @@ def _fine_tune_or_keep(
     on_event: events.EventSink,
     epochs_run: int,
 ) -> tuple:
-    """The fine-tune stage: (backbone, head, test vectors) fine-tuned, or ``frozen`` as given if it diverged."""
+    """The fine-tune stage: (backbone, head, test vectors, test items) fine-tuned, or ``frozen`` as given (and
+    every test item) if it diverged.  Test images unreadable since the embed stage are left out."""
     tuned = fine_tune(location, frozen[1], data, size, s, on_event, epochs_run)
     if tuned is None:
         on_event(
@@ -609,9 +611,10 @@ def _fine_tune_or_keep(
                 "fine-tuning diverged (the weights are no longer finite numbers); exporting the model without it"
             )
         )
-        return frozen
+        return (*frozen, test_items)
     backbone, head = tuned
-    return backbone, head, _features_of(backbone, test_items, size)
+    test_vectors, kept = _features_of(backbone, test_items, size)
+    return backbone, head, test_vectors, [test_items[i] for i in kept]
 
 
 def _accuracy(vectors: np.ndarray, labels: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> float | None:
@@ -636,10 +639,18 @@ def _export(
     train_items, test_items = splits["train"], splits["test"]
 
     def verify(folder: Path, files) -> dict:
-        encoded = [i.path.read_bytes() for i in test_items]
-        images = np.stack([load_image(data, (size, size)) for data in encoded]) if encoded else np.zeros((0,))
+        readable = list(_readable(test_items, size))
+        kept = [index for index, _, _ in readable]
+        encoded = [data for _, data, _ in readable]
+        images = np.stack([pixels for _, _, pixels in readable]) if readable else np.zeros((0,))
         return export.measure_fidelity(
-            folder, files, encoded, images, probabilities, fitted.test_unknown, fitted.unknown["threshold"]
+            folder,
+            files,
+            encoded,
+            images,
+            probabilities[kept],
+            fitted.test_unknown[kept],
+            fitted.unknown["threshold"],
         )
 
     return export.export(
@@ -651,8 +662,8 @@ def _export(
         image_size=size,
         metadata=metadata,
         tflite=store.tflite_variants(s.tflite),
-        warmup_image=export.example_jpeg(load_image(example.path.read_bytes(), (size, size))),
-        representative=lambda: (load_image(i.path.read_bytes(), (size, size)) for i in calibration_items(train_items)),
+        warmup_image=export.example_jpeg(next(_readable([example], size), (0, b"", np.full((size, size, 3), 0.5)))[2]),
+        representative=lambda: (pixels for _, _, pixels in _readable(calibration_items(train_items), size)),
         on_stage=say,
         prototypes=fitted.prototypes,
         unknown_threshold=fitted.unknown["threshold"],
@@ -720,8 +731,10 @@ def _fit_trust(
     if backbone is frozen:  # the cached vectors came from this very backbone
         train_vectors, val_vectors = vectors["train"][:: copies + 1], vectors["validation"]
     else:
-        train_vectors = _features_of(backbone, splits["train"], size)
-        val_vectors = _features_of(backbone, splits["validation"], size)
+        train_vectors, kept = _features_of(backbone, splits["train"], size)
+        train_labels = labels["train"][kept]
+        val_vectors, kept = _features_of(backbone, splits["validation"], size)
+        labels = {**labels, "validation": labels["validation"][kept], "train": train_labels}
     kernel, bias = head
     val_logits = val_vectors @ kernel + bias if len(val_vectors) else np.zeros((0, k))
     test_logits = test_vectors @ kernel + bias if len(test_vectors) else np.zeros((0, k))
@@ -849,12 +862,33 @@ def _leave_out(data: Dataset, failed: dict, on_event: events.EventSink) -> None:
         on_event(events.warning(f"{path} was left out: it changed after the scan ({reason})"))
 
 
-def _features_of(extractor, items, size: int, batch_size: int = 32) -> np.ndarray:
-    out = []
-    for s in range(0, len(items), batch_size):
-        batch = np.stack([load_image(i.path.read_bytes(), (size, size)) for i in items[s : s + batch_size]])
-        out.append(np.asarray(extractor(batch)))
-    return np.concatenate(out) if out else np.zeros((0, 1))
+def _readable(items, size: int):
+    """(index, file bytes, model-size pixels) of each item that can still be read and decoded.
+
+    The stages after the embed stage (fine-tuned features, calibration, the export's checks) read files
+    again; one changed since into something unreadable (junk, a FIFO, gone) is left out of them, never the
+    run's error: the embed stage has already said which files changed.
+    """
+    for index, item in enumerate(items):
+        try:
+            data = read_image_file(item.path)
+            yield index, data, load_image(data, (size, size))
+        except (ImageError, OSError):
+            continue
+
+
+def _features_of(extractor, items, size: int, batch_size: int = 32) -> tuple[np.ndarray, list[int]]:
+    """The features of the ``items`` still readable (``_readable``), and which items those are."""
+    out, kept, batch = [], [], []
+    for index, _, pixels in _readable(items, size):
+        kept.append(index)
+        batch.append(pixels)
+        if len(batch) == batch_size:
+            out.append(np.asarray(extractor(np.stack(batch))))
+            batch = []
+    if batch:
+        out.append(np.asarray(extractor(np.stack(batch))))
+    return (np.concatenate(out) if out else np.zeros((0, 1), np.float32)), kept
 
 
 def newest_classes(models_dir: str | Path, name: str) -> list[str] | None:
