@@ -293,10 +293,14 @@ def run(argv: list[str]) -> int:
 
     from .qt_common import import_later
 
-    QTimer.singleShot(300, import_later)  # after the first paint: what later pages need (see import_later)
+    importing = []  # after the first paint: what later pages need (see import_later)
+    QTimer.singleShot(300, lambda: importing.append(import_later()))
     from . import qt_probe
 
     qt_probe.install(app)  # off unless RETRAIN_STUDIO_UI_LOG / RETRAIN_STUDIO_WATCHDOG
     if os.environ.get("RETRAIN_STUDIO_QUIT_AFTER_SHOW"):  # smoke test of a built bundle
         QTimer.singleShot(300, lambda: (print("window shown:", window.windowTitle(), flush=True), app.quit()))
-    return app.exec()
+    code = app.exec()
+    for thread in importing:  # a thread still importing while Python shuts down crashed it (SIGSEGV at exit)
+        thread.join()
+    return code

@@ -36,6 +36,7 @@ def test_classify_benchmark():
     assert result["large"]["images"] == 1000 and result["rss_growth_mb"] < 50
 
 
+@pytest.mark.slow
 def test_trust_benchmark():
     from benchmarks.bench_trust import main
 
@@ -44,6 +45,7 @@ def test_trust_benchmark():
     assert exported["digits"] >= 0.95 and exported["own"] <= 0.10
 
 
+@pytest.mark.slow
 def test_embed_benchmark():
     from benchmarks.bench_embed import main
 
