@@ -49,10 +49,17 @@ def fm_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory, fm_dir, cache_dir) -> dict:
+def efficientnet_trained(tmp_path_factory, fm_dir, cache_dir) -> dict:
     """One real training run (EfficientNet-Lite0), shared: {"done": done event, "events": [...], "models": Path,
-    "version_dir": Path}."""
+    "version_dir": Path}. Under this name also for the GUI tests that judge answers (their ``trained`` is the
+    stand-in's)."""
     return _train_clothes(tmp_path_factory.mktemp("models"), fm_dir, cache_dir)
+
+
+@pytest.fixture(scope="session")
+def trained(efficientnet_trained) -> dict:
+    """The shared real model (``efficientnet_trained``)."""
+    return efficientnet_trained
 
 
 def _train_clothes(models: Path, fm_dir: Path, cache_dir: Path, backbone: str | None = None) -> dict:
