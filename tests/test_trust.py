@@ -276,7 +276,7 @@ def test_explain_puts_the_saliency_on_the_object(eight, tmp_path):
         print(f"\n{corner}: {share:.0%} of the saliency in its quarter of the canvas")
         assert share > 0.75
         overlay = Image.open(out / f"{corner}.png")
-        assert overlay.size == (300, 200)
+        assert overlay.width == 600 and overlay.height > 400  # enlarged x2 to be read, a caption bar above
 
 
 def test_every_tflite_variant_carries_the_ood_score_and_agrees(tmp_path):
@@ -367,3 +367,21 @@ def test_train_says_how_calibrated_it_is_and_how_often_it_says_unknown(fm_dir, c
     assert calibration and float(calibration.group(1)) > 0
     assert re.search(r"Unknown inputs: [\d.]+% of the test images are called none of the classes", result.stdout)
     assert "answers differently" not in result.stderr  # both signatures agreed with training
+
+
+def test_a_small_image_s_overlay_is_enlarged_and_its_caption_never_covers_it():
+    """A 28 px image: the caption used to cover half of it (seen by a tester); now it sits in a bar above."""
+    import io
+
+    from PIL import Image
+
+    from app.core.explain import overlay_png
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)
+    saliency = np.zeros((28, 28), np.float32)  # no heat: the picture shows as it is
+    overlay = np.asarray(Image.open(io.BytesIO(overlay_png(pixels, saliency, "unknown (closest: bag 0.51)"))))
+    bar = overlay.shape[0] - 280
+    assert overlay.shape[1] == 280 and 12 <= bar <= 60  # x10, readable; a one-line caption bar
+    assert np.array_equal(overlay[bar:], np.repeat(np.repeat(pixels, 10, axis=0), 10, axis=1))
+    assert overlay[:bar].max() == 255 and overlay[:bar].min() == 0  # white text on black, above the picture

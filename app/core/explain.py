@@ -117,8 +117,23 @@ def saliency(data: bytes, predict: Predict, size: int) -> dict:
     }
 
 
+OVERLAY_MIN_SIDE = 256  # a small image (28 px) is enlarged so its heat map and caption can be read
+
+
 def overlay_png(pixels: np.ndarray, saliency_map: np.ndarray, caption: str) -> bytes:
-    """The image with the saliency as a red-yellow heat layer (transparent where it is 0) and a caption bar."""
+    """The image with the saliency as a red-yellow heat layer (transparent where it is 0), under a caption bar.
+
+    An image shorter than ``OVERLAY_MIN_SIDE`` on a side is enlarged by a whole factor (nearest neighbour, so
+    its pixels stay visible), and the caption sits in a bar above the image, never over it.
+
+    Args:
+        pixels: uint8 [H, W, 3], the image as decoded.
+        saliency_map: float [H, W] >= 0.
+        caption: one line, e.g. ``caption(label, score, unknown)``.
+
+    Returns:
+        PNG bytes, ``k*W`` wide and ``k*H`` plus the bar high.
+    """
     from PIL import Image, ImageDraw, ImageFont
 
     peak = float(saliency_map.max())
@@ -127,13 +142,16 @@ def overlay_png(pixels: np.ndarray, saliency_map: np.ndarray, caption: str) -> b
     alpha = (0.6 * heat)[..., None]
     blended = (pixels.astype(np.float32) * (1 - alpha) + colour * alpha).round().astype(np.uint8)
     image = Image.fromarray(blended)
-    font = ImageFont.load_default(size=max(10, min(image.size) // 16))
-    draw = ImageDraw.Draw(image)
-    left, top, right, bottom = draw.textbbox((4, 2), caption, font=font)
-    draw.rectangle((0, 0, right + 4, bottom + 2), fill=(0, 0, 0))
-    draw.text((4, 2), caption, fill=(255, 255, 255), font=font)
+    factor = max(1, -(-OVERLAY_MIN_SIDE // min(image.size)))
+    if factor > 1:
+        image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+    font = ImageFont.load_default(size=max(12, min(24, image.width // 20)))
+    bar = font.getbbox(caption + "Ag")[3] + 8
+    canvas = Image.new("RGB", (image.width, image.height + bar), (0, 0, 0))
+    canvas.paste(image, (0, bar))
+    ImageDraw.Draw(canvas).text((4, 4), caption, fill=(255, 255, 255), font=font)
     buffer = io.BytesIO()
-    image.save(buffer, "PNG")
+    canvas.save(buffer, "PNG")
     return buffer.getvalue()
 
 
