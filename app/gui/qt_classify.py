@@ -1329,6 +1329,12 @@ class CompareDialog(QDialog):
                 label = pg.TextItem(f"{level}", color=colour, anchor=(0, 1))
                 label.setPos(x, y)
                 self.sweep_chart.addItem(label)
+        # both axes from 0, with room for the labels: a 0.03 ms spread must not look like a slope
+        xs = [r["p95_ms"] for rows in self.sweep_rows.values() for r in rows if r["p95_ms"] is not None]
+        ys = [r["images_per_s"] for rows in self.sweep_rows.values() for r in rows if r["p95_ms"] is not None]
+        if xs:
+            self.sweep_chart.setXRange(0, max(xs) * 1.2, padding=0)
+            self.sweep_chart.setYRange(0, max(ys) * 1.2, padding=0)
 
     def _sweep_done(self, _result) -> None:
         self.sweep_button.setEnabled(True)
