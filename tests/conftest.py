@@ -23,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import fashion_mnist  # noqa: E402
 
+import app  # noqa: E402, F401  (first, as in every entry point: it sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
 REPO = Path(__file__).resolve().parents[1]
 FM_CLASSES = [1, 3, 7, 8, 9]  # trouser, dress, sneaker, bag, ankle boot
 FM_PER_CLASS = 40
