@@ -2,6 +2,11 @@
 
 import os
 
+# The app speaks Keras 2 (``tf_keras``, which TF Hub's layers need). Without this, ``import tensorflow`` also
+# loads Keras 3 for ``tf.keras``, and Keras 3 loads scikit-learn when it is installed: about 1 s of CPU in
+# every process that trains, for a Keras nobody calls. Set before anything imports TensorFlow.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
 __version__ = "0.1.0"
 
 

@@ -3,6 +3,9 @@ backbone for tests that do not test the real weights, and one trained model that
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import sys
 import tempfile
@@ -20,14 +23,35 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import fashion_mnist  # noqa: E402
 
+import app  # noqa: E402, F401  (first, as in every entry point: it sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
 REPO = Path(__file__).resolve().parents[1]
 FM_CLASSES = [1, 3, 7, 8, 9]  # trouser, dress, sneaker, bag, ankle boot
 FM_PER_CLASS = 40
 
 
+@contextlib.contextmanager
+def made_once(tmp_path_factory, name: str):
+    """``(folder, made)`` under an exclusive lock: ``folder`` is shared by every pytest-xdist worker of this run
+    (the session's own without xdist), ``made`` says whether an earlier holder already filled it. Session
+    fixtures that cost seconds (the converted backbone, the trained models) are made once per run, not once
+    per worker."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's folder above each worker's own
+    folder, done = base / name, base / f"{name}.made"
+    with open(base / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        made = done.exists()
+        folder.mkdir(exist_ok=True)
+        yield folder, made
+        done.touch()
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("cache")
+    with made_once(tmp_path_factory, "cache") as (path, _):
+        pass  # the embedding store and the converted backbone lock for themselves
     os.environ["RETRAIN_STUDIO_CACHE"] = str(path)  # child processes share the converted backbone
     return path
 
@@ -38,14 +62,18 @@ def standin_backbone(tmp_path_factory) -> str:
     ``TrainSettings(backbone=...)`` where a test checks the pipeline, not what the real weights see."""
     import standin
 
-    return str(standin.build(tmp_path_factory.mktemp("backbones")))
+    with made_once(tmp_path_factory, "backbones") as (folder, made):
+        return str(folder / standin.FOLDER_NAME if made else standin.build(folder))
 
 
 @pytest.fixture(scope="session")
 def fm_dir(tmp_path_factory) -> Path:
     if not fashion_mnist.available():
         pytest.fail("Fashion-MNIST is missing: apt-get install dataset-fashion-mnist (.ci/run does this)")
-    return fashion_mnist.write_folders(tmp_path_factory.mktemp("fm") / "clothes", FM_PER_CLASS, FM_CLASSES)
+    with made_once(tmp_path_factory, "fm") as (folder, made):
+        if not made:
+            fashion_mnist.write_folders(folder / "clothes", FM_PER_CLASS, FM_CLASSES)
+    return folder / "clothes"
 
 
 @pytest.fixture(scope="session")
@@ -53,13 +81,24 @@ def efficientnet_trained(tmp_path_factory, fm_dir, cache_dir) -> dict:
     """One real training run (EfficientNet-Lite0), shared: {"done": done event, "events": [...], "models": Path,
     "version_dir": Path}. Under this name also for the GUI tests that judge answers (their ``trained`` is the
     stand-in's)."""
-    return _train_clothes(tmp_path_factory.mktemp("models"), fm_dir, cache_dir)
+    return _trained_once(tmp_path_factory, "models", fm_dir, cache_dir)
 
 
 @pytest.fixture(scope="session")
 def trained(efficientnet_trained) -> dict:
     """The shared real model (``efficientnet_trained``)."""
     return efficientnet_trained
+
+
+def _trained_once(tmp_path_factory, name: str, fm_dir: Path, cache_dir: Path, backbone: str | None = None) -> dict:
+    """``_train_clothes`` into a folder of this run, once for all workers (the others read its record)."""
+    with made_once(tmp_path_factory, name) as (folder, made):
+        record = folder / "trained.json"
+        if not made:
+            result = _train_clothes(folder, fm_dir, cache_dir, backbone)
+            record.write_text(json.dumps({"done": result["done"], "events": result["events"]}))
+    kept = json.loads(record.read_text())
+    return {**kept, "models": folder, "version_dir": Path(kept["done"]["model_dir"])}
 
 
 def _train_clothes(models: Path, fm_dir: Path, cache_dir: Path, backbone: str | None = None) -> dict:
@@ -87,7 +126,7 @@ def standin_trained(tmp_path_factory, fm_dir, cache_dir, standin_backbone) -> di
     """``trained`` on the stand-in backbone: for tests of what the app does with a model, not of its answers'
     quality (the GUI's ``trained``, tests/gui/conftest.py); it trains, loads and classifies in a fraction of
     the time."""
-    return _train_clothes(tmp_path_factory.mktemp("standin-models"), fm_dir, cache_dir, standin_backbone)
+    return _trained_once(tmp_path_factory, "standin-models", fm_dir, cache_dir, standin_backbone)
 
 
 @pytest.fixture(scope="module")

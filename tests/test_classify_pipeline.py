@@ -4,13 +4,12 @@ order, a server gets `--batch N` images per request, and people get a progress b
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from commands import cli
 
 from app.inference.base import Prediction, Timings
 from app.inference.pipeline import classify_files
@@ -104,12 +103,6 @@ def test_unreadable_files_are_their_own_errors(tmp_path):
     good.write_bytes(b"\x89PNG")
     out = list(classify_files(Echo(), [good, tmp_path / "missing.png", good], batch=2))
     assert [p.error is None for p in out] == [True, False, True]
-
-
-def cli(*args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "app", *map(str, args)], capture_output=True, text=True, timeout=timeout
-    )
 
 
 def test_classify_sends_batch_images_per_request(server, fm_dir):

@@ -4,13 +4,8 @@ import json
 import subprocess
 import sys
 
+from commands import cli
 from images import bad_images, good_images
-
-
-def cli(*args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "app", *map(str, args)], capture_output=True, text=True, timeout=timeout
-    )
 
 
 def _last_line(text: str) -> str:

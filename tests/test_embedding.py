@@ -218,16 +218,22 @@ def test_an_image_whose_content_changed_is_never_cached_under_its_old_digest(tmp
     assert digests[1] not in cache and digests[0] in cache
 
 
-def test_a_damaged_index_header_costs_the_vectors_not_the_run(tmp_path, own_cache):
+def test_a_damaged_index_header_costs_the_vectors_not_the_run(tmp_path, standin_backbone):
     import fashion_mnist
 
-    info = backbones.resolve("efficientnet_lite0")
+    info, own_cache = backbones.resolve(standin_backbone), tmp_path / "cache"
     data = fashion_mnist.write_folders(tmp_path / "fm", 4, [1, 8])
     settings = TrainSettings(
-        str(data), str(tmp_path / "models"), cache_dir=str(own_cache), epochs=2, tflite="none", review=False
+        str(data),
+        str(tmp_path / "models"),
+        backbone=standin_backbone,
+        cache_dir=str(own_cache),
+        epochs=2,
+        tflite="none",
+        review=False,
     )
     run(settings)
-    cache = features.EmbeddingCache(own_cache, backbones.fingerprint(info), 224)
+    cache = features.EmbeddingCache(own_cache, backbones.fingerprint(info), info.image_size)
     index, _ = _store_files(cache)
     with open(index, "r+b") as f:
         f.write(b"garbage!")
@@ -322,7 +328,7 @@ def test_a_writer_killed_mid_append_loses_at_most_its_last_records(tmp_path):
 # --- fine-tuning input ------------------------------------------------------------------------------------------
 
 
-def test_fine_tuning_goes_on_when_an_image_turns_to_junk_after_the_embed_stage(tmp_path, own_cache):
+def test_fine_tuning_goes_on_when_an_image_turns_to_junk_after_the_embed_stage(tmp_path, standin_backbone):
     """Fine-tuning decodes in the graph (tf.data, parallel calls): a file damaged meanwhile is dropped, not fatal."""
     import fashion_mnist
 
@@ -339,7 +345,8 @@ def test_fine_tuning_goes_on_when_an_image_turns_to_junk_after_the_embed_stage(t
         TrainSettings(
             str(data),
             str(tmp_path / "models"),
-            cache_dir=str(own_cache),
+            backbone=standin_backbone,
+            cache_dir=str(tmp_path / "cache"),
             epochs=2,
             fine_tune=True,
             fine_tune_epochs=1,

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
+from commands import cli
 
 from app.inference.base import Prediction, Timings
 from app.inference.bench import CSV_COLUMNS, LoadSettings, sweep
@@ -135,12 +134,6 @@ def test_a_backend_that_cannot_open_is_one_error():
 def test_settings_refuse_nonsense(kwargs):
     with pytest.raises(ValueError):
         LoadSettings(**kwargs)
-
-
-def cli(*args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "app", *map(str, args)], capture_output=True, text=True, timeout=timeout
-    )
 
 
 @pytest.mark.parametrize(

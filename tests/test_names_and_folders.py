@@ -13,6 +13,7 @@ from pathlib import Path
 import fashion_mnist
 import numpy as np
 import pytest
+from commands import cli
 from standin import FEATURES
 
 from app.cli import main
@@ -70,17 +71,6 @@ def no_tf(tmp_path_factory):
     assert control.returncode != 0 and marker.exists()  # the trap works
     marker.unlink()
     return env, marker
-
-
-def cli(*args, env=None, cwd=None, timeout=120):
-    return subprocess.run(
-        [sys.executable, "-m", "app", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import fashion_mnist
 import numpy as np
 import pytest
+from commands import cli
 from images import bad_images
 from PIL import Image
 
@@ -18,12 +17,6 @@ from app.core.dataset import class_names, set_excluded
 
 CLASSES = [1, 3, 7, 8, 9]  # trouser, dress, sneaker, bag, ankle boot
 PER_CLASS = 60  # 300 images: 15 wrong labels, 20 copies; about 20 s with a cold cache, under 1 s warm
-
-
-def cli(*args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "app", *map(str, args)], capture_output=True, text=True, timeout=timeout
-    )
 
 
 @pytest.fixture(scope="module")

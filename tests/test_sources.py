@@ -1,11 +1,10 @@
 """Training from several folders: sources merged by class name, a stable split, and the CLI that names them."""
 
 import itertools
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from commands import cli
 from images import copy_sample
 
 from app.core.dataset import (
@@ -101,10 +100,6 @@ def test_class_change_reads_every_source(three, tmp_path):
     settings.sources = three
     assert class_change(settings) == (["bag", "dress", "sneaker"], ["bag", "dress", "sneaker", "trouser"])
     assert TrainSettings(three[0].path, "x").all_sources() == [Source(three[0].path)]  # the old single folder
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "app", *map(str, args)], capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize(

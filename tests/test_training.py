@@ -169,7 +169,7 @@ def test_second_run_reuses_cached_features(trained, fm_dir, cache_dir, tmp_path)
     done = run(
         TrainSettings(
             str(fm_dir),
-            str(trained["models"]),
+            str(tmp_path / "models"),  # not the shared model's folder: other tests list its models
             name="again",
             cache_dir=str(cache_dir),
             validation_percent=15,
@@ -487,3 +487,14 @@ def test_int8_export_calibrates_on_every_class_and_agrees_with_float(tmp_path, c
     agreement = float(np.mean([a == b for a, b in zip(float_labels, int8_labels)]))
     print(f"\nint8 vs float TFLite top-1 agreement: {agreement:.3f} on {len(images)} images")
     assert agreement >= INT8_VS_FLOAT_TOP1
+
+
+def test_tensorflow_s_keras_is_the_keras_2_the_app_uses():
+    """``import tensorflow`` after ``import app`` gives tf.keras = tf_keras: Keras 3 (and the scikit-learn it
+    loads) would cost every training process a second for nothing."""
+    import importlib
+
+    importlib.import_module("app")  # first, as every entry point does
+    import tensorflow as tf
+
+    assert "tf_keras" in Path(tf.keras.__file__).parts, tf.keras.__file__

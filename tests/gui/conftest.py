@@ -64,8 +64,23 @@ def drop(widget, paths) -> None:
     QApplication.sendEvent(widget, event)
 
 
+def _waited_for_a_cpu_s() -> float:
+    """Seconds this thread has spent runnable but waiting for a CPU (``/proc/thread-self/schedstat``'s second
+    field), 0.0 where the kernel does not say."""
+    try:
+        return int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 class GapMeter:
-    """A 10 ms QTimer that records the longest gap between its ticks (event-loop stalls)."""
+    """A 10 ms QTimer that records the longest gap between its ticks (event-loop stalls).
+
+    A stall is time the GUI thread could not run its events: working, or sleeping on a lock (the interpreter
+    lock held by a busy thread included). Time it was ready to run but every CPU was busy with other processes
+    (the rest of the suite on a 2-core machine) is the machine's, not the app's: ``longest_ms`` leaves it out,
+    ``longest_wall_ms`` keeps it.
+    """
 
     def __init__(self):
         self.timer = QTimer()
@@ -73,14 +88,17 @@ class GapMeter:
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
         self.timer.timeout.connect(self._tick)
         self.longest_ms = 0.0
+        self.longest_wall_ms = 0.0
         self.ticks = 0
         self._last = None
 
     def _tick(self):
-        now = time.perf_counter()
+        now, waited = time.perf_counter(), _waited_for_a_cpu_s()
         if self._last is not None:
-            self.longest_ms = max(self.longest_ms, (now - self._last) * 1000)
-        self._last = now
+            wall = (now - self._last[0]) * 1000
+            self.longest_wall_ms = max(self.longest_wall_ms, wall)
+            self.longest_ms = max(self.longest_ms, wall - (waited - self._last[1]) * 1000)
+        self._last = (now, waited)
         self.ticks += 1
 
     def start(self):

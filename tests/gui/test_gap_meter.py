@@ -1,0 +1,36 @@
+"""The stall meter the GUI tests rely on catches a GUI thread that works or sleeps, whatever else runs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import GapMeter
+from PySide6.QtCore import QTimer
+
+
+def spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+@pytest.mark.parametrize("block", [time.sleep, spin], ids=["sleeping", "working"])
+def test_a_blocked_gui_thread_is_a_stall(qtbot, block):
+    meter = GapMeter()
+    meter.start()
+    qtbot.wait(50)
+    QTimer.singleShot(0, lambda: block(0.3))
+    qtbot.wait(400)
+    meter.stop()
+    assert meter.longest_ms >= 250
+    assert meter.longest_wall_ms >= meter.longest_ms
+
+
+def test_an_idle_gui_thread_has_no_stall(qtbot):
+    meter = GapMeter()
+    meter.start()
+    qtbot.wait(300)
+    meter.stop()
+    assert meter.ticks >= 10
+    assert meter.longest_ms < 100
