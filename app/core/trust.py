@@ -21,6 +21,8 @@ import numpy as np
 OOD_KIND = "prototype_cosine"  # 1 - the highest cosine similarity to a class's mean unit embedding
 ECE_BINS = 15
 MIN_HELDOUT = 20  # fewer held-out images than this: the threshold also uses the training images (said in metadata)
+FIDELITY_IMAGES = 256  # test images the export's fidelity check runs through every file (spread over the split):
+# each costs ~50 ms in three files, so 6,000 test images would add minutes and GBs of pixels to every export
 
 # How far an exported file may answer from the training-time numbers before `classify` and the export page warn:
 # float files differ only by float rounding (the backbone runs in LiteRT at training, in TensorFlow in the
