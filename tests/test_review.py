@@ -243,3 +243,28 @@ def test_moves_stay_inside_the_folder_and_never_overwrite(tmp_path):
     back = review.move_back(moved, image)
     assert back == root / "cats" / "a (2).png" and back.read_bytes() == b"mine"
     assert image.read_bytes() == b"new one with the old name"
+
+
+def test_near_copies_are_found_across_blocks_of_rows_and_at_any_scale():
+    """1,100 rows take two blocks of similarities; copies within and across them are each one group, and
+    multiplying the vectors by 1e30 or 1e-30 (float32 squares overflow or vanish) changes no finding."""
+    rng = np.random.default_rng(0)
+    n = 1100
+    vectors = rng.normal(size=(n, 32)).astype(np.float32)
+    thumbs = rng.normal(size=(n, 64)).astype(np.float32)
+    planted = [(5, 1050), (1000, 1010), (1060, 1070)]  # across the blocks, inside the first, inside the second
+    for a, b in planted:
+        vectors[b], thumbs[b] = vectors[a] * 1.01, thumbs[a]
+    thumbs -= thumbs.mean(axis=1, keepdims=True)
+    thumbs /= np.linalg.norm(thumbs, axis=1, keepdims=True)
+    labels, names = [i % 2 for i in range(n)], [f"{i:04d}" for i in range(n)]
+    reports = [
+        review.find_problems(vectors * scale, labels, ["train"] * n, names, names, ["a", "b"], thumbs)
+        for scale in (1.0, 1e30, 1e-30)
+    ]
+    groups = [g["paths"] for g in reports[0]["duplicates"]]
+    assert sorted(groups) == sorted([f"{a:04d}", f"{b:04d}"] for a, b in planted)
+    for report in reports[1:]:
+        assert [g["paths"] for g in report["duplicates"]] == groups
+        assert report["label_issues"] == reports[0]["label_issues"]
+        assert report["outliers"] == reports[0]["outliers"]

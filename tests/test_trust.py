@@ -385,3 +385,13 @@ def test_a_small_image_s_overlay_is_enlarged_and_its_caption_never_covers_it():
     assert overlay.shape[1] == 280 and 12 <= bar <= 60  # x10, readable; a one-line caption bar
     assert np.array_equal(overlay[bar:], np.repeat(np.repeat(pixels, 10, axis=0), 10, axis=1))
     assert overlay[:bar].max() == 255 and overlay[:bar].min() == 0  # white text on black, above the picture
+
+
+def test_the_export_checks_a_bounded_sample_spread_over_every_class():
+    from app.core.training import fidelity_sample
+
+    assert fidelity_sample(40) == list(range(40))  # a small split: every test image
+    picks = fidelity_sample(6000)  # 60,000 images' test split, listed class by class (600 each)
+    assert len(picks) == trust.FIDELITY_IMAGES and picks == sorted(set(picks))
+    assert picks[0] == 0 and picks[-1] == 5999
+    assert {i // 600 for i in picks} == set(range(10))

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import events
 
@@ -44,15 +45,34 @@ OUTLIER_RATIO = 3.0  # k-NN distance this many times the median (Fashion-MNIST: 
 MAX_OUTLIERS = 50
 _DIMS = 256  # principal components kept for the head (enough for every class structure we saw; fast)
 _RIDGE = 100.0  # on unit-variance components; chosen on Fashion-MNIST (5 and 10 classes)
-_BLOCK = 1024
+_BLOCK = 1024  # rows per block of similarities, at most
+_BLOCK_ELEMENTS = 2**25  # similarities per block (128 MB of float32), so 60,000 images take ~560 rows at a time
+_PAIR_CHUNK = 16384  # candidate pairs whose thumbnails are compared at once (2 x 64 MB of float32)
 
 
-def _prepared(vectors: np.ndarray) -> np.ndarray:
-    """Unit-length, centred, unit-length again: cosine similarity becomes a dot product."""
-    x = np.nan_to_num(np.asarray(vectors, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    x = x - x.mean(axis=0)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """A float32 copy with rows of length one (non-finite entries zeroed; a zero row stays zero).
+
+    Cosine similarity becomes a dot product.  float32 and in-place steps keep 60,000 x 1,280 at one 300 MB
+    copy; each row is scaled by its largest entry first, so huge or tiny values neither overflow nor vanish
+    when squared.
+    """
+    x = np.array(vectors, np.float32)
+    np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    if not x.size:
+        return x
+    largest = np.maximum(x.max(axis=1), -x.min(axis=1))
+    x /= np.where(largest > 0, largest, 1.0)[:, None]
+    x /= np.maximum(np.sqrt(np.einsum("ij,ij->i", x, x)), 1e-12)[:, None]
+    return x
+
+
+def _centred_unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """``_unit_rows``, centred and made unit-length again: the centred cosine similarity is a dot product."""
+    x = _unit_rows(vectors)
+    x -= x.mean(axis=0)
+    x /= np.maximum(np.sqrt(np.einsum("ij,ij->i", x, x)), 1e-12)[:, None]
+    return x
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -78,7 +98,7 @@ def out_of_sample_probabilities(
         seed: Chooses the fold assignment.
     """
     n = len(labels)
-    z = _components(x - x.mean(axis=0), _DIMS)
+    z = _components(np.asarray(x, np.float32), _DIMS).astype(np.float64)
     z = np.hstack([z / max(float(z.std()), 1e-12), np.ones((n, 1))])
     targets = np.eye(k)[labels]
     fold_of = np.empty(n, np.int64)
@@ -98,16 +118,26 @@ def out_of_sample_probabilities(
     return _softmax(scores * _temperature(scores, labels))
 
 
-def _components(centred: np.ndarray, dims: int) -> np.ndarray:
-    """The rows projected on their top ``dims`` principal components, from the eigenvectors of the smaller Gram
-    matrix (much faster than an SVD of a wide matrix)."""
-    n, d = centred.shape
+def _components(x: np.ndarray, dims: int) -> np.ndarray:
+    """The rows, centred, projected on their top ``dims`` principal components [N, min(dims, N, D)].
+
+    From the eigenvectors of the D x D covariance, accumulated in float64 a block of rows at a time (the
+    rows are never copied whole), or of the smaller N x N Gram matrix when N <= D.
+    """
+    n, d = x.shape
+    mean = x.mean(axis=0, dtype=np.float64)
     if n <= d:
+        centred = x.astype(np.float64) - mean
         w, u = np.linalg.eigh(centred @ centred.T)
         top = np.argsort(w)[::-1][:dims]
         return u[:, top] * np.sqrt(np.maximum(w[top], 0.0))
-    w, v = np.linalg.eigh(centred.T @ centred)
-    return centred @ v[:, np.argsort(w)[::-1][:dims]]
+    covariance = np.zeros((d, d))
+    for start in range(0, n, 8192):
+        rows = x[start : start + 8192].astype(np.float64) - mean
+        covariance += rows.T @ rows
+    w, v = np.linalg.eigh(covariance)
+    axes = v[:, np.argsort(w)[::-1][:dims]]
+    return x @ axes.astype(x.dtype) - (mean @ axes).astype(x.dtype)
 
 
 def _temperature(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -158,29 +188,47 @@ def label_issues(probabilities: np.ndarray, labels: np.ndarray) -> list[tuple[in
     return [(int(i), int(suggested[i]), round(float(margin[i]), 4)) for i in found]
 
 
-def _neighbours(x: np.ndarray, raw: np.ndarray, thumbs: np.ndarray | None, k: int) -> tuple[np.ndarray, list]:
+def _neighbours(raw: np.ndarray, thumbs: np.ndarray | None, k: int) -> tuple[np.ndarray, list]:
     """Raw cosine similarities of each row's ``k`` nearest other rows [N, k], and every near-duplicate pair
-    (i < j, centred similarity); ``x`` centred unit rows, ``raw`` unit rows."""
-    n = len(x)
+    (i < j, centred similarity); ``raw`` unit rows (``_unit_rows``), ``thumbs`` as ``thumbnail_vectors``.
+
+    One matrix product per block of rows: the centred similarity of rows i and j is
+    (r_i.r_j - r_i.m - r_j.m + m.m) / (|r_i - m| |r_j - m|) with m the mean row, so it comes from the raw
+    product at the cost of a few vectors.  Blocks hold at most ``_BLOCK_ELEMENTS`` similarities and
+    candidate pairs are checked ``_PAIR_CHUNK`` at a time, so memory stays flat at any number of images.
+    """
+    n = len(raw)
     k = min(k, n - 1)
-    nearest = np.zeros((n, max(k, 0)))
+    nearest = np.zeros((n, max(k, 0)), np.float32)
     pairs = []
-    xf, rf = x.astype(np.float32), raw.astype(np.float32)
-    for start in range(0, n, _BLOCK):
-        rows = np.arange(min(_BLOCK, n - start))
+    mean = raw.mean(axis=0)
+    to_mean = raw @ mean
+    mean_square = float(mean @ mean)
+    spread = np.sqrt(np.maximum(np.einsum("ij,ij->i", raw, raw) - 2 * to_mean + mean_square, 0.0))
+    inverse = (1.0 / np.maximum(spread, 1e-12)).astype(np.float32)
+    block = max(1, min(_BLOCK, _BLOCK_ELEMENTS // max(n, 1)))
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        rows = np.arange(stop - start)
+        near = raw[start:stop] @ raw.T
+        near[rows, start + rows] = -np.inf  # not one's own neighbour (nor one's own duplicate)
         if k:
-            near = rf[start : start + _BLOCK] @ rf.T
-            near[rows, start + rows] = -np.inf  # not one's own neighbour
-            top = np.argpartition(-near, k - 1, axis=1)[:, :k]
-            nearest[start : start + len(rows)] = np.take_along_axis(near, top, axis=1)
-        sims = xf[start : start + _BLOCK] @ xf.T
-        sims[rows, start + rows] = -np.inf
-        if thumbs is not None:
-            i, j = np.nonzero(sims >= SAME_CONTENT)
-            i, j = i[start + i < j], j[start + i < j]
-            same = np.einsum("ij,ij->i", thumbs[start + i], thumbs[j]) >= SAME_PIXELS if len(i) else i > 0
-            pairs += [(int(start + a), int(b), float(sims[a, b])) for a, b in zip(i[same], j[same])]
-    return nearest, pairs
+            nearest[start:stop] = np.partition(near, n - k, axis=1)[:, n - k :]
+        if thumbs is None:
+            continue
+        near -= to_mean[start:stop, None]  # in place: the raw products become centred similarities
+        near -= to_mean[None, :]
+        near += mean_square
+        near *= inverse[start:stop, None]
+        near *= inverse[None, :]
+        i, j = np.nonzero(near >= SAME_CONTENT)
+        later = start + i < j
+        i, j = i[later], j[later]
+        for c in range(0, len(i), _PAIR_CHUNK):
+            a, b = i[c : c + _PAIR_CHUNK], j[c : c + _PAIR_CHUNK]
+            same = np.einsum("ij,ij->i", thumbs[start + a], thumbs[b]) >= SAME_PIXELS
+            pairs += [(int(start + p), int(q), float(near[p, q])) for p, q in zip(a[same], b[same])]
+    return nearest.astype(np.float64), pairs
 
 
 def _groups(n: int, pairs: list[tuple[int, int, float]]) -> list[tuple[list[int], float]]:
@@ -211,7 +259,7 @@ def thumbnail_vectors(
     on_event: events.EventSink = events.ignore,
     on_error=None,
 ) -> np.ndarray:
-    """Returns centred, unit-length 32x32 grey thumbnails [N, 1024], cached by content like the embeddings.
+    """Returns centred, unit-length 32x32 grey thumbnails [N, 1024] (float32), cached by content like the embeddings.
 
     They tell a re-encoded copy from a look-alike where embeddings cannot (see the module docstring).
     Arguments are as for ``features.embed``; failed images are left out, reported to ``on_error``.
@@ -229,7 +277,7 @@ def thumbnail_vectors(
         on_event=on_event,
         stage="thumbnails",
         on_error=on_error,
-    ).astype(np.float64)
+    ).astype(np.float32)
     grey -= grey.mean(axis=1, keepdims=True)
     return grey / np.maximum(np.linalg.norm(grey, axis=1, keepdims=True), 1e-9)
 
@@ -263,14 +311,25 @@ def find_problems(
 
     Returns:
         The ``review`` event (``events.review``): label issues, duplicate groups (leaks first) and outliers.
+
+    numpy's BLAS runs on one thread here: on two cores shared with TensorFlow's import (the training run
+    loads it meanwhile) or other processes, OpenBLAS's threads spin-waited for each other and one ``eigh``
+    of the 1,280 x 1,280 covariance took 3-5 s instead of 0.4 s; even the large products ran faster on one
+    thread there (see docs/benchmarks.md, issue 11).
     """
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _find_problems(vectors, labels, splits, digests, paths, classes, thumbs, folds, seed, seconds)
+
+
+def _find_problems(vectors, labels, splits, digests, paths, classes, thumbs, folds, seed, seconds) -> dict:
+    """``find_problems`` with numpy's BLAS on one thread (see there)."""
     seconds = dict(seconds or {})
     labels = np.asarray(labels, np.int64)
     n, k = len(labels), len(classes)
     issues, groups, outliers = [], [], []
     t = time.perf_counter()
     if n >= 2:
-        x = _prepared(vectors)
+        x = _centred_unit_rows(vectors)
         if k >= 2 and np.bincount(labels, minlength=k).min() >= 2:
             probabilities = out_of_sample_probabilities(x, labels, k, min(folds, int(np.bincount(labels).min())), seed)
             issues = [
@@ -280,9 +339,11 @@ def find_problems(
         seconds["labels"] = round(time.perf_counter() - t, 3)
 
         t = time.perf_counter()
-        raw = np.nan_to_num(np.asarray(vectors, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        raw = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
-        nearest, pairs = _neighbours(x, raw, thumbs, OUTLIER_NEIGHBOURS)
+        del x  # one [N, D] copy at a time: 60,000 images stay within memory
+        raw = _unit_rows(vectors)
+        nearest, pairs = _neighbours(
+            raw, None if thumbs is None else np.asarray(thumbs, np.float32), OUTLIER_NEIGHBOURS
+        )
         by_digest: dict[str, list[int]] = {}
         for i, digest in enumerate(digests):
             by_digest.setdefault(digest, []).append(i)

@@ -1,6 +1,6 @@
 """Embedding benchmark (issue 11): the embed stage against the bare LiteRT forward pass, cold and warm runs.
 
-    .venv/bin/python tests/benchmarks/bench_embed.py [--per-class 150] [--json]
+    .venv/bin/python tests/benchmarks/bench_embed.py [--per-class 150] [--sample N] [--json]
 
 In one run, on Fashion-MNIST PNG folders (10 classes x ``--per-class``):
 
@@ -11,6 +11,9 @@ In one run, on Fashion-MNIST PNG folders (10 classes x ``--per-class``):
 3. a cold ``retrain-studio train --json`` process (empty embedding store, backbone already converted)
    against 1.3 x (1) + 12 s (``--allowance``; 20 s for 8,000 images), then a warm rerun (target <= 6 s),
    each with its stages' seconds, its peak RSS, and the store's size on disk.
+
+``--sample N`` times (1) and (2) on N images spread over the set and scales them to the whole set (printed as
+extrapolated): for 60,000 images (``--per-class 6000``) they alone would take most of an hour.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--per-class", type=int, default=150)
     parser.add_argument("--allowance", type=float, default=12.0, help="seconds allowed beyond 1.3 x bare forward")
+    parser.add_argument("--sample", type=int, default=0, help="time (1) and (2) on this many images, extrapolated")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args(argv)
@@ -94,6 +98,10 @@ def main(argv=None) -> dict:
     cache = work / "cache"
     info = backbones.resolve("efficientnet_lite0")
     files = sorted(data.rglob("*.png"))
+    timed = files
+    if 0 < args.sample < len(files):
+        timed = [files[int(i)] for i in np.linspace(0, len(files) - 1, args.sample).round()]
+    scale = len(files) / len(timed)  # (1) and (2) extrapolated to the whole set when sampled
 
     t = time.perf_counter()
     extractor = backbones.FeatureExtractor(info, cache)
@@ -103,21 +111,22 @@ def main(argv=None) -> dict:
     # 1. the bare forward pass: each batch decoded first (not timed), so memory stays one batch
     forward = backbones.LiteRTForward(backbones.feature_tflite_path(info, cache))
     forward_s = forward_cpu_s = 0.0
-    for s in range(-32, len(files), 32):  # the first batch twice: once as warm-up
-        batch = np.stack([load_image(f.read_bytes(), (224, 224)) for f in files[max(s, 0) : max(s, 0) + 32]])
+    for s in range(-32, len(timed), 32):  # the first batch twice: once as warm-up
+        batch = np.stack([load_image(f.read_bytes(), (224, 224)) for f in timed[max(s, 0) : max(s, 0) + 32]])
         t, cpu = time.perf_counter(), time.process_time()
         forward(batch)
         if s >= 0:
             forward_s, forward_cpu_s = forward_s + time.perf_counter() - t, forward_cpu_s + time.process_time() - cpu
     del batch
+    forward_s, forward_cpu_s = forward_s * scale, forward_cpu_s * scale
 
     # 2. the embed stage (files read and decoded on worker threads while LiteRT runs)
     store = features.EmbeddingCache(work / "embed-only", "bench", 224)
     extractor(np.zeros((32, 224, 224, 3), np.float32))  # the same warm-up as (1)
-    digests = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]  # the scan's work, not timed
+    digests = [hashlib.sha256(f.read_bytes()).hexdigest() for f in timed]  # the scan's work, not timed
     t, cpu = time.perf_counter(), time.process_time()
-    features.embed(files, digests, extractor, store, 224, batch_size=32)
-    embed_s, embed_cpu_s = time.perf_counter() - t, time.process_time() - cpu
+    features.embed(timed, digests, extractor, store, 224, batch_size=32)
+    embed_s, embed_cpu_s = (time.perf_counter() - t) * scale, (time.process_time() - cpu) * scale
     shutil.rmtree(work / "embed-only")
 
     # 3. whole runs in child processes
@@ -129,6 +138,7 @@ def main(argv=None) -> dict:
     n = len(files)
     result = {
         "images": n,
+        "timed_images_for_bare_forward_and_embed": len(timed),  # fewer than images: those two extrapolated
         "load_average_1_5_15": [round(x, 2) for x in load],
         "backbone_conversion_s": round(conversion_s, 2),
         "bare_forward_s": round(forward_s, 2),
@@ -151,6 +161,8 @@ def main(argv=None) -> dict:
         print(json.dumps(result))
         return result
     print(f"images: {n} (10 Fashion-MNIST classes x {args.per_class}), load average {load[0]:.2f} {load[1]:.2f}")
+    if len(timed) < n:
+        print(f"bare forward pass and embed stage timed on {len(timed)} images, extrapolated x {scale:.2f}")
     print(f"one-time conversion to LiteRT (and SavedModel, when first): {conversion_s:.1f} s")
     print(f"bare LiteRT forward pass: {forward_s:.1f} s = {result['bare_forward_ms_per_image']:.2f} ms/image")
     print(
