@@ -23,15 +23,12 @@ class UsageError(Exception):
 def _tensorflow_environment() -> None:
     """What TensorFlow reads at import, set before any command imports it.
 
-    Library logs would add lines to the one-line error (gRPC logs a failed TLS handshake at INFO).  Keras 2
-    (``tf_keras``, which fine-tuning and ``tensorflow_hub`` use) as ``tf.keras``: otherwise ``import
-    tensorflow`` also imports Keras 3, which nothing here uses, for about 1 s of CPU in every process that
-    loads TensorFlow (a warm retrain waits for that import; issue 11).
+    Library logs would add lines to the one-line error (gRPC logs a failed TLS handshake at INFO).  (Keras 2
+    as ``tf.keras`` is set for every entry point in ``app/__init__.py``.)
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 
 def _default(name: str):
