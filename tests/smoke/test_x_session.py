@@ -281,9 +281,18 @@ def walk(j: Journey, tmp_path: Path, home: Path, serving_double) -> None:
         x.key(shortcut)
         dialog = j.wait(f"the {what} dialog", kind="window", window=title, modal=True)
         j.settle(0.5)
-        x.key("ctrl+a")
-        x.type(str(path))
-        j.settle()
+        typed = f"^{re.escape(str(path))}$"
+        for _attempt in range(3):  # the dialog's completer can take typed keys under load (seen in CI): retype
+            x.key("ctrl+a")
+            x.type(str(path))
+            j.settle()
+            try:
+                wait_for(j.app, "the typed path", lambda: j.ui.find("edit", text=typed, window=title), 3)
+                break
+            except StepFailed:
+                j.shot("mistyped")
+        else:
+            raise StepFailed(f"the {what} dialog's line never read {path} after typing it three times")
         j.shot("dialog")
         x.key("Return")
         wait_for(
