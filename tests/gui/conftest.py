@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QTimer, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication, QFileDialog, QLineEdit
 
 
 @pytest.fixture(autouse=True)
@@ -120,3 +121,28 @@ def window(qtbot):
     qtbot.waitExposed(win)
     yield win
     win.close()
+
+
+def answer_next_file_dialog(path: Path, chosen: list, record=lambda dialog, line: dialog.windowTitle()) -> None:
+    """When the next modal file dialog opens, type ``path`` into its name line as a user would and press Return.
+
+    Call it before the click that opens the dialog (its ``exec`` blocks the test). ``record(dialog, line)`` is
+    appended to ``chosen`` first, so the test can check which dialog it was and what it read.
+    """
+
+    def fill():
+        dialog = QApplication.activeModalWidget()
+        if not isinstance(dialog, QFileDialog):
+            QTimer.singleShot(20, fill)
+            return
+        QTimer.singleShot(500, lambda: type_path(dialog))  # once its folder view has loaded
+
+    def type_path(dialog):
+        line = dialog.findChild(QLineEdit, "fileNameEdit")
+        line.setFocus()
+        QTest.keyClick(line, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+        QTest.keyClicks(line, str(path))
+        chosen.append(record(dialog, line))
+        QTest.keyClick(line, Qt.Key.Key_Return)
+
+    QTimer.singleShot(0, fill)

@@ -92,6 +92,16 @@ def results(page):
     return find(page, QTableView, "Results", visible=False)
 
 
+def click_first_row(table) -> None:
+    """A mouse click on the first result row (its file name), which shows it in the detail pane."""
+    QTest.mouseClick(
+        table.viewport(),
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+        table.visualRect(table.model().index(0, 1)).center(),
+    )
+
+
 def column(page, name):
     """Display texts of one column, top to bottom as shown (after sorting and filtering)."""
     model = results(page).model()
@@ -164,12 +174,7 @@ def test_drop_files_and_a_folder(window, qtbot, trained, fm_dir, screenshots, tm
     assert "(Local TFLite)" in summary(page)
     table = results(page)
     table.setFocus()
-    QTest.mouseClick(
-        table.viewport(),
-        Qt.MouseButton.LeftButton,
-        Qt.KeyboardModifier.NoModifier,
-        table.visualRect(table.model().index(0, 1)).center(),
-    )
+    click_first_row(table)
     assert "bag" in find(page, QListWidget, "Top classes").item(0).text()
     save_shot(window, screenshots, "classify")
 
@@ -978,12 +983,7 @@ def test_images_of_none_of_the_classes_are_shown_as_unknown(window, qtbot, effic
     assert sorted(column(page, "File")) == unknown
     assert set(column(page, "Label")) <= set(trained["done"]["classes"])  # still the closest class
     table = results(page)
-    QTest.mouseClick(
-        table.viewport(),
-        Qt.MouseButton.LeftButton,
-        Qt.KeyboardModifier.NoModifier,
-        table.visualRect(table.model().index(0, 1)).center(),
-    )
+    click_first_row(table)
     pane = find(page, QListWidget, "Top classes")
     assert any(pane.item(i).text().startswith("Unknown: looks like none") for i in range(pane.count()))
 
@@ -1005,12 +1005,7 @@ def test_explain_shows_where_the_model_looked(window, qtbot, trained, tmp_path):
     drop(page, [tmp_path / "corner.png"])
     wait_done(qtbot, page, 1)
     table = results(page)
-    QTest.mouseClick(
-        table.viewport(),
-        Qt.MouseButton.LeftButton,
-        Qt.KeyboardModifier.NoModifier,
-        table.visualRect(table.model().index(0, 1)).center(),
-    )
+    click_first_row(table)
     picture = find(page, QLabel, "Image")
     plain = picture.pixmap().toImage()
     click(find(page, QPushButton, "Explain"))

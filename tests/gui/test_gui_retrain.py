@@ -8,15 +8,13 @@ from pathlib import Path
 
 import fashion_mnist
 import pytest
-from conftest import drop
-from PySide6.QtCore import Qt, QTimer
+from conftest import answer_next_file_dialog, drop
+from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import (
-    QApplication,
     QComboBox,
     QDialog,
     QDoubleSpinBox,
-    QFileDialog,
     QLabel,
     QLineEdit,
     QSpinBox,
@@ -101,27 +99,6 @@ def _expected_changes(old: Path, new: Path) -> list[tuple[float, str, str, str]]
         f1 = " → ".join("—" if r is None else f"{r['f1']:.2f}" for r in (ma, mb))
         rows.append((-size, name, accuracy, f1))
     return [(-size, name, accuracy, f1) for size, name, accuracy, f1 in sorted(rows)]
-
-
-def _choose_in_file_dialog(path: Path, chosen: list) -> None:
-    """Type ``path`` into the next folder dialog and press Return."""
-
-    def fill():
-        dialog = QApplication.activeModalWidget()
-        if not isinstance(dialog, QFileDialog):
-            QTimer.singleShot(20, fill)
-            return
-        QTimer.singleShot(500, lambda: type_path(dialog))  # once its folder view has loaded
-
-    def type_path(dialog):
-        name = dialog.findChild(QLineEdit, "fileNameEdit")
-        name.setFocus()
-        QTest.keyClick(name, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
-        QTest.keyClicks(name, str(path))
-        chosen.append(dialog.windowTitle())
-        QTest.keyClick(name, Qt.Key.Key_Return)
-
-    QTimer.singleShot(0, fill)
 
 
 # --- the journey ------------------------------------------------------------------------------------------------
@@ -246,7 +223,7 @@ def test_edited_folders_and_settings_become_the_next_version_s_record(
     assert find(dialog, QComboBox, "TFLite export").currentText() == "none"
 
     chosen: list = []
-    _choose_in_file_dialog(more, chosen)
+    answer_next_file_dialog(more, chosen)
     click(qtbot, button(dialog, "Add folder of classes…"))
     assert chosen == ["Add a folder of class folders"]
     assert _rows(sources)[-1] == ("(its sub-folders)", str(more))

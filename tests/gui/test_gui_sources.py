@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from conftest import drop
+from conftest import answer_next_file_dialog, drop
 from images import copy_sample
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
@@ -75,8 +75,7 @@ def test_training_from_a_folder_a_dropped_folder_and_a_renamed_one_class_folder(
 
 
 def test_add_one_class_folder_through_the_file_dialog_then_refuse_a_bad_class_name(window, qtbot, tmp_path):
-    from PySide6.QtCore import QTimer
-    from PySide6.QtWidgets import QFileDialog, QLabel
+    from PySide6.QtWidgets import QLabel
 
     pants = copy_sample({"trouser": slice(0, 5)}, tmp_path / "usb") / "trouser"
     open_train(window, qtbot)
@@ -84,22 +83,7 @@ def test_add_one_class_folder_through_the_file_dialog_then_refuse_a_bad_class_na
     first = page(window, "folder_page")
     chosen = []
 
-    def fill():
-        dialog = QApplication.activeModalWidget()
-        if not isinstance(dialog, QFileDialog):
-            QTimer.singleShot(20, fill)
-            return
-        QTimer.singleShot(500, lambda: type_path(dialog))  # once its folder view has loaded
-
-    def type_path(dialog):
-        name = dialog.findChild(QLineEdit, "fileNameEdit")
-        name.setFocus()
-        QTest.keyClick(name, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
-        QTest.keyClicks(name, str(pants))
-        chosen.append((dialog.windowTitle(), name.text()))
-        QTest.keyClick(name, Qt.Key.Key_Return)
-
-    QTimer.singleShot(0, fill)
+    answer_next_file_dialog(pants, chosen, lambda dialog, line: (dialog.windowTitle(), line.text()))
     click(qtbot, button(first, "Add one-class folder…"))
     assert chosen == [("Add a folder that is one class", str(pants))]
     table = first.findChild(QTableWidget, "more_sources")
