@@ -165,7 +165,7 @@ def wide_model(tmp_path_factory):
     export.export(
         models,
         "wide",
-        backbone=MeanColour(),
+        load_backbone=MeanColour,
         head=(kernel, np.zeros(k, np.float32)),
         labels=labels,
         image_size=32,

@@ -195,8 +195,9 @@ def _train_cli(*args, **kw):
     )
 
 
-def test_killed_run_leaves_no_version(fm_dir, cache_dir, tmp_path, standin_backbone):
-    models, where = tmp_path / "models", ("--cache-dir", cache_dir, "--backbone", standin_backbone)
+def test_killed_run_leaves_no_version(fm_dir, tmp_path, standin_backbone):
+    # a cache of its own: no graph kept from another test's export, so this one traces and saves the SavedModel
+    models, where = tmp_path / "models", ("--cache-dir", tmp_path / "cache", "--backbone", standin_backbone)
     proc = _train_cli(fm_dir, "-o", models, "--name", "killed", *where)
     for line in proc.stdout:
         event = json.loads(line)

@@ -44,6 +44,7 @@ from app.store import (
     write_metadata,
 )
 
+from . import export_graphs
 from .atomic import remove_stale_temps, temp_folder
 
 MAX_NAME = 100
@@ -140,13 +141,38 @@ def check_output(models_dir: str | Path, name: str, min_free: int = MIN_FREE_BYT
     return base
 
 
-def _write_side_files(folder: Path, side_files: Mapping[str, Callable[[Path], None]]) -> dict[str, str]:
-    """Write each extra file into ``folder``; returns metadata's ``files`` entries ({stem: name})."""
-    written = {}
-    for name, write in side_files.items():
-        write(folder / name)
-        written[Path(name).stem] = name
-    return written
+def head_values(
+    head_kernel: np.ndarray,
+    head_bias: np.ndarray,
+    labels: Sequence[str],
+    prototypes: np.ndarray | None,
+    unknown_threshold: float | None,
+) -> dict[str, np.ndarray]:
+    """The numbers (and labels) of a version that are not the backbone's: ``build_module``'s variables.
+
+    Everything else in the exported graph depends only on the backbone, the input size and the number of
+    classes, which is what lets ``export_graphs`` reuse a graph by writing just these.
+
+    Args:
+        head_kernel: the softmax head's weights [D, K] (calibrated, see ``build_module``).
+        head_bias: its bias [K].
+        labels: the K class names.
+        prototypes: ``trust.class_prototypes`` [K, D], or None (zero rows: every ood_score is 1).
+        unknown_threshold: the unknown-input threshold, or None (never unknown).
+
+    Returns:
+        {``build_module``'s attribute (so its checkpoint key): value}; prototypes transposed to [D, K], as
+        the graph uses them.
+    """
+    if prototypes is None:
+        prototypes = np.zeros((len(labels), head_kernel.shape[0]), np.float32)
+    return {
+        "head_kernel": np.asarray(head_kernel, np.float32),
+        "head_bias": np.asarray(head_bias, np.float32),
+        "prototypes": np.ascontiguousarray(np.asarray(prototypes, np.float32).T),
+        "unknown_threshold": np.float32(np.inf if unknown_threshold is None else unknown_threshold),
+        "labels": np.array([label.encode() for label in labels], dtype=object),
+    }
 
 
 def build_module(
@@ -181,21 +207,14 @@ def build_module(
     from .graph_preprocess import load_image
 
     size = image_size
-    if prototypes is None:
-        prototypes = np.zeros((len(labels), head_kernel.shape[0]), np.float32)
-    threshold = np.float32(np.inf if unknown_threshold is None else unknown_threshold)
+    values = head_values(head_kernel, head_bias, labels, prototypes, unknown_threshold)
 
     class ImageClassifier(tf.Module):
         def __init__(self):
             super().__init__(name="retrain_studio_classifier")
             self.backbone = backbone
-            self.head_kernel = tf.Variable(head_kernel.astype(np.float32), trainable=False, name="head_kernel")
-            self.head_bias = tf.Variable(head_bias.astype(np.float32), trainable=False, name="head_bias")
-            self.prototypes = tf.Variable(
-                np.asarray(prototypes, np.float32).T, trainable=False, name="class_prototypes"
-            )  # [D, K]
-            self.unknown_threshold = tf.Variable(threshold, trainable=False, name="unknown_threshold")
-            self.labels = tf.Variable(list(labels), dtype=tf.string, trainable=False, name="labels")
+            for attribute, value in values.items():  # the attribute names are the checkpoint's keys
+                setattr(self, attribute, tf.Variable(value, trainable=False, name=attribute))
             self.labels_file = tf.saved_model.Asset(labels_file)
 
         def _scores(self, images):
@@ -308,7 +327,7 @@ def export(
     models_dir: str | Path,
     name: str,
     *,
-    backbone,
+    load_backbone: Callable[[], object],
     head: tuple[np.ndarray, np.ndarray],
     labels: Sequence[str],
     image_size: int,
@@ -321,6 +340,7 @@ def export(
     prototypes: np.ndarray | None = None,
     unknown_threshold: float | None = None,
     verify: Callable[[Path, Mapping[str, str]], dict] | None = None,
+    kept_graph: Path | None = None,
 ) -> Path:
     """Write a complete new version and return its folder ``MODELS_DIR/NAME/VERSION``.
 
@@ -330,7 +350,8 @@ def export(
     Args:
         models_dir: the models folder.
         name: the model name (checked with ``check_name``).
-        backbone: the feature extractor to bake into the SavedModel.
+        load_backbone: returns the feature extractor to bake into the SavedModel; called only when the graph
+            is built (not when a kept one is reused), so a warm retrain need not load it.
         head: (kernel [D, K], bias [K]) of the softmax head.
         labels: the class names, in output order.
         image_size: the square input side in pixels.
@@ -346,6 +367,10 @@ def export(
         verify: given the hidden folder and the files written ({what: path}), returns metadata.json's
             ``fidelity`` record (``measure_fidelity``); run before the rename, so a version never appears
             without its proof.
+        kept_graph: where ``export_graphs`` keeps the graph for this backbone, size and number of classes
+            (None: neither reuse nor keep one, e.g. after fine-tuning changed the backbone's weights).  Used
+            when it exists and only the float .tflite is asked for; kept after a full export that passed
+            ``verify``.
 
     Returns:
         The new version folder.
@@ -360,11 +385,23 @@ def export(
     base.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(base)
     tmp = temp_folder(base)
-    try:
+    tmp.mkdir()
+    values = head_values(*head, labels, prototypes, unknown_threshold)
+    labels_text = "".join(f"{label}\n" for label in labels)
+    reusable = export_graphs.reusable(kept_graph, tflite)
+
+    def write_model(reuse: bool) -> tuple[dict, bool]:
+        """({what: file} of the model files written into ``tmp``, whether a kept graph was reused)."""
+        if reuse and export_graphs.write(kept_graph, tmp, values, labels_text, "float" in tflite):
+            on_stage("writing the new numbers into the graph kept from an earlier export")
+            files = {"saved_model": SAVED_MODEL_FILE, "labels": LABELS_FILE}
+            return {**files, **{f"tflite_{mode}": TFLITE_FILES[mode] for mode in tflite}}, True
         with tempfile.TemporaryDirectory() as scratch:
             labels_file = Path(scratch, Path(LABELS_FILE).name)  # the Asset keeps its name: assets/labels.txt
-            labels_file.write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
-            module = build_module(backbone, *head, labels, image_size, str(labels_file), prototypes, unknown_threshold)
+            labels_file.write_text(labels_text, encoding="utf-8")
+            module = build_module(
+                load_backbone(), *head, labels, image_size, str(labels_file), prototypes, unknown_threshold
+            )
             on_stage("saving SavedModel")
             tf.saved_model.save(
                 module,
@@ -380,29 +417,73 @@ def export(
             on_stage(f"converting to TFLite ({mode})")
             (tmp / TFLITE_FILES[mode]).write_bytes(_convert_tflite(module, mode, representative))
             files[f"tflite_{mode}"] = TFLITE_FILES[mode]
-        if warmup_image is not None:
-            (tmp / WARMUP_FILE).parent.mkdir()
-            with tf.io.TFRecordWriter(str(tmp / WARMUP_FILE)) as writer:
-                writer.write(_warmup_record(name, warmup_image))
-            files["warmup"] = WARMUP_FILE
-        files.update(_write_side_files(tmp, side_files or {}))
+        return files, False
+
+    try:
+        files, reused = write_model(reusable)
+        files.update(_write_rest(tmp, name, warmup_image, side_files))
+        proven = None
         if verify is not None:
             on_stage("checking that every exported file answers like the trained model")
-            metadata = replace(metadata, fidelity=verify(tmp, files))
-        version = next_version(base)
-        while True:
-            write_metadata(tmp, replace(metadata, name=name, version=version, files=files))
-            target = base / str(version)
-            try:
-                os.rename(tmp, target)
-                return target
-            except OSError:
-                if not target.exists():
-                    raise
-                version += 1  # another export took this number first
+            fidelity = verify(tmp, files)
+            proven = _all_within_tolerance(fidelity)
+            if reused and proven is False:  # a kept graph that no longer answers right: drop it, export in full
+                export_graphs.forget(kept_graph)
+                shutil.rmtree(tmp)
+                tmp.mkdir()
+                files, reused = write_model(False)
+                files.update(_write_rest(tmp, name, warmup_image, side_files))
+                fidelity = verify(tmp, files)
+                proven = _all_within_tolerance(fidelity)
+            metadata = replace(metadata, fidelity=fidelity)
+        target = _publish(tmp, base, replace(metadata, name=name, files=files))
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    if kept_graph is not None and not reused and proven and "float" in tflite:
+        export_graphs.keep(kept_graph.parent, kept_graph.name, target, values)
+    return target
+
+
+def _write_rest(
+    folder: Path, name: str, warmup_image: bytes | None, side_files: Mapping[str, Callable[[Path], None]] | None
+) -> dict[str, str]:
+    """The warm-up record and the side files beside the model; returns their metadata ``files`` entries."""
+    import tensorflow as tf
+
+    written = {}
+    if warmup_image is not None:
+        (folder / WARMUP_FILE).parent.mkdir()
+        with tf.io.TFRecordWriter(str(folder / WARMUP_FILE)) as writer:
+            writer.write(_warmup_record(name, warmup_image))
+        written["warmup"] = WARMUP_FILE
+    for file_name, write in (side_files or {}).items():
+        write(folder / file_name)
+        written[Path(file_name).stem] = file_name
+    return written
+
+
+def _all_within_tolerance(fidelity: dict) -> bool | None:
+    """Whether every file answered like the trained model (None: no test image to tell)."""
+    verdicts = [row["within_tolerance"] for row in fidelity.get("artifacts", {}).values()]
+    if not verdicts or None in verdicts:
+        return None
+    return all(verdicts)
+
+
+def _publish(tmp: Path, base: Path, metadata: Metadata) -> Path:
+    """Rename the complete ``tmp`` to the next free version number of ``base`` (metadata.json written last)."""
+    version = next_version(base)
+    while True:
+        write_metadata(tmp, replace(metadata, version=version))
+        target = base / str(version)
+        try:
+            os.rename(tmp, target)
+            return target
+        except OSError:
+            if not target.exists():
+                raise
+            version += 1  # another export took this number first
 
 
 def _tflite_scores(model_file: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -437,6 +518,9 @@ def measure_fidelity(
 ) -> dict:
     """Run the same images through every file of a version and compare each with the training-time answers.
 
+    A quantized .tflite gets every image given; the float files an evenly spread ``trust.FIDELITY_FLOAT_IMAGES``
+    of them (each row says how many).
+
     The SavedModel's bytes signature gets the encoded files (decoded in its graph), its images signature
     and every .tflite the host-preprocessed pixels (``app.imaging``), as the backends send them.
 
@@ -455,15 +539,16 @@ def measure_fidelity(
     """
     import tensorflow as tf
 
-    from .trust import fidelity
+    from .trust import FIDELITY_FLOAT_IMAGES, fidelity, fidelity_sample
 
     threshold = np.inf if unknown_threshold is None else unknown_threshold
+    few = fidelity_sample(len(encoded), FIDELITY_FLOAT_IMAGES)  # enough for a float file (trust.py says why)
     artifacts: dict = {}
     if len(encoded):
         model = tf.saved_model.load(str(folder))
         for signature, inputs, make in (
-            (SERVING_SIGNATURE, encoded, lambda chunk: {BYTES_INPUT: tf.constant(list(chunk))}),
-            (IMAGES_SIGNATURE, images, lambda chunk: {IMAGES_INPUT: tf.constant(chunk, tf.float32)}),
+            (SERVING_SIGNATURE, [encoded[i] for i in few], lambda chunk: {BYTES_INPUT: tf.constant(list(chunk))}),
+            (IMAGES_SIGNATURE, images[few], lambda chunk: {IMAGES_INPUT: tf.constant(chunk, tf.float32)}),
         ):
             outs = [
                 model.signatures[signature](**make(inputs[i : i + batch_size]))
@@ -472,15 +557,18 @@ def measure_fidelity(
             probabilities = np.concatenate([o[PROBABILITIES_OUTPUT].numpy() for o in outs])
             unknown = np.concatenate([o[UNKNOWN_OUTPUT].numpy() for o in outs])
             artifacts[f"saved_model:{signature}"] = fidelity(
-                reference_probabilities, reference_unknown, probabilities, unknown, "float"
+                reference_probabilities[few], reference_unknown[few], probabilities, unknown, "float"
             )
         del model
         for mode, name in TFLITE_FILES.items():
             if f"tflite_{mode}" in files:
-                probabilities, ood = _tflite_scores(folder / name, images)
+                picks = few if mode == "float" else list(range(len(encoded)))
+                probabilities, ood = _tflite_scores(folder / name, images[picks])
                 unknown = None if ood is None else ood > threshold
                 kind = "float" if mode == "float" else "quantized"
-                artifacts[name] = fidelity(reference_probabilities, reference_unknown, probabilities, unknown, kind)
+                artifacts[name] = fidelity(
+                    reference_probabilities[picks], reference_unknown[picks], probabilities, unknown, kind
+                )
     return {
         "images": len(encoded),
         "reference": "the test split's calibrated probabilities computed at training from the embedding cache",

@@ -28,7 +28,7 @@ import numpy as np
 from app import store
 from app.imaging import DecodedImages, ImageError, load_image, read_image_file
 
-from . import backbones, events, export, features, review, serving_config, trust
+from . import backbones, events, export, export_graphs, features, review, serving_config, trust
 from .dataset import Dataset, ImageItem, Skipped, scan
 from .evaluation import evaluate, save_results, summary
 
@@ -453,8 +453,12 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
     del decoded
     # TensorFlow and the backbone as a TF object (for export and fine-tuning) load while the review runs, not
     # earlier: importing TensorFlow holds the interpreter lock for seconds and would stall the embed loop
+    # A graph kept from an earlier export needs only TensorFlow, not the backbone as a TF object (1-2 s more)
+    k = len(data.classes)
+    kept_graph = None if s.fine_tune else _kept_graph(info, size, k, s.cache_dir)
+    reuse = export_graphs.reusable(kept_graph, store.tflite_variants(s.tflite))
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-backbone")
-    tf_backbone = loader.submit(extractor.tf_model)
+    tf_backbone = loader.submit(_import_tensorflow if reuse else extractor.tf_model)
     loader.shutdown(wait=False)
     review_summary = None
     if s.review:
@@ -468,7 +472,6 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
             )
         )
     labels = {name: np.array([i.label for i in items], dtype=np.int64) for name, items in splits.items()}
-    k = len(data.classes)
     with stages("train", "Training the classifier head"):
         kernel, bias, epochs_run = train_head(
             vectors["train"],
@@ -480,7 +483,7 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
             on_event,
         )
     with stages("backbone", key="load_backbone"):  # announced above; waits for the TensorFlow object
-        backbone = tf_backbone.result()  # raises what loading raised
+        backbone = tf_backbone.result()  # raises what loading raised; None when only TensorFlow was imported
         location = backbones.materialise(info, s.cache_dir)
     head, test_vectors, frozen = (kernel, bias), vectors["test"], backbone
     if s.fine_tune:
@@ -520,13 +523,29 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
         },
     )
     with stages("export", "Exporting SavedModel and TFLite") as say:
-        model_dir = _export(s, backbone, head, metadata, splits, probabilities, labels["test"], say, fitted)
+        if backbone is not frozen:
+            kept_graph = None  # fine-tuning changed the backbone's weights: this graph is this run's alone
+        load_backbone = extractor.tf_model if backbone is None else lambda: backbone
+        model_dir = _export(
+            s, load_backbone, head, metadata, splits, probabilities, labels["test"], say, fitted, kept_graph
+        )
         config = _write_serving_config(s.models_dir, on_event)
     done = events.done(
         str(model_dir), config and str(config), {**metrics, "epochs_run": epochs_run}, data.classes, stages.total()
     )
     on_event(done)
     return done
+
+
+def _kept_graph(info: backbones.BackboneInfo, size: int, classes: int, cache_dir: str | None) -> Path:
+    """Where ``export_graphs`` keeps the exported graph for this backbone, input size and number of classes."""
+    key = export_graphs.key(backbones.fingerprint(info), size, classes)
+    return export_graphs.graphs_dir(backbones.cache_root(cache_dir)) / key
+
+
+def _import_tensorflow() -> None:
+    """Import TensorFlow (on the loader thread, while the review runs) without loading the backbone."""
+    import tensorflow  # noqa: F401
 
 
 def _scan(sources: list, s: TrainSettings, size: int, on_event: events.EventSink, **options) -> Dataset:
@@ -624,7 +643,7 @@ def _accuracy(vectors: np.ndarray, labels: np.ndarray, kernel: np.ndarray, bias:
 
 def _export(
     s: TrainSettings,
-    backbone,
+    load_backbone,
     head: tuple,
     metadata: store.Metadata,
     splits: dict,
@@ -632,6 +651,7 @@ def _export(
     test_labels: np.ndarray,
     say,
     fitted: _Trust,
+    kept_graph: Path | None,
 ) -> Path:
     """The export stage: the new version folder, with the test results and the fidelity table beside the model."""
     size = metadata.input["height"]
@@ -639,7 +659,7 @@ def _export(
     train_items, test_items = splits["train"], splits["test"]
 
     def verify(folder: Path, files) -> dict:
-        sample = fidelity_sample(len(test_items))
+        sample = trust.fidelity_sample(len(test_items))
         readable = [(sample[i], data, pixels) for i, data, pixels in _readable([test_items[j] for j in sample], size)]
         kept = [index for index, _, _ in readable]
         encoded = [data for _, data, _ in readable]
@@ -657,7 +677,7 @@ def _export(
     return export.export(
         s.models_dir,
         s.model_name(),
-        backbone=backbone,
+        load_backbone=load_backbone,
         head=head,
         labels=metadata.labels,
         image_size=size,
@@ -669,33 +689,13 @@ def _export(
         prototypes=fitted.prototypes,
         unknown_threshold=fitted.unknown["threshold"],
         verify=verify,
+        kept_graph=kept_graph,
         side_files={
             store.RESULTS_FILE: lambda path: save_results(
                 path, probabilities, test_labels, metadata.labels, [i.path for i in test_items]
             )
         },
     )
-
-
-def fidelity_sample(count: int, most: int = trust.FIDELITY_IMAGES) -> list[int]:
-    """Which of ``count`` test images the export's fidelity check runs: all, or ``most`` spread evenly.
-
-    The test split lists images class by class, so evenly spaced picks keep every class in the check,
-    while its time and memory stay bounded at any size of data set.
-
-    Args:
-        count: Test images.
-        most: The most to check.
-
-    Returns:
-        Ascending indices into the test split.
-
-    >>> fidelity_sample(5, most=3)
-    [0, 2, 4]
-    """
-    if count <= most:
-        return list(range(count))
-    return sorted({int(i) for i in np.linspace(0, count - 1, most).round()})
 
 
 def calibration_items(items: Sequence[ImageItem], least: int = CALIBRATION_IMAGES) -> list[ImageItem]:

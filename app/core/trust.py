@@ -21,10 +21,12 @@ import numpy as np
 OOD_KIND = "prototype_cosine"  # 1 - the highest cosine similarity to a class's mean unit embedding
 ECE_BINS = 15
 MIN_HELDOUT = 20  # fewer held-out images than this: the threshold also uses the training images (said in metadata)
-FIDELITY_IMAGES = 128  # test images the export's fidelity check runs through every file (spread over the split):
-# each costs ~40 ms of CPU in three files (the SavedModel's two signatures and the float .tflite), so the whole split of
-# 8,000 images (800) made the export most of a warm retrain, and 60,000 (6,000) would add minutes and GBs of pixels.
-# 128 still tells a broken file at once (float files: 1e-5) and measures a quantized file's agreement to ~1 %.
+FIDELITY_IMAGES = 128  # test images the export's fidelity check runs through a quantized file (spread over the split):
+# enough to measure its agreement with training to ~1 %; the whole split of 8,000 images (800) made the export most of
+# a warm retrain, and 60,000 (6,000) would add minutes and GBs of pixels.
+FIDELITY_FLOAT_IMAGES = 32  # ... and through each float file (the SavedModel's two signatures, the float .tflite):
+# a float file answers like training to 1e-5 or is broken, which any image shows; each image costs ~40 ms of CPU in
+# TensorFlow, so 128 of them were 3 s of a 6 s export.
 
 # How far an exported file may answer from the training-time numbers before `classify` and the export page warn:
 # float files differ only by float rounding (the backbone runs in LiteRT at training, in TensorFlow in the
@@ -32,6 +34,29 @@ FIDELITY_IMAGES = 128  # test images the export's fidelity check runs through ev
 # Measured on real exports (docs/benchmarks.md): float files 3e-6 at most; dynamic-range 0.097 at most, 0.0035 on
 # average, 98.8 % top-1 agreement; int8 0.31 at most (one image), 0.0097 on average, 96.3 % top-1 agreement.  For a
 # quantized file the mean and the agreements judge it; the largest difference only catches a broken file.
+
+
+def fidelity_sample(count: int, most: int = FIDELITY_IMAGES) -> list[int]:
+    """Which of ``count`` test images the export's fidelity check runs: all, or ``most`` spread evenly.
+
+    The test split lists images class by class, so evenly spaced picks keep every class in the check,
+    while its time and memory stay bounded at any size of data set.
+
+    Args:
+        count: Test images.
+        most: The most to check.
+
+    Returns:
+        Ascending indices into the test split.
+
+    >>> fidelity_sample(5, most=3)
+    [0, 2, 4]
+    """
+    if count <= most:
+        return list(range(count))
+    return sorted({int(i) for i in np.linspace(0, count - 1, most).round()})
+
+
 TOLERANCES = {
     "float": {"max_abs_diff": 1e-5, "mean_abs_diff": 1e-6, "top1_agreement": 1.0, "unknown_agreement": 0.99},
     "quantized": {"max_abs_diff": 0.5, "mean_abs_diff": 0.02, "top1_agreement": 0.95, "unknown_agreement": 0.9},

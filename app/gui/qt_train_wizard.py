@@ -1198,9 +1198,11 @@ class ExportPage(QWizardPage):
             self.fidelity.setText("Warning: " + "; ".join(warnings) + ".")
             set_tone(self.fidelity, "bad", bold=True)
         elif rows:
+            counts = sorted({row.get("images", 0) for row in rows.values()})
+            images = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
             self.fidelity.setText(
-                f"Checked: all {len(rows)} exported files answer the {table.get('images', 0)} test images like "
-                "the trained model, each within its tolerance."
+                f"Checked: all {len(rows)} exported files answer {images} test images like the trained model, "
+                "each within its tolerance."
             )
             set_tone(self.fidelity, "good")
         else:

@@ -200,7 +200,7 @@ def test_wizard_trains_the_sample_end_to_end(
     assert "tensorflow/serving" in export.docker.toPlainText() and "-e MODEL_NAME=sample" in export.docker.toPlainText()
     assert 'name: "sample"' in export.config.toPlainText()
     check = next(label for label in export.findChildren(QLabel) if label.accessibleName() == "Export check")
-    assert check.text().startswith("Checked: all 3 exported files answer the ")  # both signatures, model.tflite
+    assert check.text().startswith("Checked: all 3 exported files answer ")  # both signatures, model.tflite
     sizes = {export.files.item(r, 0).text(): export.files.item(r, 1).text() for r in range(export.files.rowCount())}
     assert sizes["assets/labels.txt"] == "26 B"
     assert sizes["model.tflite"] == human_size((version / "model.tflite").stat().st_size)

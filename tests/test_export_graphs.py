@@ -1,0 +1,143 @@
+"""A retrain reuses the graph of an earlier export (app/core/export_graphs.py): its files must be what a full
+export writes, and a kept graph that is damaged or answers wrong must cost only the time it was meant to save."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REUSED = "writing the new numbers into the graph kept from an earlier export"
+TRACED = "saving SavedModel"
+
+
+def _train(data: Path, tmp_path: Path, cache: str, name: str, backbone: str, seed: int = 0) -> tuple[Path, list[str]]:
+    """A stand-in training run: (version folder, the export stage's messages)."""
+    from app.core.training import TrainSettings, run
+
+    seen: list[dict] = []
+    done = run(
+        TrainSettings(
+            str(data),
+            str(tmp_path / "models"),
+            name=name,
+            cache_dir=str(tmp_path / cache),
+            backbone=backbone,
+            validation_percent=15,
+            test_percent=25,
+            epochs=3,
+            seed=seed,
+        ),
+        on_event=seen.append,
+    )
+    return Path(done["model_dir"]), [e.get("message") for e in seen if e["event"] == "stage"]
+
+
+@pytest.fixture(scope="module")
+def first_export(tmp_path_factory, fm_dir, standin_backbone) -> Path:
+    """A folder whose ``cache`` holds the graph kept by one full export (the first version of "first")."""
+    folder = tmp_path_factory.mktemp("first")
+    _, said = _train(fm_dir, folder, "cache", "first", standin_backbone)
+    assert TRACED in said and REUSED not in said and len(_kept(folder, "cache")) == 1
+    return folder
+
+
+@pytest.fixture
+def kept_cache(first_export, tmp_path) -> Path:
+    """``tmp_path`` with a copy of ``first_export``'s cache (each test may damage its own)."""
+    shutil.copytree(first_export / "cache", tmp_path / "cache")
+    return tmp_path
+
+
+def _kept(tmp_path: Path, cache: str) -> list[Path]:
+    return sorted(p for p in (tmp_path / cache / "export-graphs").iterdir() if not p.name.startswith("."))
+
+
+def _answers(version: Path, images: list[bytes]) -> dict:
+    import tensorflow as tf
+
+    out = tf.saved_model.load(str(version)).signatures["serving_default"](image_bytes=tf.constant(images))
+    return {key: value.numpy() for key, value in out.items()}
+
+
+def _fidelity_rows(version: Path) -> dict:
+    return json.loads((version / "metadata.json").read_text())["fidelity"]["artifacts"]
+
+
+def test_a_retrain_writes_new_numbers_into_the_kept_graph_and_answers_like_a_full_export(
+    fm_dir, first_export, kept_cache, standin_backbone
+):
+    """Same backbone, size and number of classes: the second export reuses the first's graph (no tracing, no
+    conversion), yet writes what a full export of the same head writes: the .tflite byte for byte, the same
+    SavedModel answers, and the new class names (the class folders were renamed, the seed changed)."""
+    tmp_path = kept_cache
+    renamed = tmp_path / "renamed"
+    for folder in sorted(fm_dir.iterdir()):
+        shutil.copytree(folder, renamed / f"new_{folder.name}")  # the same order, other names
+    first = first_export / "models" / "first" / "1"
+    reused, said = _train(renamed, tmp_path, "cache", "reused", standin_backbone, seed=7)  # other numbers
+    assert REUSED in said and TRACED not in said
+    full, said = _train(renamed, tmp_path, "fresh-cache", "full", standin_backbone, seed=7)  # no graph kept
+    assert TRACED in said and REUSED not in said
+
+    assert (reused / "model.tflite").read_bytes() == (full / "model.tflite").read_bytes()
+    assert (reused / "model.tflite").read_bytes() != (first / "model.tflite").read_bytes()
+    assert (reused / "assets/labels.txt").read_text() == "".join(f"new_{p.name}\n" for p in sorted(fm_dir.iterdir()))
+    images = [p.read_bytes() for p in sorted(fm_dir.rglob("*.png"))[::20]]
+    got, want = _answers(reused, images), _answers(full, images)
+    assert np.allclose(got["probabilities"], want["probabilities"], atol=1e-6)
+    assert list(got["classes"]) == list(want["classes"]) and all(c.startswith(b"new_") for c in got["classes"])
+    assert np.array_equal(got["unknown"], want["unknown"])
+    rows = _fidelity_rows(reused)
+    assert set(rows) == {"saved_model:serving_default", "saved_model:serving_images", "model.tflite"}
+    assert all(row["within_tolerance"] for row in rows.values())
+    assert (reused / "fingerprint.pb").stat().st_size > 0  # rewritten for the new checkpoint
+
+
+def test_a_kept_graph_that_answers_wrong_is_dropped_and_the_export_done_in_full(fm_dir, kept_cache, standin_backbone):
+    """A kept graph whose backbone weights changed (a damaged cache) writes files that fail the fidelity
+    check: they are thrown away before anything is published, the graph is traced again, and a fresh one is
+    kept."""
+    import tensorflow as tf
+
+    tmp_path = kept_cache
+    (kept,) = _kept(tmp_path, "cache")
+    prefix = str(kept / "variables" / "variables")
+    reader = tf.train.load_checkpoint(prefix)
+    names = sorted(reader.get_variable_to_dtype_map())
+    tensors = [-reader.get_tensor(n) if n.startswith("backbone/conv1") else reader.get_tensor(n) for n in names]
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors)
+
+    version, said = _train(fm_dir, tmp_path, "cache", "second", standin_backbone)
+    assert said.index(REUSED) < said.index(TRACED)  # tried, found wrong, done in full
+    assert all(row["within_tolerance"] for row in _fidelity_rows(version).values())
+    assert [p.name for p in version.parent.iterdir()] == ["1"]  # nothing of the failed attempt is left
+    (fresh,) = _kept(tmp_path, "cache")
+    fresh_reader = tf.train.load_checkpoint(str(fresh / "variables" / "variables"))
+    assert np.array_equal(fresh_reader.get_tensor(names[0]), reader.get_tensor(names[0]))  # same layout
+    conv = next(n for n in names if n.startswith("backbone/conv1"))
+    assert np.array_equal(fresh_reader.get_tensor(conv), reader.get_tensor(conv))  # the real weights again
+    third, said = _train(fm_dir, tmp_path, "cache", "third", standin_backbone)
+    assert REUSED in said and TRACED not in said
+
+
+def test_a_kept_graph_whose_places_are_wrong_is_never_patched(fm_dir, kept_cache, standin_backbone):
+    """places.json pointing beside the head's numbers (or not JSON at all) must not write numbers over other
+    parts of the .tflite: the kept graph is dropped before any file is written and the export is done in full."""
+    tmp_path = kept_cache
+    for damage in ("shifted", "not json"):
+        (kept,) = _kept(tmp_path, "cache")
+        places = kept / "places.json"
+        if damage == "shifted":
+            moved = {
+                name: [offset + 4, transposed] for name, (offset, transposed) in json.loads(places.read_text()).items()
+            }
+            places.write_text(json.dumps(moved))
+        else:
+            places.write_text("{ not json")
+        version, said = _train(fm_dir, tmp_path, "cache", damage.replace(" ", "_"), standin_backbone)
+        assert TRACED in said and REUSED not in said, damage
+        assert all(row["within_tolerance"] for row in _fidelity_rows(version).values()), damage
