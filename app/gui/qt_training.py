@@ -60,7 +60,13 @@ STAGE_ORDER = [
     "evaluate",
     "export",
 ]
-QUIET_STDERR = ("I0000", "W0000", "WARNING: All log", "E0000")  # gRPC/absl start-up lines: not for people
+QUIET_STDERR = (  # library lines, not for people: gRPC/absl start-up, LiteRT's "INFO: Created ... XNNPACK delegate"
+    "I0000",
+    "W0000",
+    "WARNING: All log",
+    "E0000",
+    "INFO: ",
+)
 
 
 def child_command(arguments: list[str]) -> list[str]:

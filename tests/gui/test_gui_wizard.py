@@ -3,6 +3,7 @@ the focused widget, pages found by objectName, dialogs answered by clicking thei
 through the real child process on the bundled sample data; progress tests use a scripted child."""
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QMessageBox,
+    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -184,6 +186,8 @@ def test_wizard_trains_the_sample_end_to_end(
     assert len(training.history["val_loss"]) == len(training.history["loss"])
     assert training.findChild(QProgressBar, "training_progress").value() == 1000
     assert window.sidebar.item(0).text() == "Train"  # no run: the sidebar item is plain again
+    log = "\n".join(box.toPlainText() for box in training.findChildren(QPlainTextEdit))
+    assert "$ " in log and not re.search(r"^(INFO|WARNING|[IWE]0000)\b|XNNPACK", log, re.M), log  # no library noise
 
     click(qtbot, button(window.wizard, "Next"))
     assert current(window) == "results_page"
