@@ -1239,6 +1239,8 @@ class TrainWizard(QWizard):
         self.currentIdChanged.connect(lambda page_id: page_id == Page.OPTIONS and self.training_page.make_plots())
         self.setButtonText(QWizard.WizardButton.FinishButton, "Train another")
         self.options_page.setButtonText(QWizard.WizardButton.NextButton, "Train")
+        for done_page in (self.results_page, self.export_page):  # the version is saved: leaving discards nothing
+            done_page.setButtonText(QWizard.WizardButton.CancelButton, "Done")
         back = self.button(QWizard.WizardButton.BackButton)
         back.clicked.disconnect()  # Back from a running training asks first
         back.clicked.connect(self.go_back)

@@ -205,6 +205,8 @@ def test_wizard_trains_the_sample_end_to_end(
     assert 'name: "sample"' in export.config.toPlainText()
     check = next(label for label in export.findChildren(QLabel) if label.accessibleName() == "Export check")
     assert check.text().startswith("Checked: all 3 exported files answer ")  # both signatures, model.tflite
+    assert button(window.wizard, "Done").isEnabled()  # the version is saved: leaving is "Done", not "Cancel"
+    assert not any(b.isVisible() and b.text() == "Cancel" for b in window.wizard.findChildren(QAbstractButton))
     sizes = {export.files.item(r, 0).text(): export.files.item(r, 1).text() for r in range(export.files.rowCount())}
     assert sizes["assets/labels.txt"] == "26 B"
     assert sizes["model.tflite"] == human_size((version / "model.tflite").stat().st_size)
