@@ -119,6 +119,7 @@ class EventChild(QObject):
         self.error: str | None = None
         self.cancelled = False
         self._buffer = b""
+        self._error_buffer = b""
         self._ended = False
         self.process = QProcess(self)
         env = QProcessEnvironment.systemEnvironment()
@@ -159,8 +160,14 @@ class EventChild(QObject):
                 self.done = event
             self.event.emit(event)
 
-    def _read_stderr(self) -> None:
-        for line in bytes(self.process.readAllStandardError()).decode("utf-8", "replace").splitlines():
+    def _read_stderr(self, final: bool = False) -> None:
+        """Log whole stderr lines only: a read can end mid-line ("INFO:" now, the rest next time), and only
+        a whole line can be told to be library noise."""
+        self._error_buffer += bytes(self.process.readAllStandardError())
+        *lines, self._error_buffer = self._error_buffer.split(b"\n")
+        if final:
+            lines, self._error_buffer = [*lines, self._error_buffer], b""
+        for line in (raw.decode("utf-8", "replace").rstrip("\r") for raw in lines):
             if line.strip() and not line.startswith(QUIET_STDERR):
                 self.log.emit(line)
 
@@ -173,6 +180,7 @@ class EventChild(QObject):
         if self._ended:
             return
         self._read_stdout()
+        self._read_stderr(final=True)
         self._ended = True
         self.ended.emit(Outcome(code, self.done, self.error, self.cancelled))
 

@@ -251,6 +251,25 @@ def test_a_failing_child_shows_its_error(window, qtbot, tmp_path, cache_dir, mon
     assert not button(window.wizard, "Next").isEnabled()
 
 
+def test_the_log_shows_whole_lines_and_no_library_noise(window, qtbot, tmp_path, monkeypatch):
+    """Seen under X: LiteRT writes "INFO: " and the rest of its line in two writes; read between them, the log
+    showed "INFO:" and "Created TensorFlow Lite XNNPACK delegate for CPU." as two lines, noise filter missed."""
+    script = tmp_path / "child.py"
+    script.write_text(
+        "import sys, time\n"
+        "sys.stderr.write('INFO: '); sys.stderr.flush(); time.sleep(0.5)\n"
+        "sys.stderr.write('Created TensorFlow Lite XNNPACK delegate for CPU.\\n')\n"
+        "sys.stderr.write('a real warning\\nthe last words, without a newline'); sys.stderr.flush()\n"
+    )
+    monkeypatch.setattr("app.gui.qt_train_wizard.train_command", lambda *a, **k: [sys.executable, str(script)])
+    to_options(window, qtbot, tmp_path / "models")
+    click(qtbot, button(window.wizard, "Train"))
+    training = page(window, "training_page")
+    qtbot.waitUntil(lambda: training.process is None, timeout=30_000)
+    log = training.findChild(QPlainTextEdit).toPlainText().splitlines()
+    assert log[1:] == ["a real warning", "the last words, without a newline"], log  # after the "$ command" line
+
+
 # --- defect 2: the folder field ---------------------------------------------------------------------------------
 def test_typing_a_folder_keeps_the_focus(window, qtbot):
     open_train(window, qtbot)
