@@ -1,6 +1,7 @@
 """End to end on real Fashion-MNIST images: train, evaluate, export, and read the model back."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -103,6 +104,14 @@ def test_version_folder_has_everything_tf_serving_needs(trained):
     assert "confusion_matrix" not in meta["metrics"] and len(meta["metrics"]["per_class"]) == 5
     assert sum(meta["split_sizes"].values()) == 200
     assert not [p for p in version.parent.iterdir() if p.name.startswith(".tmp")]
+    modes = {p.stat().st_mode & 0o777 for p in version.rglob("*") if p.is_file()}
+    assert modes == {0o666 & ~_umask()}, [oct(m) for m in modes]  # metadata.json too (it was owner-only 0600)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def test_warmup_record_is_a_valid_prediction_log(trained):

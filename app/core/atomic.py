@@ -14,6 +14,16 @@ import uuid
 from pathlib import Path
 
 TEMP_PREFIX = ".tmp-"
+
+
+def _current_umask() -> int:
+    """The process's umask (read once at import: setting it back and forth later could race other threads)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
 STALE_AFTER_S = 24 * 3600  # a temporary folder untouched this long is abandoned, whoever made it
 
 
@@ -21,7 +31,9 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never part of it.
 
     The bytes go to a temporary sibling, are fsynced, then renamed over ``path`` (a rename within one folder
-    is atomic); missing parent folders are created.
+    is atomic); missing parent folders are created.  The file gets the permissions a plain ``open`` would
+    give it (a replaced file keeps its own), so e.g. a TF Serving container running as another user can read
+    a version's metadata.json like its other files.
 
     Args:
         path: The file to create or replace.
@@ -32,8 +44,13 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o7777  # a replaced file keeps its permissions
+    except OSError:
+        mode = 0o666 & ~_UMASK  # a new one gets what open() would give it, not mkstemp's owner-only 0600
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
