@@ -999,7 +999,7 @@ class TrainingPage(QWizardPage):
         left = ""
         if 0.05 <= f < 1 and elapsed > 2:
             seconds = elapsed * (1 - f) / f
-            left = f"about {max(1, round(seconds))} s left" if seconds < 90 else f"about {round(seconds / 60)} min left"
+            left = f"about {spoken_seconds(seconds)} left"
         self.eta.setText(left)
         text = STAGE_NAMES.get(self.overall.stage, self.overall.stage) + (f", {left}" if left else "")
         self.progress_changed.emit(int(f * 100), text)
@@ -1067,7 +1067,12 @@ class TrainingPage(QWizardPage):
             self._advance("export", 1.0)
             self.progress.setFormat("done")
             acc = self.done_event["metrics"]["test_accuracy"]
-            self.stage.setText("Finished" + (f": test accuracy {acc:.1%}" if acc is not None else ""))
+            took = (self.done_event.get("seconds") or {}).get("total")
+            self.stage.setText(
+                "Finished"
+                + (f" in {spoken_seconds(took)}" if isinstance(took, (int, float)) else "")
+                + (f": test accuracy {acc:.1%}" if acc is not None else "")
+            )
             self.finished_ok.emit(self.done_event)
         elif outcome.cancelled:
             self.stage.setText("Cancelled; no model version was written.")
@@ -1208,6 +1213,15 @@ class ExportPage(QWizardPage):
         else:
             self.fidelity.setText("No test images, so the exported files could not be checked against training.")
             set_tone(self.fidelity, None)
+
+
+def spoken_seconds(seconds: float) -> str:
+    """A duration as a person reads it: whole seconds, or whole minutes from 90 s on.
+
+    >>> spoken_seconds(7.6), spoken_seconds(200)
+    ('8 s', '3 min')
+    """
+    return f"{max(1, round(seconds))} s" if seconds < 90 else f"{round(seconds / 60)} min"
 
 
 class TrainWizard(QWizard):

@@ -185,6 +185,8 @@ def test_wizard_trains_the_sample_end_to_end(
     assert training.done_event["metrics"]["test_accuracy"] >= 0.75
     assert len(training.history["val_loss"]) == len(training.history["loss"])
     assert training.findChild(QProgressBar, "training_progress").value() == 1000
+    finished = training.findChild(QLabel, "training_stage").text()
+    assert re.fullmatch(r"Finished in \d+ s: test accuracy \d+\.\d%", finished), finished
     assert window.sidebar.item(0).text() == "Train"  # no run: the sidebar item is plain again
     log = "\n".join(box.toPlainText() for box in training.findChildren(QPlainTextEdit))
     assert "$ " in log and not re.search(r"^(INFO|WARNING|[IWE]0000)\b|XNNPACK", log, re.M), log  # no library noise
