@@ -117,6 +117,7 @@ COLUMNS = [
 ) = range(len(COLUMNS))
 UNKNOWN_TEXT = "unknown"  # the Unknown column of an image that looks like none of the model's classes
 TIMING_FIELDS = ["decode_ms", "preprocess_ms", "inference_ms", "network_ms", "total_ms"]
+MODEL_COLUMN_MOST = 260  # a longer model name is elided in the middle (its version stays visible)
 WIDTHS = {
     THUMB_COL: 56,
     FILE: 120,
@@ -768,6 +769,7 @@ class ClassifyView(QWidget):
         kind, value = event
         if kind == "started":
             self.batch_model = value
+            self._fit_model_column(value)
             self.progress.setRange(0, len(self.batch))
             self.progress.setValue(0)
             self.summary.setText(f"Classifying {len(self.batch)} images…")
@@ -950,6 +952,13 @@ class ClassifyView(QWidget):
         if watched is self.table.viewport() and event.type() == QEvent.Type.Resize:
             self._fit_columns()
         return super().eventFilter(watched, event)
+
+    def _fit_model_column(self, text: str) -> None:
+        """Widen the Model column to show ``text`` whole ("sample_data v2" was "sampl…ta v2"): measured once per
+        model, not per row (ResizeToContents would measure every row on every update)."""
+        wanted = min(self.table.fontMetrics().horizontalAdvance(text) + 16, MODEL_COLUMN_MOST)
+        if wanted > self.table.columnWidth(MODEL):
+            self.table.setColumnWidth(MODEL, wanted)
 
     def _fit_columns(self) -> None:
         """Hide the per-stage columns (still in the detail pane) when the essential ones would not fit."""

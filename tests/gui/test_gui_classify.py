@@ -189,6 +189,21 @@ def test_drop_files_and_a_folder(window, qtbot, trained, fm_dir, screenshots, tm
     assert rows[0]["backend"] == "Local TFLite" and rows[0]["model"] == "clothes v1"
 
 
+def test_the_model_column_shows_a_long_model_name_whole(window, qtbot, trained, fm_dir, tmp_path):
+    """Seen under X: the Model column showed "sample_data v2" as "sampl…ta v2"."""
+    models = tmp_path / "models"
+    shutil.copytree(trained["models"] / "clothes", models / "winter_clothes_catalogue")
+    page = open_page(window, "Classify")
+    choose_backend(window, "Local TFLite", models / "winter_clothes_catalogue")
+    drop(page, class_files(fm_dir, "bag", 1))
+    wait_done(qtbot, page, 1)
+    assert column(page, "Model") == ["winter_clothes_catalogue v1"]
+    table = results(page)
+    headers = [table.model().headerData(c, Qt.Orientation.Horizontal) for c in range(table.model().columnCount())]
+    width = table.columnWidth(headers.index("Model"))
+    assert width >= table.fontMetrics().horizontalAdvance("winter_clothes_catalogue v1") + 8, width
+
+
 def test_switch_to_remote_backends_and_unreachable(window, qtbot, trained, fm_dir, screenshots):
     page = open_page(window, "Classify")
     files = class_files(fm_dir, "bag", 1, 1)
