@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     load = bench.add_argument_group(
         "load sweep (like Triton's perf_analyzer; any of these flags turns it on)",
         "Each level keeps N requests in flight (one worker thread and classifier each), throws away warm-up "
-        "requests, then measures windows until the last 3 agree within 10%% in throughput and p95.",
+        "requests, then measures windows until the last 3 agree within 10% in throughput and p95.",
     )
     load.add_argument("--concurrency", metavar="N,N,...", help="requests in flight, e.g. 1,2,4,8 (default 1)")
     load.add_argument("--batch", type=int, metavar="N", help="images per request (default 1)")

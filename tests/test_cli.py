@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from commands import cli
 from images import bad_images, good_images
 
@@ -115,3 +116,20 @@ def test_output_piped_into_head_ends_quietly(trained, fm_dir):
     stderr = process.stderr.read()
     assert process.wait(timeout=300) == 0, stderr[-500:]
     assert first.strip() and "Broken pipe" not in stderr and "retrain-studio:" not in stderr
+
+
+def test_no_help_text_shows_a_doubled_percent_sign(capsys):
+    """Seen in `bench --help`: "within 10%% in throughput" (argparse formats argument helps, not group texts)."""
+    import re
+
+    from app.cli import build_parser
+
+    def shown(*args) -> str:
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*args, "--help"])
+        return capsys.readouterr().out
+
+    commands = re.search(r"\{([a-z,-]+)\}", shown()).group(1).split(",")
+    helps = [shown(command) for command in commands]
+    assert len(commands) > 5 and all("%%" not in text for text in helps)
+    assert "within 10% in throughput" in "".join(helps)
