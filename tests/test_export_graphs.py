@@ -3,8 +3,11 @@ export writes, and a kept graph that is damaged or answers wrong must cost only 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +144,103 @@ def test_a_kept_graph_whose_places_are_wrong_is_never_patched(fm_dir, kept_cache
         version, said = _train(fm_dir, tmp_path, "cache", damage.replace(" ", "_"), standin_backbone)
         assert TRACED in said and REUSED not in said, damage
         assert all(row["within_tolerance"] for row in _fidelity_rows(version).values()), damage
+
+
+def _train_cli(data: Path, tmp_path: Path, cache: str, name: str, backbone: str, *wrapper: str) -> subprocess.Popen:
+    """The same stand-in training run as ``_train``, as a ``retrain-studio train --json`` child process
+    (``wrapper``: a command to run it under, e.g. ``setpriv``)."""
+    command = [sys.executable, "-m", "app", "train", str(data), "-o", str(tmp_path / "models"), "--name", name]
+    command += ["--cache-dir", str(tmp_path / cache), "--backbone", backbone, "--epochs", "3", "--seed", "0"]
+    command += ["--validation-percent", "15", "--test-percent", "25", "--json"]
+    return subprocess.Popen([*wrapper, *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finished(child: subprocess.Popen) -> tuple[Path, list[str]]:
+    """(version folder, the export stage's messages) of a ``_train_cli`` child that must succeed."""
+    out, err = child.communicate(timeout=300)
+    assert child.returncode == 0, err[-2000:]
+    seen = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    (done,) = [e for e in seen if e["event"] == "done"]
+    return Path(done["model_dir"]), [e.get("message") for e in seen if e["event"] == "stage"]
+
+
+def _snapshot(folder: Path) -> dict:
+    """Every entry under ``folder`` (not following links): its kind, mode, times and bytes, to tell any change."""
+    seen = {}
+    for path in [folder, *sorted(folder.rglob("*"))]:
+        info = path.lstat()
+        data = path.read_bytes() if path.is_file() and not path.is_symlink() else None
+        seen[str(path.relative_to(folder))] = (info.st_mode, info.st_mtime_ns, info.st_size, data)
+    return seen
+
+
+def _assert_correct(version: Path) -> None:
+    """The version is published whole and every one of its files answered like the trained model."""
+    rows = _fidelity_rows(version)
+    assert set(rows) == {"saved_model:serving_default", "saved_model:serving_images", "model.tflite"}
+    assert all(row["within_tolerance"] for row in rows.values()), rows
+
+
+def _assert_fresh_graph(tmp_path: Path, cache: str, version: Path) -> None:
+    """The one kept graph is whole again: the files of ``version``'s full export, byte for byte."""
+    (kept,) = _kept(tmp_path, cache)
+    assert kept.is_dir() and not kept.is_symlink()
+    for name in ("saved_model.pb", "model.tflite", "variables/variables.index"):
+        assert (kept / name).read_bytes() == (version / name).read_bytes(), name
+    assert sorted(json.loads((kept / "places.json").read_text())) == ["head_bias", "head_kernel", "prototypes"]
+
+
+def _damage(kept: Path, damage: str) -> None:
+    if damage == "empty saved_model.pb":
+        (kept / "saved_model.pb").write_bytes(b"")
+    elif damage == "truncated variables.data":
+        (data,) = (kept / "variables").glob("variables.data-*")
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    elif damage.startswith("model.tflite cut after the head's numbers"):  # patching them would work, the file does not
+        import tensorflow as tf
+
+        shapes = tf.train.load_checkpoint(str(kept / "variables" / "variables")).get_variable_to_shape_map()
+        places = json.loads((kept / "places.json").read_text())
+        model = (kept / "model.tflite").read_bytes()
+        end = max(
+            offset + 4 * int(np.prod(shapes[f"{name}/.ATTRIBUTES/VARIABLE_VALUE"]))
+            for name, (offset, _) in places.items()
+        )
+        assert end < len(model) - 16
+        (kept / "model.tflite").write_bytes(model[: (end + len(model)) // 2])
+        if damage.endswith("its checksum too"):  # so it is patched and only LiteRT can tell (by raising)
+            checksums = json.loads((kept / "sha256.json").read_text())
+            checksums["model.tflite"] = hashlib.sha256((kept / "model.tflite").read_bytes()).hexdigest()
+            (kept / "sha256.json").write_text(json.dumps(checksums))
+    elif damage == "empty model.tflite":
+        (kept / "model.tflite").write_bytes(b"")
+    elif damage == "places.json missing":
+        (kept / "places.json").unlink()
+    else:
+        raise AssertionError(damage)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "empty saved_model.pb",
+        "truncated variables.data",
+        "model.tflite cut after the head's numbers",
+        "model.tflite cut after the head's numbers, its checksum too",
+        "empty model.tflite",
+        "places.json missing",
+    ],
+)
+def test_a_truncated_or_missing_kept_file_costs_a_full_export_not_the_run(
+    fm_dir, first_export, kept_cache, standin_backbone, damage
+):
+    """A kept graph with a file emptied, cut short or missing (a full disk, a crash while copying): the run
+    still publishes a version that answers right, done in full, and the kept graph is whole again after."""
+    tmp_path = kept_cache
+    (kept,) = _kept(tmp_path, "cache")
+    _damage(kept, damage)
+    version, said = _train(fm_dir, tmp_path, "cache", "second", standin_backbone)
+    assert TRACED in said
+    _assert_correct(version)
+    assert [p.name for p in version.parent.iterdir()] == ["1"]
+    _assert_fresh_graph(tmp_path, "cache", version)

@@ -10,11 +10,14 @@ the same key copies them and writes the new numbers: the checkpoint with TensorF
 
 The key includes a hash of the code that builds the graph and TensorFlow's version, so changed code never
 reuses an old graph; the export's fidelity check still runs every file against the trained model, and a
-reused graph that fails it is dropped and the export done in full (``export.export``).
+reused graph that fails it (or that a library cannot load) is dropped and the export done in full
+(``export.export``).  The kept saved_model.pb and .tflite are checked against their SHA-256 first: an
+emptied or cut saved_model.pb crashes TensorFlow's fingerprinting (a segmentation fault), not just raises.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -33,6 +36,8 @@ GRAPHS_DIR = "export-graphs"
 KEPT_FILES = (SAVED_MODEL_FILE, "variables")  # the SavedModel minus its assets (labels) and fingerprint
 TFLITE_FILE = TFLITE_FILES["float"]
 PLACES_FILE = "places.json"  # {variable: [offset, transposed]} of the head's numbers in TFLITE_FILE
+CHECKSUMS_FILE = "sha256.json"  # {file: sha256} of the kept files TensorFlow's and LiteRT's parsers read
+CHECKED_FILES = (SAVED_MODEL_FILE, TFLITE_FILE)  # a damaged one can crash the process, not just raise
 TFLITE_NUMBERS = ("head_kernel", "head_bias", "prototypes")  # the head's numbers the .tflite holds
 CHECKPOINT = "variables/variables"
 KEPT_GRAPHS = 4  # the most recently used are kept (each is about the size of one version without its variants)
@@ -86,7 +91,11 @@ def write(kept: Path, folder: Path, values: Mapping[str, np.ndarray], labels_tex
 
     try:
         places = json.loads((kept / PLACES_FILE).read_text())
-        model = bytearray((kept / TFLITE_FILE).read_bytes()) if tflite else None
+        checksums = json.loads((kept / CHECKSUMS_FILE).read_text())
+        kept_files = {name: (kept / name).read_bytes() for name in CHECKED_FILES if tflite or name != TFLITE_FILE}
+        if any(checksums.get(name) != hashlib.sha256(data).hexdigest() for name, data in kept_files.items()):
+            raise ValueError("a kept file is not what was kept")  # cut short, emptied or changed since
+        model = bytearray(kept_files[TFLITE_FILE]) if tflite else None
         reader = tf.train.load_checkpoint(str(kept / CHECKPOINT))
         names = sorted(reader.get_variable_to_dtype_map())
         new = {_checkpoint_key(variable): value for variable, value in values.items()}
@@ -103,13 +112,13 @@ def write(kept: Path, folder: Path, values: Mapping[str, np.ndarray], labels_tex
             if len(old) != len(data) or model[offset : offset + len(old)] != old:  # the places are not right
                 raise ValueError(f"the kept .tflite does not hold {variable} where {PLACES_FILE} says")
             model[offset : offset + len(data)] = data
-        shutil.copyfile(kept / SAVED_MODEL_FILE, folder / SAVED_MODEL_FILE)
+        (folder / SAVED_MODEL_FILE).write_bytes(kept_files[SAVED_MODEL_FILE])
         (folder / "variables").mkdir()
         tensors = [tf.constant(new[name] if name in new else reader.get_tensor(name)) for name in names]
         tf.raw_ops.SaveV2(
             prefix=str(folder / CHECKPOINT), tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors
         )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, tf.errors.OpError):
+    except Exception:  # noqa: BLE001 (whatever a damaged kept graph makes a library raise costs only the reuse)
         for entry in folder.iterdir():
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         forget(kept)  # damaged or from an incompatible writer: the full export keeps a fresh one
@@ -119,7 +128,8 @@ def write(kept: Path, folder: Path, values: Mapping[str, np.ndarray], labels_tex
     if model is not None:
         (folder / TFLITE_FILE).write_bytes(model)
     _write_fingerprint(folder)
-    os.utime(kept)  # recently used: kept longest
+    with contextlib.suppress(OSError):  # e.g. another user's cache: then only the pruning order is off
+        os.utime(kept)  # recently used: kept longest
     return True
 
 
@@ -158,6 +168,8 @@ def keep(graphs: Path, name: str, version: Path, values: Mapping[str, np.ndarray
             shutil.copytree(version / "variables", tmp / "variables")
             shutil.copyfile(version / TFLITE_FILE, tmp / TFLITE_FILE)
             (tmp / PLACES_FILE).write_text(json.dumps(places))
+            checksums = {name: hashlib.sha256((tmp / name).read_bytes()).hexdigest() for name in CHECKED_FILES}
+            (tmp / CHECKSUMS_FILE).write_text(json.dumps(checksums))
             os.rename(tmp, graphs / name)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # another process kept the same graph first: as good
