@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -244,3 +245,63 @@ def test_a_truncated_or_missing_kept_file_costs_a_full_export_not_the_run(
     _assert_correct(version)
     assert [p.name for p in version.parent.iterdir()] == ["1"]
     _assert_fresh_graph(tmp_path, "cache", version)
+
+
+def _precious(folder: Path, subfolders: int = 1) -> Path:
+    """A user's folder with files in it (and ``subfolders`` folders holding one file each)."""
+    folder.mkdir()
+    (folder / "thesis.txt").write_text("years of work\n")
+    for i in range(subfolders):
+        (folder / f"chapter{i}").mkdir()
+        (folder / f"chapter{i}" / "draft.txt").write_text(f"chapter {i}\n")
+    return folder
+
+
+def test_kept_graphs_linked_outside_the_cache_are_neither_used_nor_touched(fm_dir, kept_cache, standin_backbone):
+    """The kept graph's folder and another kept-graph entry are symbolic links to a folder of the user's, the
+    oldest entries, among more than ``KEPT_GRAPHS`` kept graphs, so the pruning reaches them: nothing in or of
+    that folder changes (not even its time), the version answers right, and a real kept graph replaces the
+    link (used by the next run)."""
+    tmp_path = kept_cache
+    graphs = tmp_path / "cache" / "export-graphs"
+    (kept,) = _kept(tmp_path, "cache")
+    stem, _, digest = kept.name.rsplit("-", 2)
+    for classes in (6, 7, 8, 9):  # real kept graphs of other keys, older than the run but newer than the links
+        shutil.copytree(kept, graphs / f"{stem}-{classes}-{digest}")
+        os.utime(graphs / f"{stem}-{classes}-{digest}", (1e9 + classes, 1e9 + classes))
+    shutil.rmtree(kept)
+    precious = _precious(tmp_path / "precious")
+    os.utime(precious, (1e9, 1e9))  # the oldest entry of all: the first the pruning would drop
+    kept.symlink_to(precious)
+    (graphs / f"{stem}-10-{digest}").symlink_to(precious)
+    before = _snapshot(precious)
+
+    version, said = _train(fm_dir, tmp_path, "cache", "second", standin_backbone)
+    assert TRACED in said
+    _assert_correct(version)
+    assert _snapshot(precious) == before
+    assert kept.is_dir() and not kept.is_symlink()
+    assert (kept / "model.tflite").read_bytes() == (version / "model.tflite").read_bytes()
+    assert len([p for p in _kept(tmp_path, "cache") if not p.is_symlink()]) == 4  # pruned to KEPT_GRAPHS
+
+    third, said = _train(fm_dir, tmp_path, "cache", "third", standin_backbone)
+    assert REUSED in said and TRACED not in said
+    _assert_correct(third)
+    assert _snapshot(precious) == before
+
+
+def test_an_export_graphs_folder_linked_outside_the_cache_is_left_alone(fm_dir, kept_cache, standin_backbone):
+    """``CACHE/export-graphs`` itself a link to a folder of the user's holding more folders than
+    ``KEPT_GRAPHS``: the run writes nothing there and deletes none of them (the pruning would drop all but
+    the newest 4), and the version answers right."""
+    tmp_path = kept_cache
+    graphs = tmp_path / "cache" / "export-graphs"
+    shutil.rmtree(graphs)
+    precious = _precious(tmp_path / "precious", subfolders=6)
+    graphs.symlink_to(precious)
+    before = _snapshot(precious)
+
+    version, said = _train(fm_dir, tmp_path, "cache", "second", standin_backbone)
+    assert TRACED in said
+    _assert_correct(version)
+    assert _snapshot(precious) == before

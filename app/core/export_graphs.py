@@ -22,6 +22,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,6 +43,7 @@ TFLITE_NUMBERS = ("head_kernel", "head_bias", "prototypes")  # the head's number
 CHECKPOINT = "variables/variables"
 KEPT_GRAPHS = 4  # the most recently used are kept (each is about the size of one version without its variants)
 _GRAPH_CODE = ("export.py", "graph_preprocess.py")  # the code whose every change makes a new graph
+_KEY_RE = re.compile(r"[^.].*-\d+-\d+-[0-9a-f]{10}")  # what ``key`` names
 
 
 def key(backbone_fingerprint: str, image_size: int, classes: int) -> str:
@@ -66,7 +68,12 @@ def reusable(kept: Path | None, tflite: Sequence[str]) -> bool:
         kept: the kept graph's folder, or None (nothing to reuse).
         tflite: the .tflite variants the export writes (``store.tflite_variants``).
     """
-    return kept is not None and kept.is_dir() and set(tflite) <= {"float"}
+    return kept is not None and _real_folder(kept) and not kept.parent.is_symlink() and set(tflite) <= {"float"}
+
+
+def _real_folder(path: Path) -> bool:
+    """A folder, not a link to one: a link in the cache may lead to a user's files, never written or deleted."""
+    return path.is_dir() and not path.is_symlink()
 
 
 def _checkpoint_key(variable: str) -> str:
@@ -137,7 +144,8 @@ def keep(graphs: Path, name: str, version: Path, values: Mapping[str, np.ndarray
     """Keep a fully exported version's graph for later exports with the same key; never raises.
 
     Kept only when each of the head's numbers appears exactly once in the float .tflite (then it can be
-    rewritten in place); the folder appears whole or not at all.
+    rewritten in place); the folder appears whole or not at all.  Never when ``graphs`` is a link (it may
+    lead out of the cache); a link in the way at ``name`` is removed (the link only).
 
     Args:
         graphs: the folder of kept graphs (``graphs_dir``).
@@ -159,8 +167,12 @@ def keep(graphs: Path, name: str, version: Path, values: Mapping[str, np.ndarray
                     break
             else:
                 return False  # folded into something else, or not unique (e.g. all-zero prototypes)
+        if graphs.is_symlink():
+            return False
         graphs.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(graphs)
+        if (graphs / name).is_symlink():
+            (graphs / name).unlink()
         tmp = temp_folder(graphs)
         try:
             tmp.mkdir()
@@ -180,8 +192,20 @@ def keep(graphs: Path, name: str, version: Path, values: Mapping[str, np.ndarray
 
 
 def forget(kept: Path) -> None:
-    """Drop a kept graph that did not answer like its trained model (never raises)."""
-    shutil.rmtree(kept, ignore_errors=True)
+    """Drop a kept graph that did not answer like its trained model (never raises).
+
+    It is first renamed to a temporary name, so no other export sees it half deleted (and a crash meanwhile
+    leaves what ``remove_stale_temps`` clears); a link is removed, never what it leads to.
+    """
+    try:
+        if kept.is_symlink():
+            kept.unlink()
+            return
+        gone = temp_folder(kept.parent)
+        os.rename(kept, gone)
+    except OSError:
+        gone = kept  # read-only, or already gone: delete what can be
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 def graphs_dir(cache_root: Path) -> Path:
@@ -190,8 +214,10 @@ def graphs_dir(cache_root: Path) -> Path:
 
 
 def _forget_all_but_newest(graphs: Path, most: int) -> None:
+    """Drop all but the ``most`` most recently used kept graphs: only folders named like a ``key`` (not links,
+    nor anything else a user put there)."""
     kept = sorted(
-        (entry for entry in graphs.iterdir() if entry.is_dir() and not entry.name.startswith(".")),
+        (entry for entry in graphs.iterdir() if _KEY_RE.fullmatch(entry.name) and _real_folder(entry)),
         key=lambda entry: entry.stat().st_mtime,
         reverse=True,
     )
