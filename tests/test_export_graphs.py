@@ -305,3 +305,100 @@ def test_an_export_graphs_folder_linked_outside_the_cache_is_left_alone(fm_dir, 
     assert TRACED in said
     _assert_correct(version)
     assert _snapshot(precious) == before
+
+
+def test_a_kept_graph_of_another_number_of_classes_under_this_key_costs_a_full_export(
+    fm_dir, kept_cache, standin_backbone
+):
+    """A kept graph made for 4 classes renamed to the 5-class key (its head has other shapes): it is not
+    used, the version answers right with all 5 classes, and a graph for 5 classes is kept in its place."""
+    tmp_path = kept_cache
+    four = tmp_path / "four"
+    for folder in sorted(fm_dir.iterdir())[:4]:
+        shutil.copytree(folder, four / folder.name)
+    _train(four, tmp_path, "four-cache", "four", standin_backbone)
+    (kept,) = _kept(tmp_path, "cache")
+    (other,) = _kept(tmp_path, "four-cache")
+    assert other.name != kept.name
+    shutil.rmtree(kept)
+    other.rename(kept)
+
+    version, said = _train(fm_dir, tmp_path, "cache", "second", standin_backbone)
+    assert TRACED in said and REUSED not in said
+    _assert_correct(version)
+    assert (version / "assets/labels.txt").read_text() == "".join(f"{p.name}\n" for p in sorted(fm_dir.iterdir()))
+    _assert_fresh_graph(tmp_path, "cache", version)
+
+
+def test_two_runs_at_once_with_the_same_key_both_publish_and_keep_one_graph(fm_dir, kept_cache, standin_backbone):
+    """Two ``train`` processes on one cache, same backbone and classes, other model names, started together:
+    first with no kept graph (both export in full and race to keep theirs), then with one (both reuse it).
+    Each publishes a version that answers right; one kept graph is left and no temporary folder."""
+    tmp_path = kept_cache
+    graphs = tmp_path / "cache" / "export-graphs"
+    shutil.rmtree(graphs)
+    for round_, stage in ((1, TRACED), (2, REUSED)):
+        children = [_train_cli(fm_dir, tmp_path, "cache", f"{name}{round_}", standin_backbone) for name in "ab"]
+        for child in children:
+            version, said = _finished(child)
+            assert stage in said, round_
+            _assert_correct(version)
+            assert version.name == "1"
+        (kept,) = _kept(tmp_path, "cache")
+        assert sorted(p.name for p in graphs.iterdir()) == [kept.name], round_
+
+
+def _without_root_powers() -> list[str]:
+    """A command prefix under which this user's processes obey folder permissions: none for a plain user;
+    for root, ``setpriv`` dropping the capabilities that let root write anywhere (skips if that cannot be)."""
+    if os.geteuid() != 0:
+        return []
+    wrapper = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    if not shutil.which("setpriv") or subprocess.run([*wrapper, "true"], capture_output=True).returncode != 0:
+        pytest.skip("running as root, and setpriv cannot drop root's power to write into a read-only folder")
+    return wrapper
+
+
+def test_a_read_only_kept_graphs_folder_costs_only_the_reuse(fm_dir, kept_cache, standin_backbone):
+    """``CACHE/export-graphs`` read-only (chmod 555), first holding a damaged kept graph (which cannot be
+    dropped), then empty (a fresh one cannot be kept): both runs publish versions that answer right, and
+    nothing new appears in the folder."""
+    tmp_path = kept_cache
+    graphs = tmp_path / "cache" / "export-graphs"
+    (kept,) = _kept(tmp_path, "cache")
+    _damage(kept, "empty saved_model.pb")
+    wrapper = _without_root_powers()
+    try:
+        graphs.chmod(0o555)
+        version, said = _finished(_train_cli(fm_dir, tmp_path, "cache", "second", standin_backbone, *wrapper))
+        assert TRACED in said
+        _assert_correct(version)
+        assert [p.name for p in graphs.iterdir()] == [kept.name]  # no fresh graph, no temporary folder
+
+        graphs.chmod(0o755)
+        shutil.rmtree(kept)
+        graphs.chmod(0o555)
+        version, said = _finished(_train_cli(fm_dir, tmp_path, "cache", "third", standin_backbone, *wrapper))
+        assert TRACED in said
+        _assert_correct(version)
+        assert list(graphs.iterdir()) == []  # root's powers really were dropped: nothing could be kept
+    finally:
+        graphs.chmod(0o755)
+
+
+def test_a_kept_graph_of_another_user_is_reused_without_being_touched(fm_dir, kept_cache, standin_backbone):
+    """A cache shared with another user (the kept graph's folder is theirs, readable, not writable): it is
+    reused all the same, and its time is not changed (only its owner may)."""
+    if os.geteuid() != 0:
+        pytest.skip("making a folder another user's needs root")
+    wrapper = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+    if not shutil.which("setpriv") or subprocess.run([*wrapper, "true"], capture_output=True).returncode != 0:
+        pytest.skip("running as root, and setpriv cannot drop root's power over other users' files")
+    tmp_path = kept_cache
+    (kept,) = _kept(tmp_path, "cache")
+    os.chown(kept, 65534, 65534)  # nobody's
+    os.utime(kept, (1e9, 1e9))
+    version, said = _finished(_train_cli(fm_dir, tmp_path, "cache", "second", standin_backbone, *wrapper))
+    assert REUSED in said and TRACED not in said
+    _assert_correct(version)
+    assert kept.stat().st_mtime == 1e9
