@@ -18,7 +18,9 @@ REUSED = "writing the new numbers into the graph kept from an earlier export"
 TRACED = "saving SavedModel"
 
 
-def _train(data: Path, tmp_path: Path, cache: str, name: str, backbone: str, seed: int = 0) -> tuple[Path, list[str]]:
+def _train(
+    data: Path, tmp_path: Path, cache: str, name: str, backbone: str, seed: int = 0, test_percent: float = 25
+) -> tuple[Path, list[str]]:
     """A stand-in training run: (version folder, the export stage's messages)."""
     from app.core.training import TrainSettings, run
 
@@ -31,7 +33,7 @@ def _train(data: Path, tmp_path: Path, cache: str, name: str, backbone: str, see
             cache_dir=str(tmp_path / cache),
             backbone=backbone,
             validation_percent=15,
-            test_percent=25,
+            test_percent=test_percent,
             epochs=3,
             seed=seed,
         ),
@@ -402,3 +404,28 @@ def test_a_kept_graph_of_another_user_is_reused_without_being_touched(fm_dir, ke
     assert REUSED in said and TRACED not in said
     _assert_correct(version)
     assert kept.stat().st_mtime == 1e9
+
+
+def _negate_backbone_weights(kept: Path) -> None:
+    """Damage a kept graph so that its files load and run but answer wrong (a changed conv layer)."""
+    import tensorflow as tf
+
+    prefix = str(kept / "variables" / "variables")
+    reader = tf.train.load_checkpoint(prefix)
+    names = sorted(reader.get_variable_to_dtype_map())
+    tensors = [-reader.get_tensor(n) if n.startswith("backbone/conv1") else reader.get_tensor(n) for n in names]
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors)
+
+
+def test_without_test_images_a_kept_graph_is_never_published_unchecked(fm_dir, kept_cache, standin_backbone):
+    """No test split (``--test-percent 0``), so the fidelity check has nothing to run: a kept graph that
+    answers wrong must not be published on trust; the version answers like a full export of the same run."""
+    tmp_path = kept_cache
+    (kept,) = _kept(tmp_path, "cache")
+    _negate_backbone_weights(kept)
+    version, said = _train(fm_dir, tmp_path, "cache", "second", standin_backbone, test_percent=0)
+    full, _ = _train(fm_dir, tmp_path, "fresh-cache", "full", standin_backbone, test_percent=0)
+    images = [p.read_bytes() for p in sorted(fm_dir.rglob("*.png"))[::20]]
+    got, want = _answers(version, images), _answers(full, images)
+    assert np.allclose(got["probabilities"], want["probabilities"], atol=1e-6)
+    assert TRACED in said

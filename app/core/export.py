@@ -369,8 +369,9 @@ def export(
             without its proof.
         kept_graph: where ``export_graphs`` keeps the graph for this backbone, size and number of classes
             (None: neither reuse nor keep one, e.g. after fine-tuning changed the backbone's weights).  Used
-            when it exists and only the float .tflite is asked for; kept after a full export that passed
-            ``verify``.
+            when it exists and only the float .tflite is asked for, and published only when ``verify``
+            proves it (without test images to prove it, the export is done in full); kept after a full
+            export that passed ``verify``.
 
     Returns:
         The new version folder.
