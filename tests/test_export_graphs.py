@@ -217,6 +217,9 @@ def _damage(kept: Path, damage: str) -> None:
             (kept / "sha256.json").write_text(json.dumps(checksums))
     elif damage == "empty model.tflite":
         (kept / "model.tflite").write_bytes(b"")
+    elif damage == "model.tflite a named pipe":  # opening it would wait for a writer forever
+        (kept / "model.tflite").unlink()
+        os.mkfifo(kept / "model.tflite")
     elif damage == "places.json missing":
         (kept / "places.json").unlink()
     else:
@@ -232,6 +235,7 @@ def _damage(kept: Path, damage: str) -> None:
         "model.tflite cut after the head's numbers, its checksum too",
         "empty model.tflite",
         "places.json missing",
+        "model.tflite a named pipe",
     ],
 )
 def test_a_truncated_or_missing_kept_file_costs_a_full_export_not_the_run(

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -76,6 +77,16 @@ def _real_folder(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink()
 
 
+def _only_files_and_folders(kept: Path) -> None:
+    """Raises ValueError if anything in ``kept`` is not a plain file or folder: a named pipe would hang the
+    export (opening it waits for a writer), a link or device could feed it endless or foreign bytes."""
+    for parent, folders, files in os.walk(kept):  # never follows links
+        for name in folders + files:
+            mode = os.lstat(os.path.join(parent, name)).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise ValueError(f"{name} in the kept graph is not a plain file")
+
+
 def _checkpoint_key(variable: str) -> str:
     return f"{variable}/.ATTRIBUTES/VARIABLE_VALUE"
 
@@ -97,6 +108,7 @@ def write(kept: Path, folder: Path, values: Mapping[str, np.ndarray], labels_tex
     import tensorflow as tf
 
     try:
+        _only_files_and_folders(kept)
         places = json.loads((kept / PLACES_FILE).read_text())
         checksums = json.loads((kept / CHECKSUMS_FILE).read_text())
         kept_files = {name: (kept / name).read_bytes() for name in CHECKED_FILES if tflite or name != TFLITE_FILE}
