@@ -111,11 +111,9 @@ def test_a_kept_graph_that_answers_wrong_is_dropped_and_the_export_done_in_full(
 
     tmp_path = kept_cache
     (kept,) = _kept(tmp_path, "cache")
-    prefix = str(kept / "variables" / "variables")
-    reader = tf.train.load_checkpoint(prefix)
+    reader = tf.train.load_checkpoint(str(kept / "variables" / "variables"))
     names = sorted(reader.get_variable_to_dtype_map())
-    tensors = [-reader.get_tensor(n) if n.startswith("backbone/conv1") else reader.get_tensor(n) for n in names]
-    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors)
+    _negate_backbone_weights(kept)
 
     version, said = _train(fm_dir, tmp_path, "cache", "second", standin_backbone)
     assert said.index(REUSED) < said.index(TRACED)  # tried, found wrong, done in full
@@ -217,6 +215,9 @@ def _damage(kept: Path, damage: str) -> None:
             (kept / "sha256.json").write_text(json.dumps(checksums))
     elif damage == "empty model.tflite":
         (kept / "model.tflite").write_bytes(b"")
+    elif damage == "truncated variables.index":
+        index = kept / "variables" / "variables.index"
+        index.write_bytes(index.read_bytes()[: index.stat().st_size // 2])
     elif damage == "model.tflite a named pipe":  # opening it would wait for a writer forever
         (kept / "model.tflite").unlink()
         os.mkfifo(kept / "model.tflite")
@@ -231,6 +232,7 @@ def _damage(kept: Path, damage: str) -> None:
     [
         "empty saved_model.pb",
         "truncated variables.data",
+        "truncated variables.index",
         "model.tflite cut after the head's numbers",
         "model.tflite cut after the head's numbers, its checksum too",
         "empty model.tflite",
