@@ -435,3 +435,16 @@ def test_without_test_images_a_kept_graph_is_never_published_unchecked(fm_dir, k
     got, want = _answers(version, images), _answers(full, images)
     assert np.allclose(got["probabilities"], want["probabilities"], atol=1e-6)
     assert TRACED in said
+
+
+def test_a_file_where_the_kept_graph_belongs_is_replaced_by_one(fm_dir, kept_cache, standin_backbone):
+    """A plain file with the kept graph's name (a copying tool's mistake): not used, and a kept graph takes
+    its place, so later runs can reuse one again."""
+    tmp_path = kept_cache
+    (kept,) = _kept(tmp_path, "cache")
+    shutil.rmtree(kept)
+    kept.write_bytes(b"not a folder")
+    version, said = _train(fm_dir, tmp_path, "cache", "second", standin_backbone)
+    assert TRACED in said
+    _assert_correct(version)
+    _assert_fresh_graph(tmp_path, "cache", version)

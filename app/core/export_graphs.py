@@ -157,7 +157,8 @@ def keep(graphs: Path, name: str, version: Path, values: Mapping[str, np.ndarray
 
     Kept only when each of the head's numbers appears exactly once in the float .tflite (then it can be
     rewritten in place); the folder appears whole or not at all.  Never when ``graphs`` is a link (it may
-    lead out of the cache); a link in the way at ``name`` is removed (the link only).
+    lead out of the cache); a link or file in the way at ``name`` is removed (the link only, not what it
+    leads to).
 
     Args:
         graphs: the folder of kept graphs (``graphs_dir``).
@@ -183,8 +184,8 @@ def keep(graphs: Path, name: str, version: Path, values: Mapping[str, np.ndarray
             return False
         graphs.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(graphs)
-        if (graphs / name).is_symlink():
-            (graphs / name).unlink()
+        if os.path.lexists(graphs / name) and not _real_folder(graphs / name):
+            (graphs / name).unlink()  # a link or a file in the way (in the cache): it would block keeping forever
         tmp = temp_folder(graphs)
         try:
             tmp.mkdir()
