@@ -193,7 +193,7 @@ def keep(graphs: Path, name: str, version: Path, values: Mapping[str, np.ndarray
             shutil.copytree(version / "variables", tmp / "variables")
             shutil.copyfile(version / TFLITE_FILE, tmp / TFLITE_FILE)
             (tmp / PLACES_FILE).write_text(json.dumps(places))
-            checksums = {name: hashlib.sha256((tmp / name).read_bytes()).hexdigest() for name in CHECKED_FILES}
+            checksums = {file: hashlib.sha256((tmp / file).read_bytes()).hexdigest() for file in CHECKED_FILES}
             (tmp / CHECKSUMS_FILE).write_text(json.dumps(checksums))
             os.rename(tmp, graphs / name)
         finally:
