@@ -369,8 +369,9 @@ def export(
             without its proof.
         kept_graph: where ``export_graphs`` keeps the graph for this backbone, size and number of classes
             (None: neither reuse nor keep one, e.g. after fine-tuning changed the backbone's weights).  Used
-            when it exists and only the float .tflite is asked for; kept after a full export that passed
-            ``verify``.
+            when it exists and only the float .tflite is asked for, and published only when ``verify``
+            proves it (without test images to prove it, the export is done in full); kept after a full
+            export that passed ``verify``.
 
     Returns:
         The new version folder.
@@ -422,19 +423,20 @@ def export(
     try:
         files, reused = write_model(reusable)
         files.update(_write_rest(tmp, name, warmup_image, side_files))
-        proven = None
+        fidelity, proven = None, None
         if verify is not None:
             on_stage("checking that every exported file answers like the trained model")
-            fidelity = verify(tmp, files)
-            proven = _all_within_tolerance(fidelity)
-            if reused and proven is False:  # a kept graph that no longer answers right: drop it, export in full
+            fidelity, proven = _verified(verify, tmp, files, reused)
+        if reused and proven is not True:  # a reused graph is published only when shown to answer right
+            if proven is False:  # a kept graph that no longer answers right (or cannot be read): drop it
                 export_graphs.forget(kept_graph)
-                shutil.rmtree(tmp)
-                tmp.mkdir()
-                files, reused = write_model(False)
-                files.update(_write_rest(tmp, name, warmup_image, side_files))
-                fidelity = verify(tmp, files)
-                proven = _all_within_tolerance(fidelity)
+            shutil.rmtree(tmp)
+            tmp.mkdir()
+            files, reused = write_model(False)
+            files.update(_write_rest(tmp, name, warmup_image, side_files))
+            if verify is not None:
+                fidelity, proven = _verified(verify, tmp, files, reused)
+        if verify is not None:
             metadata = replace(metadata, fidelity=fidelity)
         target = _publish(tmp, base, replace(metadata, name=name, files=files))
     finally:
@@ -461,6 +463,23 @@ def _write_rest(
         write(folder / file_name)
         written[Path(file_name).stem] = file_name
     return written
+
+
+def _verified(
+    verify: Callable[[Path, Mapping[str, str]], dict], folder: Path, files: Mapping[str, str], reused: bool
+) -> tuple[dict | None, bool | None]:
+    """(``verify``'s fidelity record, ``_all_within_tolerance`` of it) for the files in ``folder``.
+
+    Files written from a kept graph that a library cannot even load (a damaged kept file) count as not
+    answering right, (None, False): the kept graph's failure, never the run's.  A full export's error is raised.
+    """
+    try:
+        fidelity = verify(folder, files)
+    except Exception:  # noqa: BLE001 (any library's error on a reused graph's files only costs the reuse)
+        if not reused:
+            raise
+        return None, False
+    return fidelity, _all_within_tolerance(fidelity)
 
 
 def _all_within_tolerance(fidelity: dict) -> bool | None:

@@ -10,16 +10,21 @@ the same key copies them and writes the new numbers: the checkpoint with TensorF
 
 The key includes a hash of the code that builds the graph and TensorFlow's version, so changed code never
 reuses an old graph; the export's fidelity check still runs every file against the trained model, and a
-reused graph that fails it is dropped and the export done in full (``export.export``).
+reused graph that fails it (or that a library cannot load) is dropped and the export done in full
+(``export.export``).  The kept saved_model.pb and .tflite are checked against their SHA-256 first: an
+emptied or cut saved_model.pb crashes TensorFlow's fingerprinting (a segmentation fault), not just raises.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import shutil
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -33,10 +38,13 @@ GRAPHS_DIR = "export-graphs"
 KEPT_FILES = (SAVED_MODEL_FILE, "variables")  # the SavedModel minus its assets (labels) and fingerprint
 TFLITE_FILE = TFLITE_FILES["float"]
 PLACES_FILE = "places.json"  # {variable: [offset, transposed]} of the head's numbers in TFLITE_FILE
+CHECKSUMS_FILE = "sha256.json"  # {file: sha256} of the kept files TensorFlow's and LiteRT's parsers read
+CHECKED_FILES = (SAVED_MODEL_FILE, TFLITE_FILE)  # a damaged one can crash the process, not just raise
 TFLITE_NUMBERS = ("head_kernel", "head_bias", "prototypes")  # the head's numbers the .tflite holds
 CHECKPOINT = "variables/variables"
 KEPT_GRAPHS = 4  # the most recently used are kept (each is about the size of one version without its variants)
 _GRAPH_CODE = ("export.py", "graph_preprocess.py")  # the code whose every change makes a new graph
+_KEY_RE = re.compile(r"[^.].*-\d+-\d+-[0-9a-f]{10}")  # what ``key`` names
 
 
 def key(backbone_fingerprint: str, image_size: int, classes: int) -> str:
@@ -61,7 +69,22 @@ def reusable(kept: Path | None, tflite: Sequence[str]) -> bool:
         kept: the kept graph's folder, or None (nothing to reuse).
         tflite: the .tflite variants the export writes (``store.tflite_variants``).
     """
-    return kept is not None and kept.is_dir() and set(tflite) <= {"float"}
+    return kept is not None and _real_folder(kept) and not kept.parent.is_symlink() and set(tflite) <= {"float"}
+
+
+def _real_folder(path: Path) -> bool:
+    """A folder, not a link to one: a link in the cache may lead to a user's files, never written or deleted."""
+    return path.is_dir() and not path.is_symlink()
+
+
+def _only_files_and_folders(kept: Path) -> None:
+    """Raises ValueError if anything in ``kept`` is not a plain file or folder: a named pipe would hang the
+    export (opening it waits for a writer), a link or device could feed it endless or foreign bytes."""
+    for parent, folders, files in os.walk(kept):  # never follows links
+        for name in folders + files:
+            mode = os.lstat(os.path.join(parent, name)).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise ValueError(f"{name} in the kept graph is not a plain file")
 
 
 def _checkpoint_key(variable: str) -> str:
@@ -85,8 +108,13 @@ def write(kept: Path, folder: Path, values: Mapping[str, np.ndarray], labels_tex
     import tensorflow as tf
 
     try:
+        _only_files_and_folders(kept)
         places = json.loads((kept / PLACES_FILE).read_text())
-        model = bytearray((kept / TFLITE_FILE).read_bytes()) if tflite else None
+        checksums = json.loads((kept / CHECKSUMS_FILE).read_text())
+        kept_files = {name: (kept / name).read_bytes() for name in CHECKED_FILES if tflite or name != TFLITE_FILE}
+        if any(checksums.get(name) != hashlib.sha256(data).hexdigest() for name, data in kept_files.items()):
+            raise ValueError("a kept file is not what was kept")  # cut short, emptied or changed since
+        model = bytearray(kept_files[TFLITE_FILE]) if tflite else None
         reader = tf.train.load_checkpoint(str(kept / CHECKPOINT))
         names = sorted(reader.get_variable_to_dtype_map())
         new = {_checkpoint_key(variable): value for variable, value in values.items()}
@@ -103,13 +131,13 @@ def write(kept: Path, folder: Path, values: Mapping[str, np.ndarray], labels_tex
             if len(old) != len(data) or model[offset : offset + len(old)] != old:  # the places are not right
                 raise ValueError(f"the kept .tflite does not hold {variable} where {PLACES_FILE} says")
             model[offset : offset + len(data)] = data
-        shutil.copyfile(kept / SAVED_MODEL_FILE, folder / SAVED_MODEL_FILE)
+        (folder / SAVED_MODEL_FILE).write_bytes(kept_files[SAVED_MODEL_FILE])
         (folder / "variables").mkdir()
         tensors = [tf.constant(new[name] if name in new else reader.get_tensor(name)) for name in names]
         tf.raw_ops.SaveV2(
             prefix=str(folder / CHECKPOINT), tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors
         )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, tf.errors.OpError):
+    except Exception:  # noqa: BLE001 (whatever a damaged kept graph makes a library raise costs only the reuse)
         for entry in folder.iterdir():
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         forget(kept)  # damaged or from an incompatible writer: the full export keeps a fresh one
@@ -119,7 +147,8 @@ def write(kept: Path, folder: Path, values: Mapping[str, np.ndarray], labels_tex
     if model is not None:
         (folder / TFLITE_FILE).write_bytes(model)
     _write_fingerprint(folder)
-    os.utime(kept)  # recently used: kept longest
+    with contextlib.suppress(OSError):  # e.g. another user's cache: then only the pruning order is off
+        os.utime(kept)  # recently used: kept longest
     return True
 
 
@@ -127,7 +156,9 @@ def keep(graphs: Path, name: str, version: Path, values: Mapping[str, np.ndarray
     """Keep a fully exported version's graph for later exports with the same key; never raises.
 
     Kept only when each of the head's numbers appears exactly once in the float .tflite (then it can be
-    rewritten in place); the folder appears whole or not at all.
+    rewritten in place); the folder appears whole or not at all.  Never when ``graphs`` is a link (it may
+    lead out of the cache); a link or file in the way at ``name`` is removed (the link only, not what it
+    leads to).
 
     Args:
         graphs: the folder of kept graphs (``graphs_dir``).
@@ -149,8 +180,12 @@ def keep(graphs: Path, name: str, version: Path, values: Mapping[str, np.ndarray
                     break
             else:
                 return False  # folded into something else, or not unique (e.g. all-zero prototypes)
+        if graphs.is_symlink():
+            return False
         graphs.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(graphs)
+        if os.path.lexists(graphs / name) and not _real_folder(graphs / name):
+            (graphs / name).unlink()  # a link or a file in the way (in the cache): it would block keeping forever
         tmp = temp_folder(graphs)
         try:
             tmp.mkdir()
@@ -158,6 +193,8 @@ def keep(graphs: Path, name: str, version: Path, values: Mapping[str, np.ndarray
             shutil.copytree(version / "variables", tmp / "variables")
             shutil.copyfile(version / TFLITE_FILE, tmp / TFLITE_FILE)
             (tmp / PLACES_FILE).write_text(json.dumps(places))
+            checksums = {file: hashlib.sha256((tmp / file).read_bytes()).hexdigest() for file in CHECKED_FILES}
+            (tmp / CHECKSUMS_FILE).write_text(json.dumps(checksums))
             os.rename(tmp, graphs / name)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # another process kept the same graph first: as good
@@ -168,8 +205,20 @@ def keep(graphs: Path, name: str, version: Path, values: Mapping[str, np.ndarray
 
 
 def forget(kept: Path) -> None:
-    """Drop a kept graph that did not answer like its trained model (never raises)."""
-    shutil.rmtree(kept, ignore_errors=True)
+    """Drop a kept graph that did not answer like its trained model (never raises).
+
+    It is first renamed to a temporary name, so no other export sees it half deleted (and a crash meanwhile
+    leaves what ``remove_stale_temps`` clears); a link is removed, never what it leads to.
+    """
+    try:
+        if kept.is_symlink():
+            kept.unlink()
+            return
+        gone = temp_folder(kept.parent)
+        os.rename(kept, gone)
+    except OSError:
+        gone = kept  # read-only, or already gone: delete what can be
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 def graphs_dir(cache_root: Path) -> Path:
@@ -178,8 +227,10 @@ def graphs_dir(cache_root: Path) -> Path:
 
 
 def _forget_all_but_newest(graphs: Path, most: int) -> None:
+    """Drop all but the ``most`` most recently used kept graphs: only folders named like a ``key`` (not links,
+    nor anything else a user put there)."""
     kept = sorted(
-        (entry for entry in graphs.iterdir() if entry.is_dir() and not entry.name.startswith(".")),
+        (entry for entry in graphs.iterdir() if _KEY_RE.fullmatch(entry.name) and _real_folder(entry)),
         key=lambda entry: entry.stat().st_mtime,
         reverse=True,
     )
