@@ -448,3 +448,18 @@ def test_a_file_where_the_kept_graph_belongs_is_replaced_by_one(fm_dir, kept_cac
     assert TRACED in said
     _assert_correct(version)
     _assert_fresh_graph(tmp_path, "cache", version)
+
+
+def test_a_run_killed_while_keeping_a_graph_leaves_nothing_after_the_next_reuse(fm_dir, kept_cache, standin_backbone):
+    """A run killed while copying a graph into the cache leaves its hidden temporary folder (tens of MB with real
+    weights); a later run that only reuses the kept graph clears it, as one that keeps a graph would."""
+    from app.core.atomic import TEMP_PREFIX, host_key
+
+    tmp_path = kept_cache
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid no longer runs
+    (kept,) = _kept(tmp_path, "cache")
+    left = kept.parent / f"{TEMP_PREFIX}{host_key()}-{dead.pid}-0123abcd"
+    shutil.copytree(kept, left)
+    _, said = _train(fm_dir, tmp_path, "cache", "second", standin_backbone)
+    assert REUSED in said and not left.exists() and len(_kept(tmp_path, "cache")) == 1

@@ -107,6 +107,7 @@ def write(kept: Path, folder: Path, values: Mapping[str, np.ndarray], labels_tex
     """
     import tensorflow as tf
 
+    remove_stale_temps(kept.parent)  # a run killed while keeping a graph left one; runs that only reuse clear it
     try:
         _only_files_and_folders(kept)
         places = json.loads((kept / PLACES_FILE).read_text())
