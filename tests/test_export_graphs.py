@@ -463,3 +463,27 @@ def test_a_run_killed_while_keeping_a_graph_leaves_nothing_after_the_next_reuse(
     shutil.copytree(kept, left)
     _, said = _train(fm_dir, tmp_path, "cache", "second", standin_backbone)
     assert REUSED in said and not left.exists() and len(_kept(tmp_path, "cache")) == 1
+
+
+def test_a_bundle_without_tensorflow_s_package_metadata_still_trains_and_keeps_graphs(
+    fm_dir, tmp_path, standin_backbone
+):
+    """A desktop bundle (PyInstaller) may not carry TensorFlow's package metadata, which the kept graph's key
+    reads to avoid importing TensorFlow: training must neither fail nor lose the reuse there."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(
+        "import importlib.metadata as metadata\n"
+        "real = metadata.version\n"
+        "def version(name):\n"
+        "    if name.lower() == 'tensorflow':\n"
+        "        raise metadata.PackageNotFoundError(name)\n"
+        "    return real(name)\n"
+        "metadata.version = version\n"
+    )
+    bundle = ("env", f"PYTHONPATH={shim}")
+    first, said = _finished(_train_cli(fm_dir, tmp_path, "cache", "first", standin_backbone, *bundle))
+    assert TRACED in said and len(_kept(tmp_path, "cache")) == 1
+    second, said = _finished(_train_cli(fm_dir, tmp_path, "cache", "second", standin_backbone, *bundle))
+    assert REUSED in said and TRACED not in said
+    assert all(row["within_tolerance"] for row in _fidelity_rows(second).values())

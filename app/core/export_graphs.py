@@ -18,6 +18,7 @@ emptied or cut saved_model.pb crashes TensorFlow's fingerprinting (a segmentatio
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -55,10 +56,28 @@ def key(backbone_fingerprint: str, image_size: int, classes: int) -> str:
         image_size: the square input side in pixels.
         classes: the number of classes.
     """
-    code = hashlib.sha256(importlib.metadata.version("tensorflow").encode())  # without importing it (seconds)
+    return f"{backbone_fingerprint}-{image_size}-{classes}-{_graph_code()}"
+
+
+@functools.cache
+def _graph_code() -> str:
+    """A hash of what the exported graph is made by: TensorFlow's version and the ``_GRAPH_CODE`` sources.
+
+    A desktop bundle may carry neither TensorFlow's package metadata nor our sources; then the app's version
+    stands in for what is missing (a bundle pins both), and the fidelity check still proves each export.
+    """
+    from app import __version__
+
+    try:
+        parts = [importlib.metadata.version("tensorflow").encode()]  # without importing TensorFlow (seconds)
+    except importlib.metadata.PackageNotFoundError:
+        parts = [f"retrain-studio {__version__}".encode()]
     for name in _GRAPH_CODE:
-        code.update(Path(__file__).with_name(name).read_bytes())
-    return f"{backbone_fingerprint}-{image_size}-{classes}-{code.hexdigest()[:10]}"
+        try:
+            parts.append(Path(__file__).with_name(name).read_bytes())
+        except OSError:
+            parts.append(f"{name} of retrain-studio {__version__}".encode())
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:10]
 
 
 def reusable(kept: Path | None, tflite: Sequence[str]) -> bool:
