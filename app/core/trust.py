@@ -34,6 +34,10 @@ FIDELITY_FLOAT_IMAGES = 32  # ... and through each float file (the SavedModel's 
 # Measured on real exports (docs/benchmarks.md): float files 3e-6 at most; dynamic-range 0.097 at most, 0.0035 on
 # average, 98.8 % top-1 agreement; int8 0.31 at most (one image), 0.0097 on average, 96.3 % top-1 agreement.  For a
 # quantized file the mean and the agreements judge it; the largest difference only catches a broken file.
+TOLERANCES = {
+    "float": {"max_abs_diff": 1e-5, "mean_abs_diff": 1e-6, "top1_agreement": 1.0, "unknown_agreement": 0.99},
+    "quantized": {"max_abs_diff": 0.5, "mean_abs_diff": 0.02, "top1_agreement": 0.95, "unknown_agreement": 0.9},
+}
 
 
 def fidelity_sample(count: int, most: int = FIDELITY_IMAGES) -> list[int]:
@@ -55,12 +59,6 @@ def fidelity_sample(count: int, most: int = FIDELITY_IMAGES) -> list[int]:
     if count <= most:
         return list(range(count))
     return sorted({int(i) for i in np.linspace(0, count - 1, most).round()})
-
-
-TOLERANCES = {
-    "float": {"max_abs_diff": 1e-5, "mean_abs_diff": 1e-6, "top1_agreement": 1.0, "unknown_agreement": 0.99},
-    "quantized": {"max_abs_diff": 0.5, "mean_abs_diff": 0.02, "top1_agreement": 0.95, "unknown_agreement": 0.9},
-}
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
