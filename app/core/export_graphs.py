@@ -36,7 +36,6 @@ from app.store import LABELS_FILE, SAVED_MODEL_FILE, TFLITE_FILES
 from .atomic import remove_stale_temps, temp_folder
 
 GRAPHS_DIR = "export-graphs"
-KEPT_FILES = (SAVED_MODEL_FILE, "variables")  # the SavedModel minus its assets (labels) and fingerprint
 TFLITE_FILE = TFLITE_FILES["float"]
 PLACES_FILE = "places.json"  # {variable: [offset, transposed]} of the head's numbers in TFLITE_FILE
 CHECKSUMS_FILE = "sha256.json"  # {file: sha256} of the kept files TensorFlow's and LiteRT's parsers read

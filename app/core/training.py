@@ -452,8 +452,8 @@ def run(s: TrainSettings, on_event: events.EventSink = events.ignore) -> dict:
         splits, vectors = _embed(data, cache, extractor, copies, new, on_event, say, decoded)
     del decoded
     # TensorFlow and the backbone as a TF object (for export and fine-tuning) load while the review runs, not
-    # earlier: importing TensorFlow holds the interpreter lock for seconds and would stall the embed loop
-    # A graph kept from an earlier export needs only TensorFlow, not the backbone as a TF object (1-2 s more)
+    # earlier: importing TensorFlow holds the interpreter lock for seconds and would stall the embed loop.
+    # Reusing a graph kept from an earlier export needs only TensorFlow, not the backbone (1-2 s more).
     k = len(data.classes)
     kept_graph = None if s.fine_tune else _kept_graph(info, size, k, s.cache_dir)
     reuse = export_graphs.reusable(kept_graph, store.tflite_variants(s.tflite))
