@@ -71,7 +71,8 @@ def _global(module: str, name: str) -> bytes:
 
 
 def _tensor(name, key, offset, size, stride, storage="FloatStorage") -> bytes:
-    """``name: torch._utils._rebuild_tensor_v2(<storage key>, offset, size, stride, False, OrderedDict())``."""
+    """Pickle ops for ``name``: a tensor rebuilt by torch's ``_rebuild_tensor_v2`` from its storage key, offset,
+    size and stride (then ``False`` and an empty OrderedDict), as ``torch.save`` writes one."""
     storage_id = b"(" + _op("storage") + _global("torch", storage) + _op(key) + _op("cpu") + _op(0) + b"tQ"
     return (
         _op(name)
