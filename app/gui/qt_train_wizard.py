@@ -973,6 +973,7 @@ class TrainingPage(QWizardPage):
         self.stage.setText("Starting…")
         self.eta.clear()
         self.cancel_button.setEnabled(True)
+        self.setButtonText(QWizard.WizardButton.CancelButton, "Cancel")  # stops the run (after asking)
         options = self.wizard().options_page
         self.settings = options.settings()
         self.overall, self._started = OverallProgress(self.settings.fine_tune), time.monotonic()
@@ -1068,6 +1069,7 @@ class TrainingPage(QWizardPage):
             self.progress.setFormat("done")
             acc = self.done_event["metrics"]["test_accuracy"]
             took = (self.done_event.get("seconds") or {}).get("total")
+            self.setButtonText(QWizard.WizardButton.CancelButton, "Done")  # the version is saved now
             self.stage.setText(
                 "Finished"
                 + (f" in {spoken_seconds(took)}" if isinstance(took, (int, float)) else "")

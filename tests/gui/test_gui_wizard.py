@@ -185,6 +185,7 @@ def test_wizard_trains_the_sample_end_to_end(
     assert training.done_event["metrics"]["test_accuracy"] >= 0.75
     assert len(training.history["val_loss"]) == len(training.history["loss"])
     assert training.findChild(QProgressBar, "training_progress").value() == 1000
+    assert button(window.wizard, "Done").isEnabled()  # the version is saved: no "Cancel" after the run
     finished = training.findChild(QLabel, "training_stage").text()
     assert re.fullmatch(r"Finished in \d+ s: test accuracy \d+\.\d%", finished), finished
     assert window.sidebar.item(0).text() == "Train"  # no run: the sidebar item is plain again
