@@ -84,10 +84,13 @@ def efficientnet_trained(tmp_path_factory, fm_dir, cache_dir) -> dict:
     return _trained_once(tmp_path_factory, "models", fm_dir, cache_dir)
 
 
-@pytest.fixture(scope="session")
-def trained(efficientnet_trained) -> dict:
-    """The shared real model (``efficientnet_trained``)."""
-    return efficientnet_trained
+@pytest.fixture(scope="module")
+def trained(request) -> dict:
+    """The shared model a module's tests inspect: the real one (``efficientnet_trained``), or the stand-in's
+    (``standin_trained``) in a module marked ``standin_model``, whose tests check what the app does with a model
+    (protocols, the command line, hostile input), not how good its answers are."""
+    marked = request.node.get_closest_marker("standin_model")  # request.node: the module
+    return request.getfixturevalue("standin_trained" if marked else "efficientnet_trained")
 
 
 def _trained_once(tmp_path_factory, name: str, fm_dir: Path, cache_dir: Path, backbone: str | None = None) -> dict:

@@ -14,6 +14,9 @@ from commands import cli
 from app.inference.base import Prediction, Timings
 from app.inference.pipeline import classify_files
 
+# `trained` is the stand-in's: these tests check the classify pipeline, not the answers' quality
+pytestmark = pytest.mark.standin_model
+
 
 class SlowModel:
     """Decoding (``prepare``) and inference each take ``seconds``; records threads and how many wait decoded."""

@@ -17,6 +17,9 @@ from commands import cli
 from app.inference.base import Prediction, Timings
 from app.inference.bench import CSV_COLUMNS, LoadSettings, sweep
 
+# `trained` is the stand-in's: these tests check the load sweep, not the answers' quality
+pytestmark = pytest.mark.standin_model
+
 
 class Sleeper:
     """A classifier taking ``seconds(call)`` per request, recording which threads call it and whether two overlap."""
