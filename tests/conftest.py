@@ -127,8 +127,8 @@ def _train_clothes(models: Path, fm_dir: Path, cache_dir: Path, backbone: str | 
 @pytest.fixture(scope="session")
 def standin_trained(tmp_path_factory, fm_dir, cache_dir, standin_backbone) -> dict:
     """``trained`` on the stand-in backbone: for tests of what the app does with a model, not of its answers'
-    quality (the GUI's ``trained``, tests/gui/conftest.py); it trains, loads and classifies in a fraction of
-    the time."""
+    quality (``trained`` of the GUI tests, tests/gui/conftest.py, and of modules marked ``standin_model``); it
+    trains, loads and classifies in a fraction of the time."""
     return _trained_once(tmp_path_factory, "standin-models", fm_dir, cache_dir, standin_backbone)
 
 
