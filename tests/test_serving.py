@@ -383,14 +383,19 @@ def test_classify_command_against_a_server(server, fm_dir):
     import sys
 
     files = sorted((fm_dir / "bag").glob("*.png"))[:2]
-    result = subprocess.run(
-        [sys.executable, "-m", "app", "classify", "--server", server.rest_url("clothes"), *map(str, files), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [r["label"] for r in rows] == ["bag", "bag"] and rows[0]["backend"] == "rest"
+    for url, backend in ((server.rest_url("clothes"), "rest"), (server.grpc_url("clothes"), "grpc")):
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "app", "classify", "--server", url, *map(str, files), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        rows = [json.loads(line) for line in result.stdout.splitlines()]
+        assert [r["label"] for r in rows] == ["bag", "bag"] and rows[0]["backend"] == backend
+        imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+        assert "app.inference.remote" in imported  # -X importtime's report is there to read
+        # a client that only speaks the protocol needs none of TensorFlow (3-4 s and ~550 MB to import)
+        assert "tensorflow" not in imported
     down = subprocess.run(
         [sys.executable, "-m", "app", "classify", "--server", "grpc://127.0.0.1:9/clothes", str(files[0])],
         capture_output=True,
@@ -399,3 +404,52 @@ def test_classify_command_against_a_server(server, fm_dir):
     )
     assert down.returncode == 1
     assert down.stderr.strip().splitlines()[-1].startswith("retrain-studio: cannot reach a TF Serving gRPC server")
+
+
+RACE_WITH_TENSORFLOW = """
+import importlib.abc, json, sys, threading, time
+import app
+from app.inference import protos
+assert "tensorflow" not in sys.modules
+seen = {}
+
+def import_tensorflow():
+    seen["while_the_protos_load"] = "tensorflow.core.framework" in sys.modules and "tensorflow" not in sys.modules
+    import tensorflow
+    seen["tf"] = tensorflow
+
+racer = threading.Thread(target=import_tensorflow)
+
+class StartTheRacer(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow_serving.apis.predict_pb2" and threading.current_thread() is not racer:
+            racer.start()
+            time.sleep(0.5)  # TensorFlow's import starts on the other thread while the protos are loading
+        return None
+
+sys.meta_path.insert(0, StartTheRacer())  # asked before the finders that find it
+protos.load()
+racer.join()
+tf = seen["tf"]
+from tensorflow_serving.apis import predict_pb2
+request = predict_pb2.PredictRequest()
+request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([b"jpeg"]))
+print(json.dumps({
+    "raced": seen["while_the_protos_load"],
+    "tensorflow_works": int(tf.constant(6) // 2) == 3 and hasattr(tf, "saved_model"),
+    "one_tensor_proto": type(tf.make_tensor_proto([1])) is type(request.inputs["image_bytes"]),
+    "request": request.inputs["image_bytes"].string_val[0].decode(),
+}))
+"""
+
+
+def test_tensorflow_imported_on_another_thread_while_the_protos_load_is_whole():
+    """The gRPC client imports TF Serving's protos without TensorFlow's __init__ (app/inference/protos.py);
+    a thread importing TensorFlow meanwhile waits and gets all of it, sharing the same protobuf classes."""
+    import json
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", RACE_WITH_TENSORFLOW], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    said = json.loads(result.stdout.splitlines()[-1])
+    assert said == {"raced": True, "tensorflow_works": True, "one_tensor_proto": True, "request": "jpeg"}

@@ -18,6 +18,7 @@ import numpy as np
 
 from app.store import CLASS_INDEX_INPUT, CLASS_NAME_OUTPUT, CLASS_NAMES_SIGNATURE
 
+from . import protos
 from .remote import (
     MAX_REPLY_BYTES,
     BadRequest,
@@ -48,10 +49,8 @@ class GrpcClassifier(RemoteClassifier):
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         on_warning=None,
     ):
-        from tensorflow_serving.apis import (
-            model_service_pb2_grpc,
-            prediction_service_pb2_grpc,
-        )
+        protos.load()  # before any tensorflow_serving import: without it, they import all of TensorFlow
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
         target, token = checked_args(target, token)
         self.timeout_s = timeout_s
