@@ -17,6 +17,7 @@ def test_inference_benchmark():
 
     result = main(["--images", "100"])
     assert result["images"] == 100 and set(result["median_total_ms"]) == {"tflite", "savedmodel", "grpc", "rest"}
+    assert set(result["cold_start_s"]) == {"tflite", "grpc", "rest"} and max(result["cold_start_s"].values()) < 1.5
 
 
 @pytest.mark.slow
