@@ -219,6 +219,7 @@ class BackendBar(QWidget):
         self.kind.currentIndexChanged.connect(self._kind_changed)
         self.location.currentTextChanged.connect(self._location_changed)
         self.location.lineEdit().editingFinished.connect(self._complete_typed_address)
+        self.location.lineEdit().returnPressed.connect(self._check_typed_server)
         self.browse.clicked.connect(self.choose_model_folder)
         self.check.clicked.connect(self.check_connection)
         self._set_status("unknown", "Not checked")
@@ -281,6 +282,11 @@ class BackendBar(QWidget):
         completed = self.choice().location
         if completed != self.location.currentText().strip():
             self.location.setEditText(completed)
+
+    def _check_typed_server(self) -> None:
+        """Enter after a server address checks it, as the button does (a local model opens when first used)."""
+        if self.choice().remote:
+            self.check_connection()
 
     def _invalidate(self) -> None:
         if self.owner_choice != self.choice():

@@ -48,6 +48,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSplitter,
     QStackedLayout,
+    QStyledItemDelegate,
     QTableView,
     QTableWidgetItem,
     QTabWidget,
@@ -145,6 +146,16 @@ NOT_APPLICABLE = {
 }
 CANCELLED = "cancelled"
 THUMB = 48
+ANSWER = ("prediction", "backend", "kind", "choice", "model")  # what a run writes into a row
+
+
+class ElideAtTheEnd(QStyledItemDelegate):
+    """For the Label column: an error is read from its start ("error: cannot reach a TF Serving…"), where the
+    table's middle eliding, right for file names, left "error:…port?)"."""
+
+    def initStyleOption(self, option, index):
+        super().initStyleOption(option, index)
+        option.textElideMode = Qt.TextElideMode.ElideRight
 
 
 def expand(paths) -> list[tuple[Path, str | None, str | None]]:
@@ -407,6 +418,7 @@ class ClassifyView(QWidget):
         self.backend = backend
         self.job = None
         self.batch: list[int] = []
+        self.earlier: dict[int, dict] = {}  # each batch row's answer before the run, given back if it gets no new one
         self.batch_model = ""
         self.model = ResultsModel(self)
         self.model.threshold = setting("classify/low_confidence", 0.5, float)
@@ -474,6 +486,7 @@ class ClassifyView(QWidget):
         self.table.setIconSize(QSize(THUMB, THUMB))
         self.table.setWordWrap(False)
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # keep a file name's number and extension
+        self.table.setItemDelegateForColumn(LABEL, ElideAtTheEnd(self.table))
         header = self.table.horizontalHeader()
         # fixed widths: ResizeToContents re-measures every row on every update, O(rows) per image
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
@@ -746,10 +759,11 @@ class ClassifyView(QWidget):
     def _run(self, indices: list[int]) -> None:
         """Classify these rows (new or re-run) with the current backend, as one job on its owner thread."""
         choice = self.backend.choice()
+        self.earlier = {i: {name: getattr(self.model.rows[i], name) for name in ANSWER} for i in indices}
         for index in indices:
             row = self.model.rows[index]
             row.prediction, row.backend, row.kind, row.choice, row.model = None, choice.label(), choice.kind, choice, ""
-            self.model.update(index)
+            self._row_changed(index)
         self.batch = indices
         self._show_placeholder()
         self._set_running(True)
@@ -783,29 +797,49 @@ class ClassifyView(QWidget):
             self.show_filter.addItem(f"Label: {label}", f"label:{label}")
         if not image.isNull():
             row.thumb = QPixmap.fromImage(image)
-        self.model.update(index)
+        self._row_changed(index)
         self.progress.setValue(self.progress.value() + 1)
+
+    def _row_changed(self, index: int) -> None:
+        """Redraw a row, and the side pane when it shows that row."""
+        self.model.update(index)
         current = self.table.currentIndex()
         if current.isValid() and self.proxy.mapToSource(current).row() == index:
             self._show_detail(current)
 
-    def _on_failed(self, exc) -> None:
-        """Opening failed or the server went away mid-batch: one sentence, the rows so far are kept."""
-        text = one_sentence(exc)
+    def _keep_earlier_or(self, error: str) -> int:
+        """Rows of the batch that got no new answer get their earlier one back (a re-run that could not reach
+        its backend, or was cancelled, loses nothing), or ``error`` when they had none; returns how many were
+        given back."""
+        kept = 0
         for index in self.batch:
-            if self.model.rows[index].prediction is None:
-                self.model.rows[index].prediction = Prediction(error=text)
-                self.model.update(index)
-        if self.backend.state != "error":  # the backend bar already said why it could not open
+            row = self.model.rows[index]
+            if row.prediction is not None:
+                continue
+            earlier = self.earlier.get(index, {})
+            if earlier.get("prediction") is not None and not earlier["prediction"].error:
+                for name, value in earlier.items():
+                    setattr(row, name, value)
+                kept += 1
+            else:
+                row.prediction = Prediction(error=error)
+            self._row_changed(index)
+        return kept
+
+    def _on_failed(self, exc) -> None:
+        """Opening failed or the server went away mid-batch: one sentence; the new answers so far are kept, and
+        the rows without one keep the answer they had."""
+        text = one_sentence(exc)
+        kept = self._keep_earlier_or(text)
+        if kept:
+            self.message.emit(f"{sentence(text)} The earlier results of {kept} images are kept.", "error")
+        elif self.backend.state != "error":  # the backend bar already said why it could not open
             self.message.emit(sentence(text), "error")
         self._finish(None, 0)
 
     def _on_finished(self, result) -> None:
         seconds, done = result
-        for index in self.batch:
-            if self.model.rows[index].prediction is None:  # cancelled before its turn
-                self.model.rows[index].prediction = Prediction(error=CANCELLED)
-                self.model.update(index)
+        self._keep_earlier_or(CANCELLED)  # rows cancelled before their turn
         self._finish(seconds, done)
 
     def _finish(self, seconds, done) -> None:

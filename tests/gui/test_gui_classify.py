@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QProgressBar,
+    QStyleOptionViewItem,
     QTableView,
     QTableWidget,
 )
@@ -73,7 +74,9 @@ def open_page(window, name):
     return window.pages.currentWidget()
 
 
-def choose_backend(window, label, location=None):
+def choose_backend(window, label, location=None, enter=True):
+    """Pick the backend by keyboard and type its model or server; ``enter``: then press Enter (which checks a
+    server address)."""
     combo = find(window, QComboBox, "Backend")
     combo.setFocus()
     QTest.keyClick(combo, Qt.Key.Key_Home)
@@ -81,7 +84,7 @@ def choose_backend(window, label, location=None):
         QTest.keyClick(combo, Qt.Key.Key_Down)
     assert combo.currentText() == label
     if location is not None:
-        type_into(find(window, QComboBox, "Model or server").lineEdit(), str(location))
+        type_into(find(window, QComboBox, "Model or server").lineEdit(), str(location), enter=enter)
 
 
 def location_text(window):
@@ -540,7 +543,7 @@ def test_a_replaced_classifier_is_closed_on_its_own_thread(window, qtbot, traine
             ("Local TFLite", trained["version_dir"]),
         ]
         for n, (label, where) in enumerate(chosen):
-            choose_backend(window, label, where)
+            choose_backend(window, label, where, enter=False)  # Enter would check a server: one more classifier
             drop(page, class_files(fm_dir, "bag", 1, n))
             wait_done(qtbot, page, n + 1)
             assert column(page, "Backend")[-1] == label and column(page, "Label")[-1] == "bag"
@@ -569,7 +572,7 @@ def test_a_replaced_classifier_is_closed_on_its_own_thread(window, qtbot, traine
         assert in_use["closed_on"] is None and in_use["ref"]() is not None
         gc.collect()
         assert [entry["kind"] for entry in replaced if entry["ref"]() is not None] == [], "still alive"
-        choose_backend(window, "Remote REST", server.rest_url("clothes"))  # another choice, nothing classified yet
+        choose_backend(window, "Remote REST", server.rest_url("clothes"), enter=False)  # nothing classified yet
         qtbot.waitUntil(lambda: in_use["closed_on"] == in_use["made_on"], timeout=30_000)
         assert len(Tracked.log) == 7  # nothing opened before it is used
 
@@ -814,6 +817,57 @@ def test_rerun_with_another_backend_in_one_click(window, qtbot, trained, fm_dir)
         assert column(page, "Backend") == ["Remote REST"] * 3 and column(page, "Label") == ["sneaker"] * 3
         assert all(float(v) > 0 for v in column(page, "Network"))
         assert not rerun.isVisible()
+
+
+def test_a_rerun_that_cannot_reach_its_server_keeps_the_earlier_results(window, qtbot, trained, fm_dir, screenshots):
+    """Seen under X: "Re-run with Remote gRPC" at an address just marked unreachable replaced good rows by
+    error rows, with no way back; the side pane went on showing the selected row's old answer."""
+    page = open_page(window, "Classify")
+    choose_backend(window, "Local TFLite", trained["models"] / "clothes")
+    drop(page, class_files(fm_dir, "bag", 3))
+    wait_done(qtbot, page, 3)
+    scores = column(page, "Score")
+    click_first_row(results(page))
+    top = find(page, QListWidget, "Top classes")
+    assert top.item(0).text().startswith("bag")
+    choose_backend(window, "Remote gRPC", "grpc://127.0.0.1:9/clothes")  # Enter checks it: marked unreachable
+    status = find(window, QLabel, "Backend status")
+    qtbot.waitUntil(lambda: "cannot reach a TF Serving gRPC server" in status.text(), timeout=30_000)
+    click(find(page, QAbstractButton, "Re-run with Remote gRPC"))
+    wait_done(qtbot, page, 3)
+    assert column(page, "Label") == ["bag"] * 3 and column(page, "Score") == scores
+    assert column(page, "Backend") == ["Local TFLite"] * 3
+    said = window.messages.text.text()
+    assert said.startswith("Cannot reach a TF Serving gRPC server") and "earlier results of 3 images are kept" in said
+    assert top.item(0).text().startswith("bag")
+    assert find(page, QAbstractButton, "Re-run with Remote gRPC").isVisible()  # to try again once it is up
+    save_shot(window, screenshots, "classify-rerun-unreachable")
+    with TFServingDouble({"clothes": trained["models"] / "clothes"}) as server:
+        choose_backend(window, "Remote gRPC", server.grpc_url("clothes"))
+        qtbot.waitUntil(lambda: "version 1 AVAILABLE" in status.text(), timeout=30_000)  # Enter checked it
+        click(find(page, QAbstractButton, "Re-run with Remote gRPC"))
+        wait_done(qtbot, page, 3)
+        assert column(page, "Backend") == ["Remote gRPC"] * 3 and column(page, "Label") == ["bag"] * 3
+        assert any(item.startswith("decode on server") for item in (top.item(i).text() for i in range(top.count())))
+
+
+def test_an_error_is_shown_from_its_start_in_the_label_column(window, qtbot, trained, fm_dir):
+    """Seen under X: the table's middle eliding (right for file names) cut an error to "error:…port?)"."""
+    page = open_page(window, "Classify")
+    choose_backend(window, "Remote gRPC", "grpc://127.0.0.1:9/clothes")
+    drop(page, class_files(fm_dir, "bag", 1))
+    wait_done(qtbot, page, 1)
+    table = results(page)
+    headers = [table.model().headerData(c, Qt.Orientation.Horizontal) for c in range(table.model().columnCount())]
+    cells = {name: table.model().index(0, headers.index(name)) for name in ("File", "Label")}
+    assert cells["Label"].data().startswith("error: cannot reach a TF Serving gRPC server")
+    elided = {}
+    for name, cell in cells.items():  # how each cell is drawn when it does not fit
+        option = QStyleOptionViewItem()
+        option.textElideMode = table.textElideMode()
+        table.itemDelegateForIndex(cell).initStyleOption(option, cell)
+        elided[name] = option.textElideMode
+    assert elided == {"File": Qt.TextElideMode.ElideMiddle, "Label": Qt.TextElideMode.ElideRight}
 
 
 def test_columns_that_matter_fit_a_1024x700_window(window, qtbot, trained, fm_dir, screenshots):
