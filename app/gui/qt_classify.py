@@ -418,6 +418,7 @@ class ClassifyView(QWidget):
         self.backend = backend
         self.job = None
         self.batch: list[int] = []
+        self.failure_said = False  # the last message is a failed run's
         self.earlier: dict[int, dict] = {}  # each batch row's answer before the run, given back if it gets no new one
         self.batch_model = ""
         self.model = ResultsModel(self)
@@ -759,6 +760,7 @@ class ClassifyView(QWidget):
     def _run(self, indices: list[int]) -> None:
         """Classify these rows (new or re-run) with the current backend, as one job on its owner thread."""
         choice = self.backend.choice()
+        self._forget_failure()
         self.earlier = {i: {name: getattr(self.model.rows[i], name) for name in ANSWER} for i in indices}
         for index in indices:
             row = self.model.rows[index]
@@ -832,10 +834,21 @@ class ClassifyView(QWidget):
         text = one_sentence(exc)
         kept = self._keep_earlier_or(text)
         if kept:
-            self.message.emit(f"{sentence(text)} The earlier results of {kept} images are kept.", "error")
+            self._say_failure(f"{sentence(text).rstrip('.')}; the earlier results of {kept} images are kept.")
         elif self.backend.state != "error":  # the backend bar already said why it could not open
-            self.message.emit(sentence(text), "error")
+            self._say_failure(sentence(text))
         self._finish(None, 0)
+
+    def _say_failure(self, text: str) -> None:
+        self.message.emit(text, "error")
+        self.failure_said = True
+
+    def _forget_failure(self) -> None:
+        """A failed run's message is about the backend and the rows it ran with: gone once either changes (it
+        would otherwise come back when the backend bar's own message is cleared)."""
+        if self.failure_said:
+            self.message.emit("", "info")
+            self.failure_said = False
 
     def _on_finished(self, result) -> None:
         seconds, done = result
@@ -866,6 +879,7 @@ class ClassifyView(QWidget):
             self.cancel()
             return
         self.model.clear()
+        self._forget_failure()
         self.show_filter.setCurrentIndex(0)
         for index in reversed(range(self.show_filter.count())):  # the label items of the cleared rows
             if str(self.show_filter.itemData(index)).startswith("label:"):
@@ -888,6 +902,7 @@ class ClassifyView(QWidget):
             self.update_summary()
 
     def _backend_changed(self) -> None:
+        self._forget_failure()
         self._show_placeholder()
         self._update_rerun()
 

@@ -842,6 +842,8 @@ def test_a_rerun_that_cannot_reach_its_server_keeps_the_earlier_results(window, 
     assert top.item(0).text().startswith("bag")
     assert find(page, QAbstractButton, "Re-run with Remote gRPC").isVisible()  # to try again once it is up
     save_shot(window, screenshots, "classify-rerun-unreachable")
+    choose_backend(window, "Remote REST")  # seen under X: the failure's message came back on the next switch
+    assert not window.messages.isVisible() or "Cannot reach" not in window.messages.text.text()
     with TFServingDouble({"clothes": trained["models"] / "clothes"}) as server:
         choose_backend(window, "Remote gRPC", server.grpc_url("clothes"))
         qtbot.waitUntil(lambda: "version 1 AVAILABLE" in status.text(), timeout=30_000)  # Enter checked it
