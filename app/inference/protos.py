@@ -6,21 +6,22 @@ TensorFlow, 3-4 s and some 550 MB for a client that only speaks the protocol (``
 took 3.6-4.7 s and 595 MB, against REST's 0.45 s and 43 MB).
 
 The protobuf modules only need their own folders' packages, whose ``__init__.py`` files are empty.  ``load``
-puts those packages into ``sys.modules`` (from the real files, as Python would) and then imports the modules
-the ordinary way, under the import system's locks: ``tensorflow`` itself is never imported nor faked, so a
-thread importing TensorFlow meanwhile gets all of it, and a later ``import tensorflow`` reuses these modules.
-Where the packages are not plain files (a frozen bundle) or TensorFlow is already imported, the modules are
-imported the ordinary way.
+imports those packages as Python would, minus their parent, and then the modules the ordinary way, under the
+import system's locks: ``tensorflow`` itself is never imported nor faked, so a thread importing TensorFlow
+meanwhile gets all of it, and a later ``import tensorflow`` reuses these modules.  When TensorFlow is already
+imported, or a package cannot be found that way, the modules are imported the ordinary way (and so is
+TensorFlow).  The classification-only bundle has no TensorFlow at all and its own bare ``tensorflow`` package
+(packaging/hooks/rthook_classify_only.py).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 import threading
 import types
-from pathlib import Path
 
 MODULES = (
     "tensorflow.core.framework.tensor_pb2",
@@ -68,8 +69,8 @@ def load() -> None:
 
 
 def _add_packages() -> list[types.ModuleType]:
-    """Put ``PACKAGES`` into ``sys.modules`` as Python would import them, as long as each is an empty
-    ``__init__.py`` on disk (running it would do nothing); stop at the first that is not.
+    """Import ``PACKAGES`` as Python would (found by the path finders, their ``__init__`` run: these are
+    empty), but without their parent ``tensorflow``; stop at the first that cannot be found that way.
 
     Each gets a module ``__getattr__`` (PEP 562) until ``load`` is done: the protos' ``from
     tensorflow.core.framework import tensor_pb2`` asks the package for a module it does not hold yet, and
@@ -78,30 +79,35 @@ def _add_packages() -> list[types.ModuleType]:
     tensorflow = importlib.util.find_spec("tensorflow")
     if tensorflow is None or not tensorflow.submodule_search_locations:
         return []
-    root = Path(list(tensorflow.submodule_search_locations)[0])
     added = []
     for name in PACKAGES:
         if name in sys.modules:
             continue
-        folder = root.joinpath(*name.split(".")[1:])
-        init = folder / "__init__.py"
-        if not init.is_file() or init.stat().st_size:
-            break
-        spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(folder)])
-        package = importlib.util.module_from_spec(spec)
-        package.__getattr__ = _submodule_importer(name, folder)
-        sys.modules[name] = package
-        added.append(package)
         parent, _, child = name.rpartition(".")
-        if parent in sys.modules and parent != "tensorflow":
+        where = tensorflow.submodule_search_locations if parent == "tensorflow" else sys.modules[parent].__path__
+        spec = importlib.machinery.PathFinder.find_spec(name, list(where))
+        if spec is None or spec.submodule_search_locations is None:
+            break
+        package = importlib.util.module_from_spec(spec)
+        sys.modules[name] = package
+        try:
+            spec.loader.exec_module(package)
+        except BaseException:
+            del sys.modules[name]
+            raise
+        if parent != "tensorflow":
             setattr(sys.modules[parent], child, package)
+        if "__getattr__" not in vars(package):
+            package.__getattr__ = _submodule_importer(package)
+            added.append(package)
     return added
 
 
-def _submodule_importer(package: str, folder: Path):
+def _submodule_importer(package: types.ModuleType):
     def submodule(attribute: str) -> types.ModuleType:
-        if not (folder / f"{attribute}.py").is_file():
-            raise AttributeError(f"module {package!r} has no attribute {attribute!r}")
-        return importlib.import_module(f"{package}.{attribute}")
+        name = f"{package.__name__}.{attribute}"
+        if attribute.startswith("__") or importlib.machinery.PathFinder.find_spec(name, package.__path__) is None:
+            raise AttributeError(f"module {package.__name__!r} has no attribute {attribute!r}")
+        return importlib.import_module(name)
 
     return submodule
