@@ -506,10 +506,13 @@ def _publish(tmp: Path, base: Path, metadata: Metadata) -> Path:
 
 
 def _tflite_scores(model_file: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """(probabilities [N, K], ood_score [N] or None) of a .tflite file, one image at a time (batch 1)."""
+    """(probabilities [N, K], ood_score [N] or None) of a .tflite file, one image at a time (batch 1), on as
+    many threads as the embed stage (2 threads: 50 images through a dynamic-range file 0.86 -> 0.61 s)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(model_file))
+    from .backbones import LITERT_THREADS
+
+    interpreter = Interpreter(model_path=str(model_file), num_threads=LITERT_THREADS)
     interpreter.allocate_tensors()
     probabilities_out, ood_out = tflite_outputs(interpreter.get_output_details())
     index = interpreter.get_input_details()[0]["index"]
