@@ -211,8 +211,10 @@ class MainWindow(QMainWindow):
         geometry = store.value("window/geometry")
         if isinstance(geometry, (QByteArray, bytes)) and len(geometry):
             self.restoreGeometry(QByteArray(geometry))
-        else:
-            self.resize(1200, 780)
+        else:  # first launch: most of the screen, for the results table's 13 columns (seen under X: at 1200 px
+            # on a 1600 px screen every file name read "trai….png"), but not a wall on a large one
+            room = self.screen().availableGeometry()
+            self.resize(min(1440, room.width() * 9 // 10), min(900, room.height() * 9 // 10))
         page = store.value("window/page")
         if page is None and not classify_only() and not model_folders(default_models_dir()):
             self.show_page(TRAIN)  # first launch, nothing to classify with yet: start with training

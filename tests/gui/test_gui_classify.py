@@ -872,6 +872,28 @@ def test_an_error_is_shown_from_its_start_in_the_label_column(window, qtbot, tra
     assert elided == {"File": Qt.TextElideMode.ElideMiddle, "Label": Qt.TextElideMode.ElideRight}
 
 
+def test_a_first_launch_window_shows_file_names_whole(qtbot, trained, fm_dir, screenshots):
+    """Seen under X: the first window (1200 px wide on a 1600 px screen) cut every file name to "trai….png"."""
+    from app.gui.qt_main_window import MainWindow
+
+    window = MainWindow()  # no saved geometry (isolated settings): the size of a first launch
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    page = open_page(window, "Classify")
+    files = class_files(fm_dir, "bag", 2)
+    with TFServingDouble({"clothes": trained["models"] / "clothes"}) as server:  # as seen: a server's rows
+        choose_backend(window, "Remote gRPC", server.grpc_url("clothes"))
+        drop(page, files)
+        wait_done(qtbot, page, 2)
+    table = results(page)
+    names = [table.model().headerData(c, Qt.Orientation.Horizontal) for c in range(table.model().columnCount())]
+    shown = table.horizontalHeader().sectionSize(names.index("File"))
+    assert shown >= table.fontMetrics().horizontalAdvance(files[0].name) + 12  # the name and the cell's margins
+    save_shot(window, screenshots, "classify-first-launch")
+    window.close()
+
+
 def test_columns_that_matter_fit_a_1024x700_window(window, qtbot, trained, fm_dir, screenshots):
     """Defect 12: at 1024x700 the essential columns are shown whole, without scrolling sideways."""
     page = open_page(window, "Classify")
