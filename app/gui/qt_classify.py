@@ -521,6 +521,7 @@ class ClassifyView(QWidget):
         self.detail_top.setWordWrap(True)
         self.detail_name = QLabel("Select a row to see the image, its top classes and timings.")
         self.detail_name.setWordWrap(True)
+        self.detail_name.setAccessibleName("Selected image")
         self.explain_button = QPushButton("Explain")
         self.explain_button.setCheckable(True)
         self.explain_button.setAccessibleName("Explain")
@@ -1038,7 +1039,12 @@ class ClassifyView(QWidget):
         except ImageError:
             image = QImage()
         self.detail_image.setPixmap(QPixmap.fromImage(image) if not image.isNull() else QPixmap())
-        self.detail_name.setText(str(row.path or row.name) + (f"\nclass folder: {row.truth}" if row.truth else ""))
+        answered_by = " · ".join(part for part in (row.backend, row.model) if part)  # to tell backends' answers apart
+        self.detail_name.setText(
+            str(row.path or row.name)
+            + (f"\nclass folder: {row.truth}" if row.truth else "")
+            + (f"\n{answered_by}" if answered_by else "")
+        )
         self.detail_top.clear()
         self._explain(row)
         p = row.prediction

@@ -840,6 +840,8 @@ def test_a_rerun_that_cannot_reach_its_server_keeps_the_earlier_results(window, 
     said = window.messages.text.text()
     assert said.startswith("Cannot reach a TF Serving gRPC server") and "earlier results of 3 images are kept" in said
     assert top.item(0).text().startswith("bag")
+    selected = find(page, QLabel, "Selected image")
+    assert selected.text().endswith("\nLocal TFLite · clothes v1")  # whose answer the side pane shows
     assert find(page, QAbstractButton, "Re-run with Remote gRPC").isVisible()  # to try again once it is up
     save_shot(window, screenshots, "classify-rerun-unreachable")
     choose_backend(window, "Remote REST")  # seen under X: the failure's message came back on the next switch
@@ -851,6 +853,7 @@ def test_a_rerun_that_cannot_reach_its_server_keeps_the_earlier_results(window, 
         wait_done(qtbot, page, 3)
         assert column(page, "Backend") == ["Remote gRPC"] * 3 and column(page, "Label") == ["bag"] * 3
         assert any(item.startswith("decode on server") for item in (top.item(i).text() for i in range(top.count())))
+        assert selected.text().endswith(f"\nRemote gRPC · clothes@127.0.0.1:{server.grpc_port}")
 
 
 def test_an_error_is_shown_from_its_start_in_the_label_column(window, qtbot, trained, fm_dir):
