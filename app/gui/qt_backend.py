@@ -103,6 +103,14 @@ def complete_address(kind: str, text: str, name: str | None = None) -> str:
     return f"{scheme}://{host}/{path}{mark}{query}"
 
 
+def carried_address(kind: str, server) -> str:
+    """``server`` (a ``RemoteTarget`` typed for the other protocol) as an address of ``kind``: the same host, model
+    and TLS, at this protocol's default port (TF Serving listens for gRPC on 8500 and for REST on 8501)."""
+    host = f"[{server.host}]" if ":" in server.host else server.host
+    scheme = {"grpc": ("grpc", "grpcs"), "rest": ("http", "https")}[kind][server.secure]
+    return complete_address(kind, f"{scheme}://{host}:{DEFAULT_PORTS[kind]}/{server.model}")
+
+
 def open_choice(choice: BackendChoice):
     """Open a classifier for the choice (runs on a worker thread)."""
     from app.inference.factory import open_classifier
@@ -246,14 +254,18 @@ class BackendBar(QWidget):
         kind = kind or self.kind.currentData()
         return "backend/recent_local" if kind in ("tflite", "savedmodel") else f"backend/recent_{kind}"
 
-    def _load_recent(self) -> None:
+    def _load_recent(self, server=None) -> None:
+        """The kind's recent locations; with none, ``server`` (the address typed before switching between gRPC
+        and REST) carried over, else the local default server."""
         kind = self.kind.currentData()
         self.location.blockSignals(True)
         self.location.clear()
         recent = [r for r in (setting(self._recent_key(), "") or "").split("\n") if r]
         self.location.addItems(recent)
         default = ""
-        if kind in DEFAULT_PORTS:
+        if kind in DEFAULT_PORTS and server is not None:
+            default = carried_address(kind, server)
+        elif kind in DEFAULT_PORTS:
             default = complete_address(kind, f"localhost:{DEFAULT_PORTS[kind]}", self.default_name())
         self.location.setEditText(recent[0] if recent else default)
         self.location.lineEdit().setPlaceholderText(PLACEHOLDERS[kind])
@@ -268,9 +280,19 @@ class BackendBar(QWidget):
         remember(self._recent_key(), "\n".join([value] + recent[: MAX_RECENT - 1]))
 
     def _kind_changed(self) -> None:
+        server = self._typed_server()  # read before the new kind's list replaces it
         remember("backend/kind", self.kind.currentData())
-        self._load_recent()
+        self._load_recent(server)
         self._invalidate()
+
+    def _typed_server(self):
+        """The server address in the location box as a ``RemoteTarget``, or None (a local path, a typo)."""
+        from app.inference.remote import RemoteError, parse_target
+
+        try:
+            return parse_target(self.location.currentText().strip())
+        except (RemoteError, ValueError):
+            return None
 
     def _location_changed(self, text: str) -> None:
         if self.kind.currentData() in ("tflite", "savedmodel") and text.strip():

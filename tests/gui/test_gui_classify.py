@@ -253,6 +253,22 @@ def test_server_addresses_are_completed_and_named_after_the_open_model(window, q
         assert column(page, "Label")[-1] == "trouser" and column(page, "Backend")[-1] == "Remote REST"
 
 
+def test_switching_between_grpc_and_rest_keeps_the_server_and_model(window, qtbot):
+    """Seen under X: the first gRPC address ignored the REST one just used (host and model) and offered
+    grpc://localhost:8500/<another model>."""
+    open_page(window, "Classify")
+    choose_backend(window, "Remote REST", "https://serving.example:8501/v1/models/flowers", enter=False)
+    combo = find(window, QComboBox, "Backend")
+    combo.setFocus()
+    QTest.keyClick(combo, Qt.Key.Key_Up)  # the entry above: Remote gRPC
+    assert combo.currentText() == "Remote gRPC"
+    assert location_text(window) == "grpcs://serving.example:8500/flowers"  # TLS stays, TF Serving's gRPC port
+    type_into(find(window, QComboBox, "Model or server").lineEdit(), "grpc://[::1]:9000/shoes", enter=False)
+    combo.setFocus()
+    QTest.keyClick(combo, Qt.Key.Key_Down)  # back to Remote REST, which has used no address yet
+    assert location_text(window) == "http://[::1]:8501/v1/models/shoes"
+
+
 def use_models_folder(window, folder):
     """Models page: type the models folder, Enter (as a user points the app at where models live)."""
     view = open_page(window, "Models")
