@@ -419,6 +419,7 @@ class ClassifyView(QWidget):
         self.job = None
         self.batch: list[int] = []
         self.failure_said = False  # the last message is a failed run's
+        self.cleared: list[Row] = []  # the rows Clear took away, until Undo clear or the next images
         self.earlier: dict[int, dict] = {}  # each batch row's answer before the run, given back if it gets no new one
         self.batch_model = ""
         self.model = ResultsModel(self)
@@ -581,7 +582,7 @@ class ClassifyView(QWidget):
         self.paste_button.clicked.connect(self.paste)
         self.compare_button.clicked.connect(self.compare)
         self.export_button.clicked.connect(lambda: self.export_csv())
-        self.clear_button.clicked.connect(self.clear)
+        self.clear_button.clicked.connect(lambda: self.undo_clear() if self.cleared else self.clear())
         self.cancel_button.clicked.connect(self.cancel)
         self.rerun_button.clicked.connect(self.rerun_shown)
         self.matrix_button.clicked.connect(self.show_confusion_matrix)
@@ -591,6 +592,7 @@ class ClassifyView(QWidget):
         self.explain_button.toggled.connect(lambda _on: self._show_detail(self.table.currentIndex()))
         self.backend.changed.connect(self._backend_changed)
         QShortcut(QKeySequence.StandardKey.Paste, self, self.paste)
+        QShortcut(QKeySequence.StandardKey.Undo, self, self.undo_clear)
         self._show_placeholder()
 
     def _no_model_panel(self) -> QWidget:
@@ -743,6 +745,9 @@ class ClassifyView(QWidget):
     def _classify_rows(self, rows: list[Row]) -> None:
         if not self._ready_to_run():
             return
+        if self.cleared:  # new images: what Clear took away is gone for good
+            self.cleared = []
+            self._set_clear_button(undo=False)
         first = self.model.add(rows)
         self.table.setColumnHidden(TRUTH, not any(r.truth for r in self.model.rows))
         self._fit_columns()
@@ -876,9 +881,40 @@ class ClassifyView(QWidget):
             self.message.emit("Cancelled; the images classified so far are kept.", "info")
 
     def clear(self) -> None:
+        """Empty the table (a running batch is cancelled first); the button then offers "Undo clear" (Ctrl+Z)
+        until new images come."""
         if self.job is not None:
             self.cancel()
             return
+        if not self.model.rows:
+            return
+        self.cleared = list(self.model.rows)
+        self._empty_table()
+        self._set_clear_button(undo=True)
+        self.message.emit(f"Cleared {len(self.cleared)} results; Undo clear (Ctrl+Z) brings them back.", "info")
+
+    def undo_clear(self) -> None:
+        """Put back the rows the last Clear took away (nothing when new images came since)."""
+        if not self.cleared or self.job is not None:
+            return
+        rows, self.cleared = self.cleared, []
+        self._set_clear_button(undo=False)
+        self.message.emit("", "info")
+        self.model.add(rows)
+        for label in dict.fromkeys(r.prediction.label for r in rows if r.prediction and r.prediction.label):
+            self.show_filter.addItem(f"Label: {label}", f"label:{label}")
+        self.table.setColumnHidden(TRUTH, not any(r.truth for r in rows))
+        self._fit_columns()
+        self.update_summary()
+        self._update_rerun()
+        self._show_placeholder()
+
+    def _set_clear_button(self, undo: bool) -> None:
+        self.clear_button.setText("Undo clear" if undo else "Clear")
+        self.clear_button.setIcon(icon("mdi6.undo" if undo else "mdi6.broom"))
+
+    def _empty_table(self) -> None:
+        """The table, its filters, summary and side pane as before any image."""
         self.model.clear()
         self._forget_failure()
         self.show_filter.setCurrentIndex(0)

@@ -913,6 +913,33 @@ def test_a_first_launch_window_shows_file_names_whole(qtbot, trained, fm_dir, sc
     window.close()
 
 
+def test_clear_can_be_undone_until_new_images_come(window, qtbot, trained, fm_dir):
+    """Seen under X: one click on Clear dropped every result, with no way back."""
+    page = open_page(window, "Classify")
+    choose_backend(window, "Local TFLite", trained["models"] / "clothes")
+    drop(page, class_files(fm_dir, "bag", 2) + class_files(fm_dir, "trouser", 1))
+    wait_done(qtbot, page, 3)
+    shown = {name: column(page, name) for name in ("File", "Label", "Score", "Backend")}
+    click(find(page, QAbstractButton, "Clear"))
+    assert results(page).model().rowCount() == 0
+    assert window.messages.text.text() == "Cleared 3 results; Undo clear (Ctrl+Z) brings them back."
+    click(find(page, QAbstractButton, "Undo clear"))
+    assert {name: column(page, name) for name in shown} == shown
+    assert summary(page).startswith("3 classified") and "Cleared" not in window.messages.text.text()
+    show = find(page, QComboBox, "Show")
+    assert show.findText("Label: bag") >= 0 and show.findText("Label: trouser") >= 0
+    click(find(page, QAbstractButton, "Clear"))
+    results(page).setFocus()
+    QTest.keyClick(results(page), Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # the shortcut does the same
+    assert column(page, "File") == shown["File"]
+    click(find(page, QAbstractButton, "Clear"))
+    drop(page, class_files(fm_dir, "dress", 1))  # new images: the cleared rows are gone for good
+    wait_done(qtbot, page, 1)
+    assert find(page, QAbstractButton, "Clear").isEnabled()
+    QTest.keyClick(results(page), Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert column(page, "Label") == ["dress"]
+
+
 def test_columns_that_matter_fit_a_1024x700_window(window, qtbot, trained, fm_dir, screenshots):
     """Defect 12: at 1024x700 the essential columns are shown whole, without scrolling sideways."""
     page = open_page(window, "Classify")
