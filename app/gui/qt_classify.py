@@ -147,6 +147,7 @@ NOT_APPLICABLE = {
 CANCELLED = "cancelled"
 THUMB = 48
 ANSWER = ("prediction", "backend", "kind", "choice", "model")  # what a run writes into a row
+SELECT_HINT = "Select a row to see the image, its top classes and timings."
 
 
 class ElideAtTheEnd(QStyledItemDelegate):
@@ -520,7 +521,7 @@ class ClassifyView(QWidget):
         self.detail_top = QListWidget()
         self.detail_top.setAccessibleName("Top classes")
         self.detail_top.setWordWrap(True)
-        self.detail_name = QLabel("Select a row to see the image, its top classes and timings.")
+        self.detail_name = QLabel(SELECT_HINT)
         self.detail_name.setWordWrap(True)
         self.detail_name.setAccessibleName("Selected image")
         self.explain_button = QPushButton("Explain")
@@ -745,9 +746,10 @@ class ClassifyView(QWidget):
     def _classify_rows(self, rows: list[Row]) -> None:
         if not self._ready_to_run():
             return
-        if self.cleared:  # new images: what Clear took away is gone for good
+        if self.cleared:  # new images: what Clear took away is gone for good, and so is the offer to undo it
             self.cleared = []
             self._set_clear_button(undo=False)
+            self.message.emit("", "info")
         first = self.model.add(rows)
         self.table.setColumnHidden(TRUTH, not any(r.truth for r in self.model.rows))
         self._fit_columns()
@@ -928,7 +930,7 @@ class ClassifyView(QWidget):
         self.table.setColumnHidden(TRUTH, True)
         self.detail_image.clear()
         self.detail_top.clear()
-        self.detail_name.clear()
+        self.detail_name.setText(SELECT_HINT)
         self._show_placeholder()
 
     def _threshold_changed(self, value: float) -> None:
@@ -1075,7 +1077,9 @@ class ClassifyView(QWidget):
         except ImageError:
             image = QImage()
         self.detail_image.setPixmap(QPixmap.fromImage(image) if not image.isNull() else QPixmap())
-        answered_by = " · ".join(part for part in (row.backend, row.model) if part)  # to tell backends' answers apart
+        # whose answer this is, to tell backends' apart; a zero-width space lets "name@host:port" wrap in the narrow
+        # pane (seen under X: its port's last digit was cut off)
+        answered_by = " · ".join(part for part in (row.backend, row.model.replace("@", "@\u200b")) if part)
         self.detail_name.setText(
             str(row.path or row.name)
             + (f"\nclass folder: {row.truth}" if row.truth else "")
