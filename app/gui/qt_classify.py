@@ -419,7 +419,8 @@ class ClassifyView(QWidget):
         self.backend = backend
         self.job = None
         self.batch: list[int] = []
-        self.failure_said = False  # the last message is a failed run's
+        self.last_said = ""  # this view's newest message
+        self.passing = ""  # a message true only for now (a failed run's, the offer to undo a Clear)
         self.cleared: list[Row] = []  # the rows Clear took away, until Undo clear or the next images
         self.earlier: dict[int, dict] = {}  # each batch row's answer before the run, given back if it gets no new one
         self.batch_model = ""
@@ -592,6 +593,7 @@ class ClassifyView(QWidget):
         self.table.selectionModel().currentRowChanged.connect(self._show_detail)
         self.explain_button.toggled.connect(lambda _on: self._show_detail(self.table.currentIndex()))
         self.backend.changed.connect(self._backend_changed)
+        self.message.connect(lambda text, _level: setattr(self, "last_said", text))
         QShortcut(QKeySequence.StandardKey.Paste, self, self.paste)
         QShortcut(QKeySequence.StandardKey.Undo, self, self.undo_clear)
         self._show_placeholder()
@@ -749,7 +751,7 @@ class ClassifyView(QWidget):
         if self.cleared:  # new images: what Clear took away is gone for good, and so is the offer to undo it
             self.cleared = []
             self._set_clear_button(undo=False)
-            self.message.emit("", "info")
+            self._withdraw()
         first = self.model.add(rows)
         self.table.setColumnHidden(TRUTH, not any(r.truth for r in self.model.rows))
         self._fit_columns()
@@ -768,11 +770,12 @@ class ClassifyView(QWidget):
     def _run(self, indices: list[int]) -> None:
         """Classify these rows (new or re-run) with the current backend, as one job on its owner thread."""
         choice = self.backend.choice()
-        self._forget_failure()
+        self._withdraw()
         self.earlier = {i: {name: getattr(self.model.rows[i], name) for name in ANSWER} for i in indices}
+        waiting = dict(zip(ANSWER, (None, choice.label(), choice.kind, choice, "")))
         for index in indices:
-            row = self.model.rows[index]
-            row.prediction, row.backend, row.kind, row.choice, row.model = None, choice.label(), choice.kind, choice, ""
+            for name, value in waiting.items():
+                setattr(self.model.rows[index], name, value)
             self._row_changed(index)
         self.batch = indices
         self._show_placeholder()
@@ -842,21 +845,23 @@ class ClassifyView(QWidget):
         text = one_sentence(exc)
         kept = self._keep_earlier_or(text)
         if kept:
-            self._say_failure(f"{sentence(text).rstrip('.')}; the earlier results of {kept} images are kept.")
+            self._say_for_now(f"{sentence(text).rstrip('.')}; the earlier results of {kept} images are kept.", "error")
         elif self.backend.state != "error":  # the backend bar already said why it could not open
-            self._say_failure(sentence(text))
+            self._say_for_now(sentence(text), "error")
         self._finish(None, 0)
 
-    def _say_failure(self, text: str) -> None:
-        self.message.emit(text, "error")
-        self.failure_said = True
+    def _say_for_now(self, text: str, level: str) -> None:
+        """Say something that holds only until the backend, the rows or the next run change (``_withdraw``)."""
+        self.message.emit(text, level)
+        self.passing = text
 
-    def _forget_failure(self) -> None:
-        """A failed run's message is about the backend and the rows it ran with: gone once either changes (it
-        would otherwise come back when the backend bar's own message is cleared)."""
-        if self.failure_said:
+    def _withdraw(self) -> None:
+        """Take back the ``_say_for_now`` message if it is still this view's newest: a failed run's would
+        otherwise come back when the backend bar's own message is cleared, and an undo offer outlive its rows;
+        a newer message (skipped files, ...) stays."""
+        if self.passing and self.last_said == self.passing:
             self.message.emit("", "info")
-            self.failure_said = False
+        self.passing = ""
 
     def _on_finished(self, result) -> None:
         seconds, done = result
@@ -893,7 +898,7 @@ class ClassifyView(QWidget):
         self.cleared = list(self.model.rows)
         self._empty_table()
         self._set_clear_button(undo=True)
-        self.message.emit(f"Cleared {len(self.cleared)} results; Undo clear (Ctrl+Z) brings them back.", "info")
+        self._say_for_now(f"Cleared {len(self.cleared)} results; Undo clear (Ctrl+Z) brings them back.", "info")
 
     def undo_clear(self) -> None:
         """Put back the rows the last Clear took away (nothing when new images came since)."""
@@ -901,7 +906,7 @@ class ClassifyView(QWidget):
             return
         rows, self.cleared = self.cleared, []
         self._set_clear_button(undo=False)
-        self.message.emit("", "info")
+        self._withdraw()
         self.model.add(rows)
         for label in dict.fromkeys(r.prediction.label for r in rows if r.prediction and r.prediction.label):
             self.show_filter.addItem(f"Label: {label}", f"label:{label}")
@@ -918,7 +923,7 @@ class ClassifyView(QWidget):
     def _empty_table(self) -> None:
         """The table, its filters, summary and side pane as before any image."""
         self.model.clear()
-        self._forget_failure()
+        self._withdraw()
         self.show_filter.setCurrentIndex(0)
         for index in reversed(range(self.show_filter.count())):  # the label items of the cleared rows
             if str(self.show_filter.itemData(index)).startswith("label:"):
@@ -941,7 +946,7 @@ class ClassifyView(QWidget):
             self.update_summary()
 
     def _backend_changed(self) -> None:
-        self._forget_failure()
+        self._withdraw()
         self._show_placeholder()
         self._update_rerun()
 

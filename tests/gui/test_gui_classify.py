@@ -917,7 +917,7 @@ def test_a_first_launch_window_shows_file_names_whole(qtbot, trained, fm_dir, sc
     window.close()
 
 
-def test_clear_can_be_undone_until_new_images_come(window, qtbot, trained, fm_dir):
+def test_clear_can_be_undone_until_new_images_come(window, qtbot, trained, fm_dir, tmp_path):
     """Seen under X: one click on Clear dropped every result, with no way back."""
     page = open_page(window, "Classify")
     choose_backend(window, "Local TFLite", trained["models"] / "clothes")
@@ -943,6 +943,14 @@ def test_clear_can_be_undone_until_new_images_come(window, qtbot, trained, fm_di
     assert "Undo clear" not in window.messages.text.text()  # seen under X: the offer stayed on screen
     QTest.keyClick(results(page), Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert column(page, "Label") == ["dress"]
+    click(find(page, QAbstractButton, "Clear"))
+    folder = tmp_path / "with-notes"
+    folder.mkdir()
+    shutil.copy(class_files(fm_dir, "bag", 1)[0], folder)
+    (folder / "notes.txt").write_text("not an image")
+    drop(page, [folder])  # withdrawing the undo offer leaves the newer message about the skipped file
+    wait_done(qtbot, page, 1)
+    assert window.messages.text.text().startswith("Skipped 1 file")
 
 
 def test_columns_that_matter_fit_a_1024x700_window(window, qtbot, trained, fm_dir, screenshots):
