@@ -4,7 +4,10 @@ screenshot folder, drag-and-drop helpers."""
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -81,7 +84,13 @@ class GapMeter:
     lock held by a busy thread included). Time it was ready to run but every CPU was busy with other processes
     (the rest of the suite on a 2-core machine) is the machine's, not the app's: ``longest_ms`` leaves it out,
     ``longest_wall_ms`` keeps it.
+
+    A watchdog thread looks at the GUI thread once a tick is ``WATCH_AFTER_S`` late and keeps what it saw (its
+    Python stack, its kernel state and wait channel) as ``longest_where``: a stall seen once in many runs
+    under load says where it was, not only how long.
     """
+
+    WATCH_AFTER_S = 0.1
 
     def __init__(self):
         self.timer = QTimer()
@@ -90,24 +99,63 @@ class GapMeter:
         self.timer.timeout.connect(self._tick)
         self.longest_ms = 0.0
         self.longest_wall_ms = 0.0
+        self.longest_where = ""
         self.ticks = 0
         self._last = None
+        self._seen: dict[float, str] = {}  # tick time -> where the GUI thread was after it, once it was late
+        self._watching = False
+        self._gui_thread = threading.get_ident()
 
     def _tick(self):
         now, waited = time.perf_counter(), _waited_for_a_cpu_s()
         if self._last is not None:
             wall = (now - self._last[0]) * 1000
             self.longest_wall_ms = max(self.longest_wall_ms, wall)
-            self.longest_ms = max(self.longest_ms, wall - (waited - self._last[1]) * 1000)
+            stall = wall - (waited - self._last[1]) * 1000
+            if stall > self.longest_ms:
+                self.longest_ms = stall
+                self.longest_where = self._seen.pop(self._last[0], "")
         self._last = (now, waited)
         self.ticks += 1
 
+    def _watch(self):
+        tid = threading.main_thread().native_id if self._gui_thread == threading.main_thread().ident else None
+        while self._watching:
+            time.sleep(0.01)
+            last = self._last
+            if last is None or last[0] in self._seen or time.perf_counter() - last[0] < self.WATCH_AFTER_S:
+                continue
+            frames = sys._current_frames()
+            gui = frames.pop(self._gui_thread, None)
+            stack = "".join(traceback.format_stack(gui)[-8:]) if gui else "(no Python frame)\n"
+            frames.pop(threading.get_ident(), None)
+            others = "".join(  # a thread holding the interpreter lock would be among them
+                f"  other thread {ident}: {f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}\n"
+                for ident, f in frames.items()
+            )
+            self._seen[last[0]] = f"{_kernel_state(tid)}\n{stack}{others}"
+
     def start(self):
         self._last = None
+        self._watching = True
+        threading.Thread(target=self._watch, name="gap-meter-watchdog", daemon=True).start()
         self.timer.start()
 
     def stop(self):
         self.timer.stop()
+        self._watching = False
+
+
+def _kernel_state(tid: int | None) -> str:
+    """A thread's scheduler state (R running, S sleeping, D waiting on the disk) and what it waits in."""
+    if tid is None:
+        return "kernel state unknown"
+    try:
+        task = Path(f"/proc/self/task/{tid}")
+        state = task.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0]
+        return f"kernel state {state}, waiting in {task.joinpath('wchan').read_text() or '-'}"
+    except (OSError, IndexError):
+        return "kernel state unknown"
 
 
 @pytest.fixture

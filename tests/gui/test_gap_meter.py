@@ -25,6 +25,8 @@ def test_a_blocked_gui_thread_is_a_stall(qtbot, block):
     meter.stop()
     assert meter.longest_ms >= 250
     assert meter.longest_wall_ms >= meter.longest_ms
+    assert "block(0.3)" in meter.longest_where  # the watchdog saw where the GUI thread was
+    assert "kernel state " + ("S" if block is time.sleep else "R") in meter.longest_where
 
 
 def test_an_idle_gui_thread_has_no_stall(qtbot):
