@@ -46,6 +46,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QStackedLayout,
     QStyledItemDelegate,
@@ -148,6 +149,66 @@ CANCELLED = "cancelled"
 THUMB = 48
 ANSWER = ("prediction", "backend", "kind", "choice", "model")  # what a run writes into a row
 SELECT_HINT = "Select a row to see the image, its top classes and timings."
+# the table's and the side pane's shares of the width: 4:1 is 220 px for the pane in a 1280 px window (a fixed 150 px
+# pane cropped its image and broke every line) and leaves a 1024 px window room for the essential columns
+SPLIT = (4, 1)
+PREVIEW_MOST = 420  # the side pane's image grows with the pane up to this many pixels a side
+EXPLAIN_TIP = "Show which parts of the image made the model answer as it did (a heat map; local models only)"
+EXPLAIN_LOCAL_ONLY = "Explain works with local models (TFLite or SavedModel), not servers."
+EXPLAIN_NEEDS_TENSORFLOW = "Explain needs TensorFlow, which this classification-only build leaves out."
+
+
+class FittedImage(QLabel):
+    """The side pane's picture: the whole image, scaled to the pane's width (a fixed-size pixmap in a narrower
+    pane showed only its middle); square at most, so a tall image leaves room for the classes below."""
+
+    def __init__(self):
+        super().__init__()
+        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        policy = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        policy.setHeightForWidth(True)
+        self.setSizePolicy(policy)
+        self.image = QImage()
+
+    def show_image(self, image: QImage) -> None:
+        self.image = image
+        self.updateGeometry()
+        self._fit()
+
+    def clear(self) -> None:
+        self.image = QImage()
+        self.updateGeometry()
+        super().clear()
+
+    def hasHeightForWidth(self) -> bool:  # noqa: N802 (Qt's name)
+        return True
+
+    def heightForWidth(self, width: int) -> int:  # noqa: N802 (Qt's name): no blank square before a row is chosen
+        return 0 if self.image.isNull() else max(150, min(width, PREVIEW_MOST))
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        return QSize(150, 0 if self.image.isNull() else 150)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt's name): not the pixmap's, which follows the size
+        return QSize(220, 0 if self.image.isNull() else 220)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        if self.image.isNull():
+            super().clear()
+            return
+        width, height = self.contentsRect().width(), self.contentsRect().height()
+        side = min(width, PREVIEW_MOST, height if height >= 150 else width)  # before the layout gave it a height
+        self.setPixmap(
+            QPixmap.fromImage(
+                self.image.scaled(
+                    side, side, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+                )
+            )
+        )
 
 
 class ElideAtTheEnd(QStyledItemDelegate):
@@ -422,6 +483,8 @@ class ClassifyView(QWidget):
         self.last_said = ""  # this view's newest message
         self.passing = ""  # a message true only for now (a failed run's, the offer to undo a Clear)
         self.cleared: list[Row] = []  # the rows Clear took away, until Undo clear or the next images
+        self.last_batch: tuple[float, int] | None = None  # (seconds, images) of the last run, for the summary
+        self.cleared_batch: tuple[float, int] | None = None
         self.earlier: dict[int, dict] = {}  # each batch row's answer before the run, given back if it gets no new one
         self.batch_model = ""
         self.model = ResultsModel(self)
@@ -515,22 +578,21 @@ class ClassifyView(QWidget):
         table_holder = QWidget()
         table_holder.setLayout(self.stack)
 
-        self.detail_image = QLabel()
+        self.detail_image = FittedImage()
         self.detail_image.setAccessibleName("Image")
-        self.detail_image.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.detail_image.setMinimumSize(150, 150)
         self.detail_top = QListWidget()
         self.detail_top.setAccessibleName("Top classes")
         self.detail_top.setWordWrap(True)
+        self.detail_timings = QLabel()
+        self.detail_timings.setAccessibleName("Timings")
+        self.detail_timings.setWordWrap(True)
         self.detail_name = QLabel(SELECT_HINT)
         self.detail_name.setWordWrap(True)
         self.detail_name.setAccessibleName("Selected image")
         self.explain_button = QPushButton("Explain")
         self.explain_button.setCheckable(True)
         self.explain_button.setAccessibleName("Explain")
-        self.explain_button.setToolTip(
-            "Show which parts of the image made the model answer as it did (a heat map; local models only)"
-        )
+        self.explain_button.setToolTip(EXPLAIN_TIP)
         self.explain_note = QLabel()
         self.explain_note.setAccessibleName("Explanation")
         self.explain_note.setWordWrap(True)
@@ -546,13 +608,14 @@ class ClassifyView(QWidget):
         detail_layout.addWidget(self.detail_name)
         detail_layout.addWidget(QLabel("Top classes"))
         detail_layout.addWidget(self.detail_top, 1)
+        detail_layout.addWidget(self.detail_timings)
         self.detail = detail
         self.splitter = QSplitter()
         self.splitter.addWidget(table_holder)
         self.splitter.addWidget(detail)
-        self.splitter.setStretchFactor(0, 1)
-        self.splitter.setStretchFactor(1, 0)
-        self.splitter.setSizes([800, 150])
+        for index, share in enumerate(SPLIT):  # the side pane keeps its share as the window grows or shrinks
+            self.splitter.setStretchFactor(index, share)
+        self.splitter.setSizes(list(SPLIT))  # a weight, not pixels, until the splitter knows its width
 
         self.progress = QProgressBar()
         self.progress.setAccessibleName("Progress")
@@ -895,7 +958,7 @@ class ClassifyView(QWidget):
             return
         if not self.model.rows:
             return
-        self.cleared = list(self.model.rows)
+        self.cleared, self.cleared_batch = list(self.model.rows), self.last_batch
         self._empty_table()
         self._set_clear_button(undo=True)
         self._say_for_now(f"Cleared {len(self.cleared)} results; Undo clear (Ctrl+Z) brings them back.", "info")
@@ -905,6 +968,7 @@ class ClassifyView(QWidget):
         if not self.cleared or self.job is not None:
             return
         rows, self.cleared = self.cleared, []
+        self.last_batch = self.cleared_batch
         self._set_clear_button(undo=False)
         self._withdraw()
         self.model.add(rows)
@@ -923,6 +987,7 @@ class ClassifyView(QWidget):
     def _empty_table(self) -> None:
         """The table, its filters, summary and side pane as before any image."""
         self.model.clear()
+        self.last_batch = None
         self._withdraw()
         self.show_filter.setCurrentIndex(0)
         for index in reversed(range(self.show_filter.count())):  # the label items of the cleared rows
@@ -935,6 +1000,7 @@ class ClassifyView(QWidget):
         self.table.setColumnHidden(TRUTH, True)
         self.detail_image.clear()
         self.detail_top.clear()
+        self.detail_timings.clear()
         self.detail_name.setText(SELECT_HINT)
         self._show_placeholder()
 
@@ -968,8 +1034,12 @@ class ClassifyView(QWidget):
             self._run(indices)
 
     def update_summary(self, seconds: float | None = None, batch: int | None = None) -> None:
-        """Counts (classified / failed / cancelled), per-backend timing stats, low confidence, accuracy."""
+        """Counts (classified / failed / cancelled), per-backend timing stats, low confidence, accuracy, and the
+        last run's images/s (``seconds`` and ``batch`` after a run; kept when the threshold changes or a Clear is
+        undone)."""
         rows = self.model.rows
+        if seconds and batch:
+            self.last_batch = (seconds, batch)
         counts = {s: sum(1 for r in rows if r.status == s) for s in ("ok", "failed", "cancelled")}
         parts = [f"{counts['ok']} classified"] + [f"{counts[s]} {s}" for s in ("failed", "cancelled") if counts[s]]
         low = sum(1 for r in rows if r.low(self.model.threshold))
@@ -990,8 +1060,8 @@ class ClassifyView(QWidget):
                 f" · {prefix}total ms mean {stats['mean']:.1f}, median {stats['median']:.1f}, "
                 f"p95 {stats['p95']:.1f}" + (f" ({name})" if len(by_backend) == 1 else "")
             )
-        if seconds and batch:
-            text += f" · last batch {batch / seconds:.1f} images/s"
+        if self.last_batch and rows:
+            text += f" · last batch {self.last_batch[1] / self.last_batch[0]:.1f} images/s"
         self.summary.setText(text if rows else "")
         self._update_accuracy()
 
@@ -1052,23 +1122,26 @@ class ClassifyView(QWidget):
         wanted = min(self.table.fontMetrics().horizontalAdvance(text) + 16, MODEL_COLUMN_MOST)
         if wanted > self.table.columnWidth(MODEL):
             self.table.setColumnWidth(MODEL, wanted)
+            self._fit_columns()
 
     def _fit_columns(self) -> None:
-        """Hide the per-stage columns (still in the detail pane) when the essential ones would not fit."""
+        """Hide the per-stage columns (still in the detail pane) when the essential ones would not fit. A column
+        counts at its width now when it is wider than planned (a widened Model column squeezed the file names
+        to "t…g")."""
+
+        def width(c: int) -> int:
+            return WIDTHS[c] if self.table.isColumnHidden(c) else max(WIDTHS[c], self.table.columnWidth(c))
+
         available = self.table.viewport().width()
-        needed = (
-            sum(
-                WIDTHS[c]
-                for c in range(len(COLUMNS))
-                if c != FILE and not (c == TRUTH and self.table.isColumnHidden(TRUTH))
-            )
-            + WIDTHS[FILE]
+        needed = sum(
+            width(c) for c in range(len(COLUMNS)) if c != FILE and not (c == TRUTH and self.table.isColumnHidden(TRUTH))
         )
+        needed += WIDTHS[FILE]
         for column in OPTIONAL:
-            fits = needed <= available
+            fits, planned = needed <= available, width(column)
             self.table.setColumnHidden(column, not fits)
             if not fits:
-                needed -= WIDTHS[column]
+                needed -= planned
 
     def _show_detail(self, current, _previous=None) -> None:
         if not current.isValid():
@@ -1078,10 +1151,10 @@ class ClassifyView(QWidget):
             return
         row = self.model.rows[source]
         try:
-            image = thumbnail(row.payload(), 240)
+            image = thumbnail(row.payload(), PREVIEW_MOST)
         except ImageError:
             image = QImage()
-        self.detail_image.setPixmap(QPixmap.fromImage(image) if not image.isNull() else QPixmap())
+        self.detail_image.show_image(image)
         # whose answer this is, to tell backends' apart; a zero-width space lets "name@host:port" wrap in the narrow
         # pane (seen under X: its port's last digit was cut off)
         answered_by = " · ".join(part for part in (row.backend, row.model.replace("@", "@\u200b")) if part)
@@ -1091,6 +1164,7 @@ class ClassifyView(QWidget):
             + (f"\n{answered_by}" if answered_by else "")
         )
         self.detail_top.clear()
+        self.detail_timings.clear()
         self._explain(row)
         p = row.prediction
         if p is not None and p.error:
@@ -1109,7 +1183,9 @@ class ClassifyView(QWidget):
                 ("network", NETWORK),
                 ("total", TOTAL),
             ]
-            self.detail_top.addItem(" · ".join(f"{name} {self.model.text(row, c)}" for name, c in stages) + " ms")
+            self.detail_timings.setText(
+                "Milliseconds: " + " · ".join(f"{name} {self.model.text(row, c)}" for name, c in stages)
+            )
 
     def _explain(self, row: Row) -> None:
         """With Explain on, replace the detail image by the row's saliency overlay (computed on the explainer's
@@ -1118,11 +1194,14 @@ class ClassifyView(QWidget):
 
         local = row.kind in ("tflite", "savedmodel") and row.choice is not None
         self.explain_button.setEnabled(local and not classify_only())
+        self.explain_button.setToolTip(  # a greyed-out button says why
+            EXPLAIN_LOCAL_ONLY if not local else EXPLAIN_NEEDS_TENSORFLOW if classify_only() else EXPLAIN_TIP
+        )
         self.explain_note.clear()
         if not self.explain_button.isChecked():
             return
         if not local:
-            self.explain_note.setText("Explain works with local models (TFLite or SavedModel), not servers.")
+            self.explain_note.setText(EXPLAIN_LOCAL_ONLY)
             return
         if row.status != "ok":
             self.explain_note.setText("Only a classified image can be explained.")
@@ -1153,8 +1232,7 @@ class ClassifyView(QWidget):
             if not current.isValid() or self.model.rows[self.proxy.mapToSource(current).row()] is not wanted:
                 return  # another row was chosen meanwhile
             label, png = answer
-            image = QImage.fromData(png)
-            self.detail_image.setPixmap(QPixmap.fromImage(image.scaled(240, 240, Qt.AspectRatioMode.KeepAspectRatio)))
+            self.detail_image.show_image(QImage.fromData(png))
             self.explain_note.setText(f"Bright: where hiding the image lowers '{label}' most.")
 
         def failed(exc):

@@ -7,6 +7,7 @@ calls a method whose name starts with ``_``.
 import csv
 import gc
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -868,12 +869,55 @@ def test_a_rerun_that_cannot_reach_its_server_keeps_the_earlier_results(window, 
         click(find(page, QAbstractButton, "Re-run with Remote gRPC"))
         wait_done(qtbot, page, 3)
         assert column(page, "Backend") == ["Remote gRPC"] * 3 and column(page, "Label") == ["bag"] * 3
-        assert any(item.startswith("decode on server") for item in (top.item(i).text() for i in range(top.count())))
+        assert find(page, QLabel, "Timings").text().startswith("Milliseconds: decode on server")
         assert selected.text().replace("\u200b", "").endswith(f"\nRemote gRPC · clothes@127.0.0.1:{server.grpc_port}")
         # seen under X: the port's last digit was cut off; every unbreakable piece of that line must fit
         pieces = selected.text().splitlines()[-1].replace("\u200b", " ").split()
         width = selected.contentsRect().width()
         assert all(selected.fontMetrics().horizontalAdvance(piece) <= width for piece in pieces), (pieces, width)
+
+
+def test_the_side_pane_shows_the_whole_image_and_its_timings_on_their_own_line(window, qtbot, trained, tmp_path):
+    """Seen under X: the side pane was 150 px wide in a 1440 px window, its picture showed only the middle of a
+    wide image, and the timings wrapped inside the Top classes list. Explain, greyed out for a server's row,
+    did not say why."""
+    from PIL import Image
+    from PySide6.QtWidgets import QPushButton
+
+    wide = Image.new("RGB", (600, 200), "white")
+    wide.paste((255, 0, 0), (0, 0, 60, 200))  # red at its left edge, blue at its right
+    wide.paste((0, 0, 255), (540, 0, 600, 200))
+    wide.save(tmp_path / "wide.png")
+    page = open_page(window, "Classify")
+    choose_backend(window, "Local TFLite", trained["models"] / "clothes")
+    drop(page, [tmp_path / "wide.png"])
+    wait_done(qtbot, page, 1)
+    click_first_row(results(page))
+    picture = find(page, QLabel, "Image")
+    assert picture.width() >= 200  # a fifth of a 1280 px window (it was 150 px)
+    shown = picture.pixmap().toImage()
+    assert abs(shown.width() / shown.height() - 3) < 0.1 and shown.width() <= picture.contentsRect().width()
+    left, right = shown.pixelColor(2, shown.height() // 2), shown.pixelColor(shown.width() - 3, shown.height() // 2)
+    assert left.red() > 200 > left.blue() and right.blue() > 200 > right.red()  # both edges, not the middle
+    top = find(page, QListWidget, "Top classes")
+    assert all(not top.item(i).text().startswith("decode") for i in range(top.count()))
+    assert re.fullmatch(
+        r"Milliseconds: decode [\d.]+ · preprocess [\d.]+ · inference [\d.]+ · network — · "
+        r"total [\d.]+",
+        find(page, QLabel, "Timings").text(),
+    )
+    explain = find(page, QPushButton, "Explain")
+    assert explain.isEnabled() and "heat map" in explain.toolTip()
+    with TFServingDouble({"clothes": trained["models"] / "clothes"}) as server:
+        choose_backend(window, "Remote gRPC", server.grpc_url("clothes"))
+        click(find(page, QAbstractButton, "Re-run with Remote gRPC"))
+        wait_done(qtbot, page, 1)
+    click_first_row(results(page))
+    assert (
+        not explain.isEnabled()
+        and explain.toolTip() == "Explain works with local models (TFLite or SavedModel), not servers."
+    )
+    assert find(page, QLabel, "Timings").text().startswith("Milliseconds: decode on server")
 
 
 def test_an_error_is_shown_from_its_start_in_the_label_column(window, qtbot, trained, fm_dir):
@@ -924,12 +968,18 @@ def test_clear_can_be_undone_until_new_images_come(window, qtbot, trained, fm_di
     drop(page, class_files(fm_dir, "bag", 2) + class_files(fm_dir, "trouser", 1))
     wait_done(qtbot, page, 3)
     shown = {name: column(page, name) for name in ("File", "Label", "Score", "Backend")}
+    said = summary(page)
+    assert " · last batch " in said
     click(find(page, QAbstractButton, "Clear"))
-    assert results(page).model().rowCount() == 0
+    assert results(page).model().rowCount() == 0 and summary(page) == ""
     assert window.messages.text.text() == "Cleared 3 results; Undo clear (Ctrl+Z) brings them back."
     click(find(page, QAbstractButton, "Undo clear"))
     assert {name: column(page, name) for name in shown} == shown
-    assert summary(page).startswith("3 classified") and "Cleared" not in window.messages.text.text()
+    assert summary(page) == said and "Cleared" not in window.messages.text.text()  # its images/s too
+    threshold = find(page, QDoubleSpinBox, "Low-confidence threshold")
+    threshold.setFocus()
+    QTest.keyClick(threshold, Qt.Key.Key_Up)
+    assert " · last batch " in summary(page)  # a new threshold dropped it too
     show = find(page, QComboBox, "Show")
     assert show.findText("Label: bag") >= 0 and show.findText("Label: trouser") >= 0
     click(find(page, QAbstractButton, "Clear"))
