@@ -147,20 +147,25 @@ NOT_APPLICABLE = {
 }
 CANCELLED = "cancelled"
 THUMB = 48
+MARK = 16  # the unknown-input mark beside a label
 ANSWER = ("prediction", "backend", "kind", "choice", "model")  # what a run writes into a row
 SELECT_HINT = "Select a row to see the image, its top classes and timings."
 # the table's and the side pane's shares of the width: 4:1 is 220 px for the pane in a 1280 px window (a fixed 150 px
 # pane cropped its image and broke every line) and leaves a 1024 px window room for the essential columns
 SPLIT = (4, 1)
 PREVIEW_MOST = 420  # the side pane's image grows with the pane up to this many pixels a side
+PREVIEW_LEAST = 48  # and is never flatter than a thumbnail
+LABEL_COLUMN_MOST = 220  # a longer class name is elided
 EXPLAIN_TIP = "Show which parts of the image made the model answer as it did (a heat map; local models only)"
 EXPLAIN_LOCAL_ONLY = "Explain works with local models (TFLite or SavedModel), not servers."
+EXPLAIN_CHOOSE_FIRST = "Choose a row first: Explain shows where the model looked in that image."
 EXPLAIN_NEEDS_TENSORFLOW = "Explain needs TensorFlow, which this classification-only build leaves out."
 
 
 class FittedImage(QLabel):
     """The side pane's picture: the whole image, scaled to the pane's width (a fixed-size pixmap in a narrower
-    pane showed only its middle); square at most, so a tall image leaves room for the classes below."""
+    pane showed only its middle). Its height follows the image's shape, up to ``PREVIEW_MOST``: a wide image
+    in a wide pane leaves the room below to the classes (a square box squeezed them to five lines)."""
 
     def __init__(self):
         super().__init__()
@@ -184,13 +189,16 @@ class FittedImage(QLabel):
         return True
 
     def heightForWidth(self, width: int) -> int:  # noqa: N802 (Qt's name): no blank square before a row is chosen
-        return 0 if self.image.isNull() else max(150, min(width, PREVIEW_MOST))
+        if self.image.isNull():
+            return 0
+        shown = self.image.size().scaled(QSize(width, PREVIEW_MOST), Qt.AspectRatioMode.KeepAspectRatio)
+        return max(PREVIEW_LEAST, shown.height())
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
-        return QSize(150, 0 if self.image.isNull() else 150)
+        return QSize(150, 0 if self.image.isNull() else PREVIEW_LEAST)
 
     def sizeHint(self) -> QSize:  # noqa: N802 (Qt's name): not the pixmap's, which follows the size
-        return QSize(220, 0 if self.image.isNull() else 220)
+        return QSize(220, self.heightForWidth(220))
 
     def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         super().resizeEvent(event)
@@ -201,23 +209,25 @@ class FittedImage(QLabel):
             super().clear()
             return
         width, height = self.contentsRect().width(), self.contentsRect().height()
-        side = min(width, PREVIEW_MOST, height if height >= 150 else width)  # before the layout gave it a height
+        if height < PREVIEW_LEAST:  # before the layout gave it a height
+            height = self.heightForWidth(width)
+        box = QSize(width, min(height, PREVIEW_MOST))
         self.setPixmap(
             QPixmap.fromImage(
-                self.image.scaled(
-                    side, side, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
-                )
+                self.image.scaled(box, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
             )
         )
 
 
-class ElideAtTheEnd(QStyledItemDelegate):
+class LabelCell(QStyledItemDelegate):
     """For the Label column: an error is read from its start ("error: cannot reach a TF Serving…"), where the
-    table's middle eliding, right for file names, left "error:…port?)"."""
+    table's middle eliding, right for file names, left "error:…port?)"; the unknown-input mark is text-sized
+    (at the table's thumbnail size it left "tro…" of "trouser")."""
 
     def initStyleOption(self, option, index):
         super().initStyleOption(option, index)
         option.textElideMode = Qt.TextElideMode.ElideRight
+        option.decorationSize = QSize(MARK, MARK)
 
 
 def expand(paths) -> list[tuple[Path, str | None, str | None]]:
@@ -553,7 +563,7 @@ class ClassifyView(QWidget):
         self.table.setIconSize(QSize(THUMB, THUMB))
         self.table.setWordWrap(False)
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # keep a file name's number and extension
-        self.table.setItemDelegateForColumn(LABEL, ElideAtTheEnd(self.table))
+        self.table.setItemDelegateForColumn(LABEL, LabelCell(self.table))
         header = self.table.horizontalHeader()
         # fixed widths: ResizeToContents re-measures every row on every update, O(rows) per image
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
@@ -606,9 +616,11 @@ class ClassifyView(QWidget):
         detail_layout.addWidget(self.explain_button)
         detail_layout.addWidget(self.explain_note)
         detail_layout.addWidget(self.detail_name)
-        detail_layout.addWidget(QLabel("Top classes"))
+        self.detail_top_caption = QLabel("Top classes")
+        detail_layout.addWidget(self.detail_top_caption)
         detail_layout.addWidget(self.detail_top, 1)
         detail_layout.addWidget(self.detail_timings)
+        detail_layout.addStretch()  # takes the room while the class list is hidden (nothing chosen), not the image
         self.detail = detail
         self.splitter = QSplitter()
         self.splitter.addWidget(table_holder)
@@ -616,6 +628,7 @@ class ClassifyView(QWidget):
         for index, share in enumerate(SPLIT):  # the side pane keeps its share as the window grows or shrinks
             self.splitter.setStretchFactor(index, share)
         self.splitter.setSizes(list(SPLIT))  # a weight, not pixels, until the splitter knows its width
+        self.splitter.setCollapsible(1, False)  # dragged to the edge, the pane vanished with no handle to find
 
         self.progress = QProgressBar()
         self.progress.setAccessibleName("Progress")
@@ -653,12 +666,13 @@ class ClassifyView(QWidget):
         self.matrix_button.clicked.connect(self.show_confusion_matrix)
         self.show_filter.currentIndexChanged.connect(lambda: self.proxy.set_mode(self.show_filter.currentData()))
         self.threshold.valueChanged.connect(self._threshold_changed)
-        self.table.selectionModel().currentRowChanged.connect(self._show_detail)
+        self.table.selectionModel().selectionChanged.connect(lambda *_: self._show_detail(self.table.currentIndex()))
         self.explain_button.toggled.connect(lambda _on: self._show_detail(self.table.currentIndex()))
         self.backend.changed.connect(self._backend_changed)
         self.message.connect(lambda text, _level: setattr(self, "last_said", text))
         QShortcut(QKeySequence.StandardKey.Paste, self, self.paste)
         QShortcut(QKeySequence.StandardKey.Undo, self, self.undo_clear)
+        self._show_nothing_selected()
         self._show_placeholder()
 
     def _no_model_panel(self) -> QWidget:
@@ -859,7 +873,7 @@ class ClassifyView(QWidget):
         kind, value = event
         if kind == "started":
             self.batch_model = value
-            self._fit_model_column(value)
+            self._widen_column(MODEL, value, MODEL_COLUMN_MOST)
             self.progress.setRange(0, len(self.batch))
             self.progress.setValue(0)
             self.summary.setText(f"Classifying {len(self.batch)} images…")
@@ -869,8 +883,9 @@ class ClassifyView(QWidget):
         row.prediction = prediction
         row.model = self.batch_model
         label = prediction.label
-        if label and self.show_filter.findData(f"label:{label}") < 0:
+        if label and self.show_filter.findData(f"label:{label}") < 0:  # once per label
             self.show_filter.addItem(f"Label: {label}", f"label:{label}")
+            self._widen_column(LABEL, label, LABEL_COLUMN_MOST, mark=True)
         if not image.isNull():
             row.thumb = QPixmap.fromImage(image)
         self._row_changed(index)
@@ -880,8 +895,25 @@ class ClassifyView(QWidget):
         """Redraw a row, and the side pane when it shows that row."""
         self.model.update(index)
         current = self.table.currentIndex()
-        if current.isValid() and self.proxy.mapToSource(current).row() == index:
+        if self._selected(current) and self.proxy.mapToSource(current).row() == index:
             self._show_detail(current)
+
+    def _selected(self, index) -> bool:
+        """Whether ``index`` is the highlighted row: the side pane shows only that one (the table's current
+        row without a highlight, after a re-run, was shown as if chosen)."""
+        return index.isValid() and self.table.selectionModel().isSelected(index)
+
+    def _show_nothing_selected(self) -> None:
+        """The side pane before a row is chosen: the hint alone (no blank image square, no empty class list)."""
+        self.detail_image.clear()
+        self.detail_top.clear()
+        self.detail_timings.clear()
+        self.explain_note.clear()
+        self.detail_name.setText(SELECT_HINT)
+        self.explain_button.setEnabled(False)  # clicked with nothing chosen, it toggled on silently
+        self.explain_button.setToolTip(EXPLAIN_CHOOSE_FIRST)
+        for widget in (self.detail_top_caption, self.detail_top, self.detail_timings):
+            widget.hide()
 
     def _keep_earlier_or(self, error: str) -> int:
         """Rows of the batch that got no new answer get their earlier one back (a re-run that could not reach
@@ -998,10 +1030,7 @@ class ClassifyView(QWidget):
         self.matrix_button.hide()
         self.rerun_button.hide()
         self.table.setColumnHidden(TRUTH, True)
-        self.detail_image.clear()
-        self.detail_top.clear()
-        self.detail_timings.clear()
-        self.detail_name.setText(SELECT_HINT)
+        self._show_nothing_selected()
         self._show_placeholder()
 
     def _threshold_changed(self, value: float) -> None:
@@ -1116,12 +1145,14 @@ class ClassifyView(QWidget):
             self._fit_columns()
         return super().eventFilter(watched, event)
 
-    def _fit_model_column(self, text: str) -> None:
-        """Widen the Model column to show ``text`` whole ("sample_data v2" was "sampl…ta v2"): measured once per
-        model, not per row (ResizeToContents would measure every row on every update)."""
-        wanted = min(self.table.fontMetrics().horizontalAdvance(text) + 16, MODEL_COLUMN_MOST)
-        if wanted > self.table.columnWidth(MODEL):
-            self.table.setColumnWidth(MODEL, wanted)
+    def _widen_column(self, column: int, text: str, most: int, mark: bool = False) -> None:
+        """Widen ``column`` to show ``text`` whole, with room for the unknown-input mark when ``mark`` ("sample_data
+        v2" was "sampl…ta v2"; an unknown row's "trouser" was "tro…" beside its mark): measured once per model or
+        label, not per row (ResizeToContents would measure every row on every update)."""
+        extra = MARK + 8 if mark else 0
+        wanted = min(self.table.fontMetrics().horizontalAdvance(text) + 16 + extra, most)
+        if wanted > self.table.columnWidth(column):
+            self.table.setColumnWidth(column, wanted)
             self._fit_columns()
 
     def _fit_columns(self) -> None:
@@ -1143,13 +1174,14 @@ class ClassifyView(QWidget):
             if not fits:
                 needed -= planned
 
-    def _show_detail(self, current, _previous=None) -> None:
-        if not current.isValid():
-            return
-        source = self.proxy.mapToSource(current).row()
+    def _show_detail(self, current) -> None:
+        source = self.proxy.mapToSource(current).row() if self._selected(current) else -1
         if source < 0 or source >= len(self.model.rows):
+            self._show_nothing_selected()
             return
         row = self.model.rows[source]
+        for widget in (self.detail_top_caption, self.detail_top, self.detail_timings):
+            widget.show()
         try:
             image = thumbnail(row.payload(), PREVIEW_MOST)
         except ImageError:
@@ -1184,7 +1216,9 @@ class ClassifyView(QWidget):
                 ("total", TOTAL),
             ]
             self.detail_timings.setText(
-                "Milliseconds: " + " · ".join(f"{name} {self.model.text(row, c)}" for name, c in stages)
+                # a line breaks only after a "·", never inside "network —"
+                "Milliseconds: "
+                + "\u00a0· ".join(f"{name}\u00a0{self.model.text(row, c)}".replace(" ", "\u00a0") for name, c in stages)
             )
 
     def _explain(self, row: Row) -> None:
