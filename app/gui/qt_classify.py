@@ -191,8 +191,14 @@ class FittedImage(QLabel):
     def heightForWidth(self, width: int) -> int:  # noqa: N802 (Qt's name): no blank square before a row is chosen
         if self.image.isNull():
             return 0
-        shown = self.image.size().scaled(QSize(width, PREVIEW_MOST), Qt.AspectRatioMode.KeepAspectRatio)
+        shown = self.image.size().scaled(QSize(width, self._tallest()), Qt.AspectRatioMode.KeepAspectRatio)
         return max(PREVIEW_LEAST, shown.height())
+
+    def _tallest(self) -> int:
+        """At most ``PREVIEW_MOST``, and two fifths of the pane: a square image in a wide pane left the classes
+        four lines."""
+        pane = self.parentWidget()
+        return min(PREVIEW_MOST, max(PREVIEW_LEAST, pane.height() * 2 // 5)) if pane else PREVIEW_MOST
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
         return QSize(150, 0 if self.image.isNull() else PREVIEW_LEAST)
@@ -211,7 +217,7 @@ class FittedImage(QLabel):
         width, height = self.contentsRect().width(), self.contentsRect().height()
         if height < PREVIEW_LEAST:  # before the layout gave it a height
             height = self.heightForWidth(width)
-        box = QSize(width, min(height, PREVIEW_MOST))
+        box = QSize(width, min(height, self._tallest()))
         self.setPixmap(
             QPixmap.fromImage(
                 self.image.scaled(box, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)

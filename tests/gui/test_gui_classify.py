@@ -904,7 +904,8 @@ def test_the_side_pane_shows_the_whole_image_and_its_timings_on_their_own_line(w
     """Seen under X: the side pane was 150 px wide in a 1440 px window, its picture showed only the middle of a
     wide image, and the timings wrapped inside the Top classes list. Explain, greyed out for a server's row,
     did not say why. Then, in a second journey: with no row chosen the pane showed an empty class list and an
-    Explain that toggled on silently, and after a re-run it showed a row that was not highlighted."""
+    Explain that toggled on silently, after a re-run it showed a row that was not highlighted, and a square
+    image in a widened pane left Top classes four lines."""
     from PIL import Image
     from PySide6.QtWidgets import QPushButton, QSplitter
 
@@ -912,10 +913,11 @@ def test_the_side_pane_shows_the_whole_image_and_its_timings_on_their_own_line(w
     wide.paste((255, 0, 0), (0, 0, 60, 200))  # red at its left edge, blue at its right
     wide.paste((0, 0, 255), (540, 0, 600, 200))
     wide.save(tmp_path / "wide.png")
+    Image.new("RGB", (300, 300), "gray").save(tmp_path / "square.png")
     page = open_page(window, "Classify")
     choose_backend(window, "Local TFLite", trained["models"] / "clothes")
-    drop(page, [tmp_path / "wide.png"])
-    wait_done(qtbot, page, 1)
+    drop(page, [tmp_path / "wide.png", tmp_path / "square.png"])
+    wait_done(qtbot, page, 2)
     picture, top = find(page, QLabel, "Image", visible=False), find(page, QListWidget, "Top classes", visible=False)
     explain = find(page, QPushButton, "Explain")
     selected = find(page, QLabel, "Selected image")
@@ -944,6 +946,12 @@ def test_the_side_pane_shows_the_whole_image_and_its_timings_on_their_own_line(w
     )
     assert explain.isEnabled() and "heat map" in explain.toolTip()
     splitter = page.findChild(QSplitter)
+    QTest.keyClick(results(page), Qt.Key.Key_Down)  # the square image
+    drag_handle(splitter.handle(1), window.width() // 2)  # a pane as wide as the table
+    qtbot.waitUntil(lambda: picture.width() > 400)
+    last = top.visualItemRect(top.item(top.count() - 1))
+    assert last.bottom() < top.viewport().height()  # every class in view, none cut or scrolled away
+    assert picture.height() <= splitter.widget(1).height() * 2 // 5
     drag_handle(splitter.handle(1), window.width())  # to the window's right edge
     assert splitter.sizes()[1] >= 150  # the pane stays, with its handle to drag it back
     with TFServingDouble({"clothes": trained["models"] / "clothes"}) as server:
@@ -953,11 +961,11 @@ def test_the_side_pane_shows_the_whole_image_and_its_timings_on_their_own_line(w
             table.viewport(),
             Qt.MouseButton.LeftButton,
             Qt.KeyboardModifier.ControlModifier,
-            table.visualRect(table.model().index(0, 1)).center(),
+            table.visualRect(table.currentIndex()).center(),
         )
         qtbot.waitUntil(nothing_chosen, timeout=2000)  # once the layout has run
         click(find(page, QAbstractButton, "Re-run with Remote gRPC"))
-        wait_done(qtbot, page, 1)
+        wait_done(qtbot, page, 2)
         qtbot.waitUntil(nothing_chosen, timeout=2000)  # the re-run's row is not shown until it is chosen
         click_first_row(results(page))
     expected = "Explain works with local models (TFLite or SavedModel), not servers."
