@@ -306,8 +306,13 @@ class BackendBar(QWidget):
             self.location.setEditText(completed)
 
     def _check_typed_server(self) -> None:
-        """Enter after a server address checks it, as the button does (a local model opens when first used)."""
-        if self.choice().remote:
+        """Enter after a server address checks it, as the button does (a local model opens when first used).
+
+        A check of this address still under way is not started again: a second Enter while a slow server was
+        still connecting closed that connection and opened another.
+        """
+        choice = self.choice()
+        if choice.remote and not (self.state == "busy" and self.owner_choice == choice):
             self.check_connection()
 
     def _invalidate(self) -> None:

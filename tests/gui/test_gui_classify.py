@@ -566,6 +566,27 @@ class Tracked:
         return getattr(self.inner, name)
 
 
+def test_enter_again_while_connecting_keeps_the_one_connection(window, qtbot, trained, fm_dir, monkeypatch):
+    """Found while counting classifiers: a second Enter while the first check was under way closed that
+    connection and opened another. (QTest's one key click on a combo box's line edit says ``returnPressed``
+    twice, which is that second Enter; under X, xdotool's one Return said it once.) The batch after it uses
+    the one connection."""
+    import app.inference.factory as factory
+
+    real = factory.open_classifier
+    Recorder.made = []
+    monkeypatch.setattr(factory, "open_classifier", lambda *a, **k: Recorder(real, *a, **k))
+    page = open_page(window, "Classify")
+    with TFServingDouble({"clothes": trained["models"] / "clothes"}) as server:
+        choose_backend(window, "Remote gRPC", server.grpc_url("clothes"))
+        status = find(window, QLabel, "Backend status")
+        qtbot.waitUntil(lambda: "version 1 AVAILABLE" in status.text(), timeout=30_000)
+        drop(page, class_files(fm_dir, "bag", 3))
+        wait_done(qtbot, page, 3)
+        assert column(page, "Label") == ["bag"] * 3
+    assert len(Recorder.made) == 1
+
+
 def test_a_replaced_classifier_is_closed_on_its_own_thread(window, qtbot, trained, fm_dir, monkeypatch):
     """Issue 10: opening another model or server, and Compare finishing, close the classifier they replace
     (its gRPC channel, its HTTP connection) on the thread that made it, and nothing keeps it alive."""
