@@ -164,8 +164,8 @@ EXPLAIN_NEEDS_TENSORFLOW = "Explain needs TensorFlow, which this classification-
 
 class FittedImage(QLabel):
     """The side pane's picture: the whole image, scaled to the pane's width (a fixed-size pixmap in a narrower
-    pane showed only its middle). Its height follows the image's shape, up to ``PREVIEW_MOST``: a wide image
-    in a wide pane leaves the room below to the classes (a square box squeezed them to five lines)."""
+    pane showed only its middle). Its height follows the image's shape, up to two fifths of the pane and
+    ``PREVIEW_MOST``: the room below stays the classes' (a square box squeezed them to four lines)."""
 
     def __init__(self):
         super().__init__()
@@ -626,6 +626,7 @@ class ClassifyView(QWidget):
         detail_layout.addWidget(self.detail_top_caption)
         detail_layout.addWidget(self.detail_top, 1)
         detail_layout.addWidget(self.detail_timings)
+        self.detail_answer = (self.detail_top_caption, self.detail_top, self.detail_timings)  # hidden until a row
         detail_layout.addStretch()  # takes the room while the class list is hidden (nothing chosen), not the image
         self.detail = detail
         self.splitter = QSplitter()
@@ -918,7 +919,7 @@ class ClassifyView(QWidget):
         self.detail_name.setText(SELECT_HINT)
         self.explain_button.setEnabled(False)  # clicked with nothing chosen, it toggled on silently
         self.explain_button.setToolTip(EXPLAIN_CHOOSE_FIRST)
-        for widget in (self.detail_top_caption, self.detail_top, self.detail_timings):
+        for widget in self.detail_answer:
             widget.hide()
 
     def _keep_earlier_or(self, error: str) -> int:
@@ -1186,7 +1187,7 @@ class ClassifyView(QWidget):
             self._show_nothing_selected()
             return
         row = self.model.rows[source]
-        for widget in (self.detail_top_caption, self.detail_top, self.detail_timings):
+        for widget in self.detail_answer:
             widget.show()
         try:
             image = thumbnail(row.payload(), PREVIEW_MOST)
