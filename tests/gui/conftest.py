@@ -3,11 +3,13 @@ screenshot folder, drag-and-drop helpers."""
 
 from __future__ import annotations
 
+import faulthandler
+import linecache
 import os
-import sys
+import re
+import tempfile
 import threading
 import time
-import traceback
 from pathlib import Path
 
 import pytest
@@ -125,13 +127,12 @@ class GapMeter:
             last = self._last
             if last is None or last[0] in self._seen or time.perf_counter() - last[0] < self.WATCH_AFTER_S:
                 continue
-            frames = sys._current_frames()
-            gui = frames.pop(self._gui_thread, None)
-            stack = "".join(traceback.format_stack(gui)[-8:]) if gui else "(no Python frame)\n"
-            frames.pop(threading.get_ident(), None)
+            stacks = _python_stacks()
+            gui = stacks.pop(self._gui_thread, [])
+            stack = "".join(_frame_text(*frame, source=True) for frame in gui[-8:]) or "(no Python frame)\n"
+            stacks.pop(threading.get_ident(), None)
             others = "".join(  # a thread holding the interpreter lock would be among them
-                f"  other thread {ident}: {f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}\n"
-                for ident, f in frames.items()
+                f"  other thread {ident:#x}:" + _frame_text(*frames[-1]) for ident, frames in stacks.items() if frames
             )
             self._seen[last[0]] = f"{_kernel_state(tid)}\n{stack}{others}"
 
@@ -144,6 +145,29 @@ class GapMeter:
     def stop(self):
         self.timer.stop()
         self._watching = False
+
+
+def _python_stacks() -> dict[int, list[tuple[str, int, str]]]:
+    """Every thread's Python stack as {thread ident: [(file, line, function), ...]}, innermost last, read from
+    ``faulthandler.dump_traceback``: the documented way to see the frames of threads other than this one."""
+    with tempfile.TemporaryFile() as out:
+        faulthandler.dump_traceback(out, all_threads=True)
+        out.seek(0)
+        text = out.read().decode("utf-8", "replace")
+    stacks: dict[int, list[tuple[str, int, str]]] = {}
+    frames: list[tuple[str, int, str]] = []
+    for line in text.splitlines():
+        if thread := re.match(r"(?:Current thread|Thread) (0x[0-9a-f]+)", line):
+            frames = stacks.setdefault(int(thread.group(1), 16), [])
+        elif frame := re.match(r'\s+File "(.*)", line (\d+) in (.*)', line):
+            frames.insert(0, (frame.group(1), int(frame.group(2)), frame.group(3)))  # it says the innermost first
+    return stacks
+
+
+def _frame_text(file: str, line: int, function: str, source: bool = False) -> str:
+    """One frame as a traceback prints it, with its source line when ``source``."""
+    code = linecache.getline(file, line).strip() if source else ""
+    return f'  File "{file}", line {line}, in {function}\n' + (f"    {code}\n" if code else "")
 
 
 def _kernel_state(tid: int | None) -> str:
