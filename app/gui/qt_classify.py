@@ -150,7 +150,7 @@ THUMB = 48
 MARK = 16  # the unknown-input mark beside a label
 ANSWER = ("prediction", "backend", "kind", "choice", "model")  # what a run writes into a row
 SELECT_HINT = "Select a row to see the image, its top classes and timings."
-# the table's and the side pane's shares of the width: 4:1 is 220 px for the pane in a 1280 px window (a fixed 150 px
+# the table's and the side pane's shares of the width: 4:1 is ~205 px for the pane in a 1280 px window (a fixed 150 px
 # pane cropped its image and broke every line) and leaves a 1024 px window room for the essential columns
 SPLIT = (4, 1)
 PREVIEW_MOST = 420  # the side pane's image grows with the pane up to this many pixels a side
