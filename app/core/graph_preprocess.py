@@ -17,16 +17,21 @@ _MAX_IFD_ENTRIES = 64
 
 
 def _jpeg_scale(shape, height: int, width: int):
+    """The DCT scale index (0-3: 1/1 .. 1/8) ``app.imaging`` decodes a JPEG of ``shape`` at, as arithmetic."""
     fit = tf.minimum(shape[1] // width, shape[0] // height)
-    return tf.case([(fit >= 8, lambda: 3), (fit >= 4, lambda: 2), (fit >= 2, lambda: 1)], default=lambda: 0)
+    return tf.add_n([tf.cast(fit >= least, tf.int32) for least in (2, 4, 8)])
 
 
 def _uint(raw, offset, count, little_endian):
-    """Unsigned integer of ``count`` (2 or 4) bytes at ``offset`` of uint8 vector ``raw``."""
+    """Unsigned integer of ``count`` (2 or 4) bytes at ``offset`` of uint8 vector ``raw``.
+
+    ``raw`` ends with at least ``count`` zero bytes of padding and ``offset`` is clipped into it, so an offset
+    past the end reads zeros instead of failing.
+    """
+    offset = tf.clip_by_value(tf.cast(offset, tf.int64), 0, tf.shape(raw, out_type=tf.int64)[0] - count)
     chunk = tf.cast(raw[offset : offset + count], tf.int64)
     weights = tf.constant([1, 256, 65536, 16777216][:count], tf.int64)
-    weights = tf.cond(little_endian, lambda: weights, lambda: tf.reverse(weights, [0]))
-    return tf.reduce_sum(chunk * weights)
+    return tf.reduce_sum(chunk * tf.where(little_endian, weights, tf.reverse(weights, [0])))
 
 
 def exif_orientation(data):
@@ -34,45 +39,42 @@ def exif_orientation(data):
 
     Both byte orders ("II" little-endian, "MM" big-endian) are read, only the first 64 KB are searched and
     at most ``_MAX_IFD_ENTRIES`` entries of the first IFD: a hostile header cannot make the graph slow.
+    Written without ``tf.cond``: every branch would be one more function in the SavedModel, which TF Serving,
+    the app and the export's own check convert one by one when they load it.
 
     Args:
         data: Scalar tf.string, the file's bytes.
     """
     head = tf.strings.substr(data, 0, _EXIF_SEARCH_BYTES)
-    parts = tf.strings.split(head, _EXIF_HEADER, maxsplit=1)
-
-    def parse():
-        tiff = tf.io.decode_raw(parts[1], tf.uint8)
-        size = tf.shape(tiff, out_type=tf.int64)[0]
-        little = tf.logical_and(size >= 8, tf.reduce_all(tf.equal(tiff[:2], [73, 73])))  # "II"
-        ifd = tf.cond(size >= 8, lambda: _uint(tiff, 4, 4, little), lambda: tf.constant(0, tf.int64))
-        count = tf.cond(ifd + 2 <= size, lambda: _uint(tiff, ifd, 2, little), lambda: tf.constant(0, tf.int64))
-        count = tf.minimum(
-            count, tf.minimum(tf.constant(_MAX_IFD_ENTRIES, tf.int64), tf.maximum(size - ifd - 2, 0) // 12)
-        )
-        entries = tf.reshape(tf.cast(tiff[ifd + 2 : ifd + 2 + 12 * count], tf.int64), [-1, 12])
-        tags = tf.where(little, entries[:, 0] + 256 * entries[:, 1], 256 * entries[:, 0] + entries[:, 1])
-        values = tf.where(little, entries[:, 8] + 256 * entries[:, 9], 256 * entries[:, 8] + entries[:, 9])
-        found = tf.boolean_mask(values, tf.equal(tags, EXIF_ORIENTATION_TAG))
-        value = tf.cond(tf.size(found) > 0, lambda: found[0], lambda: tf.constant(1, tf.int64))
-        return tf.where((value >= 1) & (value <= 8), value, 1)
-
-    return tf.cond(tf.size(parts) == 2, parse, lambda: tf.constant(1, tf.int64))
+    after_header = tf.concat([tf.strings.split(head, _EXIF_HEADER, maxsplit=1), [""]], 0)[1]  # "" without one
+    tiff = tf.io.decode_raw(after_header, tf.uint8)
+    size = tf.shape(tiff, out_type=tf.int64)[0]
+    raw = tf.concat([tiff, tf.zeros([4], tf.uint8)], 0)  # _uint's padding
+    little = tf.logical_and(size >= 8, tf.reduce_all(tf.equal(raw[:2], [73, 73])))  # "II"
+    ifd = tf.where(size >= 8, _uint(raw, 4, 4, little), tf.constant(0, tf.int64))
+    count = tf.where(ifd + 2 <= size, _uint(raw, ifd, 2, little), tf.constant(0, tf.int64))
+    count = tf.minimum(count, tf.minimum(tf.constant(_MAX_IFD_ENTRIES, tf.int64), tf.maximum(size - ifd - 2, 0) // 12))
+    entries = tf.reshape(tf.cast(tiff[ifd + 2 : ifd + 2 + 12 * count], tf.int64), [-1, 12])
+    tags = tf.where(little, entries[:, 0] + 256 * entries[:, 1], 256 * entries[:, 0] + entries[:, 1])
+    values = tf.where(little, entries[:, 8] + 256 * entries[:, 9], 256 * entries[:, 8] + entries[:, 9])
+    value = tf.concat([tf.boolean_mask(values, tf.equal(tags, EXIF_ORIENTATION_TAG)), tf.constant([1], tf.int64)], 0)[
+        0
+    ]  # 1: no tag
+    return tf.where((value >= 1) & (value <= 8), value, tf.constant(1, tf.int64))
 
 
 def _orient(image, orientation):
-    transpose = lambda x: tf.transpose(x, [1, 0, 2])  # noqa: E731
-    branches = [
-        lambda: image,  # 1
-        lambda: tf.reverse(image, [1]),  # 2 mirror
-        lambda: tf.reverse(image, [0, 1]),  # 3 rotate 180
-        lambda: tf.reverse(image, [0]),  # 4 flip
-        lambda: transpose(image),  # 5 transpose
-        lambda: tf.image.rot90(image, 3),  # 6 rotate 90 clockwise
-        lambda: tf.reverse(transpose(image), [0, 1]),  # 7 transverse
-        lambda: tf.image.rot90(image, 1),  # 8 rotate 90 counter-clockwise
-    ]
-    return tf.switch_case(tf.cast(orientation - 1, tf.int32), branches)
+    """``image`` turned upright for EXIF ``orientation`` (1-8): transposed for 5-8, then flipped.
+
+    As data, not branches (see ``exif_orientation``): 5-8 transpose rows and columns; 2, 3, 6, 7 then mirror
+    left-right and 3, 4, 7, 8 flip upside down.  An identity transpose or an empty flip returns the input.
+    """
+    transpose = orientation >= 5
+    image = tf.transpose(image, tf.where(transpose, [1, 0, 2], [0, 1, 2]))
+    mirror = tf.reduce_any(tf.equal(orientation, [2, 3, 6, 7]))
+    flip = tf.reduce_any(tf.equal(orientation, [3, 4, 7, 8]))
+    image = tf.reverse(image, tf.boolean_mask([0, 1], tf.stack([flip, mirror])))
+    return tf.ensure_shape(image, [None, None, 3])
 
 
 def decode(data, height: int, width: int):
