@@ -407,10 +407,12 @@ def export(
             tf.saved_model.save(
                 module,
                 str(tmp),
+                # the functions, not traces of them: save traces each once, in its save context, for both
+                # the signature and the attribute (a trace made before would be saved as a second copy)
                 signatures={
-                    SERVING_SIGNATURE: module.serve_bytes.get_concrete_function(),
-                    IMAGES_SIGNATURE: module.serve_images.get_concrete_function(),
-                    CLASS_NAMES_SIGNATURE: module.class_names.get_concrete_function(),
+                    SERVING_SIGNATURE: module.serve_bytes,
+                    IMAGES_SIGNATURE: module.serve_images,
+                    CLASS_NAMES_SIGNATURE: module.class_names,
                 },
             )
         files = {"saved_model": SAVED_MODEL_FILE, "labels": LABELS_FILE}
