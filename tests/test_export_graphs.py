@@ -128,6 +128,19 @@ def test_a_kept_graph_that_answers_wrong_is_dropped_and_the_export_done_in_full(
     assert REUSED in said and TRACED not in said
 
 
+def test_a_full_export_saves_each_function_once_and_no_branch_per_orientation(first_export):
+    """Every function in saved_model.pb is converted one by one whenever the model is loaded (TF Serving, the
+    app, the export's own check), so the file holds each traced function once and the in-graph decoder adds
+    only its JPEG scale branches: before, it held 116 functions (two copies of each signature's trace and a
+    branch per EXIF orientation), now about 20."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel.FromString((first_export / "models/first/1/saved_model.pb").read_bytes())
+    names = [f.signature.name for f in saved.meta_graphs[0].graph_def.library.function]
+    assert sum(name.startswith("__inference_serve_bytes_") for name in names) == 1, names  # traced once
+    assert len(names) <= 24, names
+
+
 def test_a_kept_graph_whose_places_are_wrong_is_never_patched(fm_dir, kept_cache, standin_backbone):
     """places.json pointing beside the head's numbers (or not JSON at all) must not write numbers over other
     parts of the .tflite: the kept graph is dropped before any file is written and the export is done in full."""
