@@ -20,7 +20,10 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QLineEdit
 
 
 @pytest.fixture(autouse=True)
-def isolated_settings(tmp_path):
+def isolated_settings(tmp_path, monkeypatch):
+    """Settings and the home folder in the test's own folder, before any window exists: the default models
+    folder is ~/RetrainStudio/models, and a wizard run with it trained into the real home's (87 versions there)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
     yield tmp_path / "settings"

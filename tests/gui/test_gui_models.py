@@ -312,14 +312,11 @@ def test_2000_classes_open_as_the_most_confused_pairs(window, qtbot, tmp_path):
     dialog.close()
 
 
-def test_cancel_on_the_results_page_keeps_them_reopenable(
-    window, qtbot, tmp_path, cache_dir, standin_backbone, monkeypatch
-):
+def test_cancel_on_the_results_page_keeps_them_reopenable(window, qtbot, tmp_path, cache_dir, standin_backbone):
     """Train the sample through the wizard, Cancel on Results, reopen the same results from Models."""
     from PySide6.QtWidgets import QLabel
 
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # models go to the default folder under it
-    from app.gui.qt_train_wizard import default_models_dir
+    from app.gui.qt_train_wizard import default_models_dir  # under the test's HOME (tests/gui/conftest.py)
 
     window.activateWindow()
     QTest.qWaitForWindowActive(window)
@@ -342,7 +339,7 @@ def test_cancel_on_the_results_page_keeps_them_reopenable(
 
     qtbot.mouseClick(wizard.button(QWizard.WizardButton.CancelButton), Qt.MouseButton.LeftButton)
     version = Path(default_models_dir()) / "sample_data" / "1"
-    assert (version / RESULTS_FILE).is_file()
+    assert version.is_relative_to(tmp_path) and (version / RESULTS_FILE).is_file()  # this run's, not an old one
     view = open_models(window, qtbot, Path(default_models_dir()))
     click_row(qtbot, view.tree, view.tree.topLevelItem(0).child(0))
     dialog = open_results(qtbot, view)
