@@ -200,7 +200,7 @@ class BackendBar(QWidget):
         self.location.setAccessibleName("Model or server")
         self.location.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         self.location.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.location.setMinimumContentsLength(30)
+        self.location.setMinimumContentsLength(26)  # the whole bar fits a 1024 px wide window (it grows wider)
         self.browse = QToolButton()
         self.browse.setIcon(icon("mdi6.folder-open"))
         self.browse.setToolTip("Choose a model folder")

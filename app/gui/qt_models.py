@@ -90,6 +90,7 @@ class ModelsView(QWidget):
         self.tree.header().setStretchLastSection(True)
         self.tree.setStyleSheet("QTreeWidget::item { padding: 3px 0; }")
         self.empty = QLabel()
+        self.empty.setWordWrap(True)  # it names the models folder: a long path must not widen the window
         self.open_button = QPushButton(icon("mdi6.image-search"), "Open in Classify")
         self.results_button = QPushButton(icon("mdi6.chart-box-outline"), "Open results")
         self.results_button.setToolTip("Accuracy, per-class table, confusion matrix and mistakes of this version")
