@@ -102,6 +102,7 @@ class MainWindow(QMainWindow):
             self.wizard.currentIdChanged.connect(lambda page_id: page_id > Page.FOLDER and self.messages.clear("start"))
             self.wizard.open_in_classify.connect(self.open_model_in_classify)
             self.wizard.trained.connect(lambda path: self.models.set_folder(str(Path(path).parent.parent)))
+            self.wizard.trained.connect(self._classify_with_the_new_model_if_none)
             self.wizard.progress.connect(self._training_progress)
         self.models.open_in_classify.connect(self.open_model_in_classify)
         self.models.retrain_message.connect(lambda text, level: self.messages.post("retrain", text, level, None))
@@ -186,10 +187,20 @@ class MainWindow(QMainWindow):
             self.wizard.restart()
 
     def open_model_in_classify(self, version_dir: str) -> None:
+        self._classify_with(version_dir)
+        self.show_page(CLASSIFY)
+
+    def _classify_with(self, version_dir: str) -> None:
         kind = self.backend.choice().kind
         self.backend.set_choice(kind if kind in ("tflite", "savedmodel") else "tflite", version_dir)
-        self.show_page(CLASSIFY)
         self.messages.post("classify", f"Classifying with {version_dir}. Drop images to try it.", "info", CLASSIFY)
+
+    def _classify_with_the_new_model_if_none(self, version_dir: str) -> None:
+        """A model just trained becomes Classify's when Classify has none yet: trying it is what a user does next
+        (found under X: Classify asked to choose a model right after one was trained).  A chosen model or a
+        server is left as it is."""
+        if self.backend.choice().kind in ("tflite", "savedmodel") and not self.backend.has_model():
+            self._classify_with(version_dir)
 
     def about(self) -> None:
         QMessageBox.about(

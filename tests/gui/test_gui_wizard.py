@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QTableWidget,
     QWizardPage,
 )
+from test_gui_classify import find, location_text, open_page
 
 from app.paths import sample_data_dir
 from app.store import human_size, version_folders
@@ -191,6 +192,12 @@ def test_wizard_trains_the_sample_end_to_end(
     assert window.sidebar.item(0).text() == "Train"  # no run: the sidebar item is plain again
     log = "\n".join(box.toPlainText() for box in training.findChildren(QPlainTextEdit))
     assert "$ " in log and not re.search(r"^(INFO|WARNING|[IWE]0000)\b|XNNPACK", log, re.M), log  # no library noise
+    # found under X: Classify then asked to choose a model; the one just trained is its model now
+    classify = open_page(window, "Classify")
+    assert location_text(window) == str(tmp_path / "models" / "sample" / "1")
+    assert find(classify, QLabel, "Drop images here").isVisible()
+    open_page(window, "Train")
+    assert current(window) == "training_page"  # the run's pages are still there
 
     click(qtbot, button(window.wizard, "Next"))
     assert current(window) == "results_page"
