@@ -68,6 +68,7 @@ class ResultsView(QWidget):
         self.accuracy.setStyleSheet("font-size: 20pt; font-weight: bold;")
         self.detail = QLabel()
         self.detail.setObjectName("resultsDetail")
+        self.detail.setWordWrap(True)  # this line and the matrix's title wrap: the page fits a 1024 px window
         self.warning = note("low", "resultsWarning", bold=True)
         self.where = QLabel()
         self.where.setObjectName("resultsWhere")
@@ -77,6 +78,7 @@ class ResultsView(QWidget):
         self.per_class.setObjectName("resultsPerClass")
         self.per_class.setAccessibleName("Per-class results")
         self.matrix_title = QLabel()
+        self.matrix_title.setWordWrap(True)
         self.matrix = read_only_table([])
         self.matrix.setObjectName("resultsMatrix")
         self.matrix.setAccessibleName("Confusion matrix")
