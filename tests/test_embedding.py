@@ -126,6 +126,7 @@ def test_each_image_is_decoded_once_in_a_cold_run_and_never_in_a_warm_one(tmp_pa
     assert [c for c in calls if c == (224, 224)] == []
 
 
+@pytest.mark.thorough
 def test_the_scan_still_checks_a_new_file_that_has_the_name_of_a_cached_one(tmp_path, own_cache):
     """Validity is remembered by content, never by name: a damaged replacement is skipped with its reason."""
     import fashion_mnist
@@ -328,6 +329,7 @@ def test_a_writer_killed_mid_append_loses_at_most_its_last_records(tmp_path):
 # --- fine-tuning input ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.thorough
 def test_fine_tuning_goes_on_when_an_image_turns_to_junk_after_the_embed_stage(tmp_path, standin_backbone):
     """Fine-tuning decodes in the graph (tf.data, parallel calls): a file damaged meanwhile is dropped, not fatal."""
     import fashion_mnist

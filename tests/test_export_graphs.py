@@ -103,6 +103,7 @@ def test_a_retrain_writes_new_numbers_into_the_kept_graph_and_answers_like_a_ful
     assert (reused / "fingerprint.pb").stat().st_size > 0  # rewritten for the new checkpoint
 
 
+@pytest.mark.thorough
 def test_a_kept_graph_that_answers_wrong_is_dropped_and_the_export_done_in_full(fm_dir, kept_cache, standin_backbone):
     """A kept graph whose backbone weights changed (a damaged cache) writes files that fail the fidelity
     check: they are thrown away before anything is published, the graph is traced again, and a fresh one is
@@ -141,6 +142,7 @@ def test_a_full_export_saves_each_function_once_and_no_branch_per_orientation(fi
     assert len(names) <= 24, names
 
 
+@pytest.mark.thorough
 def test_a_kept_graph_whose_places_are_wrong_is_never_patched(fm_dir, kept_cache, standin_backbone):
     """places.json pointing beside the head's numbers (or not JSON at all) must not write numbers over other
     parts of the .tflite: the kept graph is dropped before any file is written and the export is done in full."""
@@ -253,6 +255,7 @@ def _damage(kept: Path, damage: str) -> None:
         "model.tflite a named pipe",
     ],
 )
+@pytest.mark.thorough
 def test_a_truncated_or_missing_kept_file_costs_a_full_export_not_the_run(
     fm_dir, first_export, kept_cache, standin_backbone, damage
 ):
@@ -278,6 +281,7 @@ def _precious(folder: Path, subfolders: int = 1) -> Path:
     return folder
 
 
+@pytest.mark.thorough
 def test_kept_graphs_linked_outside_the_cache_are_neither_used_nor_touched(fm_dir, kept_cache, standin_backbone):
     """The kept graph's folder and another kept-graph entry are symbolic links to a folder of the user's, the
     oldest entries, among more than ``KEPT_GRAPHS`` kept graphs, so the pruning reaches them: nothing in or of
@@ -328,6 +332,7 @@ def test_an_export_graphs_folder_linked_outside_the_cache_is_left_alone(fm_dir, 
     assert _snapshot(precious) == before
 
 
+@pytest.mark.thorough
 def test_a_kept_graph_of_another_number_of_classes_under_this_key_costs_a_full_export(
     fm_dir, kept_cache, standin_backbone
 ):
@@ -351,6 +356,7 @@ def test_a_kept_graph_of_another_number_of_classes_under_this_key_costs_a_full_e
     _assert_fresh_graph(tmp_path, "cache", version)
 
 
+@pytest.mark.thorough
 def test_two_runs_at_once_with_the_same_key_both_publish_and_keep_one_graph(fm_dir, kept_cache, standin_backbone):
     """Two ``train`` processes on one cache, same backbone and classes, other model names, started together:
     first with no kept graph (both export in full and race to keep theirs), then with one (both reuse it).
@@ -380,6 +386,7 @@ def _without_root_powers() -> list[str]:
     return wrapper
 
 
+@pytest.mark.thorough
 def test_a_read_only_kept_graphs_folder_costs_only_the_reuse(fm_dir, kept_cache, standin_backbone):
     """``CACHE/export-graphs`` read-only (chmod 555), first holding a damaged kept graph (which cannot be
     dropped), then empty (a fresh one cannot be kept): both runs publish versions that answer right, and
@@ -407,6 +414,7 @@ def test_a_read_only_kept_graphs_folder_costs_only_the_reuse(fm_dir, kept_cache,
         graphs.chmod(0o755)
 
 
+@pytest.mark.thorough
 def test_a_kept_graph_of_another_user_is_reused_without_being_touched(fm_dir, kept_cache, standin_backbone):
     """A cache shared with another user (the kept graph's folder is theirs, readable, not writable): it is
     reused all the same, and its time is not changed (only its owner may)."""
@@ -436,6 +444,7 @@ def _negate_backbone_weights(kept: Path) -> None:
     tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors)
 
 
+@pytest.mark.thorough
 def test_without_test_images_a_kept_graph_is_never_published_unchecked(fm_dir, kept_cache, standin_backbone):
     """No test split (``--test-percent 0``), so the fidelity check has nothing to run: a kept graph that
     answers wrong must not be published on trust; the version answers like a full export of the same run."""
@@ -450,6 +459,7 @@ def test_without_test_images_a_kept_graph_is_never_published_unchecked(fm_dir, k
     assert TRACED in said
 
 
+@pytest.mark.thorough
 def test_a_file_where_the_kept_graph_belongs_is_replaced_by_one(fm_dir, kept_cache, standin_backbone):
     """A plain file with the kept graph's name (a copying tool's mistake): not used, and a kept graph takes
     its place, so later runs can reuse one again."""
@@ -478,6 +488,7 @@ def test_a_run_killed_while_keeping_a_graph_leaves_nothing_after_the_next_reuse(
     assert REUSED in said and not left.exists() and len(_kept(tmp_path, "cache")) == 1
 
 
+@pytest.mark.thorough
 def test_a_bundle_without_tensorflow_s_package_metadata_still_trains_and_keeps_graphs(
     fm_dir, tmp_path, standin_backbone
 ):

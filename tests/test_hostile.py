@@ -106,6 +106,7 @@ def test_scan_uses_or_lists_every_hostile_file(tmp_path):
     assert tally["silently_lost"] == 0
 
 
+@pytest.mark.thorough
 def test_training_on_good_images_mixed_with_the_corpus(tmp_path, fm_dir, cache_dir, standin_backbone):
     """A real `train --json` run: completes, names every skipped file, labels.txt has only safe names."""
     root = tmp_path / "mixed"

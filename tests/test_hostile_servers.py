@@ -135,6 +135,7 @@ def test_reply_size_is_capped(faulty, images, kind, fault):
     assert "MB" in out[0].error and "a prediction can need" in out[0].error
 
 
+@pytest.mark.thorough
 @pytest.mark.parametrize("kind", ["grpc", "rest"])
 def test_one_slow_image_fails_alone(faulty, images, kind):
     big = good_images()["big.jpg"]

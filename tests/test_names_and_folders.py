@@ -228,6 +228,7 @@ def test_read_only_models_dir_fails_before_any_work(tmp_path, no_tf, small_dir):
     assert not marker.exists() and list(models.iterdir()) == []
 
 
+@pytest.mark.thorough
 def test_read_only_models_dir_with_writable_name_exports_and_warns(tmp_path, small_dir, cache_dir, standin_backbone):
     """The real thing: MODELS_DIR read-only, MODELS_DIR/NAME a writable mount; the export is a success
     and the models.config refresh that cannot be written is one warning."""

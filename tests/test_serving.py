@@ -443,6 +443,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.thorough
 def test_tensorflow_imported_on_another_thread_while_the_protos_load_is_whole():
     """The gRPC client imports TF Serving's protos without TensorFlow's __init__ (app/inference/protos.py);
     a thread importing TensorFlow meanwhile waits and gets all of it, sharing the same protobuf classes."""

@@ -204,6 +204,7 @@ def _train_cli(*args, **kw):
     )
 
 
+@pytest.mark.thorough
 def test_killed_run_leaves_no_version(fm_dir, tmp_path, standin_backbone):
     # a cache of its own: no graph kept from another test's export, so this one traces and saves the SavedModel
     models, where = tmp_path / "models", ("--cache-dir", tmp_path / "cache", "--backbone", standin_backbone)
@@ -227,6 +228,7 @@ def test_killed_run_leaves_no_version(fm_dir, tmp_path, standin_backbone):
     assert [p.name for p in (models / "killed").iterdir()] == ["1"]
 
 
+@pytest.mark.thorough
 def test_augment_and_fine_tune_run(tmp_path, cache_dir, standin_backbone):
     import fashion_mnist
 
@@ -372,6 +374,7 @@ def test_diverging_training_keeps_finite_weights_or_says_so():
         train_head(x, y, x[:10], y[:10], 2, TrainSettings("a", "b", learning_rate=1e38, batch_size=8))
 
 
+@pytest.mark.thorough
 def test_diverging_cli_run_is_one_sentence_and_writes_no_version(tmp_path, cache_dir, standin_backbone):
     import fashion_mnist
 
@@ -406,6 +409,7 @@ def test_diverging_cli_run_is_one_sentence_and_writes_no_version(tmp_path, cache
     assert version_folders(tmp_path / "models" / "two") == []
 
 
+@pytest.mark.thorough
 def test_diverging_fine_tune_exports_the_frozen_model(tmp_path, cache_dir, standin_backbone):
     import fashion_mnist
     import tensorflow as tf
@@ -457,6 +461,7 @@ def test_int8_calibration_takes_every_class_in_turn(fm_dir):
     assert [item.label for item in calibration_items(train, least=2)] == [0, 1, 2, 3, 4]  # more classes than asked
 
 
+@pytest.mark.thorough
 def test_int8_export_calibrates_on_every_class_and_agrees_with_float(tmp_path, cache_dir, monkeypatch):
     """A whole run: the converter is given images of the classes in turn, and the int8 model answers as the
     float one does."""

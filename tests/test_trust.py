@@ -25,6 +25,8 @@ KEPT = [0, 1, 2, 3, 4, 5, 7, 8]  # t-shirt, trouser, pullover, dress, coat, sand
 HELD_OUT = [6, 9]  # shirt, ankle boot: never trained on
 PER_CLASS = 50
 
+pytestmark = pytest.mark.thorough  # a training of its own on the real weights: CI's run, not the quick one
+
 
 def _png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()

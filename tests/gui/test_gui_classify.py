@@ -638,6 +638,7 @@ def test_a_replaced_classifier_is_closed_on_its_own_thread(window, qtbot, traine
         assert len(Tracked.log) == 7  # nothing opened before it is used
 
 
+@pytest.mark.thorough
 def test_compare_with_savedmodel_does_not_crash(tmp_path, trained, fm_dir):
     """Defect 1 as reported: the app, with Local SavedModel in use, runs Compare (TFLite + SavedModel) three times."""
     script = textwrap.dedent(f"""
@@ -1224,6 +1225,7 @@ def test_compare_load_sweep_charts_throughput_against_p95(window, qtbot, trained
     assert "failed" not in seen["status"]
 
 
+@pytest.mark.thorough
 def test_images_of_none_of_the_classes_are_shown_as_unknown(window, qtbot, efficientnet_trained, fm_dir, tmp_path):
     """Issue 13: a drawn digit and a photo are none of the clothes classes; the table says so in its Unknown
     column (as the backend flagged each image), the Show filter finds them, and the detail pane says it (the

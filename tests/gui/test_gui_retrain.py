@@ -102,6 +102,7 @@ def _expected_changes(old: Path, new: Path) -> list[tuple[float, str, str, str]]
 
 
 # --- the journey ------------------------------------------------------------------------------------------------
+@pytest.mark.thorough
 def test_two_folders_train_then_retrain_from_models_while_classifying(
     window, qtbot, tmp_path, cache_dir, screenshots, standin_backbone
 ):

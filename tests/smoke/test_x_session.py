@@ -29,6 +29,8 @@ BAG = REPO / "resources" / "sample_data" / "bag"
 BACKENDS = ["Local TFLite", "Local SavedModel", "Remote gRPC", "Remote REST"]
 MAIN = r"^Retrain Studio$"
 
+pytestmark = pytest.mark.thorough  # the real process on a real X server: CI's run, not the quick one
+
 
 @pytest.fixture(scope="module")
 def display():
