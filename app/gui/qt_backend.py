@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.store import is_version_name
+from app.store import ModelError, is_version_name, read_metadata_quietly, resolve_version
 
 from .qt_common import ElidedLabel, Job, icon, one_sentence, remember, sentence, setting
 from .qt_owner import ModelOwner
@@ -230,7 +230,7 @@ class BackendBar(QWidget):
         self.location.lineEdit().returnPressed.connect(self._check_typed_server)
         self.browse.clicked.connect(self.choose_model_folder)
         self.check.clicked.connect(self.check_connection)
-        self._set_status("unknown", "Not checked")
+        self._set_status("unknown", self._not_opened_text())
 
     # --- the choice -------------------------------------------------------------------
     def choice(self) -> BackendChoice:
@@ -318,7 +318,7 @@ class BackendBar(QWidget):
     def _invalidate(self) -> None:
         if self.owner_choice != self.choice():
             self.close_owner()  # released now, not when the next image is classified with another model
-            self._set_status("unknown", "Not checked")
+            self._set_status("unknown", self._not_opened_text())
         self.changed.emit()
 
     def choose_model_folder(self) -> None:
@@ -336,6 +336,22 @@ class BackendBar(QWidget):
             self.kind.setCurrentIndex(self.kind.findData("grpc"))
         self.location.setFocus()
         self.location.lineEdit().selectAll()
+
+    def _not_opened_text(self) -> str:
+        """The status before the choice is opened: a local model says which version it is (read from its folder,
+        no TensorFlow) and that it opens on first use; a server is "Not checked" until it answers."""
+        choice = self.choice()
+        if choice.remote or not choice.location:
+            return "Not checked"
+        try:
+            found = resolve_version(choice.location)
+        except (ModelError, OSError):
+            return "Not checked"
+        if found.suffix == ".tflite":
+            return f"{found.name} · opens when first used"
+        classes = len(read_metadata_quietly(found).labels or [])
+        counted = f" · {classes} classes" if classes else ""
+        return f"{found.parent.name} version {found.name}{counted} · opens when first used"
 
     def _set_status(self, state: str, text: str) -> None:
         colors = {"ok": "#188038", "error": "#b3261e", "busy": "#f9ab00", "unknown": "#9aa0a6"}
@@ -407,7 +423,7 @@ class BackendBar(QWidget):
         version = Path(version_dir).resolve()
         if Path(choice.location).expanduser().resolve() in (version, version.parent):
             self.close_owner()
-            self._set_status("unknown", "Not checked")
+            self._set_status("unknown", self._not_opened_text())
             self.changed.emit()
 
     def close_owner(self) -> None:

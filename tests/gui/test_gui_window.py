@@ -11,7 +11,7 @@ from conftest import save_shot
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QKeySequence, QPalette
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication, QComboBox, QPushButton
+from PySide6.QtWidgets import QApplication, QComboBox, QLabel, QPushButton
 
 WCAG_AA = 4.5
 
@@ -105,6 +105,23 @@ def test_settings_persist_across_a_restart(qtbot, trained):
     backend.setFocus()
     QTest.keyClick(backend, Qt.Key.Key_Home)  # back to local: its own recent list
     assert second.backend.choice().kind == "tflite" and second.backend.choice().location != url
+
+
+def test_a_local_model_says_which_version_it_is_before_it_is_opened(window, qtbot, trained):
+    """Found under X: a local model read "Not checked" until its first image, as if it had to be checked first;
+    a server still is, until it answers."""
+    status = next(label for label in window.findChildren(QLabel) if label.accessibleName() == "Backend status")
+    type_location(window, qtbot, str(trained["models"] / "clothes"))  # a model's folder: its newest version
+    assert status.text() == "clothes version 1 · 5 classes · opens when first used"
+    type_location(window, qtbot, str(trained["version_dir"] / "model.tflite"))
+    assert status.text() == "model.tflite · opens when first used"
+    type_location(window, qtbot, str(trained["models"] / "no such model"))
+    assert status.text() == "Not checked"
+    window.backend.kind.setFocus()
+    while window.backend.choice().kind != "grpc":
+        QTest.keyClick(window.backend.kind, Qt.Key.Key_Down)
+    assert status.text() == "Not checked"
+    assert window.backend.owner is None  # nothing was opened to say it
 
 
 def test_keyboard_shortcuts(window):
