@@ -14,6 +14,7 @@ from pathlib import Path
 
 from app import classify_only, version_text
 from app.imaging import printable
+from app.inference.factory import LOCAL_BACKENDS
 
 
 class UsageError(Exception):
@@ -142,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = classify.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a model version folder, or its base folder (highest version)")
     source.add_argument("--server", help="grpc://host:8500/NAME or http://host:8501/v1/models/NAME")
-    classify.add_argument("--backend", choices=["tflite", "savedmodel"], default="tflite")
+    classify.add_argument("--backend", choices=LOCAL_BACKENDS, default="tflite")
     classify.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
     classify.add_argument("--top-k", type=int, default=3)
     classify.add_argument("--json", action="store_true")
@@ -788,7 +789,7 @@ def cmd_serve_config(args) -> int:
 
 def cmd_bench(args) -> int:
     from app.inference.bench import bench, labeled_files
-    from app.inference.factory import LOCAL_BACKENDS, open_classifier
+    from app.inference.factory import open_classifier
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for backend in backends:

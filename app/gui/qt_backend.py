@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.inference.factory import LOCAL_BACKENDS
 from app.store import ModelError, is_version_name, read_metadata_quietly, resolve_version
 
 from .qt_common import ElidedLabel, Job, icon, one_sentence, remember, sentence, setting
@@ -193,7 +194,7 @@ class BackendBar(QWidget):
         for key, text in BACKENDS:
             if key == "savedmodel" and classify_only():
                 continue  # no TensorFlow in this build
-            glyph = "mdi6.laptop" if key in ("tflite", "savedmodel") else "mdi6.server-network"
+            glyph = "mdi6.laptop" if key in LOCAL_BACKENDS else "mdi6.server-network"
             self.kind.addItem(icon(glyph), text, key)
         self.location = QComboBox()
         self.location.setEditable(True)
@@ -252,7 +253,7 @@ class BackendBar(QWidget):
 
     def _recent_key(self, kind: str | None = None) -> str:
         kind = kind or self.kind.currentData()
-        return "backend/recent_local" if kind in ("tflite", "savedmodel") else f"backend/recent_{kind}"
+        return "backend/recent_local" if kind in LOCAL_BACKENDS else f"backend/recent_{kind}"
 
     def _load_recent(self, server=None) -> None:
         """The kind's recent locations; with none, ``server`` (the address typed before switching between gRPC
@@ -270,7 +271,7 @@ class BackendBar(QWidget):
         self.location.setEditText(recent[0] if recent else default)
         self.location.lineEdit().setPlaceholderText(PLACEHOLDERS[kind])
         self.location.blockSignals(False)
-        self.browse.setVisible(kind in ("tflite", "savedmodel"))
+        self.browse.setVisible(kind in LOCAL_BACKENDS)
 
     def _remember_location(self) -> None:
         value = self.location.currentText().strip()
@@ -295,7 +296,7 @@ class BackendBar(QWidget):
             return None
 
     def _location_changed(self, text: str) -> None:
-        if self.kind.currentData() in ("tflite", "savedmodel") and text.strip():
+        if self.kind.currentData() in LOCAL_BACKENDS and text.strip():
             self.local_model = text.strip()
         self._invalidate()
 

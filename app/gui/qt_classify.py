@@ -60,6 +60,7 @@ from PySide6.QtWidgets import (
 from app.imaging import IMAGE_EXTENSIONS, ImageError, find_images, printable, read_image_file, walk
 from app.inference.base import Prediction
 from app.inference.bench import LoadSettings, bench, load_payloads, summary, sweep
+from app.inference.factory import LOCAL_BACKENDS
 from app.store import model_folders
 
 from .qt_backend import (
@@ -1233,7 +1234,7 @@ class ClassifyView(QWidget):
         thread, through the version's SavedModel); say why when the row cannot be explained."""
         from app import classify_only
 
-        local = row.kind in ("tflite", "savedmodel") and row.choice is not None
+        local = row.kind in LOCAL_BACKENDS and row.choice is not None
         self.explain_button.setEnabled(local and not classify_only())
         self.explain_button.setToolTip(  # a greyed-out button says why
             EXPLAIN_LOCAL_ONLY if not local else EXPLAIN_NEEDS_TENSORFLOW if classify_only() else EXPLAIN_TIP
@@ -1377,7 +1378,7 @@ class CompareDialog(QDialog):
             box = QCheckBox(label)
             edit = QLineEdit(address)
             edit.setAccessibleName(f"{label} address")
-            box.setChecked(key in ("tflite", "savedmodel") and bool(local) or current.kind == key)
+            box.setChecked(key in LOCAL_BACKENDS and bool(local) or current.kind == key)
             line = QHBoxLayout()
             line.addWidget(box)
             line.addWidget(edit, 1)

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import __version__, classify_only
+from app.inference.factory import LOCAL_BACKENDS
 from app.paths import resources_dir
 from app.store import model_folders
 
@@ -192,14 +193,14 @@ class MainWindow(QMainWindow):
 
     def _classify_with(self, version_dir: str) -> None:
         kind = self.backend.choice().kind
-        self.backend.set_choice(kind if kind in ("tflite", "savedmodel") else "tflite", version_dir)
+        self.backend.set_choice(kind if kind in LOCAL_BACKENDS else "tflite", version_dir)
         self.messages.post("classify", f"Classifying with {version_dir}. Drop images to try it.", "info", CLASSIFY)
 
     def _classify_with_the_new_model_if_none(self, version_dir: str) -> None:
         """A model just trained becomes Classify's when Classify has none yet: trying it is what a user does next
         (found under X: Classify asked to choose a model right after one was trained).  A chosen model or a
         server is left as it is."""
-        if self.backend.choice().kind in ("tflite", "savedmodel") and not self.backend.has_model():
+        if self.backend.choice().kind in LOCAL_BACKENDS and not self.backend.has_model():
             self._classify_with(version_dir)
 
     def about(self) -> None:
