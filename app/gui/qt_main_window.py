@@ -41,7 +41,8 @@ class MainWindow(QMainWindow):
     def __init__(self):
         super().__init__()
         self.setWindowTitle("Retrain Studio")
-        self.setMinimumSize(900, 600)
+        # no fixed minimum size: the layout's is the window's, so it never gets narrower than what it shows (a fixed
+        # 900 px cut Classify's buttons and a local model's bar, which need 998)
         self.messages = MessageBar()
         self.backend = BackendBar()
         if classify_only():

@@ -312,3 +312,17 @@ def test_a_long_backend_status_ends_in_an_ellipsis_inside_the_window(window, qtb
     ink = [x for x in range(image.width()) for y in range(image.height()) if image.pixelColor(x, y) != background]
     assert ink and max(ink) < image.width() - 2
     assert status.toolTip() == status.text()
+
+
+def test_the_window_is_never_narrower_than_what_it_shows(window, qtbot, trained):
+    """Found under X: the window's fixed minimum (900 px) was below what Classify's buttons and a local model's
+    bar need, so at 900 px "Compare backends…" read "Compare backend" and "Open images…" lost its edge."""
+    type_location(window, qtbot, str(trained["version_dir"]))
+    shortcut(window, "Ctrl+2")
+    assert window.pages.currentWidget() is window.classify
+    window.resize(800, 560)  # narrower than anything it can show: it stops where its contents would be cut
+    qtbot.waitUntil(lambda: window.width() != 800 or window.minimumSizeHint().width() <= 800)
+    assert window.width() >= window.minimumSizeHint().width() and window.width() <= 1024
+    for shown in (b for b in window.findChildren(QPushButton) if b.isVisible()):
+        assert shown.width() >= shown.sizeHint().width(), shown.text()
+        assert shown.mapTo(window, shown.rect().topRight()).x() <= window.width(), shown.text()
