@@ -247,9 +247,12 @@ class BackendBar(QWidget):
         return bool(self.location.currentText().strip())
 
     def set_choice(self, kind: str, location: str) -> None:
+        """The app's own choice of a model it knows (one just trained, or opened from Models): remembered at once,
+        as a typed one is once it opens (found under X: an unused one was forgotten when the app restarted)."""
         self.kind.setCurrentIndex(self.kind.findData(kind))
         self.location.setEditText(location)
         self._location_changed(location)
+        self._remember_location()
 
     def _recent_key(self, kind: str | None = None) -> str:
         kind = kind or self.kind.currentData()

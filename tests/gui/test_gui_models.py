@@ -391,3 +391,20 @@ def test_closing_results_while_thumbnails_load_is_harmless(window, qtbot, tmp_pa
     QTest.qWait(100)  # answers delivered (to nobody)
     assert not [d for d in view.findChildren(QDialog, "resultsDialog") if d.isVisible()]
     assert "Error" not in capfd.readouterr().err
+
+
+def test_a_model_opened_in_classify_is_still_classify_s_after_a_restart(window, qtbot, trained):
+    """Found under X: a model chosen by the app (just trained, or opened from Models) and not yet used was
+    forgotten when the app restarted: Classify asked to choose a model again."""
+    from app.gui.qt_main_window import MainWindow
+
+    view = open_models(window, qtbot, trained["models"])
+    click_row(qtbot, view.tree, view.tree.topLevelItem(0).child(0))
+    qtbot.mouseClick(button(view, "Open in Classify"), Qt.MouseButton.LeftButton)
+    assert window.pages.currentWidget() is window.classify
+    window.close()
+    again = MainWindow()
+    qtbot.addWidget(again)
+    again.show()
+    assert again.backend.choice().location == str(trained["version_dir"])
+    assert again.backend.has_model()
