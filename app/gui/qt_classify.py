@@ -766,6 +766,8 @@ class ClassifyView(QWidget):
         event.acceptProposedAction()
 
     def open_files(self):
+        if not self._ready_to_run():  # said before files are picked, not after (found under X: they were lost)
+            return
         start = setting("classify/last_folder", str(Path.home()))
         pattern = "Images (" + " ".join(f"*{e}" for e in sorted(IMAGE_EXTENSIONS)) + ")"
         files, _ = QFileDialog.getOpenFileNames(self, "Open images", start, pattern)
@@ -774,6 +776,8 @@ class ClassifyView(QWidget):
             self.classify_paths(files)
 
     def open_folder(self):
+        if not self._ready_to_run():
+            return
         folder = QFileDialog.getExistingDirectory(
             self, "Open a folder of images", setting("classify/last_folder", str(Path.home()))
         )

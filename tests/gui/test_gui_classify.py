@@ -310,6 +310,20 @@ def test_no_model_says_how_to_get_one(window, qtbot, trained, fm_dir, tmp_path):
     drop(page, class_files(fm_dir, "bag", 2))
     assert results(page).model().rowCount() == 0  # no rows that can only fail
     assert "Choose a model first" in window.messages.text.text()
+    window.messages.clear("classify")
+    # found under X: Open images… asked for files first, then threw them away for want of a model
+    dialogs = []
+
+    def close_a_dialog():  # had one opened, the click would block in it
+        dialog = QApplication.activeModalWidget()
+        if dialog is not None:
+            dialogs.append(dialog.windowTitle())
+            dialog.reject()
+
+    QTimer.singleShot(1000, close_a_dialog)
+    click(find(page, QAbstractButton, "Open images…"))
+    qtbot.wait(1100)
+    assert dialogs == [] and "Choose a model first" in window.messages.text.text()
     click(find(page, QAbstractButton, "Connect to a server…"))
     assert find(window, QComboBox, "Backend").currentText() == "Remote gRPC"
     assert location_text(window).startswith("grpc://localhost:8500/")
