@@ -343,14 +343,15 @@ class BackendBar(QWidget):
 
     def _not_opened_text(self) -> str:
         """The status before the choice is opened: a local model says which version it is (read from its folder,
-        no TensorFlow) and that it opens on first use; a server is "Not checked" until it answers."""
+        no TensorFlow) and that it opens on first use, or that there is none; a server is "Not checked" until it
+        answers."""
         choice = self.choice()
         if choice.remote or not choice.location:
             return "Not checked"
         try:
             found = resolve_version(choice.location)
-        except (ModelError, OSError):
-            return "Not checked"
+        except (ModelError, OSError) as exc:  # said now, not only after Check connection
+            return one_sentence(exc)
         if found.suffix == ".tflite":
             return f"{found.name} · opens when first used"
         classes = len(read_metadata_quietly(found).labels or [])

@@ -116,7 +116,9 @@ def test_a_local_model_says_which_version_it_is_before_it_is_opened(window, qtbo
     type_location(window, qtbot, str(trained["version_dir"] / "model.tflite"))
     assert status.text() == "model.tflite · opens when first used"
     type_location(window, qtbot, str(trained["models"] / "no such model"))
-    assert status.text() == "Not checked"
+    assert status.text() == f"model not found: {trained['models'] / 'no such model'}"
+    type_location(window, qtbot, str(trained["models"]))  # a folder of models, not a model
+    assert status.text().endswith("holds no model version (expected NAME/1/saved_model.pb)")
     window.backend.kind.setFocus()
     while window.backend.choice().kind != "grpc":
         QTest.keyClick(window.backend.kind, Qt.Key.Key_Down)
