@@ -293,8 +293,30 @@ def app_icon():
     return QIcon(str(path)) if path.exists() else icon("mdi6.brain", "#1a73e8")
 
 
+def watch_for_crashes() -> Path | None:
+    """A native crash (in Qt, TensorFlow or LiteRT) writes every thread's Python stack to ``crash.log`` in the
+    user's state folder, instead of the window vanishing without a word. Returns where the last run's crash was
+    kept (``last-crash.log``), or None when it ended cleanly."""
+    import faulthandler
+
+    import platformdirs
+
+    folder = Path(platformdirs.user_state_dir("retrain-studio"))
+    log, kept = folder / "crash.log", folder / "last-crash.log"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        crashed = log.is_file() and log.stat().st_size > 0
+        if crashed:
+            log.replace(kept)
+        faulthandler.enable(file=open(log, "w"), all_threads=True)  # noqa: SIM115 (open for the process's life)
+    except OSError:  # a read-only home: the app still runs, only without the log
+        return None
+    return kept if crashed else None
+
+
 def run(argv: list[str]) -> int:
     """Start the GUI (no TensorFlow import here: the window appears fast)."""
+    crashed = watch_for_crashes()
     app = QApplication.instance() or QApplication(argv)
     app.setApplicationName("Retrain Studio")
     app.setOrganizationName("RetrainStudio")
@@ -304,6 +326,10 @@ def run(argv: list[str]) -> int:
     app.setWindowIcon(app_icon())
     window = MainWindow()
     window.show()
+    if crashed:
+        window.messages.post(
+            "crash", f"Retrain Studio stopped unexpectedly last time; what it was doing is in {crashed}.", "warning"
+        )
     from PySide6.QtCore import QTimer
 
     from .qt_common import import_later

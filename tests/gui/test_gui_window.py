@@ -3,9 +3,12 @@
 Everything is driven with mouse clicks, key presses and typed text; no test calls a `_`-method.
 """
 
+import os
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 from conftest import save_shot
 from PySide6.QtCore import Qt
@@ -328,3 +331,44 @@ def test_the_window_is_never_narrower_than_what_it_shows(window, qtbot, trained)
     for shown in (b for b in window.findChildren(QPushButton) if b.isVisible()):
         assert shown.width() >= shown.sizeHint().width(), shown.text()
         assert shown.mapTo(window, shown.rect().topRight()).x() <= window.width(), shown.text()
+
+
+def test_a_crash_is_told_at_the_next_start_with_what_the_app_was_doing(tmp_path):
+    """Found under X: the window once vanished without a word (nothing on stderr). A native crash now leaves every
+    thread's stack in the user's state folder, and the next start says so, naming the file."""
+    import signal
+
+    home = tmp_path / "home"
+    state = home / ".local" / "state" / "retrain-studio"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")} | {"HOME": str(home)}
+    env["QT_QPA_PLATFORM"] = "offscreen"
+
+    def start(ui_log: Path) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "app"], env=env | {"RETRAIN_STUDIO_UI_LOG": str(ui_log)}, stderr=subprocess.PIPE
+        )
+
+    def wait_for(ui_log: Path, text: str) -> None:
+        deadline = time.monotonic() + 60
+        while not (ui_log.exists() and text in ui_log.read_text(encoding="utf-8")):
+            assert time.monotonic() < deadline, f"{text!r} never shown"
+            time.sleep(0.1)
+
+    first = start(tmp_path / "first.jsonl")
+    wait_for(tmp_path / "first.jsonl", "Choose your photos")
+    first.send_signal(signal.SIGSEGV)  # as a crash in a native library ends the process
+    assert first.wait(timeout=30) == -signal.SIGSEGV
+    assert "Segmentation fault" in (state / "crash.log").read_text()
+
+    second = start(tmp_path / "second.jsonl")
+    try:
+        wait_for(
+            tmp_path / "second.jsonl",
+            f"Retrain Studio stopped unexpectedly last time; what it was doing is in {state / 'last-crash.log'}.",
+        )
+    finally:
+        second.terminate()
+        second.wait(timeout=30)
+    kept = (state / "last-crash.log").read_text()
+    assert "Segmentation fault" in kept and "File " in kept  # the Python stacks of the moment it ended
+    assert (state / "crash.log").read_text() == ""  # the second run ended without a crash
