@@ -105,6 +105,7 @@ def test_a_backbone_that_does_not_convert_runs_in_tensorflow_with_one_warning(tm
 # --- decoding once --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.thorough
 def test_each_image_is_decoded_once_in_a_cold_run_and_never_in_a_warm_one(tmp_path, own_cache, monkeypatch):
     import fashion_mnist
 

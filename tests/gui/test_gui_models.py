@@ -312,6 +312,7 @@ def test_2000_classes_open_as_the_most_confused_pairs(window, qtbot, tmp_path):
     dialog.close()
 
 
+@pytest.mark.thorough
 def test_cancel_on_the_results_page_keeps_them_reopenable(window, qtbot, tmp_path, cache_dir, standin_backbone):
     """Train the sample through the wizard, Cancel on Results, reopen the same results from Models."""
     from PySide6.QtWidgets import QLabel
