@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSize, Qt
@@ -305,11 +306,13 @@ def watch_for_crashes() -> Path | None:
     log, kept = folder / "crash.log", folder / "last-crash.log"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        crashed = log.is_file() and log.stat().st_size > 0
+        crashed = log.exists() and stat.S_ISREG(log.lstat().st_mode) and log.lstat().st_size > 0  # links: not ours
         if crashed:
             log.replace(kept)
-        faulthandler.enable(file=open(log, "w"), all_threads=True)  # noqa: SIM115 (open for the process's life)
-    except OSError:  # a read-only home: the app still runs, only without the log
+        # a plain file of ours only: a link is not followed out of the folder, a pipe does not block the start
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK
+        faulthandler.enable(file=os.fdopen(os.open(log, flags, 0o600), "w"), all_threads=True)  # open for life
+    except OSError:  # a read-only home, or something else under that name: the app runs, without the log
         return None
     return kept if crashed else None
 

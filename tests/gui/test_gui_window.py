@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from conftest import save_shot
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QKeySequence, QPalette
@@ -333,6 +334,31 @@ def test_the_window_is_never_narrower_than_what_it_shows(window, qtbot, trained)
         assert shown.mapTo(window, shown.rect().topRight()).x() <= window.width(), shown.text()
 
 
+class RealApp:
+    """``python -m app`` in a process of its own (offscreen), with its own HOME; what it shows is read from its UI
+    log (app/gui/qt_probe.py)."""
+
+    def __init__(self, home: Path, ui_log: Path):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")}  # its state goes under HOME
+        env |= {"HOME": str(home), "QT_QPA_PLATFORM": "offscreen", "RETRAIN_STUDIO_UI_LOG": str(ui_log)}
+        self.ui_log = ui_log
+        self.process = subprocess.Popen([sys.executable, "-m", "app"], env=env, stderr=subprocess.DEVNULL)
+
+    def wait_for(self, text: str, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while not (self.ui_log.exists() and text in self.ui_log.read_text(encoding="utf-8")):
+            assert time.monotonic() < deadline, f"{text!r} never shown"
+            time.sleep(0.1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
 def test_a_crash_is_told_at_the_next_start_with_what_the_app_was_doing(tmp_path):
     """Found under X: the window once vanished without a word (nothing on stderr). A native crash now leaves every
     thread's stack in the user's state folder, and the next start says so, naming the file."""
@@ -340,35 +366,37 @@ def test_a_crash_is_told_at_the_next_start_with_what_the_app_was_doing(tmp_path)
 
     home = tmp_path / "home"
     state = home / ".local" / "state" / "retrain-studio"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("XDG_")} | {"HOME": str(home)}
-    env["QT_QPA_PLATFORM"] = "offscreen"
-
-    def start(ui_log: Path) -> subprocess.Popen:
-        return subprocess.Popen(
-            [sys.executable, "-m", "app"], env=env | {"RETRAIN_STUDIO_UI_LOG": str(ui_log)}, stderr=subprocess.PIPE
-        )
-
-    def wait_for(ui_log: Path, text: str) -> None:
-        deadline = time.monotonic() + 60
-        while not (ui_log.exists() and text in ui_log.read_text(encoding="utf-8")):
-            assert time.monotonic() < deadline, f"{text!r} never shown"
-            time.sleep(0.1)
-
-    first = start(tmp_path / "first.jsonl")
-    wait_for(tmp_path / "first.jsonl", "Choose your photos")
-    first.send_signal(signal.SIGSEGV)  # as a crash in a native library ends the process
-    assert first.wait(timeout=30) == -signal.SIGSEGV
+    with RealApp(home, tmp_path / "first.jsonl") as first:
+        first.wait_for("Choose your photos")
+        first.process.send_signal(signal.SIGSEGV)  # as a crash in a native library ends the process
+        assert first.process.wait(timeout=30) == -signal.SIGSEGV
     assert "Segmentation fault" in (state / "crash.log").read_text()
 
-    second = start(tmp_path / "second.jsonl")
-    try:
-        wait_for(
-            tmp_path / "second.jsonl",
-            f"Retrain Studio stopped unexpectedly last time; what it was doing is in {state / 'last-crash.log'}.",
-        )
-    finally:
-        second.terminate()
-        second.wait(timeout=30)
-    kept = (state / "last-crash.log").read_text()
-    assert "Segmentation fault" in kept and "File " in kept  # the Python stacks of the moment it ended
+    with RealApp(home, tmp_path / "second.jsonl") as second:
+        kept = state / "last-crash.log"
+        second.wait_for(f"Retrain Studio stopped unexpectedly last time; what it was doing is in {kept}.")
+    assert "Segmentation fault" in kept.read_text() and "File " in kept.read_text()  # the stacks at that moment
     assert (state / "crash.log").read_text() == ""  # the second run ended without a crash
+
+
+@pytest.mark.parametrize("where", ["a named pipe", "a link to another file"])
+def test_what_stands_where_the_crash_log_goes_neither_stops_the_start_nor_is_written_through(tmp_path, where):
+    """Hostile: a pipe at the crash log's name blocked the start (opening it waits for a reader); a link there
+    made the log truncate the file it points to."""
+    import signal
+
+    home = tmp_path / "home"
+    state = home / ".local" / "state" / "retrain-studio"
+    state.mkdir(parents=True)
+    elsewhere = tmp_path / "precious.txt"
+    elsewhere.write_text("not the app's")
+    if where == "a named pipe":
+        os.mkfifo(state / "crash.log")
+    else:
+        (state / "crash.log").symlink_to(elsewhere)
+    with RealApp(home, tmp_path / "ui.jsonl") as app:
+        app.wait_for("Choose your photos", seconds=30)
+        app.process.send_signal(signal.SIGSEGV)
+        app.process.wait(timeout=30)
+    assert elsewhere.read_text() == "not the app's"
+    assert "stopped unexpectedly" not in (tmp_path / "ui.jsonl").read_text()  # what it found there was no crash
