@@ -342,14 +342,14 @@ def read_metadata(version_dir: str | Path) -> Metadata:
         The Metadata; empty (no labels) for a folder with neither file.
 
     Raises:
-        ModelError: metadata.json exists but is not a regular file, not JSON, not an object, or its
-            labels are not a list of names (one sentence naming the file).
+        ModelError: metadata.json (or, without it, assets/labels.txt) is not a regular file or is over
+            METADATA_MOST bytes, or metadata.json is not JSON, not an object, or its labels are not a list of
+            names (one sentence naming the file).
     """
     version_dir = Path(version_dir)
     meta_file = version_dir / METADATA_FILE
     if meta_file.exists():
-        if not meta_file.is_file():  # a FIFO would hang the reader
-            raise ModelError(f"{meta_file} is not a regular file")
+        _check_small_file(meta_file)
         try:
             data = json.loads(meta_file.read_text(encoding="utf-8"))
         except (ValueError, OSError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
@@ -361,8 +361,23 @@ def read_metadata(version_dir: str | Path) -> Metadata:
         return Metadata.from_dict(data)
     labels_file = version_dir / LABELS_FILE
     if labels_file.exists():
-        return Metadata(labels=labels_file.read_text(encoding="utf-8").splitlines(), format_version=None)
+        _check_small_file(labels_file)
+        try:
+            return Metadata(labels=labels_file.read_text(encoding="utf-8").splitlines(), format_version=None)
+        except (ValueError, OSError) as exc:
+            raise ModelError(f"{labels_file} cannot be read ({type(exc).__name__})") from None
     return Metadata(format_version=None)
+
+
+METADATA_MOST = 64 << 20  # far above any model's (a 100,000-class one is a few MB); read on the GUI thread too
+
+
+def _check_small_file(path: Path) -> None:
+    """A FIFO would hang the reader and a huge file stall it (the backend bar reads this as a path is typed)."""
+    if not path.is_file():
+        raise ModelError(f"{path} is not a regular file")
+    if path.stat().st_size > METADATA_MOST:
+        raise ModelError(f"{path} is {human_size(path.stat().st_size)}, too large for a model's metadata")
 
 
 def read_metadata_quietly(version_dir: str | Path) -> Metadata:

@@ -19,6 +19,7 @@ from app.store import (
     model_folders,
     next_version,
     read_metadata,
+    read_metadata_quietly,
     read_version,
     resolve_version,
     version_folders,
@@ -161,6 +162,21 @@ def test_metadata_json_that_is_a_fifo_does_not_hang(tmp_path):
     os.mkfifo(tmp_path / "metadata.json")
     with pytest.raises(ModelError, match="is not a regular file"):
         read_metadata(tmp_path)
+
+
+def test_a_labels_file_that_is_a_fifo_or_metadata_of_gigabytes_is_an_error_not_a_hang(tmp_path):
+    """The backend bar reads a typed folder's metadata on the GUI thread: a pipe there hung it, a huge file
+    stalled it."""
+    (tmp_path / "pipe" / "assets").mkdir(parents=True)
+    os.mkfifo(tmp_path / "pipe" / "assets" / "labels.txt")
+    with pytest.raises(ModelError, match="is not a regular file"):
+        read_metadata(tmp_path / "pipe")
+    (tmp_path / "huge").mkdir()
+    with open(tmp_path / "huge" / "metadata.json", "wb") as sparse:
+        sparse.truncate(3_000_000_000)  # 3 GB that take no room on disk
+    with pytest.raises(ModelError, match="3.0 GB, too large for a model's metadata"):
+        read_metadata(tmp_path / "huge")
+    assert read_metadata_quietly(tmp_path / "huge").labels == []
 
 
 def test_label_fallback_names_every_class():
