@@ -132,6 +132,19 @@ def next_version(base: str | Path) -> int:
     return max(taken, default=0) + 1
 
 
+def user_path(text: str | Path) -> Path:
+    """A typed path with ``~`` and ``~user`` expanded; an unknown ``~user`` is left as typed (``expanduser`` raises
+    RuntimeError for it, which reached the GUI as a traceback while a path was being typed).
+
+    >>> user_path("~nobody_has_this_name/models")
+    PosixPath('~nobody_has_this_name/models')
+    """
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        return Path(text)
+
+
 def resolve_version(path: str | Path) -> Path:
     """A version folder as given, or a model's base folder resolved to its highest version (as TF Serving).
 
@@ -144,9 +157,11 @@ def resolve_version(path: str | Path) -> Path:
     Raises:
         ModelError: nothing at ``path``, or a folder without any version.
     """
-    path = Path(path).expanduser()
+    path = user_path(path)
     if not path.exists():
         raise ModelError(f"model not found: {path}")
+    if path.suffix == ".tflite" and not path.is_file():  # a pipe hung the TFLite loader and, with it, the window
+        raise ModelError(f"{path} is not a regular file")
     if (path / SAVED_MODEL_FILE).exists() or path.suffix == ".tflite":
         return path
     newest = latest_version(path)
@@ -157,7 +172,7 @@ def resolve_version(path: str | Path) -> Path:
 
 def model_folders(models_dir: str | Path) -> list[Path]:
     """The models in a models folder: sub-folders holding at least one version, sorted by name."""
-    root = Path(models_dir).expanduser()
+    root = user_path(models_dir)
     return sorted(p for p in root.iterdir() if p.is_dir() and version_folders(p)) if root.is_dir() else []
 
 

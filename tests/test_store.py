@@ -179,6 +179,31 @@ def test_a_labels_file_that_is_a_fifo_or_metadata_of_gigabytes_is_an_error_not_a
     assert read_metadata_quietly(tmp_path / "huge").labels == []
 
 
+def test_a_tflite_that_is_a_pipe_or_a_folder_is_an_error_not_a_hang(tmp_path):
+    """Found by attack under X: LiteRT opened a named pipe holding Python's lock, and every thread (the window's
+    too) waited for a writer that never came."""
+    from app.inference.tflite import TFLiteClassifier
+
+    os.mkfifo(tmp_path / "pipe.tflite")
+    (tmp_path / "folder.tflite").mkdir()
+    for path in (tmp_path / "pipe.tflite", tmp_path / "folder.tflite"):
+        with pytest.raises(ModelError, match="is not a regular file"):
+            resolve_version(path)
+        with pytest.raises(ModelError, match="is not a regular file"):
+            TFLiteClassifier(path)
+    folder = version(tmp_path / "piped", "1")
+    os.mkfifo(folder / "model.tflite")
+    with pytest.raises(ModelError, match="model.tflite is not a regular file"):
+        TFLiteClassifier(tmp_path / "piped")
+
+
+def test_an_unknown_user_s_home_is_a_missing_model_not_a_runtime_error():
+    """Found by attack under X: ``~zzq/x`` typed into the backend bar raised RuntimeError on every key."""
+    with pytest.raises(ModelError, match="model not found: ~zzq_no_such_user/x"):
+        resolve_version("~zzq_no_such_user/x")
+    assert model_folders("~zzq_no_such_user") == []
+
+
 def test_label_fallback_names_every_class():
     assert fallback_labels(3) == ["class_0", "class_1", "class_2"] and fallback_labels(0) == []
     assert labels_for([], 2) == ["class_0", "class_1"] and labels_for(None, 1) == ["class_0"]

@@ -14,7 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from app.imaging import ImageError, decode, resize
-from app.store import TFLITE_FILES, ModelError, labels_for, read_metadata, resolve_version, tflite_outputs
+from app.store import (
+    TFLITE_FILES,
+    ModelError,
+    labels_for,
+    read_metadata,
+    resolve_version,
+    tflite_outputs,
+    user_path,
+)
 
 from .base import Prediction, Timings, ranked, warm_up_image
 
@@ -50,16 +58,17 @@ class TFLiteClassifier:
     name = "tflite"
 
     def __init__(self, model: str | Path, variant: str = "float", threads: int | None = None):
-        path = Path(model).expanduser()
+        path = user_path(model)
         if path.suffix == ".tflite":
-            if not path.exists():
-                raise ModelError(f"model not found: {path}")
-            model_file, version_dir = path, path.parent
+            model_file = resolve_version(path)
+            version_dir = path.parent
         else:
             version_dir = resolve_version(path)
             model_file = version_dir / TFLITE_FILES.get(variant, variant)
             if not model_file.exists():
                 raise ModelError(f"{version_dir} has no {model_file.name}; export it with --tflite {variant}")
+        if not model_file.is_file():  # LiteRT opens it holding the GIL: a pipe froze every thread, the GUI's too
+            raise ModelError(f"{model_file} is not a regular file")
         self.metadata = read_metadata(version_dir)
         try:
             self._interpreter = interpreter_class()(model_path=str(model_file), num_threads=threads)
