@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.inference.factory import LOCAL_BACKENDS
-from app.store import ModelError, is_version_name, read_metadata_quietly, resolve_version
+from app.store import ModelError, is_version_name, read_metadata, resolve_version, user_path
 
 from .qt_common import ElidedLabel, Job, icon, one_sentence, remember, sentence, setting
 from .qt_owner import ModelOwner
@@ -350,11 +350,11 @@ class BackendBar(QWidget):
             return "Not checked"
         try:
             found = resolve_version(choice.location)
+            if found.suffix == ".tflite":
+                return f"{found.name} · opens when first used"
+            classes = len(read_metadata(found).labels or [])  # a damaged one is said now, not after a check
         except (ModelError, OSError) as exc:  # said now, not only after Check connection
             return one_sentence(exc)
-        if found.suffix == ".tflite":
-            return f"{found.name} · opens when first used"
-        classes = len(read_metadata_quietly(found).labels or [])
         counted = f" · {classes} classes" if classes else ""
         return f"{found.parent.name} version {found.name}{counted} · opens when first used"
 
@@ -426,7 +426,7 @@ class BackendBar(QWidget):
         if choice is None or choice.remote:
             return
         version = Path(version_dir).resolve()
-        if Path(choice.location).expanduser().resolve() in (version, version.parent):
+        if user_path(choice.location).resolve() in (version, version.parent):
             self.close_owner()
             self._set_status("unknown", self._not_opened_text())
             self.changed.emit()

@@ -19,7 +19,7 @@ from PySide6.QtCore import (
     Signal,
 )
 from PySide6.QtGui import QDesktopServices, QIcon, QIconEngine, QImage, QImageReader, QPixmap
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QToolButton, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QSizePolicy, QToolButton, QWidget
 
 ORGANIZATION, APPLICATION = "RetrainStudio", "Retrain Studio"
 
@@ -218,6 +218,8 @@ class MessageBar(QWidget):
         self.text.setObjectName("messageText")
         self.text.setWordWrap(True)
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # it takes the width it is given: a 4,000-character path (no space to wrap at) made the window 29,592 px
+        self.text.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.close_button = QToolButton()
         self.close_button.setIcon(icon("mdi6.close"))
         self.close_button.setAutoRaise(True)

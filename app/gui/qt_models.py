@@ -29,6 +29,7 @@ from app.store import (
     human_size,
     model_folders,
     read_version,
+    user_path,
     version_folders,
 )
 
@@ -151,7 +152,7 @@ class ModelsView(QWidget):
         self.refresh()
 
     def refresh(self) -> None:
-        root = Path(self.folder.text()).expanduser()
+        root = user_path(self.folder.text())
         remember("train/models_dir", str(root))
         current = self.tree.currentItem()
         keep = (current.data(0, VERSION_ROLE) or current.text(0)) if current else None  # selected before

@@ -4,6 +4,7 @@ Everything is driven with mouse clicks, key presses and typed text; no test call
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -111,7 +112,7 @@ def test_settings_persist_across_a_restart(qtbot, trained):
     assert second.backend.choice().kind == "tflite" and second.backend.choice().location != url
 
 
-def test_a_local_model_says_which_version_it_is_before_it_is_opened(window, qtbot, trained):
+def test_a_local_model_says_which_version_it_is_before_it_is_opened(window, qtbot, trained, tmp_path):
     """Found under X: a local model read "Not checked" until its first image, as if it had to be checked first;
     a server still is, until it answers."""
     status = next(label for label in window.findChildren(QLabel) if label.accessibleName() == "Backend status")
@@ -123,6 +124,17 @@ def test_a_local_model_says_which_version_it_is_before_it_is_opened(window, qtbo
     assert status.text() == f"model not found: {trained['models'] / 'no such model'}"
     type_location(window, qtbot, str(trained["models"]))  # a folder of models, not a model
     assert status.text().endswith("holds no model version (expected NAME/1/saved_model.pb)")
+    # found by attack under X: these read as healthy models, or raised on every key
+    damaged = tmp_path / "damaged"
+    shutil.copytree(trained["version_dir"], damaged / "1")
+    (damaged / "1" / "metadata.json").write_text("[1, 2")
+    type_location(window, qtbot, str(damaged))
+    assert status.text().startswith(f"{damaged / '1' / 'metadata.json'} cannot be read (JSONDecodeError)")
+    os.mkfifo(tmp_path / "pipe.tflite")
+    type_location(window, qtbot, str(tmp_path / "pipe.tflite"))
+    assert status.text() == f"{tmp_path / 'pipe.tflite'} is not a regular file"
+    type_location(window, qtbot, "~zzq_no_such_user/x")
+    assert status.text() == "model not found: ~zzq_no_such_user/x"
     window.backend.kind.setFocus()
     while window.backend.choice().kind != "grpc":
         QTest.keyClick(window.backend.kind, Qt.Key.Key_Down)
@@ -318,6 +330,18 @@ def test_a_long_backend_status_ends_in_an_ellipsis_inside_the_window(window, qtb
     ink = [x for x in range(image.width()) for y in range(image.height()) if image.pixelColor(x, y) != background]
     assert ink and max(ink) < image.width() - 2
     assert status.toolTip() == status.text()
+
+
+def test_a_message_of_one_long_word_does_not_widen_the_window(window, qtbot):
+    """Found by attack under X: a 4,000-character path in an error made the window 29,592 px wide, its buttons
+    off the screen; the message line takes the width it is given."""
+    window.resize(1024, 700)
+    qtbot.waitUntil(lambda: window.width() == 1024)
+    type_location(window, qtbot, "/tmp/" + "a" * 3995)
+    QTest.keyClick(window, Qt.Key.Key_K, Qt.KeyboardModifier.ControlModifier)  # Check connection
+    qtbot.waitUntil(lambda: "a" * 100 in window.messages.text.text(), timeout=20_000)
+    QApplication.processEvents()
+    assert window.minimumSizeHint().width() <= 1024 and window.width() == 1024
 
 
 def test_the_window_is_never_narrower_than_what_it_shows(window, qtbot, trained):
