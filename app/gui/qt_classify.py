@@ -157,6 +157,7 @@ SPLIT = (4, 1)
 PREVIEW_MOST = 420  # the side pane's image grows with the pane up to this many pixels a side
 PREVIEW_LEAST = 48  # and is never flatter than a thumbnail
 LABEL_COLUMN_MOST = 220  # a longer class name is elided
+CHOOSE_A_MODEL_FIRST = "Choose a model first: train one, open a model folder or connect to a server."
 EXPLAIN_TIP = "Show which parts of the image made the model answer as it did (a heat map; local models only)"
 EXPLAIN_LOCAL_ONLY = "Explain works with local models (TFLite or SavedModel), not servers."
 EXPLAIN_CHOOSE_FIRST = "Choose a row first: Explain shows where the model looked in that image."
@@ -676,6 +677,7 @@ class ClassifyView(QWidget):
         self.threshold.valueChanged.connect(self._threshold_changed)
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._show_detail(self.table.currentIndex()))
         self.explain_button.toggled.connect(lambda _on: self._show_detail(self.table.currentIndex()))
+        self.asked_for_a_model = False  # the "Choose a model first" warning is up
         self.backend.changed.connect(self._backend_changed)
         self.message.connect(lambda text, _level: setattr(self, "last_said", text))
         QShortcut(QKeySequence.StandardKey.Paste, self, self.paste)
@@ -851,7 +853,8 @@ class ClassifyView(QWidget):
             self.message.emit("Still classifying the last batch; cancel it or wait.", "warning")
             return False
         if not self.backend.has_model():
-            self.message.emit("Choose a model first: train one, open a model folder or connect to a server.", "warning")
+            self.message.emit(CHOOSE_A_MODEL_FIRST, "warning")
+            self.asked_for_a_model = True
             self._show_placeholder()
             return False
         return True
@@ -1053,6 +1056,9 @@ class ClassifyView(QWidget):
             self.update_summary()
 
     def _backend_changed(self) -> None:
+        if self.asked_for_a_model and self.backend.has_model():  # found under X: the warning outlived its cause
+            self.asked_for_a_model = False
+            self.message.emit("", "info")
         self._withdraw()
         self._show_placeholder()
         self._update_rerun()

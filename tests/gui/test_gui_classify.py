@@ -335,6 +335,7 @@ def test_no_model_says_how_to_get_one(window, qtbot, trained, fm_dir, tmp_path):
 
     with_dialog(qtbot, lambda: click(find(page, QAbstractButton, "Open a model folder…")), pick_folder, close=None)
     assert location_text(window) == str(trained["models"] / "clothes")
+    assert "Choose a model first" not in window.messages.text.text()  # found under X: it outlived its cause
     assert find(page, QLabel, "Drop images here").isVisible()
     drop(page, class_files(fm_dir, "bag", 1))
     wait_done(qtbot, page, 1)
