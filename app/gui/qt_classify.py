@@ -677,7 +677,6 @@ class ClassifyView(QWidget):
         self.threshold.valueChanged.connect(self._threshold_changed)
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._show_detail(self.table.currentIndex()))
         self.explain_button.toggled.connect(lambda _on: self._show_detail(self.table.currentIndex()))
-        self.asked_for_a_model = False  # the "Choose a model first" warning is up
         self.backend.changed.connect(self._backend_changed)
         self.message.connect(lambda text, _level: setattr(self, "last_said", text))
         QShortcut(QKeySequence.StandardKey.Paste, self, self.paste)
@@ -854,7 +853,6 @@ class ClassifyView(QWidget):
             return False
         if not self.backend.has_model():
             self.message.emit(CHOOSE_A_MODEL_FIRST, "warning")
-            self.asked_for_a_model = True
             self._show_placeholder()
             return False
         return True
@@ -1056,8 +1054,7 @@ class ClassifyView(QWidget):
             self.update_summary()
 
     def _backend_changed(self) -> None:
-        if self.asked_for_a_model and self.backend.has_model():  # found under X: the warning outlived its cause
-            self.asked_for_a_model = False
+        if self.last_said == CHOOSE_A_MODEL_FIRST and self.backend.has_model():  # found under X: it outlived its cause
             self.message.emit("", "info")
         self._withdraw()
         self._show_placeholder()

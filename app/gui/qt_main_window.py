@@ -306,7 +306,8 @@ def watch_for_crashes() -> Path | None:
     log, kept = folder / "crash.log", folder / "last-crash.log"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        crashed = log.exists() and stat.S_ISREG(log.lstat().st_mode) and log.lstat().st_size > 0  # links: not ours
+        found = log.lstat() if os.path.lexists(log) else None  # a link is not ours: not followed, not a crash
+        crashed = found is not None and stat.S_ISREG(found.st_mode) and found.st_size > 0
         if crashed:
             log.replace(kept)
         # a plain file of ours only: a link is not followed out of the folder, a pipe does not block the start
