@@ -176,16 +176,24 @@ class FittedImage(QLabel):
         policy.setHeightForWidth(True)
         self.setSizePolicy(policy)
         self.image = QImage()
+        self.band = 0  # rows at the image's top that are not the picture (the explanation's caption bar)
 
-    def show_image(self, image: QImage) -> None:
-        self.image = image
+    def show_image(self, image: QImage, band: int = 0) -> None:
+        """Show ``image``; its top ``band`` rows (a caption) come on top of the room the picture gets, so the
+        picture keeps its size when Explain adds a caption (it shrank by the caption's share of the height)."""
+        self.image, self.band = image, max(0, min(band, image.height() - 1))
         self.updateGeometry()
         self._fit()
 
     def clear(self) -> None:
-        self.image = QImage()
+        self.image, self.band = QImage(), 0
         self.updateGeometry()
         super().clear()
+
+    def _scale(self, width: int, height: int) -> float:
+        """The scale that fits the whole image in ``width`` x ``height`` and its picture in ``_tallest()``."""
+        picture = self.image.height() - self.band
+        return min(width / self.image.width(), height / self.image.height(), self._tallest() / picture)
 
     def hasHeightForWidth(self) -> bool:  # noqa: N802 (Qt's name)
         return True
@@ -193,8 +201,7 @@ class FittedImage(QLabel):
     def heightForWidth(self, width: int) -> int:  # noqa: N802 (Qt's name): no blank square before a row is chosen
         if self.image.isNull():
             return 0
-        shown = self.image.size().scaled(QSize(width, self._tallest()), Qt.AspectRatioMode.KeepAspectRatio)
-        return max(PREVIEW_LEAST, shown.height())
+        return max(PREVIEW_LEAST, round(self.image.height() * self._scale(width, 1 << 20)))
 
     def _tallest(self) -> int:
         """At most ``PREVIEW_MOST``, and two fifths of the pane: a square image in a wide pane left the classes
@@ -219,7 +226,8 @@ class FittedImage(QLabel):
         width, height = self.contentsRect().width(), self.contentsRect().height()
         if height < PREVIEW_LEAST:  # before the layout gave it a height
             height = self.heightForWidth(width)
-        box = QSize(width, min(height, self._tallest()))
+        scale = self._scale(width, height)
+        box = QSize(max(1, round(self.image.width() * scale)), max(1, round(self.image.height() * scale)))
         self.setPixmap(
             QPixmap.fromImage(
                 self.image.scaled(box, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
@@ -1281,7 +1289,9 @@ class ClassifyView(QWidget):
             if not current.isValid() or self.model.rows[self.proxy.mapToSource(current).row()] is not wanted:
                 return  # another row was chosen meanwhile
             label, png = answer
-            self.detail_image.show_image(QImage.fromData(png))
+            overlay, plain = QImage.fromData(png), self.detail_image.image
+            caption_rows = overlay.height() - round(overlay.width() * plain.height() / max(1, plain.width()))
+            self.detail_image.show_image(overlay, band=caption_rows)  # the caption bar above the picture
             self.explain_note.setText(f"Bright: where hiding the image lowers '{label}' most.")
 
         def failed(exc):

@@ -231,6 +231,7 @@ def test_the_model_column_shows_a_long_model_name_whole(window, qtbot, trained, 
     assert width >= table.fontMetrics().horizontalAdvance("winter_clothes_catalogue v1") + 8, width
 
 
+@pytest.mark.thorough  # over a second: two servers' answers
 def test_switch_to_remote_backends_and_unreachable(window, qtbot, trained, fm_dir, screenshots):
     page = open_page(window, "Classify")
     files = class_files(fm_dir, "bag", 1, 1)
@@ -320,9 +321,9 @@ def test_no_model_says_how_to_get_one(window, qtbot, trained, fm_dir, tmp_path):
             dialogs.append(dialog.windowTitle())
             dialog.reject()
 
-    QTimer.singleShot(1000, close_a_dialog)
+    QTimer.singleShot(200, close_a_dialog)
     click(find(page, QAbstractButton, "Open images…"))
-    qtbot.wait(1100)
+    qtbot.wait(300)
     assert dialogs == [] and "Choose a model first" in window.messages.text.text()
     click(find(page, QAbstractButton, "Connect to a server…"))
     assert find(window, QComboBox, "Backend").currentText() == "Remote gRPC"
@@ -380,6 +381,7 @@ def test_mixed_backends_loading_state_and_stages_that_do_not_apply(window, qtbot
     assert text.startswith("4 classified") and "Local TFLite: 2 images" in text and "Local SavedModel: 2 images" in text
 
 
+@pytest.mark.thorough  # over a second: four backends
 def test_compare_runs_all_four_backends(window, qtbot, trained, fm_dir, screenshots):
     """Defect 1: Compare with Local TFLite, Local SavedModel, Remote gRPC and Remote REST completes."""
     page = open_page(window, "Classify")
@@ -602,6 +604,7 @@ def test_enter_again_while_connecting_keeps_the_one_connection(window, qtbot, tr
     assert len(Recorder.made) == 1
 
 
+@pytest.mark.thorough  # over a second: loads three classifiers
 def test_a_replaced_classifier_is_closed_on_its_own_thread(window, qtbot, trained, fm_dir, monkeypatch):
     """Issue 10: opening another model or server, and Compare finishing, close the classifier they replace
     (its gRPC channel, its HTTP connection) on the thread that made it, and nothing keeps it alive."""
@@ -1187,6 +1190,7 @@ def test_check_connection_during_a_batch_lets_the_batch_finish(window, qtbot, tr
     qtbot.waitUntil(lambda: "classes" in find(window, QLabel, "Backend status").text(), timeout=30_000)
 
 
+@pytest.mark.thorough  # over a second: a load sweep
 def test_compare_load_sweep_charts_throughput_against_p95(window, qtbot, trained, fm_dir, screenshots):
     """Issue 11: Compare's *Load sweep* tab runs each ticked backend at 1 and 2 requests in flight and draws
     images/s against p95, one line per backend, the same numbers as its table."""
@@ -1320,11 +1324,13 @@ def test_explain_shows_where_the_model_looked(window, qtbot, trained, tmp_path):
     table = results(page)
     click_first_row(table)
     picture = find(page, QLabel, "Image")
+    qtbot.wait(100)  # the pane lays itself out around the image
     plain = picture.pixmap().toImage()
     click(find(page, QPushButton, "Explain"))
     note = find(page, QLabel, "Explanation")
     qtbot.waitUntil(lambda: note.text().startswith("Bright:"), timeout=120_000)
     assert "'trouser'" in note.text()
+    qtbot.wait(100)  # the pane lays itself out again around the taller image
     heat = picture.pixmap().toImage()
     assert heat != plain and abs(heat.width() - plain.width()) <= 1  # in the same place, at the same scale
     w, h = heat.width(), heat.height()
