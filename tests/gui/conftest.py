@@ -16,7 +16,7 @@ import pytest
 from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QTimer, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication, QFileDialog, QLineEdit
+from PySide6.QtWidgets import QApplication, QFileDialog, QLineEdit, QMessageBox
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +27,31 @@ def isolated_settings(tmp_path, monkeypatch):
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
     yield tmp_path / "settings"
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_teardown(item):
+    """Answer Yes to every question asked while a test's windows close (pytest-qt closes them here).
+
+    A test that fails while a training runs leaves its window to ask "Stop the training?" on close, and nobody
+    answers: the run hung without a word, because pytest-timeout stops watching a test once it has failed."""
+    answer = None
+    if QApplication.instance() is not None:
+        answer = QTimer()
+        answer.setInterval(100)
+        answer.timeout.connect(_answer_yes)
+        answer.start()
+    yield
+    if answer is not None:
+        answer.stop()
+
+
+def _answer_yes() -> None:
+    question = QApplication.activeModalWidget()
+    if isinstance(question, QMessageBox):
+        question.done(QMessageBox.StandardButton.Yes)
+    elif question is not None:
+        question.reject()
 
 
 @pytest.fixture(scope="session")
