@@ -106,6 +106,7 @@ def test_a_clean_backbone_and_the_bundled_one_are_accepted(tmp_path, cache_dir):
     assert backbones.resolve(bundled).source == "local"  # a real network with its checkpoint saver passes
 
 
+@pytest.mark.thorough  # over a second: TensorFlow in two child processes
 def test_train_refuses_a_stealing_backbone_before_any_work(tmp_path):
     secret, stolen = tmp_path / "secret.txt", tmp_path / "stolen.txt"
     secret.write_text("password")

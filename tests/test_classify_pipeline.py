@@ -108,6 +108,7 @@ def test_unreadable_files_are_their_own_errors(tmp_path):
     assert [p.error is None for p in out] == [True, False, True]
 
 
+@pytest.mark.thorough  # over a second: a client in a child process
 def test_classify_sends_batch_images_per_request(server, fm_dir):
     folder = fm_dir / "bag"
     files = sorted(folder.glob("*.png"))
@@ -124,6 +125,7 @@ def test_classify_sends_batch_images_per_request(server, fm_dir):
     assert runs[4][0] - opening == -(-len(files) // 4)
 
 
+@pytest.mark.thorough  # over a second: a client in a child process
 def test_progress_bar_for_people_only(trained, fm_dir):
     folder = fm_dir / "trouser"
     count = len(list(folder.glob("*.png")))

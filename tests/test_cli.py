@@ -47,6 +47,7 @@ def test_single_class_folder_is_a_clear_error(tmp_path, cache_dir):
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").rglob("saved_model.pb"))
 
 
+@pytest.mark.thorough  # over a second: TensorFlow in a child process
 def test_classify_json_keeps_going_past_a_corrupt_file(trained, fm_dir, tmp_path):
     (tmp_path / "broken.jpg").write_bytes(bad_images()["truncated.jpg"][0])
     good = sorted((fm_dir / "sneaker").glob("*.png"))[:2]

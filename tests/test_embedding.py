@@ -57,6 +57,7 @@ def _warnings(seen: list[dict]) -> list[str]:
 # --- the forward pass ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.thorough  # over a second: the real weights, in TensorFlow and in LiteRT
 def test_litert_features_agree_with_tensorflow_on_real_photos(cache_dir):
     """The converted backbone computes the same vectors as TensorFlow (1e-4), so cached vectors stay valid."""
     info = backbones.resolve("efficientnet_lite0")
@@ -220,6 +221,7 @@ def test_an_image_whose_content_changed_is_never_cached_under_its_old_digest(tmp
     assert digests[1] not in cache and digests[0] in cache
 
 
+@pytest.mark.thorough  # over a second: embeds twice
 def test_a_damaged_index_header_costs_the_vectors_not_the_run(tmp_path, standin_backbone):
     import fashion_mnist
 
@@ -308,6 +310,7 @@ _WRITER = textwrap.dedent(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.thorough  # over a second: a writer process killed
 def test_a_writer_killed_mid_append_loses_at_most_its_last_records(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-c", _WRITER, str(tmp_path)],

@@ -73,6 +73,7 @@ def _fidelity_rows(version: Path) -> dict:
     return json.loads((version / "metadata.json").read_text())["fidelity"]["artifacts"]
 
 
+@pytest.mark.thorough  # over a second: two trainings
 def test_a_retrain_writes_new_numbers_into_the_kept_graph_and_answers_like_a_full_export(
     fm_dir, first_export, kept_cache, standin_backbone
 ):
@@ -315,6 +316,7 @@ def test_kept_graphs_linked_outside_the_cache_are_neither_used_nor_touched(fm_di
     assert _snapshot(precious) == before
 
 
+@pytest.mark.thorough  # over a second: a training
 def test_an_export_graphs_folder_linked_outside_the_cache_is_left_alone(fm_dir, kept_cache, standin_backbone):
     """``CACHE/export-graphs`` itself a link to a folder of the user's holding more folders than
     ``KEPT_GRAPHS``: the run writes nothing there and deletes none of them (the pruning would drop all but
@@ -473,6 +475,7 @@ def test_a_file_where_the_kept_graph_belongs_is_replaced_by_one(fm_dir, kept_cac
     _assert_fresh_graph(tmp_path, "cache", version)
 
 
+@pytest.mark.thorough  # over a second: trainings
 def test_a_run_killed_while_keeping_a_graph_leaves_nothing_after_the_next_reuse(fm_dir, kept_cache, standin_backbone):
     """A run killed while copying a graph into the cache leaves its hidden temporary folder (tens of MB with real
     weights); a later run that only reuses the kept graph clears it, as one that keeps a graph would."""

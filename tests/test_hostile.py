@@ -86,6 +86,7 @@ def test_decoder_errors_are_one_sentence_and_big_photos_are_used(tmp_path):
     assert not crashes, crashes[:10]
 
 
+@pytest.mark.thorough  # over a second: the whole hostile corpus
 def test_scan_uses_or_lists_every_hostile_file(tmp_path):
     root = tmp_path / "data"
     _good_classes(root)
@@ -149,6 +150,7 @@ def _rows_by_path(stdout: bytes) -> dict[str, list[dict]]:
     return rows
 
 
+@pytest.mark.thorough  # over a second: a client in a child process
 def test_classify_dir_gives_every_file_one_row(trained, tmp_path):
     root = tmp_path / "photos"
     cases = write_corpus(root, fuzz=300)
@@ -216,6 +218,7 @@ def test_printed_names_and_labels_are_escaped(trained, tmp_path):
     assert len(out.splitlines()) == 6  # 5 rows + the summary: a newline in a name does not add a line
 
 
+@pytest.mark.thorough  # over a second: a client in a child process
 def test_bench_completes_and_counts_errors(trained, fm_dir, tmp_path):
     """`bench` over a labeled folder holding the corpus: finishes, one error per bad file, none lost."""
     root = tmp_path / "labeled"
@@ -261,6 +264,7 @@ def test_bench_truth_is_the_class_folder_however_deep(trained, fm_dir, tmp_path)
     assert f"skipped {root / 'loose.png'}: not inside a class folder" in human
 
 
+@pytest.mark.thorough  # over a second: a client in a child process
 def test_bench_reads_each_file_only_when_it_is_used(trained, tmp_path):
     """Peak memory must not grow with the folder: 24 x 8 MB files would add 192 MB if read up front."""
 
@@ -341,6 +345,7 @@ def test_an_image_changed_after_the_scan_is_left_out_not_fatal(tmp_path, cache_d
     assert meta["split_sizes"]["test"] == 0 and meta["metrics"]["test_accuracy"] is None
 
 
+@pytest.mark.thorough  # over a second: a training in a child process
 def test_training_progress_prints_names_escaped(tmp_path, fm_dir, cache_dir, standin_backbone):
     """The human-readable `train` output: skipped names, reasons and warnings never print raw control bytes."""
     root = tmp_path / "data"

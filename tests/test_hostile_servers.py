@@ -118,13 +118,13 @@ def test_bad_metadata_and_status_are_one_sentence(faulty, kind):
 
 
 def test_rest_timeout_is_a_deadline_for_the_whole_call(faulty, images):
-    classifier = open_classifier(server=faulty.rest_url("clothes"), timeout_s=2)
+    classifier = open_classifier(server=faulty.rest_url("clothes"), timeout_s=1)
     faulty.fault = "drip"  # one byte every 0.5 s: each read is quick, the whole reply would take 20 s
     start = time.monotonic()
     out = classifier.classify(images[:1])
     elapsed = time.monotonic() - start
-    assert out[0].error == f"http://127.0.0.1:{faulty.rest_port} did not answer within 2 s"
-    assert 1.9 < elapsed < 4.5  # the old per-read timeout let it run about 20 s
+    assert out[0].error == f"http://127.0.0.1:{faulty.rest_port} did not answer within 1 s"
+    assert 0.9 < elapsed < 3.5  # the old per-read timeout let it run about 20 s
 
 
 @pytest.mark.parametrize("kind, fault", [("rest", "huge"), ("rest", "huge_declared"), ("grpc", "huge")])
@@ -146,6 +146,7 @@ def test_one_slow_image_fails_alone(faulty, images, kind):
     assert [p.error for p in out] == [None, f"{where} did not answer within 2 s", None]
 
 
+@pytest.mark.thorough  # over a second: a client in a child process
 def test_one_oversize_image_fails_alone_and_the_cli_goes_on(trained, images, tmp_path):
     big = good_images()["big.jpg"]
     with TFServingDouble({"clothes": trained["models"] / "clothes"}, max_receive_bytes=200_000) as small:
@@ -220,6 +221,7 @@ def test_a_token_over_plain_text_is_warned_about_once(server, kind):
         open_classifier(server=url(server, kind), token="s3cret\r\nX-Evil: 1")
 
 
+@pytest.mark.thorough  # over a second: clients in child processes
 def test_cli_token_from_a_file_or_the_environment(server, images, tmp_path):
     image = tmp_path / "a.png"
     image.write_bytes(images[0])
@@ -243,6 +245,7 @@ def test_cli_token_from_a_file_or_the_environment(server, images, tmp_path):
     assert endless.returncode == 2 and "--timeout must be a positive number" in endless.stderr
 
 
+@pytest.mark.thorough  # over a second: clients in child processes
 def test_cli_token_from_a_pipe_is_waited_for_and_an_unwritten_fifo_does_not_hang(server, images, tmp_path):
     """`--token-file <(pass show x)` (a pipe with a writer) works; a FIFO nobody writes to is 'empty', not a hang."""
     image = tmp_path / "a.png"

@@ -156,6 +156,7 @@ def test_bench_load_flags_are_checked(tmp_path, flags, message):
     assert result.returncode == 2 and message in result.stderr
 
 
+@pytest.mark.thorough  # over a second: a load sweep
 def test_bench_sweeps_tflite_and_a_server_and_writes_csv(trained, server, fm_dir, tmp_path):
     rest = server.rest_url("clothes")
     out = tmp_path / "sweep.csv"

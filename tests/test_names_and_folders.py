@@ -389,6 +389,7 @@ def test_settings_check_covers_the_api_only_numbers():
 # --- cache shards -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.thorough  # over a second: a training
 def test_bad_cache_shards_are_dropped_with_a_warning_and_training_goes_on(
     tmp_path, small_dir, cache_dir, standin_backbone
 ):

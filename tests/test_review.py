@@ -15,6 +15,8 @@ from PIL import Image
 from app.core import review
 from app.core.dataset import class_names, set_excluded
 
+pytestmark = pytest.mark.standin_model  # ``trained``: the stand-in's; the planted set's claims use the real weights
+
 CLASSES = [1, 3, 7, 8, 9]  # trouser, dress, sneaker, bag, ankle boot
 PER_CLASS = 60  # 300 images: 15 wrong labels, 20 copies; about 20 s with a cold cache, under 1 s warm
 
@@ -36,6 +38,7 @@ def planted(tmp_path_factory, cache_dir):
     )
 
 
+@pytest.mark.thorough  # the real weights' claim (planted: 300 images through EfficientNet-Lite0)
 def test_wrong_labels_are_found_with_useful_precision(planted):
     _, _, truth, _, report = planted
     wrong = {str(p) for p in truth["wrong"]}
@@ -55,6 +58,7 @@ def test_wrong_labels_are_found_with_useful_precision(planted):
     assert scores == sorted(scores, reverse=True)  # most suspicious first
 
 
+@pytest.mark.thorough  # the real weights' claim (planted: 300 images through EfficientNet-Lite0)
 def test_reencoded_resized_copies_are_grouped_and_leaks_marked(planted):
     _, _, truth, _, report = planted
     found = 0
@@ -73,6 +77,7 @@ def test_reencoded_resized_copies_are_grouped_and_leaks_marked(planted):
     )  # leaks first
 
 
+@pytest.mark.thorough  # the real weights' claim (planted: 300 images through EfficientNet-Lite0)
 def test_clean_set_false_alarms_are_few(planted):
     clean, _, _, report, _ = planted
     images = report["images"]
@@ -86,28 +91,28 @@ def test_clean_set_false_alarms_are_few(planted):
     assert report["duplicates"] == []  # no two distinct images taken for copies
 
 
-def test_identical_images_in_two_classes_and_an_outlier_are_reported(tmp_path, cache_dir):
+def test_identical_images_in_two_classes_and_an_outlier_are_reported(tmp_path, cache_dir, standin_backbone):
     root = fashion_mnist.write_folders(tmp_path / "data", 12, [1, 8], start=300)
     twin = next((root / "bag").glob("*.png"))
     shutil.copy(twin, root / "trouser" / "twin.png")
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(root / "bag" / "static.png")
-    report = review.review_folder(root, cache_dir=cache_dir)
+    report = review.review_folder(root, standin_backbone, cache_dir=cache_dir)
     exact = [g for g in report["duplicates"] if g["exact"]]
     assert len(exact) == 1 and exact[0]["similarity"] == 1.0
     assert sorted(exact[0]["classes"]) == ["bag", "trouser"]
     assert report["outliers"] and report["outliers"][0]["path"] == str(root / "bag" / "static.png")
 
 
-def test_exclusions_are_honoured_and_a_warm_cache_never_loads_the_backbone(tmp_path, cache_dir):
+def test_exclusions_are_honoured_and_a_warm_cache_never_loads_the_backbone(tmp_path, cache_dir, standin_backbone):
     root = fashion_mnist.write_folders(tmp_path / "data", 10, [1, 8], start=400)
     left_out = sorted((root / "bag").glob("*.png"))[0]
     set_excluded(root, {left_out})
     for name, (data, _reason) in list(bad_images().items())[:4]:  # skipped by the scan, never the run's error
         (root / "bag" / f"bad_{name}").write_bytes(data)
-    review.review_folder(root, cache_dir=cache_dir)  # warms the cache
+    review.review_folder(root, standin_backbone, cache_dir=cache_dir)  # warms the cache
     seen = []
-    report = review.review_folder(root, cache_dir=cache_dir, on_event=seen.append)
+    report = review.review_folder(root, standin_backbone, cache_dir=cache_dir, on_event=seen.append)
     assert report["images"] == 19
     every = (
         {p for g in report["duplicates"] for p in g["paths"]}
@@ -151,6 +156,7 @@ def test_class_names_lists_the_class_folders(tmp_path):
     assert class_names(tmp_path) == ["cats", "dogs"]
 
 
+@pytest.mark.thorough  # the real weights' claim (planted: 300 images through EfficientNet-Lite0)
 def test_review_cli_json_and_human(planted):
     _, noisy, truth, _, _ = planted
     result = cli("review", noisy, "--json")
@@ -183,6 +189,7 @@ def test_training_reviews_by_default_and_keeps_a_summary(trained):
     assert meta["training"]["review"] is True
 
 
+@pytest.mark.thorough  # over a second: a training
 def test_training_leaves_leaking_copies_out_of_the_test_split(tmp_path, cache_dir, standin_backbone):
     root = fashion_mnist.write_folders(tmp_path / "data", 20, [1, 8], start=500)
     from app.core.dataset import split_of

@@ -125,6 +125,7 @@ def test_unreachable_servers(url, message):
         open_classifier(server=url, timeout_s=5)
 
 
+@pytest.mark.thorough  # over a second: a deadline waited out
 def test_deadline(server, sample):
     for url in urls(server):
         classifier = open_classifier(server=url, timeout_s=0.5)
@@ -178,6 +179,7 @@ def wide_model(tmp_path_factory):
     return models / "wide"
 
 
+@pytest.mark.thorough  # over a second: a big reply
 def test_grpc_client_receives_replies_above_grpcs_default_limit(wide_model, fm_dir):
     """The client raises its receive limit: a 4.5 MB reply arrives whole, where a channel with gRPC's default
     limit is refused the same reply."""
@@ -242,13 +244,13 @@ def test_rest_retries_once_when_the_server_closed_a_kept_alive_connection(server
     finally:
         server.fault = None
 
-    slow = open_classifier(server=server.rest_url("clothes"), timeout_s=0.5)
+    slow = open_classifier(server=server.rest_url("clothes"), timeout_s=0.25)
     predicts = server.requests
     try:
-        server.delay_s = 1.0
+        server.delay_s = 0.5
         out = slow.classify(images[:1])
-        assert out[0].error.endswith("did not answer within 0.5 s")
-        time.sleep(1.5)  # the server finishes the late request; a retry would have sent a second one
+        assert out[0].error.endswith("did not answer within 0.25 s")
+        time.sleep(0.8)  # the server finishes the late request; a retry would have sent a second one
         assert server.requests == predicts + 1
     finally:
         server.delay_s = 0.0
@@ -298,6 +300,7 @@ def test_tls(trained, sample, tls_files, server):
         open_classifier(server=server.grpc_url("clothes", scheme="grpcs"), ca_file=str(cert), timeout_s=3)
 
 
+@pytest.mark.thorough  # over a second: a TLS server
 def test_rest_over_tls(trained, sample, tls_files, fm_dir):
     """https:// with the server's self-signed certificate as --ca-file classifies; without it, or over plain
     http:// to the TLS port, the user gets one sentence."""
@@ -341,6 +344,7 @@ def test_rest_over_tls(trained, sample, tls_files, fm_dir):
         assert "\n" not in str(info.value) and str(info.value).startswith(f"http://127.0.0.1:{secure.rest_port} ")
 
 
+@pytest.mark.thorough  # over a second: TensorFlow in a child process
 def test_bench_command_compares_all_backends(trained, server, fm_dir):
     import json
     import sys
@@ -378,6 +382,7 @@ def test_bench_command_compares_all_backends(trained, server, fm_dir):
     assert rows[0]["total_ms"]["median"] > 0 and rows[2]["network_ms"]["median"] > 0
 
 
+@pytest.mark.thorough  # over a second: a client in a child process
 def test_classify_command_against_a_server(server, fm_dir):
     import json
     import sys

@@ -121,11 +121,12 @@ def test_train_source_errors_are_one_sentence_and_exit_2(tmp_path, args, words):
     assert not (tmp_path / "models").exists()
 
 
-def test_review_runs_on_the_merged_sources(three, tmp_path, cache_dir):
+def test_review_runs_on_the_merged_sources(three, tmp_path, cache_dir, standin_backbone):
     from app.core.review import review_folder
 
     shirts = copy_sample({"sneaker": slice(0, 10)}, tmp_path / "usb") / "sneaker"
-    report = review_folder(three + [Source(str(shirts), CLASS, "sneaker")], cache_dir=cache_dir)
+    sources = three + [Source(str(shirts), CLASS, "sneaker")]
+    report = review_folder(sources, standin_backbone, cache_dir=cache_dir)
     assert report["images"] == 130
     copies = [g for g in report["duplicates"] if g.get("exact")]  # the usb copies sit beside their originals
     assert sum(len(g["paths"]) for g in copies) >= 20 and all(str(shirts) in " ".join(g["paths"]) for g in copies)
@@ -139,6 +140,7 @@ def test_train_with_a_missing_class_folder_is_one_line_exit_1(tmp_path):
     assert result.stderr.splitlines()[-1] == f"retrain-studio: {tmp_path / 'nowhere'} is not a folder"
 
 
+@pytest.mark.thorough  # over a second: two trainings
 def test_retrain_after_adding_images_makes_the_next_version_and_embeds_only_the_new_ones(
     tmp_path, cache_dir, standin_backbone, monkeypatch, capsys
 ):

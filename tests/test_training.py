@@ -18,13 +18,24 @@ from app.core.evaluation import load_results
 from app.imaging import load_image
 from app.store import version_folders
 
+pytestmark = (
+    pytest.mark.standin_model
+)  # the stand-in's model: what the app does with one (claims of the real weights: thorough)
+
 STATED_TEST_ACCURACY = 0.85  # 5 Fashion-MNIST classes, 40 images each, frozen EfficientNet-Lite0
 TFLITE_TOLERANCE = 1e-5
 
 
-def test_trains_to_the_stated_accuracy(trained):
-    done = trained["done"]
+@pytest.mark.thorough
+def test_the_real_weights_train_to_the_stated_accuracy(efficientnet_trained):
+    done = efficientnet_trained["done"]
     assert done["metrics"]["test_accuracy"] >= STATED_TEST_ACCURACY
+    meta = json.loads(efficientnet_trained["version_dir"].joinpath("metadata.json").read_text())
+    assert meta["backbone"]["id"] == "efficientnet_lite0" and meta["input"]["height"] == 224
+
+
+def test_training_keeps_its_evaluation_for_reopening(trained):
+    done = trained["done"]
     assert done["metrics"]["test_images"] >= 30
     assert sorted(done["classes"]) == done["classes"] and len(done["classes"]) == 5
     results = load_results(trained["version_dir"])  # the side file written with the version
@@ -82,7 +93,7 @@ def test_each_stage_is_announced_once_in_order_and_timed(trained):
     assert all(value >= 0 for value in seconds.values()) and seconds["total"] >= sum(seconds.values()) / 2
 
 
-def test_version_folder_has_everything_tf_serving_needs(trained):
+def test_version_folder_has_everything_tf_serving_needs(trained, standin_backbone):
     version = trained["version_dir"]
     assert version.parent.name == "clothes" and version.name == "1"
     for name in (
@@ -98,7 +109,7 @@ def test_version_folder_has_everything_tf_serving_needs(trained):
     assert (version / "assets/labels.txt").read_text().split() == trained["done"]["classes"]
     meta = json.loads((version / "metadata.json").read_text())
     assert meta["labels"] == trained["done"]["classes"] and meta["version"] == 1
-    assert meta["input"]["height"] == 224 and meta["backbone"]["id"] == "efficientnet_lite0"
+    assert meta["input"]["height"] == 224 and meta["backbone"]["id"] == standin_backbone
     assert meta["metrics"]["test_accuracy"] == trained["done"]["metrics"]["test_accuracy"]
     assert meta["files"]["results"] == meta["metrics"]["results_file"] == "results.npz"
     assert "confusion_matrix" not in meta["metrics"] and len(meta["metrics"]["per_class"]) == 5
@@ -171,7 +182,7 @@ def test_tflite_agrees_with_savedmodel(trained, loaded, fm_dir):
     assert worst < TFLITE_TOLERANCE
 
 
-def test_second_run_reuses_cached_features(trained, fm_dir, cache_dir, tmp_path):
+def test_second_run_reuses_cached_features(trained, fm_dir, cache_dir, standin_backbone, tmp_path):
     from app.core.training import TrainSettings, run
 
     seen = []
@@ -180,6 +191,7 @@ def test_second_run_reuses_cached_features(trained, fm_dir, cache_dir, tmp_path)
             str(fm_dir),
             str(tmp_path / "models"),  # not the shared model's folder: other tests list its models
             name="again",
+            backbone=standin_backbone,  # the shared model's
             cache_dir=str(cache_dir),
             validation_percent=15,
             test_percent=25,

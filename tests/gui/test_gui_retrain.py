@@ -181,6 +181,7 @@ def test_two_folders_train_then_retrain_from_models_while_classifying(
 
 
 # --- editing before retraining ----------------------------------------------------------------------------------
+@pytest.mark.thorough  # over a second: a training in a child process
 def test_edited_folders_and_settings_become_the_next_version_s_record(
     window, qtbot, tmp_path, cache_dir, standin_backbone
 ):

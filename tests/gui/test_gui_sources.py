@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from conftest import answer_next_file_dialog, drop
 from images import copy_sample
 from PySide6.QtCore import Qt
@@ -21,6 +22,7 @@ def _cell(qtbot, table: QTableWidget, row: int, column: int, double: bool = Fals
         qtbot.mouseDClick(table.viewport(), Qt.MouseButton.LeftButton, pos=where)
 
 
+@pytest.mark.thorough  # over a second: a training in a child process
 def test_training_from_a_folder_a_dropped_folder_and_a_renamed_one_class_folder(
     window, qtbot, tmp_path, standin_backbone
 ):
@@ -107,6 +109,7 @@ def test_add_one_class_folder_through_the_file_dialog_then_refuse_a_bad_class_na
     )
 
 
+@pytest.mark.thorough  # over a second: a review in a child process
 def test_browse_images_and_find_problems_cover_every_folder(window, qtbot, tmp_path, cache_dir):
     """Images of a second folder are listed by Browse images and Find problems; each exclusion goes to the list of
     the folder its image came from, and the other folder's list is left alone."""

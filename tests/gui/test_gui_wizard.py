@@ -236,6 +236,7 @@ def test_wizard_trains_the_sample_end_to_end(
     assert window.pages.currentWidget() is window.wizard and current(window) == "folder_page"
 
 
+@pytest.mark.thorough  # over a second: a training in a child process
 def test_cancel_leaves_no_version(window, qtbot, tmp_path, cache_dir, standin_backbone):
     models = tmp_path / "models"
     training = start_slow_training(window, qtbot, models, standin_backbone)
@@ -246,6 +247,7 @@ def test_cancel_leaves_no_version(window, qtbot, tmp_path, cache_dir, standin_ba
     assert not button(window.wizard, "Next").isEnabled()
 
 
+@pytest.mark.thorough  # over a second: TensorFlow in a child process
 def test_a_failing_child_shows_its_error(window, qtbot, tmp_path, cache_dir, monkeypatch):
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "hub"))
     # the training child downloads through a proxy where nothing listens: offline, with or without internet
@@ -660,6 +662,7 @@ def test_backbones_have_human_names_and_the_advanced_arrow_points_the_right_way(
 
 
 # --- issue 12: the data review step ---------------------------------------------------------------------------------
+@pytest.mark.thorough  # over a second: a review in a child process
 def test_find_problems_shows_wrong_labels_and_duplicates_and_acts_only_on_clicks(
     window, qtbot, tmp_path, cache_dir, standin_backbone, screenshots
 ):

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def run_app(tmp_path: Path, **env) -> subprocess.CompletedProcess:
     home = tmp_path / "home"
@@ -22,6 +24,7 @@ def run_app(tmp_path: Path, **env) -> subprocess.CompletedProcess:
     return subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=60, cwd=home)
 
 
+@pytest.mark.thorough  # over a second: an app process
 def test_probe_logs_what_is_on_screen_and_stalls(tmp_path):
     log = tmp_path / "ui.jsonl"
     out = run_app(tmp_path, RETRAIN_STUDIO_UI_LOG=str(log), RETRAIN_STUDIO_WATCHDOG="1")
@@ -34,6 +37,7 @@ def test_probe_logs_what_is_on_screen_and_stalls(tmp_path):
     assert any(r["kind"] == "status" and r["text"] == "Ready" for r in records)
 
 
+@pytest.mark.thorough  # over a second: an app process
 def test_probe_is_off_by_default(tmp_path):
     out = run_app(tmp_path)
     assert out.returncode == 0, out.stderr
