@@ -79,18 +79,8 @@ def fm_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def efficientnet_trained(tmp_path_factory, fm_dir, cache_dir) -> dict:
     """One real training run (EfficientNet-Lite0), shared: {"done": done event, "events": [...], "models": Path,
-    "version_dir": Path}. Under this name also for the GUI tests that judge answers (their ``trained`` is the
-    stand-in's)."""
+    "version_dir": Path}, for the tests of the real weights' claims (the others' ``trained`` is the stand-in's)."""
     return _trained_once(tmp_path_factory, "models", fm_dir, cache_dir)
-
-
-@pytest.fixture(scope="module")
-def trained(request) -> dict:
-    """The shared model a module's tests inspect: the real one (``efficientnet_trained``), or the stand-in's
-    (``standin_trained``) in a module marked ``standin_model``, whose tests check what the app does with a model
-    (protocols, the command line, hostile input), not how good its answers are."""
-    marked = request.node.get_closest_marker("standin_model")  # request.node: the module
-    return request.getfixturevalue("standin_trained" if marked else "efficientnet_trained")
 
 
 def _trained_once(tmp_path_factory, name: str, fm_dir: Path, cache_dir: Path, backbone: str | None = None) -> dict:
@@ -125,10 +115,11 @@ def _train_clothes(models: Path, fm_dir: Path, cache_dir: Path, backbone: str | 
 
 
 @pytest.fixture(scope="session")
-def standin_trained(tmp_path_factory, fm_dir, cache_dir, standin_backbone) -> dict:
-    """``trained`` on the stand-in backbone: for tests of what the app does with a model, not of its answers'
-    quality (``trained`` of the GUI tests, tests/gui/conftest.py, and of modules marked ``standin_model``); it
-    trains, loads and classifies in a fraction of the time."""
+def trained(tmp_path_factory, fm_dir, cache_dir, standin_backbone) -> dict:
+    """The shared model tests inspect, trained once on the stand-in backbone: they check what the app does with
+    a model (protocols, the command line, hostile input, the GUI), not how good its answers are, and it trains,
+    loads and classifies in a fraction of EfficientNet's time. Tests of the real weights' claims ask for
+    ``efficientnet_trained`` by name."""
     return _trained_once(tmp_path_factory, "standin-models", fm_dir, cache_dir, standin_backbone)
 
 

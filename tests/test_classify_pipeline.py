@@ -15,7 +15,6 @@ from app.inference.base import Prediction, Timings
 from app.inference.pipeline import classify_files
 
 # `trained` is the stand-in's: these tests check the classify pipeline, not the answers' quality
-pytestmark = pytest.mark.standin_model
 
 
 class SlowModel:

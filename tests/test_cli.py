@@ -9,7 +9,6 @@ from commands import cli
 from images import bad_images, good_images
 
 # `trained` is the stand-in's: these tests check the command line, not the answers' quality
-pytestmark = pytest.mark.standin_model
 
 
 def _last_line(text: str) -> str:

@@ -21,7 +21,6 @@ from app.inference.factory import open_classifier
 from app.inference.remote import RemoteError
 
 # `trained` is the stand-in's: these tests check the clients against misbehaving servers, not the answers' quality
-pytestmark = pytest.mark.standin_model
 
 
 @pytest.fixture(scope="module")

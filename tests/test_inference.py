@@ -14,10 +14,6 @@ from images import bad_images
 from app.inference.base import ModelError
 from app.inference.factory import open_classifier
 
-pytestmark = (
-    pytest.mark.standin_model
-)  # the stand-in's model: what the app does with one (claims of the real weights: thorough)
-
 TFLITE_VS_SAVEDMODEL = 1e-5  # float TFLite, same host/graph preprocessing (see test_preprocess)
 DYNAMIC_VS_SAVEDMODEL = 0.05  # dynamic-range quantized weights: probabilities move by a few hundredths
 

@@ -18,7 +18,6 @@ from app.inference.base import Prediction, Timings
 from app.inference.bench import CSV_COLUMNS, LoadSettings, sweep
 
 # `trained` is the stand-in's: these tests check the load sweep, not the answers' quality
-pytestmark = pytest.mark.standin_model
 
 
 class Sleeper:

@@ -15,8 +15,6 @@ from PIL import Image
 from app.core import review
 from app.core.dataset import class_names, set_excluded
 
-pytestmark = pytest.mark.standin_model  # ``trained``: the stand-in's; the planted set's claims use the real weights
-
 CLASSES = [1, 3, 7, 8, 9]  # trouser, dress, sneaker, bag, ankle boot
 PER_CLASS = 60  # 300 images: 15 wrong labels, 20 copies; about 20 s with a cold cache, under 1 s warm
 

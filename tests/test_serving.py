@@ -13,7 +13,6 @@ from app.inference.factory import open_classifier
 from app.inference.remote import RemoteError, parse_target
 
 # `trained` is the stand-in's: these tests check the serving protocols, not the answers' quality
-pytestmark = pytest.mark.standin_model
 
 REMOTE_VS_SAVEDMODEL = 1e-5  # the server runs the same SavedModel on the same bytes
 

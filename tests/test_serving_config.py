@@ -11,7 +11,6 @@ from tensorflow_serving.config import model_server_config_pb2
 from app.core.serving_config import docker_command, models_config
 
 # `trained` is the stand-in's: these tests check the serving files, not the answers' quality
-pytestmark = pytest.mark.standin_model
 
 
 def parse(text: str):

@@ -9,7 +9,6 @@ import pytest
 from serving.double import TFServingDouble
 
 # `trained` is the stand-in's: these tests check the serving double, not the answers' quality
-pytestmark = pytest.mark.standin_model
 
 
 @pytest.fixture(scope="module")

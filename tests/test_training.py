@@ -18,10 +18,6 @@ from app.core.evaluation import load_results
 from app.imaging import load_image
 from app.store import version_folders
 
-pytestmark = (
-    pytest.mark.standin_model
-)  # the stand-in's model: what the app does with one (claims of the real weights: thorough)
-
 STATED_TEST_ACCURACY = 0.85  # 5 Fashion-MNIST classes, 40 images each, frozen EfficientNet-Lite0
 TFLITE_TOLERANCE = 1e-5
 

@@ -1,5 +1,4 @@
-"""GUI fixtures: offscreen Qt, settings in a temp folder, the shared model (on the stand-in backbone), a
-screenshot folder, drag-and-drop helpers."""
+"""GUI fixtures: offscreen Qt, settings in a temp folder, a screenshot folder, drag-and-drop helpers."""
 
 from __future__ import annotations
 
@@ -53,13 +52,6 @@ def _answer_yes() -> None:
         question.done(QMessageBox.StandardButton.Yes)
     elif question is not None:
         question.reject()
-
-
-@pytest.fixture(scope="session")
-def trained(standin_trained) -> dict:
-    """The GUI tests judge the GUI, not the weights: their shared model is the stand-in backbone's
-    (tests/conftest.py ``standin_trained``), which loads and classifies many times faster than EfficientNet's."""
-    return standin_trained
 
 
 @pytest.fixture(scope="session")
