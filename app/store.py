@@ -391,8 +391,9 @@ def _check_small_file(path: Path) -> None:
     """A FIFO would hang the reader and a huge file stall it (the backend bar reads this as a path is typed)."""
     if not path.is_file():
         raise ModelError(f"{path} is not a regular file")
-    if path.stat().st_size > METADATA_MOST:
-        raise ModelError(f"{path} is {human_size(path.stat().st_size)}, too large for a model's metadata")
+    size = path.stat().st_size
+    if size > METADATA_MOST:
+        raise ModelError(f"{path} is {human_size(size)}, too large for a model's metadata")
 
 
 def read_metadata_quietly(version_dir: str | Path) -> Metadata:
